@@ -1,0 +1,85 @@
+"""Shared fixtures: an isolated index dir per test, a fast fake model, small real images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vsearch import models
+
+SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "sample_images"
+
+
+class FakeEmbedder:
+    """A deterministic, torch-free stand-in: a colour/layout histogram of the 32x32 input.
+
+    Similar pictures get similar vectors, so search behaviour is testable in milliseconds.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.id = models.ModelId(
+            name=name, family="fake", arch="colour-grid", pretrained="none", weights_sha256="0" * 64,
+            dim=48, preprocess=models.Preprocess(32, "squash", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), pooling="avg",
+        )
+        self.calls = 0
+
+    @property
+    def supports_text(self) -> bool:
+        return False
+
+    def embed_images(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        x = batch.astype(np.float32) / 255.0  # (N, 32, 32, 3)
+        grid = x.reshape(len(x), 4, 8, 4, 8, 3).mean(axis=(2, 4))  # 4x4 cells x RGB = 48
+        return models.l2_normalise(grid.reshape(len(x), -1) - 0.45)
+
+    def embed_text(self, texts):  # pragma: no cover - image-only, like the default model
+        from vsearch.errors import VsearchError
+
+        raise VsearchError("text search needs a CLIP index")
+
+
+@pytest.fixture(autouse=True)
+def isolated_index_dir(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own default index dir (VSEARCH_INDEX_DIR), never the user's."""
+    index_dir = tmp_path / "index"
+    monkeypatch.setenv("VSEARCH_INDEX_DIR", str(index_dir))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    return index_dir
+
+
+@pytest.fixture
+def fake_model():
+    """Register the ``fake`` model for the duration of a test; yields the shared instance."""
+    embedder = FakeEmbedder("fake")
+    models.register("fake", lambda name, device, threads: embedder)
+    yield embedder
+    models.unregister("fake")
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A private copy of sample_images/ (images only) that a test may change."""
+    dest = tmp_path / "photos"
+    dest.mkdir()
+    for p in SAMPLE_IMAGES.iterdir():
+        if p.suffix.lower() in (".jpg", ".png"):
+            shutil.copy2(p, dest / p.name)
+    return dest
+
+
+def make_photo(path: Path, size=(320, 240), seed: int = 0, quality: int = 90) -> Path:
+    """A photo-like JPEG/PNG (smooth gradients plus noise) that the fake model can tell apart."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(0, 255, 3)
+    slope = rng.uniform(-0.5, 0.5, (2, 3))
+    img = base + xx[..., None] * slope[0] + yy[..., None] * slope[1] + rng.normal(0, 8, (h, w, 3))
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=quality)
+    return path
