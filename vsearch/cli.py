@@ -119,6 +119,7 @@ def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch
     from . import images, indexer
     from .store import Store
 
+    indexer.check_folder(folder)
     with Store.open(index_dir or default_index_dir(), write=True) as store, progress_bar(quiet) as bar:
         summary = indexer.update(
             store, folder, model, batch_size=batch_size, workers=workers, device=device,
@@ -166,13 +167,16 @@ def build_index(
     device: Device = "auto",
     max_pixels: MaxPixels = 200_000_000,
     quiet: Quiet = False,
+    dba: Annotated[int, typer.Option("--dba", min=0, metavar="N", help="Database-side augmentation: rank against each image's mean with its N nearest neighbours (0 = off, the default; see vsearch/rerank.py for the flowers17 figures).")] = 0,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     from . import indexer, render
+    from .search import build_dba
     from .store import Store
 
     where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
     with Store.open(where, write=True) as store:
+        build_dba(store, dba, progress=None if quiet else _err)
         ann = indexer.build_ann(store, trees)
     if not quiet:
         render.index_summary(summary, where, ann=ann)
@@ -181,62 +185,255 @@ def build_index(
 @app.command()
 @user_errors
 def query(
-    queries: Annotated[list[str], typer.Argument(help="Image file(s); with a CLIP index, text.", show_default=False)],
+    queries: Annotated[list[str], typer.Argument(
+        help="Image file(s) to find more of (several are averaged); with a CLIP index, text such as "
+             "\"a dog on the beach\".", show_default=False)],
     index_dir: IndexDir = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Number of results.")] = 10,
     fmt: OutputFormat = Format.table,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search over all stored embeddings.")] = False,
     approximate: Annotated[bool, typer.Option("--approximate", help="Force the Annoy index.")] = False,
+    negatives: Annotated[Optional[list[Path]], typer.Option(
+        "--not", help="An image to steer away from (repeatable).", show_default=False)] = None,
+    not_weight: Annotated[float, typer.Option("--not-weight", min=0.0,
+                                              help="Weight of the negatives' mean against the positives' mean.")] = 0.5,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave the query images themselves out of the results.")] = False,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results with at least this cosine similarity.")] = None,
+    path_glob: Annotated[Optional[str], typer.Option("--path", help="Only results whose path (relative to the indexed folder) matches this glob, e.g. '*.png' or 'holiday/*'.")] = None,
+    dedupe: Annotated[Optional[float], typer.Option("--dedupe", help="Collapse results whose cosine to a better result is at least THRESHOLD (e.g. 0.92).", metavar="THRESHOLD")] = None,
+    diverse: Annotated[Optional[float], typer.Option("--diverse", min=0.0, max=1.0, help="Maximal marginal relevance re-ranking: LAMBDA 1 = relevance only, lower = more varied.", metavar="LAMBDA")] = None,
+    expand: Annotated[int, typer.Option("--qe", min=0, help="Average query expansion: re-query with the mean of the query and its top N results (0 = off).", metavar="N")] = 0,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML gallery of the query and results.", dir_okay=False)] = None,
+    sheet_out: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a contact-sheet PNG of the query and results.", dir_okay=False)] = None,
     device: Device = "auto",
 ) -> None:
-    """Print the K images nearest to IMAGE: rank, cosine similarity and path."""
+    """Print the K images nearest to the query: rank, cosine similarity and path.
+
+    A query image already in the index reuses its stored vector (no model is loaded).
+    """
     from . import render
-    from .search import Searcher
+    from .rerank import combine_examples
+    from .search import Refine, Searcher
     from .store import Store
 
     if exact and approximate:
         raise VsearchError("--exact and --approximate exclude each other")
     store = Store.open(index_dir or default_index_dir())
-    searcher = Searcher(store, device=device)
-    vectors = [
-        searcher.image_vector(Path(q)) if Path(q).expanduser().exists() else searcher.text_vector(q)
-        for q in queries
-    ]
-    import numpy as np
+    from .freshness import check
 
-    vector = np.mean([v.vector for v in vectors], axis=0)
-    hits = searcher.search(vector, k, "exact" if exact else "approximate" if approximate else "auto")
+    stale = check(store).warning()  # a cheap, time-boxed look: an index is never silently stale
+    if stale:
+        _err(stale)
+    searcher = Searcher(store, device=device)
+    positives = [searcher.query_vector(q) for q in queries]
+    negs = [searcher.image_vector(p) for p in negatives or []]
+    vector = combine_examples([v.vector for v in positives], [v.vector for v in negs] or None, not_weight)
+    own = [v.row for v in positives + negs if v.row is not None]
+    refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=expand)
+    hits = searcher.search(vector, k, "exact" if exact else "approximate" if approximate else "auto",
+                           exclude_rows=own if exclude_self else [], refine=refine, query_rows=own)
     render.records(hits, fmt, columns=["rank", "score", "path"])
+    if html_out or sheet_out:
+        from . import gallery
+
+        shown = [Path(q).expanduser() if v.source != "text" else q for q, v in zip(queries, positives)]
+        if html_out:
+            _err(f"gallery: {gallery.write_html(html_out, hits, queries=shown, negatives=negatives or [])}")
+        if sheet_out:
+            _err(f"contact sheet: {gallery.write_sheet(sheet_out, hits, queries=shown)}")
+    if not hits:
+        _err("no results" + (" passed the filters" if min_score is not None or path_glob else ""))
+
+
+@app.command()
+@user_errors
+def duplicates(
+    folder: Annotated[Optional[Path], typer.Argument(
+        help="Bring the index up to date with this folder first (embeds new files); default: use the index as it is.",
+        show_default=False)] = None,
+    index_dir: IndexDir = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", help="Cosine similarity at or above which two images count as near-duplicates "
+                            "(default 0.92; higher = stricter).")] = None,
+    fmt: OutputFormat = Format.table,
+    exact: Annotated[bool, typer.Option("--exact", help="Exact neighbours even above the Annoy size limit.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Find groups of near-duplicate images (resized, recompressed, lightly edited copies).
+
+    Each group lists its representative first (score 1.0), then the others by similarity to it.
+    `--format paths` prints every member but the representatives, one per line.
+    """
+    from . import duplicates as dup
+    from . import render
+    from .store import Store
+
+    where = index_dir or default_index_dir()
+    if folder is not None:
+        where, summary = _update_index(folder, index_dir, None, 16, None, device, 200_000_000, quiet)
+        if not quiet:
+            render.index_summary(summary, where)
+    with Store.open(where) as store:
+        groups = dup.find_groups(store, dup.DEFAULT_THRESHOLD if threshold is None else threshold,
+                                 mode="exact" if exact else "auto")
+    members = [m for g in groups for m in g]
+    if fmt is Format.paths:
+        members = [m for m in members if not m.representative]
+    render.records(members, fmt, columns=["group", "size", "score", "path"])
+    if not quiet:
+        _err(f"{len(groups)} groups, {sum(len(g) - 1 for g in groups)} near-duplicates beyond one per group")
+
+
+def _parse_ks(text: str) -> list[int]:
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise VsearchError(f"--k takes comma-separated integers, e.g. 1,5,10 (got {text!r})") from None
+
+
+def _search_modes(mode: str | None, exact: bool, n: int) -> list[str]:
+    """One search mode per --index-dir: --mode lists them (or one for all); --exact means exact."""
+    if mode is None:
+        return ["exact" if exact else "auto"] * n
+    if exact:
+        raise VsearchError("--exact and --mode exclude each other; use --mode exact")
+    modes = [m.strip() for m in mode.split(",")]
+    bad = [m for m in modes if m not in ("auto", "exact", "approximate")]
+    if bad:
+        raise VsearchError(f"--mode {bad[0]!r}: choose auto, exact or approximate")
+    if len(modes) == 1:
+        return modes * n
+    if len(modes) != n:
+        raise VsearchError(f"--mode lists {len(modes)} modes for {n} --index-dir; give one per index, or one for all")
+    return modes
 
 
 @app.command()
 @user_errors
 def evaluate(
-    index_dir: IndexDir = None,
-    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV: query,positive[,relevance].", dir_okay=False)] = None,
+    index_dirs: Annotated[Optional[list[Path]], typer.Option(
+        "--index-dir", file_okay=False, show_default=False,
+        help="Index folder; repeat it to score several indexes on the same labels, side by side, with the "
+             "differences against the first. Default: $VSEARCH_INDEX_DIR, else ~/.local/share/vsearch/index.")] = None,
+    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV: query,positive[,relevance[,augmentation]].", dir_okay=False)] = None,
     groups: Annotated[Optional[Path], typer.Option("--groups", help="CSV: path,group (extra columns ignored).", dir_okay=False)] = None,
-    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,5,10",
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    augment: Annotated[Optional[int], typer.Option(
+        "--augment", min=1, show_default=False,
+        help="No labels needed: pick N indexed images, query with edited copies of each (crop, flip, rotate, colour, "
+             "blur, downscale, jpeg, all; made in a temporary folder, never indexed) and score whether the "
+             "original comes back.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --augment's picks and edits, and the bootstrap.")] = 0,
+    k: Annotated[Optional[str], typer.Option("--k", help="Cut-offs, comma-separated. Default: 1,5,10; 1,10 with --augment.",
+                                             show_default=False)] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json or csv.")] = Format.table,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search (default: as query).")] = False,
+    mode: Annotated[Optional[str], typer.Option(
+        "--mode", help="Search mode: auto, exact or approximate; comma-separated, one per --index-dir, to compare "
+                       "modes (e.g. --index-dir X --index-dir X --mode exact,approximate).", show_default=False)] = None,
+    headline: Annotated[Optional[str], typer.Option(
+        "--headline", help="Metric whose difference gets the paired bootstrap 95% CI. Default: map@10 (or the "
+                           "largest K's map); recall@1 with --augment.", show_default=False)] = None,
+    ann_recall: Annotated[bool, typer.Option(
+        "--ann-recall", help="Add ann_recall@K (Annoy top K against exact top K, same queries) to the results; "
+                             "side-by-side runs and reports always have it.")] = False,
+    html_report: Annotated[Optional[Path], typer.Option(
+        "--report", dir_okay=False, help="Write a self-contained HTML report: metrics, a recall@K plot, the worst "
+                                         "queries beside what came back.", show_default=False)] = None,
+    per_query: Annotated[Optional[Path], typer.Option(
+        "--per-query", dir_okay=False, help="Write each query's ranks and metrics as CSV.", show_default=False)] = None,
     device: Device = "auto",
+    quiet: Quiet = False,
 ) -> None:
-    """Score retrieval on labelled pairs or groups: recall, hit, precision, mAP, nDCG at each K, and MRR."""
+    """Score retrieval on labelled pairs or groups, or on augmented copies (--augment N): recall, hit,
+    precision, mAP, nDCG at each K, and MRR; side by side for several --index-dir."""
+    import tempfile
+    import time
+
     from . import evaluate as ev
-    from . import render
+    from . import render, report
     from .search import Searcher
     from .store import Store
 
-    if (pairs is None) == (groups is None):
-        raise VsearchError("give exactly one of --pairs FILE or --groups FILE")
-    try:
-        ks = sorted({int(x) for x in k.split(",") if x.strip()})
-    except ValueError:
-        raise VsearchError(f"--k takes comma-separated integers, e.g. 1,5,10 (got {k!r})") from None
-    labels = ev.read_pairs(pairs) if pairs is not None else ev.read_groups(groups)  # type: ignore[arg-type]
-    searcher = Searcher(Store.open(index_dir or default_index_dir()), device=device)
-    result = ev.evaluate(searcher, labels, ks, "exact" if exact else "auto")
-    render.mapping(result.metrics, fmt, title="retrieval quality")
-    _err(f"{result.metrics['num_queries']} queries in {result.elapsed_s:.1f}s")
+    if sum(x is not None for x in (pairs, groups, augment)) != 1:
+        raise VsearchError("give exactly one of --pairs FILE, --groups FILE or --augment N")
+    if fmt is Format.paths:
+        raise VsearchError("evaluate prints metrics: use --format table, json or csv")
+    ks = _parse_ks(k or ("1,10" if augment else "1,5,10"))
+    dirs = index_dirs or [default_index_dir()]
+    modes = _search_modes(mode, exact, len(dirs))
+    names = ev.target_labels(dirs, modes)
+    targets = [ev.Target(Searcher(Store.open(d), device=device), m, name)  # type: ignore[arg-type]
+               for d, m, name in zip(dirs, modes, names)]
+    with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(_Done(done, total))
+
+        if augment is not None:
+            started = time.perf_counter()
+            labels = ev.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
+            source = (f"{len(labels)} edited copies of {augment} indexed images (seed {seed}), "
+                      f"made in {time.perf_counter() - started:.1f}s")
+        else:
+            labels = ev.read_pairs(pairs) if pairs is not None else ev.read_groups(groups)  # type: ignore[arg-type]
+            source = f"labels: {pairs or groups}"
+        result = ev.evaluate_all(targets, labels, ks, headline=headline, seed=seed,
+                                 augmented=augment is not None, progress=progress)
+        # Written before the temporary copies go: the report shows them as thumbnails.
+        if per_query is not None:
+            report.write_per_query(per_query, result)
+        if html_report is not None:
+            report.write_html(html_report, result, source=source)
+    missing = None if fmt is Format.json else "n/a"
+    if len(result.reports) > 1:
+        if fmt is Format.json:
+            render.mapping(report.to_json(result), fmt)
+        else:
+            rows, columns = report.comparison_rows(result, ann=True, missing=missing)
+            render.records(rows, fmt, columns=columns, title="retrieval quality, side by side")
+    elif augment is None and not ann_recall and not result.reports[0].by_kind:
+        render.mapping(result.reports[0].metrics, fmt, title="retrieval quality")
+    else:
+        shown = report.shown_metrics(result.reports[0], ks, augmented=augment is not None, ann=ann_recall,
+                                     missing=missing)
+        render.mapping(shown, fmt, title="retrieval quality")
+    if not quiet:
+        _err(f"{source}; {result.reports[0].metrics['num_queries']} queries in {result.elapsed_s:.1f}s")
+        for r in result.reports:
+            ann = (", ".join(f"ann_recall@{key} {v:.4f}" for key, v in r.ann_recall.items()) if r.ann_recall
+                   else "ann_recall n/a (no Annoy index)")
+            _err(f"{r.label}: {r.model}, {r.count} images, {r.mode} search, {r.elapsed_s:.1f}s; {ann}")
+        for c in result.comparisons:
+            _err(f"{c.metric}: {c.other} - {c.baseline} = {report.ci_text(c)} "
+                 f"({round(c.ci.confidence * 100)}% paired bootstrap CI): {c.verdict}")
+        for path in (per_query, html_report):
+            if path is not None:
+                _err(f"wrote {path}")
+
+
+class _Done:
+    """What ``progress_bar.update`` reads: done of total."""
+
+    def __init__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+@app.command("make-pairs")
+@user_errors
+def make_pairs(
+    folder: Folder,
+    augment: Annotated[int, typer.Option("--augment", min=1, help="How many images to make edited copies of.")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="New or empty folder for the copies and pairs.csv.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the picks and the edits.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Write edited copies of N images under FOLDER and a pairs CSV, for `vsearch evaluate --pairs`."""
+    from . import evaluate as ev
+
+    pairs, count = ev.make_pairs(folder, augment, seed, out)
+    if not quiet:
+        _err(f"{count} copies of {augment} images in {out}")
+    typer.echo(str(pairs))
 
 
 def run() -> None:

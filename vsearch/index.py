@@ -1,22 +1,45 @@
 """Nearest neighbours over unit vectors: exact (one BLAS matmul) and approximate (Annoy).
 
-Both return (row, cosine) pairs, best first. Nothing here knows about files or models.
+Both return (rows, cosine scores), best first. Nothing here knows about files or models.
+
+Approximate search never prints an approximate score: Annoy only proposes
+``CANDIDATE_FACTOR * k`` candidate rows, and those are re-scored by an exact dot product with the
+stored vectors, so the only error Annoy can make is to miss a true neighbour (measured as
+recall@10 against exact search in ``benchmarks/bench_search.py``).
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-#: Below this many vectors, a brute-force matmul is both exact and fast enough (measured: see
-#: benchmarks/bench_search.py); above it, ``auto`` search goes through Annoy.
+from .errors import IndexCorruptError
+
+#: Up to this many vectors, ``auto`` search is an exact matmul; above it, Annoy (when built).
+#: Measured (benchmarks/bench_search.py, 2 shared cores): one exact query is a pass over all
+#: vectors: 10.6 ms at 100k x 512 on a quiet box, 227 ms at 1M x 512 on a loaded one; the whole
+#: `vsearch query` process on a 100k x 1280 (efficientnet-lite0) index took 0.55 s, exact. Past
+#: that the cost grows linearly, while Annoy answered 1M x 512 at 223 q/s with recall@10 0.98.
 EXACT_LIMIT = 100_000
+#: Annoy trees: more trees cost build time and disk, and buy recall at a given search_k. At 512-d
+#: a tree is small beside the items (1M x 512: 2.9 GB index with 50 trees, 1.95 GB of vectors).
 DEFAULT_TREES = 50
 #: Annoy returns ``CANDIDATE_FACTOR * k`` candidates, which are re-scored exactly.
 CANDIDATE_FACTOR = 4
+#: Nodes Annoy inspects per query, per candidate asked for: search_k = 250 x 4 x 10 = 10,000 for
+#: k=10 (Annoy's own default, trees x n = 2,000, is too few at 1M items). Measured with
+#: benchmarks/bench_search.py (recall@10 against exact search, 50 trees):
+#:   1M x 512 nested clusters: 25/cand 0.638, 50 0.794, 100 0.911, 250 0.982, 500 0.996
+#:   (at 250: 223 q/s single, 303 q/s batched, against 0.8 / 8.1 q/s exact on a loaded box);
+#:   real efficientnet-lite0 vectors (flowers17, 1,360): 25/cand 0.997, 100 0.999, 500 1.000;
+#:   100k x 512 flat clusters: 100/cand 0.976, 250 0.991, 500 0.993.
+#: Flat clusters at 1M (every member equally near, neighbours decided by noise) stay below 0.75
+#: even at 1,000/cand: a worst case that exact search (``--exact``) is there for.
+SEARCH_K_PER_CANDIDATE = 250
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,8 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 
     """Top-k rows by cosine for each query: (rows (Q, k), scores (Q, k)), best first.
 
     Works block by block over the (possibly memory-mapped) vectors so memory stays bounded.
+    A batch of queries shares each block read, which is what makes batches far cheaper per
+    query than single queries.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     n = len(vectors)
@@ -53,6 +78,7 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 
 
 def rescore(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Exact cosine between one query and the given rows."""
+    rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
     order = np.argsort(rows)  # sorted reads are kinder to a memory map
@@ -73,13 +99,20 @@ def build_annoy(vectors: np.ndarray, path: Path, trees: int = DEFAULT_TREES, see
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # on_disk_build keeps the index in a file instead of the heap: memory stays flat at 1M items.
     ann.on_disk_build(str(tmp))
-    for i in range(len(vectors)):
-        ann.add_item(i, vectors[i])
+    for start in range(0, len(vectors), 65536):
+        block = np.asarray(vectors[start:start + 65536], dtype=np.float32)
+        for i, v in enumerate(block, start):
+            ann.add_item(i, v)
     ann.build(trees, n_jobs=n_jobs)
     ann.unload()
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def default_search_k(n_candidates: int) -> int:
+    """Annoy ``search_k`` for a query that asks for ``n_candidates`` rows."""
+    return SEARCH_K_PER_CANDIDATE * n_candidates
 
 
 class AnnoySearcher:
@@ -89,10 +122,16 @@ class AnnoySearcher:
         from annoy import AnnoyIndex
 
         self._ann = AnnoyIndex(dim, "angular")
-        self._ann.load(str(path))
+        try:
+            self._ann.load(str(path))
+        except OSError as exc:  # missing or damaged (e.g. truncated): one line, not a traceback
+            raise IndexCorruptError(
+                f"cannot read the Annoy index {path} ({str(exc).split(':')[0]}); "
+                "`vsearch build-index FOLDER` rebuilds it, and --exact searches without it"
+            ) from None
 
     def candidates(self, query: np.ndarray, n: int, search_k: int = -1) -> np.ndarray:
-        """Row ids of up to ``n`` approximate neighbours."""
+        """Row ids of up to ``n`` approximate neighbours (``search_k=-1``: Annoy's own default)."""
         return np.asarray(self._ann.get_nns_by_vector(np.asarray(query, dtype=np.float32).tolist(), n,
                                                       search_k=search_k), dtype=np.int64)
 
@@ -101,9 +140,74 @@ class AnnoySearcher:
 
 
 def approximate_search(searcher: AnnoySearcher, vectors: np.ndarray, query: np.ndarray, k: int,
-                       search_k: int = -1, factor: int = CANDIDATE_FACTOR) -> tuple[np.ndarray, np.ndarray]:
-    """Annoy shortlist of ``factor * k`` rows, re-scored exactly: every score returned is exact."""
-    rows = searcher.candidates(query, max(k * factor, k), search_k=search_k)
+                       search_k: int | None = None, factor: int = CANDIDATE_FACTOR) -> tuple[np.ndarray, np.ndarray]:
+    """Annoy shortlist of ``factor * k`` rows, re-scored exactly: every score returned is exact.
+
+    ``search_k=None`` uses :func:`default_search_k`; ``-1`` is Annoy's own default.
+    """
+    n = max(k * factor, k)
+    if search_k is None:
+        search_k = default_search_k(n)
+    rows = searcher.candidates(query, n, search_k=search_k)
     scores = rescore(vectors, query, rows)
     order = np.argsort(-scores, kind="stable")[:k]
     return rows[order], scores[order]
+
+
+def approximate_search_batch(searcher: AnnoySearcher, vectors: np.ndarray, queries: np.ndarray, k: int,
+                             search_k: int | None = None, factor: int = CANDIDATE_FACTOR,
+                             threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`approximate_search` for each row of ``queries``, in threads: (rows, scores) (Q, <=k).
+
+    Annoy releases the GIL while it searches, so threads use every core. Rows a query could not
+    fill (an index smaller than k) are -1 with score -inf.
+    """
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+
+    def one(i: int) -> None:
+        rows, scores = approximate_search(searcher, vectors, queries[i], k, search_k, factor)
+        out_rows[i, :len(rows)] = rows
+        out_scores[i, :len(rows)] = scores
+
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 2) as pool:
+        list(pool.map(one, range(len(queries))))
+    return out_rows, out_scores
+
+
+def neighbour_graph(vectors: np.ndarray, n: int, *, annoy: AnnoySearcher | None = None,
+                    block_elements: int = 1 << 25, search_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``n`` nearest other rows: (rows (N, n), exact scores (N, n)), best first.
+
+    Exact (block-by-block matmul, memory bounded by ``block_elements`` floats) when ``annoy`` is
+    None, else Annoy candidates re-scored exactly. A row's own entry is left out.
+    """
+    count = len(vectors)
+    n = min(n, max(count - 1, 0))
+    rows_out = np.zeros((count, n), dtype=np.int64)
+    scores_out = np.zeros((count, n), dtype=np.float32)
+    if n == 0:
+        return rows_out, scores_out
+    if annoy is None:
+        block = max(1, min(count, block_elements // max(count, 1)))
+        for start in range(0, count, block):
+            q = np.asarray(vectors[start:start + block], dtype=np.float32)
+            rows, scores = exact_search(vectors, q, n + 1)
+            rows, scores = _drop_self(rows, scores, np.arange(start, start + len(q)), n)
+            rows_out[start:start + len(q)], scores_out[start:start + len(q)] = rows, scores
+        return rows_out, scores_out
+    for start in range(0, count, 4096):
+        q = np.asarray(vectors[start:start + 4096], dtype=np.float32)
+        rows, scores = approximate_search_batch(annoy, vectors, q, n + 1, search_k)
+        rows, scores = _drop_self(rows, scores, np.arange(start, start + len(q)), n)
+        rows_out[start:start + len(q)], scores_out[start:start + len(q)] = rows, scores
+    return rows_out, scores_out
+
+
+def _drop_self(rows: np.ndarray, scores: np.ndarray, own: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    # A row is usually its own first hit, but exact ties (duplicate files) may put it later, or
+    # (Annoy) not at all: drop it wherever it is, then keep n.
+    keep = rows != own[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :n]
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)

@@ -1,13 +1,23 @@
 """Offline stage: bring an index up to date with a folder.
 
     scan folder -> compare with manifest (size, mtime; then content digest)
-                -> decode new/changed files in worker threads -> embed in batches
-                -> commit chunks as they fill -> consolidate a new generation
+                -> read + digest + decode new/changed files in worker threads
+                -> embed in batches (main thread) -> commit chunks as they fill
+                -> consolidate a new generation
 
-Decoding runs in threads, not processes: Pillow releases the GIL while it decodes and resizes,
-so threads overlap with torch's own threads without pickling pixels between processes.
-The model is loaded only when the first file that needs it arrives, so an unchanged re-run (or
-one with only renames and deletions) never imports torch.
+Why threads and not processes: Pillow releases the GIL while it decodes and resizes, and hashlib
+while it hashes, so threads overlap with torch's own threads without pickling pixels between
+processes. The model is loaded only when the first file that needs it arrives, so an unchanged
+re-run (or one with only renames and deletions) never imports torch.
+
+What the run holds in memory: pixels for at most ``prefetch`` decoded files, vectors for at most
+one chunk, plus a path and three integers per new or changed file (so that the progress bar knows
+its total) and the set of paths seen (to find deletions). Nothing holds all the images or all
+the vectors; consolidation streams them block by block (see Store.consolidate).
+
+Crash safety: vectors reach the disk chunk by chunk (Store.add_chunk), so a killed run loses at
+most the chunk being filled; the next run finds the committed files unchanged by stat and
+carries on with the rest.
 """
 
 from __future__ import annotations
@@ -15,30 +25,51 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from . import images
 from .errors import ImageDecodeError, VsearchError
-from .models import DEFAULT_MODEL, Embedder, ModelId, load_model
-from .store import FileEntry, Store
+from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess, load_model
+from .store import AnnInfo, FileEntry, Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 16
+#: Vectors per committed chunk: what a crash can lose, and the most vectors held at once.
 DEFAULT_CHUNK_SIZE = 256
 
 
 def default_workers() -> int:
-    """Decode threads: one per core, at least two (decode waits on disk as well as CPU)."""
+    """Decode threads: one per core, at least two, at most eight.
+
+    At least two because a decode thread also waits on the disk. On the 2-core machines,
+    benchmarks/bench_embed.py --sweep found 1 to 4 workers within noise of each other (5.1 to
+    6.3 img/s on 12-MP JPEGs, load average 9.5): the CPU, not the worker count, is the limit.
+    """
     return max(2, min(8, os.cpu_count() or 2))
+
+
+def passive_openmp() -> None:
+    """Let torch's OpenMP threads sleep while they wait, instead of spinning (libgomp's default).
+
+    Why: decode threads share the cores with torch's threads, and a spinning OpenMP thread burns
+    the CPU a decoder needs. Measured with benchmarks/bench_embed.py --settings on the 2-core
+    machines (12-MP JPEGs, child processes, 3 repeats, same run): libgomp's default cost 154
+    CPU-ms per image on the indexing path against 91 with PASSIVE (3.9 against 6.0 img/s), and
+    the model alone 117 against 35 CPU-ms per image. libgomp reads the variable once, when torch
+    loads, so it is set before the first import, and a value the user set is left alone.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass
@@ -74,8 +105,12 @@ ProgressFn = Callable[[Progress], None]
 
 @dataclass(frozen=True)
 class _Candidate:
-    found: images.FoundFile
-    previous: FileEntry | None  # same path, different stat
+    """A file that needs work: new, or its size or mtime changed since the manifest saw it."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+    known: bool  # the manifest has an entry for this path
 
 
 @dataclass(frozen=True)
@@ -92,6 +127,19 @@ def file_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def check_folder(folder: Path) -> Path:
+    """The folder to index, resolved; VsearchError when it is missing or not a folder.
+
+    Callers check before they create an index directory, so a typo leaves nothing behind.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise VsearchError(f"folder not found: {folder}")
+    if not folder.is_dir():
+        raise VsearchError(f"not a folder: {folder}")
+    return folder.resolve()
+
+
 def update(
     store: Store,
     folder: Path,
@@ -105,133 +153,52 @@ def update(
     max_pixels: int = images.DEFAULT_MAX_PIXELS,
     progress: ProgressFn | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    embedder: Embedder | None = None,
 ) -> IndexSummary:
     """Embed what is new or changed under ``folder`` into ``store`` and commit a new generation.
 
-    ``store`` must be open for writing. Returns counts of what happened; raises VsearchError for
-    a missing or empty folder, or a model that does not match the index.
+    ``store`` must be open for writing. Files are compared with the manifest by size and mtime,
+    then by content digest: a renamed or moved file keeps its vector, a copy shares one, a
+    deleted file leaves the vectors, and only new or changed content is decoded and embedded.
+
+    ``embedder``: an already loaded model to use instead of loading ``model_name`` (a caller
+    that indexes several folders, or a benchmark, pays the load once). ``workers``: decode
+    threads (default :func:`default_workers`). ``threads``: torch's CPU threads (default:
+    torch's own, one per core). ``progress`` gets a :class:`Progress` after each batch;
+    ``on_skip`` gets ``(path, reason)`` for each file that cannot be embedded.
+
+    Returns counts of what happened; raises VsearchError for a missing or empty folder, or a
+    model that does not match the index.
     """
     started = time.perf_counter()
-    folder = Path(folder).expanduser()
-    if not folder.exists():
-        raise VsearchError(f"folder not found: {folder}")
-    if not folder.is_dir():
-        raise VsearchError(f"not a folder: {folder}")
-    root = folder.resolve()
+    root = check_folder(folder)
+    if embedder is not None:
+        model_name = model_name or embedder.id.name
+        if model_name != embedder.id.name:
+            raise VsearchError(f"model name {model_name!r} differs from the given model {embedder.id.name!r}")
+    # Checked before bind records the root: a failed first run must not tie the index to this
+    # folder. Lazy: the walk stops at the first image.
+    if store.meta is None and next(
+        images.scan_folder(root, exclude=[store.dir], on_problem=lambda p: None), None
+    ) is None:
+        raise VsearchError(
+            f"no images found in {folder} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))})"
+        )
     store.bind(root, model_name)
     known = store.model_id
     model_name = known.name if known and not model_name else (model_name or DEFAULT_MODEL)
     summary = IndexSummary(model=model_name)
 
-    # 1. Scan and compare by stat: unchanged files cost one stat and one indexed lookup.
-    candidates: list[_Candidate] = []
-    seen: set[str] = set()
-    dirs: dict[str, int] = {}
-
-    def problem(p: images.ScanProblem) -> None:
-        summary.scan_problems.append((str(p.path), p.reason))
-
-    found_any = False
-    for found in images.scan_folder(root, exclude=[store.dir.resolve()], on_problem=problem):
-        found_any = True
-        seen.add(found.rel)
-        parent = found.rel.rpartition("/")[0]
-        if parent not in dirs:
-            dirs[parent] = _mtime_ns(root / parent)
-        entry = store.entry(found.rel)
-        if entry is not None and entry.size == found.size and entry.mtime_ns == found.mtime_ns:
-            summary.unchanged += 1
-            if entry.skip_reason is not None:
-                summary.skipped_before += 1
-            continue
-        candidates.append(_Candidate(found, entry))
-    if not found_any and store.meta is None:
-        raise VsearchError(f"no images found in {folder} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))})")
+    candidates, seen, dirs = _scan(store, root, summary)
     gone = {e.path: e for e in store.entries() if e.path not in seen}
+    del seen  # the largest per-file structure; not needed past here
 
-    # 2. Decode (or recognise by digest) in threads; embed in batches; commit in chunks.
-    embedder: Embedder | None = None
-    preprocess = known.preprocess if known else None
-    if candidates and preprocess is None:
-        embedder = _load(store, model_name, device, threads, summary)
-        preprocess = embedder.id.preprocess
-    lookup_lock = threading.Lock()
+    if candidates:
+        pipeline = _Pipeline(store, model_name, embedder, device, threads, max_pixels, summary,
+                             batch_size, chunk_size, gone)
+        pipeline.run(candidates, workers or default_workers(), progress, on_skip)
 
-    def known_vector(digest: str) -> FileEntry | None:
-        with lookup_lock:
-            return store.entry_by_digest(digest)
-
-    def work(candidate: _Candidate) -> _Decoded:
-        path = candidate.found.path
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            return _Decoded(candidate, None, error=f"unreadable ({exc.strerror or exc})")
-        digest = file_digest(data)
-        if store.meta is not None or candidate.previous is not None:
-            reuse = known_vector(digest)
-            if reuse is not None:
-                return _Decoded(candidate, digest, reuse=reuse)
-        try:
-            assert preprocess is not None
-            pixels = images.decode_for_model(data, preprocess.size, preprocess.framing, max_pixels=max_pixels)
-        except ImageDecodeError as exc:
-            return _Decoded(candidate, digest, error=str(exc))
-        return _Decoded(candidate, digest, pixels=pixels)
-
-    batch: list[_Decoded] = []
-    pending_records: list[tuple[str, int, int, str]] = []
-    pending_vectors: list[np.ndarray] = []
-    done = 0
-
-    def flush_chunk() -> None:
-        if pending_records:
-            store.add_chunk(list(pending_records), np.concatenate(pending_vectors))
-            pending_records.clear()
-            pending_vectors.clear()
-
-    def run_batch() -> None:
-        nonlocal embedder
-        if not batch:
-            return
-        if embedder is None:
-            embedder = _load(store, model_name, device, threads, summary)
-        vectors = embedder.embed_images(np.stack([d.pixels for d in batch]))
-        for d, _ in zip(batch, vectors):
-            f = d.candidate.found
-            pending_records.append((f.rel, f.size, f.mtime_ns, d.digest or ""))
-        pending_vectors.append(vectors)
-        summary.embedded += len(batch)
-        batch.clear()
-        if sum(len(v) for v in pending_vectors) >= chunk_size:
-            flush_chunk()
-
-    try:
-        for d in _ordered_map(work, candidates, workers or default_workers(), prefetch=4 * batch_size):
-            f = d.candidate.found
-            if d.error is not None:
-                store.record_skip(f.rel, f.size, f.mtime_ns, d.error)
-                summary.skipped.append((f.rel, d.error))
-                if on_skip:
-                    on_skip(f.rel, d.error)
-            elif d.reuse is not None:
-                _apply_reuse(store, d, gone, summary)
-            else:
-                batch.append(d)
-                if len(batch) >= batch_size:
-                    run_batch()
-            done += 1
-            if progress and (not batch or done == len(candidates)):
-                progress(Progress(done, len(candidates), summary.embedded, len(summary.skipped)))
-        run_batch()
-        flush_chunk()
-    except KeyboardInterrupt:
-        # Keep what is already embedded: the next run resumes after it.
-        batch.clear()
-        flush_chunk()
-        raise
-
-    # 3. Files gone from disk leave the index.
+    # Files gone from disk leave the index.
     summary.removed = store.mark_deleted(gone)
     store.record_dirs(dirs.items())
     if store.pending_changes():
@@ -241,26 +208,198 @@ def update(
     return summary
 
 
-def _apply_reuse(store: Store, d: _Decoded, gone: dict[str, FileEntry], summary: IndexSummary) -> None:
-    f, source = d.candidate.found, d.reuse
-    assert source is not None and d.digest is not None
-    if source.path == f.rel:  # same file, only its mtime moved
-        store.touch(source, f.size, f.mtime_ns)
-        summary.unchanged += 1
-    elif source.path in gone:  # renamed or moved: keep its row under the new path
-        store.move(source, f.rel, f.size, f.mtime_ns)
-        del gone[source.path]
-        summary.moved += 1
-    else:  # a copy of a file that is still there
-        store.add_reference(f.rel, f.size, f.mtime_ns, d.digest, source)
-        summary.reused += 1
+def _scan(store: Store, root: Path, summary: IndexSummary) -> tuple[list[_Candidate], set[str], dict[str, int]]:
+    """Walk ``root``; unchanged files (same size and mtime) cost one stat and one indexed lookup.
+
+    Returns the files that need work, every path seen, and the mtime of every folder on the way
+    to an image (for the query-time staleness check, vsearch.freshness).
+    """
+    candidates: list[_Candidate] = []
+    seen: set[str] = set()
+    dirs: dict[str, int] = {}
+
+    def problem(p: images.ScanProblem) -> None:
+        summary.scan_problems.append((str(p.path), p.reason))
+
+    for found in images.scan_folder(root, exclude=[store.dir], on_problem=problem):
+        if not _storable(found.rel):
+            # SQLite stores text as UTF-8; a name that is not (undecodable bytes on Linux) cannot
+            # be a manifest key. Say so instead of failing the whole run.
+            shown = os.fsencode(found.path).decode("utf-8", "replace")
+            summary.scan_problems.append((shown, "file name is not valid UTF-8; rename it"))
+            continue
+        seen.add(found.rel)
+        _note_dirs(root, found.rel, dirs)
+        entry = store.entry(found.rel)
+        if entry is not None and entry.size == found.size and entry.mtime_ns == found.mtime_ns:
+            summary.unchanged += 1
+            if entry.skip_reason is not None:
+                summary.skipped_before += 1
+            continue
+        candidates.append(_Candidate(found.rel, found.size, found.mtime_ns, entry is not None))
+    return candidates, seen, dirs
 
 
-def _load(store: Store, name: str, device: str, threads: int | None, summary: IndexSummary) -> Embedder:
-    embedder = load_model(name, device=device, threads=threads)
-    store.bind_model(embedder.id)
-    summary.loaded_model = True
-    return embedder
+def _storable(rel: str) -> bool:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _note_dirs(root: Path, rel: str, dirs: dict[str, int]) -> None:
+    """Record the mtime of ``rel``'s folder and of every folder above it, once each.
+
+    Ancestors too, because a new subfolder changes only its parent's mtime.
+    """
+    parent = rel.rpartition("/")[0]
+    while parent not in dirs:
+        dirs[parent] = _mtime_ns(root / parent)
+        if not parent:
+            break
+        parent = parent.rpartition("/")[0]
+
+
+class _Pipeline:
+    """Decode in worker threads, embed in batches, commit in chunks.
+
+    The manifest connection is shared with the workers (their digest lookups), so every use of
+    the store in this class goes through ``self._lock``.
+    """
+
+    def __init__(self, store: Store, model_name: str, embedder: Embedder | None, device: str,
+                 threads: int | None, max_pixels: int, summary: IndexSummary, batch_size: int,
+                 chunk_size: int, gone: dict[str, FileEntry]) -> None:
+        self.store = store
+        self.model_name = model_name
+        self.embedder = embedder
+        self.device = device
+        self.threads = threads
+        self.max_pixels = max_pixels
+        self.summary = summary
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.gone = gone
+        self._lock = threading.Lock()
+        root = store.root
+        assert root is not None  # store.bind recorded it
+        self.root = root
+        self._batch: list[_Decoded] = []
+        self._records: list[tuple[str, int, int, str]] = []
+        self._vectors: list[np.ndarray] = []
+        known = store.model_id
+        self.preprocess: Preprocess | None = known.preprocess if known else None
+        if embedder is not None:
+            self._bind(embedder)
+        # Digest lookups only find committed rows, which exist once a first generation does.
+        self._lookup = store.meta is not None
+
+    def run(self, candidates: list[_Candidate], workers: int, progress: ProgressFn | None,
+            on_skip: Callable[[str, str], None] | None) -> None:
+        if self.preprocess is None:  # a new index: the model decides the pixels it needs
+            self._load()
+        summary, done = self.summary, 0
+        try:
+            for d in _ordered_map(self._work, candidates, workers, prefetch=4 * self.batch_size):
+                c = d.candidate
+                if d.error is not None:
+                    with self._lock:
+                        self.store.record_skip(c.rel, c.size, c.mtime_ns, d.error)
+                    summary.skipped.append((c.rel, d.error))
+                    if on_skip:
+                        on_skip(c.rel, d.error)
+                elif d.reuse is not None:
+                    self._reuse(d)
+                else:
+                    self._batch.append(d)
+                    if len(self._batch) >= self.batch_size:
+                        self._run_batch()
+                done += 1
+                if progress and (not self._batch or done == len(candidates)):
+                    progress(Progress(done, len(candidates), summary.embedded, len(summary.skipped)))
+            self._run_batch()
+            self._flush()
+        except BaseException:
+            # Ctrl-C, or a failure: keep what is already embedded, so the next run resumes
+            # after it. The partial batch is dropped (it has no vectors yet).
+            self._batch.clear()
+            try:
+                self._flush()
+            except Exception:
+                log.exception("could not save the last chunk")
+            raise
+
+    def _work(self, c: _Candidate) -> _Decoded:
+        """In a worker thread: read, digest, recognise known content, else decode."""
+        path = self.root / c.rel
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return _Decoded(c, None, error=f"unreadable ({exc.strerror or type(exc).__name__})")
+        digest = file_digest(data)
+        if self._lookup or c.known:
+            with self._lock:
+                reuse = self.store.entry_by_digest(digest)
+            if reuse is not None:
+                return _Decoded(c, digest, reuse=reuse)
+        assert self.preprocess is not None
+        try:
+            pixels = images.decode_for_model(data, self.preprocess.size, self.preprocess.framing,
+                                             max_pixels=self.max_pixels)
+        except ImageDecodeError as exc:
+            return _Decoded(c, digest, error=str(exc))
+        return _Decoded(c, digest, pixels=pixels)
+
+    def _run_batch(self) -> None:
+        if not self._batch:
+            return
+        if self.embedder is None:
+            self._load()
+        assert self.embedder is not None
+        vectors = self.embedder.embed_images(np.stack([d.pixels for d in self._batch]))
+        for d in self._batch:
+            c = d.candidate
+            self._records.append((c.rel, c.size, c.mtime_ns, d.digest or ""))
+        self._vectors.append(vectors)
+        self.summary.embedded += len(self._batch)
+        self._batch.clear()
+        if len(self._records) >= self.chunk_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._records:
+            with self._lock:
+                self.store.add_chunk(list(self._records), np.concatenate(self._vectors))
+            self._records.clear()
+            self._vectors.clear()
+
+    def _reuse(self, d: _Decoded) -> None:
+        c, source, summary = d.candidate, d.reuse, self.summary
+        assert source is not None and d.digest is not None
+        with self._lock:
+            if source.path == c.rel:  # same file, only its mtime moved
+                self.store.touch(source, c.size, c.mtime_ns)
+                summary.unchanged += 1
+            elif source.path in self.gone:  # renamed or moved: keep its row under the new path
+                self.store.move(source, c.rel, c.size, c.mtime_ns)
+                del self.gone[source.path]
+                summary.moved += 1
+            else:  # a copy of a file that is still there
+                self.store.add_reference(c.rel, c.size, c.mtime_ns, d.digest, source)
+                summary.reused += 1
+
+    def _load(self) -> None:
+        passive_openmp()
+        embedder = load_model(self.model_name, device=self.device, threads=self.threads)
+        self.summary.loaded_model = True
+        self._bind(embedder)
+
+    def _bind(self, embedder: Embedder) -> None:
+        with self._lock:
+            self.store.bind_model(embedder.id)
+        self.embedder = embedder
+        self.preprocess = embedder.id.preprocess
 
 
 def _mtime_ns(path: Path) -> int:
@@ -300,6 +439,7 @@ def _ordered_map(fn: Callable[[_Candidate], _Decoded], items: list[_Candidate], 
 def model_for_index(store: Store, device: str = "auto", threads: int | None = None) -> Embedder:
     """Load the model an index was built with, and check it still makes the same vectors."""
     assert store.meta is not None
+    passive_openmp()
     embedder = load_model(store.meta.model.name, device=device, threads=threads)
     if not embedder.id.same_vectors_as(store.meta.model):
         raise VsearchError(
@@ -310,20 +450,41 @@ def model_for_index(store: Store, device: str = "auto", threads: int | None = No
     return embedder
 
 
-__all__ = ["IndexSummary", "Progress", "update", "model_for_index", "default_workers", "ModelId"]
-
-
-def build_ann(store: Store, trees: int) -> "AnnInfo":
+def build_ann(store: Store, trees: int) -> AnnInfo:
     """Build the Annoy index for the committed vectors (skipped when it already exists)."""
     from . import index as nn
-    from .store import AnnInfo, ann_name
+    from .store import ann_name
 
     meta = store.meta
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
-    if meta.ann is not None and meta.ann.trees == trees and (store.dir / meta.ann.file).exists():
+    if (meta.ann is not None and meta.ann.trees == trees
+            and _ann_intact(store.dir / meta.ann.file, meta.dim, meta.count)):
         return meta.ann
     info = AnnInfo(file=ann_name(meta.generation), trees=trees)
     nn.build_annoy(store.vectors(), store.dir / info.file, trees)
     store.set_ann(info)
     return info
+
+
+def _ann_intact(path: Path, dim: int, count: int) -> bool:
+    """True when an Annoy file loads and holds every row (a damaged one is built again)."""
+    from . import index as nn
+
+    try:
+        return path.exists() and len(nn.AnnoySearcher(path, dim)) == count
+    except VsearchError:
+        return False
+
+
+__all__ = [
+    "IndexSummary",
+    "ModelId",
+    "Progress",
+    "build_ann",
+    "default_workers",
+    "file_digest",
+    "model_for_index",
+    "passive_openmp",
+    "update",
+]

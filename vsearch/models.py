@@ -298,6 +298,10 @@ def split_clip_name(name: str) -> tuple[str, str]:
     return arch, pretrained
 
 
+def _not_random_init(record: logging.LogRecord) -> bool:
+    return "initialized randomly" not in record.getMessage()
+
+
 def load_clip(name: str, device: str = "auto", threads: int | None = None) -> ClipEmbedder:
     """Load ``ARCH:TAG``, ``ARCH:/checkpoint`` or ``ARCH:none`` through open_clip."""
     import open_clip
@@ -321,7 +325,8 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
             raise VsearchError(
                 f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {arch} "
-                f"(tags: {tags})"
+                f"(tags: {tags}); use a listed tag, the default model (--model {DEFAULT_MODEL}) "
+                f"or a local checkpoint (--model {arch}:/path/to/weights.pt)"
             )
         try:
             checkpoint = Path(open_clip.download_pretrained(cfg))
@@ -335,7 +340,13 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
         cfg_tag = pretrained
 
     torch.manual_seed(0)  # makes "none" reproducible across processes
-    module = open_clip.create_model(arch, pretrained=None)
+    root_log = logging.getLogger()
+    if checkpoint is not None:  # open_clip would warn "initialized randomly" before we load it
+        root_log.addFilter(_not_random_init)
+    try:
+        module = open_clip.create_model(arch, pretrained=None)
+    finally:
+        root_log.removeFilter(_not_random_init)
     if checkpoint is not None:
         try:
             open_clip.load_checkpoint(module, str(checkpoint), weights_only=True)

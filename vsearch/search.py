@@ -1,30 +1,48 @@
-"""Online stage: a query vector (stored, or embedded on the fly), nearest neighbours, results.
+"""Online stage: a query vector (stored, or embedded on the fly), nearest neighbours, re-ranking.
 
-    query image -> stored vector (same file already indexed: no model)  |  embed with the index's model
-                -> exact or Annoy search (Annoy candidates re-scored exactly) -> hits
+    query image(s) -> stored vector (file already indexed: no model)  |  embed with the index's model
+                   -> combine positives and negatives -> [average query expansion]
+                   -> exact or Annoy search (Annoy candidates re-scored exactly)
+                   -> filters (exclude, min score, path glob) -> [dedupe] -> [MMR] -> hits
 
 The stored-vector path imports neither torch nor the model, so querying with a photo that is
 already in the collection is instant.
+
+Which vectors: ``Searcher.vectors`` are the raw stored embeddings (what a query image maps to,
+and what dedupe and MMR compare); ``Searcher.search_vectors`` are what results are ranked and
+scored against: the database-side augmented copy when the index was built with ``--dba N``,
+else the raw vectors. Scores are exact cosines between the query actually searched (after
+negatives and query expansion) and those vectors.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
 from . import index as nn
+from . import rerank
 from .errors import VsearchError
 from .models import Embedder, l2_normalise
-from .store import Store
+from .store import DbaInfo, Store, dba_name
 
 log = logging.getLogger(__name__)
 
 SearchMode = Literal["auto", "exact", "approximate"]
+
+#: How many candidates a filtered or re-ranked search starts from, per result asked for; the
+#: pool grows 4x at a time while filters leave fewer than k.
+POOL_FACTOR = 4
+#: Rows looked up one by one before the whole path list is read instead.
+PATH_LOOKUPS = 256
+#: MMR picks from at least this many candidates (a pool of k alone could not diversify).
+MMR_POOL = 50
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,23 @@ class QueryVector:
     row: int | None = None
 
 
+@dataclass(frozen=True)
+class Refine:
+    """Filters and re-ranking applied after nearest-neighbour search (all off by default).
+
+    ``min_score``: drop results below this cosine. ``path_glob``: keep only matching paths
+    (see :func:`rerank.path_matcher`). ``dedupe``: collapse results whose cosine to a better one
+    is at least this. ``diverse``: MMR lambda (1 = relevance only). ``expand``: average query
+    expansion over the top-n results (0 = off).
+    """
+
+    min_score: float | None = None
+    path_glob: str | None = None
+    dedupe: float | None = None
+    diverse: float | None = None
+    expand: int = 0
+
+
 class Searcher:
     """Search one committed index. The model is loaded only if a query needs embedding."""
 
@@ -55,11 +90,13 @@ class Searcher:
         self.store = store
         self.meta = store.meta
         self.vectors = store.vectors()
+        self.search_vectors = store.search_vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
         self._annoy: nn.AnnoySearcher | None = None
-        self._paths: list[str] | None = None
+        self._paths: dict[int, str] = {}
+        self._all_paths: list[str] | None = None
 
     # --- query vectors ---------------------------------------------------------------------
 
@@ -97,8 +134,6 @@ class Searcher:
 
     def image_vector(self, image: Path, *, max_pixels: int | None = None) -> QueryVector:
         """The vector for a query image: the stored one when indexed, else embedded now."""
-        from . import images
-
         image = Path(image).expanduser()
         if not image.exists():
             raise VsearchError(f"query image not found: {image}")
@@ -107,6 +142,8 @@ class Searcher:
         row = self.stored_row(image)
         if row is not None:
             return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
+        from . import images  # Pillow: only a query that needs decoding pays for it
+
         pre = self.meta.model.preprocess
         try:
             pixels = images.decode_for_model(
@@ -126,6 +163,15 @@ class Searcher:
             )
         return QueryVector(self.embedder.embed_text([text])[0], "text", None)
 
+    def query_vector(self, query: str) -> QueryVector:
+        """An existing file is an image query; anything else is text (CLIP indexes only)."""
+        path = Path(query).expanduser()
+        if path.exists():
+            return self.image_vector(path)
+        if _looks_like_image_path(query):
+            raise VsearchError(f"query image not found: {path}")
+        return self.text_vector(query)
+
     # --- search ---------------------------------------------------------------------------
 
     def use_annoy(self, mode: SearchMode) -> bool:
@@ -142,20 +188,43 @@ class Searcher:
         return has_ann and self.meta.count > nn.EXACT_LIMIT
 
     def neighbours(self, vector: np.ndarray, k: int, mode: SearchMode = "auto",
-                   search_k: int = -1) -> tuple[np.ndarray, np.ndarray]:
+                   search_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (rows, exact cosine scores) for one vector."""
         if self.use_annoy(mode):
             if self._annoy is None:
                 self._annoy = nn.AnnoySearcher(self.store.ann_path(), self.meta.dim)
-            return nn.approximate_search(self._annoy, self.vectors, vector, k, search_k=search_k)
-        rows, scores = nn.exact_search(self.vectors, vector[None], k)
+            return nn.approximate_search(self._annoy, self.search_vectors, vector, k, search_k=search_k)
+        rows, scores = nn.exact_search(self.search_vectors, vector[None], k)
         return rows[0], scores[0]
+
+    def expand(self, vector: np.ndarray, n: int, mode: SearchMode = "auto",
+               exclude_rows: Sequence[int] = ()) -> np.ndarray:
+        """Average query expansion: the normalised mean of ``vector`` and its top-``n`` results.
+
+        ``exclude_rows`` (e.g. the query's own row) do not count among the top n. ``n=0``
+        returns the normalised vector unchanged.
+        """
+        vector = l2_normalise(vector)
+        if n <= 0:
+            return vector
+        drop = {int(r) for r in exclude_rows}
+        rows, _ = self.neighbours(vector, n + len(drop), mode)
+        top = [int(r) for r in rows if int(r) not in drop][:n]
+        return rerank.average_query_expansion(vector, np.asarray(self.search_vectors[np.sort(top)]))
 
     def path(self, row: int) -> Path:
         """Absolute path of a vector row."""
-        if self._paths is None and self.meta.count <= 200_000:
-            self._paths = self.store.paths_by_row()
-        rel = self._paths[row] if self._paths is not None else self.store.path_of_row(row)
+        if self._all_paths is not None:
+            return Path(self.meta.root) / self._all_paths[row]
+        rel = self._paths.get(row)
+        if rel is None:
+            if len(self._paths) >= PATH_LOOKUPS and self.meta.count <= 200_000:
+                # Many lookups (evaluate, big --k): one pass over the manifest is cheaper.
+                self._all_paths = self.store.paths_by_row()
+                return Path(self.meta.root) / self._all_paths[row]
+            # One indexed lookup per row: a 10-hit query on a 1M index reads 10 manifest rows,
+            # not a million.
+            rel = self._paths[row] = self.store.path_of_row(row)
         return Path(self.meta.root) / rel
 
     def hits(self, rows: Sequence[int], scores: Sequence[float]) -> list[Hit]:
@@ -163,11 +232,113 @@ class Searcher:
         return [Hit(i + 1, self.path(int(r)), float(s), int(r)) for i, (r, s) in enumerate(zip(rows, scores))]
 
     def search(self, vector: np.ndarray, k: int = 10, mode: SearchMode = "auto",
-               exclude_rows: Sequence[int] = ()) -> list[Hit]:
-        """The k nearest images to ``vector``, best first, every score exact."""
+               exclude_rows: Sequence[int] = (), refine: Refine | None = None,
+               query_rows: Sequence[int] = ()) -> list[Hit]:
+        """The k nearest images to ``vector``, best first, every score exact; see :class:`Refine`.
+
+        ``exclude_rows`` never appear in the results; ``query_rows`` (the query examples' own
+        rows) may, but never count among the top-n that query expansion averages in.
+        """
         if k < 1:
             raise VsearchError("--k must be at least 1")
-        rows, scores = self.neighbours(l2_normalise(vector), k + len(exclude_rows), mode)
-        drop = set(exclude_rows)
-        keep = [(r, s) for r, s in zip(rows, scores) if int(r) not in drop][:k]
-        return self.hits([r for r, _ in keep], [s for _, s in keep])
+        refine = refine or Refine()
+        drop = {int(r) for r in exclude_rows}
+        query = self.expand(vector, refine.expand, mode, drop | {int(r) for r in query_rows})
+        keep = self._filter(refine)
+        count = self.meta.count
+        want = max(k, MMR_POOL) if refine.diverse is not None else k
+        plain = keep is None and refine.dedupe is None and refine.diverse is None
+        pool = k + len(drop) if plain else max(want * POOL_FACTOR, want + len(drop))
+        while True:
+            rows, scores = self.neighbours(query, min(pool, count), mode)
+            picked = [(int(r), float(s)) for r, s in zip(rows, scores)
+                      if int(r) not in drop and (keep is None or keep(int(r), float(s)))]
+            if refine.dedupe is not None and picked:
+                kept, _ = rerank.dedupe(self._raw([r for r, _ in picked]), refine.dedupe)
+                picked = [picked[i] for i in kept]
+            exhausted = (pool >= count or len(rows) < min(pool, count)
+                         or (refine.min_score is not None and len(scores) and scores[-1] < refine.min_score))
+            if len(picked) >= want or exhausted:
+                break
+            pool *= POOL_FACTOR
+        if refine.diverse is not None and picked:
+            order = rerank.mmr(query, self._raw([r for r, _ in picked]), k, refine.diverse)
+            picked = [picked[i] for i in order]
+        picked = picked[:k]
+        return self.hits([r for r, _ in picked], [s for _, s in picked])
+
+    def _raw(self, rows: Sequence[int]) -> np.ndarray:
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows_arr)
+        out = np.empty((len(rows_arr), self.meta.dim), dtype=np.float32)
+        out[order] = np.asarray(self.vectors[rows_arr[order]])
+        return out
+
+    def _filter(self, refine: Refine) -> Callable[[int, float], bool] | None:
+        tests: list[Callable[[int, float], bool]] = []
+        if refine.min_score is not None:
+            threshold = refine.min_score
+            tests.append(lambda row, score: score >= threshold)
+        if refine.path_glob is not None:
+            matches = rerank.path_matcher(refine.path_glob, Path(self.meta.root))
+            tests.append(lambda row, score: matches(self.path(row)))
+        if not tests:
+            return None
+        return lambda row, score: all(t(row, score) for t in tests)
+
+
+def _looks_like_image_path(query: str) -> bool:
+    # "holiday/beach.jpg" that does not exist is a typo, not a text query about a jpg.
+    from .images import is_image_path
+
+    return "\n" not in query and is_image_path(Path(query))
+
+
+def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] | None = None) -> DbaInfo | None:
+    """Database-side augmentation, computed at build time (``build-index --dba N``).
+
+    Writes ``normalise(v_i + sum of v_i's N nearest other vectors)`` for every row beside the raw
+    vectors and records it in ``meta.json``; search then ranks against it (and Annoy, rebuilt
+    afterwards, indexes it). ``neighbours=0`` drops an existing copy. The raw vectors are left as
+    they are: a query image still maps to the vector it would get if embedded now.
+    """
+    meta = store.meta
+    if meta is None:
+        raise VsearchError(f"index at {store.dir} holds no vectors yet")
+    if neighbours < 0:
+        raise VsearchError("--dba takes a number of neighbours, 0 (off) or more")
+    if neighbours == 0:
+        if meta.dba is not None:
+            store.set_dba(None)
+        return None
+    info = DbaInfo(file=dba_name(meta.generation, neighbours), neighbours=neighbours)
+    if meta.dba == info and (store.dir / info.file).exists():
+        return info
+    raw = store.vectors()
+    annoy = None
+    tmp_ann = store.dir / f".dba-neighbours.{os.getpid()}.ann.tmp"
+    if meta.count > nn.EXACT_LIMIT:
+        if progress:
+            progress(f"dba: building a temporary Annoy index over {meta.count} vectors")
+        nn.build_annoy(raw, tmp_ann)
+        annoy = nn.AnnoySearcher(tmp_ann, meta.dim)
+    try:
+        if progress:
+            progress(f"dba: finding {neighbours} neighbours of each of {meta.count} vectors")
+        rows, _ = nn.neighbour_graph(raw, neighbours, annoy=annoy)
+    finally:
+        annoy = None
+        if tmp_ann.exists():
+            tmp_ann.unlink()
+    # Same discipline as every index file: a temporary name, fsync, rename, then meta.json.
+    target = store.dir / info.file
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
+    rerank.database_side_augmentation(raw, rows, out)
+    out.flush()
+    del out
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    store.set_dba(info)
+    return info

@@ -8,6 +8,9 @@ Layout (format version 1)::
       chunks/NNNNNN.npy     vectors embedded since the last consolidation (crash-safe progress)
       vectors.GGGGGG.npy    float32 (count, dim), L2-normalised; row i = the file whose row is i
       index.GGGGGG.ann      Annoy (angular) over that generation's vectors, when built
+      vectors.GGGGGG.dbaN.npy  optional: database-side augmented copy of the vectors (build-index
+                            --dba N); searched instead of the raw vectors, which stay the
+                            stored-vector fast path's source. Annoy is then built over it.
       lock                  flock'd by the one writer
 
 Why a generation number in the file names: a consolidation writes the new vectors beside the
@@ -71,6 +74,14 @@ class AnnInfo:
 
 
 @dataclass(frozen=True)
+class DbaInfo:
+    """A database-side augmented copy of one generation's vectors (see ``rerank``)."""
+
+    file: str
+    neighbours: int
+
+
+@dataclass(frozen=True)
 class IndexMeta:
     """What ``meta.json`` commits."""
 
@@ -83,6 +94,7 @@ class IndexMeta:
     vectors: str
     ann: AnnInfo | None
     updated: str
+    dba: DbaInfo | None = None  # optional key: absent from meta.json when not built
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,11 +111,13 @@ class IndexMeta:
             "manifest": MANIFEST_FILE,
             "ann": None if self.ann is None else vars(self.ann).copy(),
             "updated": self.updated,
+            **({"dba": vars(self.dba).copy()} if self.dba is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IndexMeta":
         ann = data.get("ann")
+        dba = data.get("dba")
         return cls(
             generation=int(data["generation"]),
             model=ModelId.from_dict(data["model"]),
@@ -114,6 +128,7 @@ class IndexMeta:
             vectors=data["vectors"],
             ann=AnnInfo(**ann) if ann else None,
             updated=data.get("updated", ""),
+            dba=DbaInfo(**dba) if dba else None,
         )
 
 
@@ -153,6 +168,11 @@ def _vectors_name(generation: int) -> str:
     return f"vectors.{generation:06d}.npy"
 
 
+def dba_name(generation: int, neighbours: int) -> str:
+    """File name of the database-side augmented vectors for one generation."""
+    return f"vectors.{generation:06d}.dba{neighbours}.npy"
+
+
 def ann_name(generation: int) -> str:
     """File name of the Annoy index for one generation."""
     return f"index.{generation:06d}.ann"
@@ -187,6 +207,7 @@ class Store:
         self.meta = meta
         self._lock_fd = lock_fd
         self._vectors: np.ndarray | None = None
+        self._search_vectors: np.ndarray | None = None
 
     # --- opening -------------------------------------------------------------------------
 
@@ -236,6 +257,7 @@ class Store:
     def close(self) -> None:
         """Release the lock and the database."""
         self._vectors = None
+        self._search_vectors = None
         self.db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -375,16 +397,41 @@ class Store:
             if self.meta is None:
                 raise IndexMissingError(f"index at {self.dir} has no committed vectors yet")
             path = self.dir / self.meta.vectors
+            repair = f"`vsearch build-index {self.meta.root}` repairs the index"
             try:
-                self._vectors = np.load(path, mmap_mode="r")
+                vectors = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
-                raise IndexCorruptError(f"cannot read {path}: {exc}") from None
-            if self._vectors.shape != (self.meta.count, self.meta.dim) or self._vectors.dtype != np.float32:
+                raise IndexCorruptError(f"cannot read {path}: {exc}; {repair}") from None
+            if vectors.shape != (self.meta.count, self.meta.dim) or vectors.dtype != np.float32:
                 raise IndexCorruptError(
-                    f"{path} holds {self._vectors.shape} {self._vectors.dtype}, but meta.json says "
-                    f"({self.meta.count}, {self.meta.dim}) float32; rebuild the index"
+                    f"{path} holds {vectors.shape} {vectors.dtype}, but meta.json says "
+                    f"({self.meta.count}, {self.meta.dim}) float32; {repair}"
                 )
+            self._vectors = vectors  # only once checked: a failed check never leaves it cached
         return self._vectors
+
+    def search_vectors(self) -> np.ndarray:
+        """The vectors that search ranks against: the DBA copy when built, else :meth:`vectors`."""
+        raw = self.vectors()
+        if self.meta is None or self.meta.dba is None:
+            return raw
+        if self._search_vectors is None:
+            path = self.dir / self.meta.dba.file
+            try:
+                self._search_vectors = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise IndexCorruptError(f"cannot read {path}: {exc}; rebuild with `vsearch build-index`") from None
+            if self._search_vectors.shape != raw.shape or self._search_vectors.dtype != np.float32:
+                raise IndexCorruptError(f"{path} does not match {self.meta.vectors}; rebuild with `vsearch build-index`")
+        return self._search_vectors
+
+    def set_dba(self, dba: DbaInfo | None) -> None:
+        """Record (or drop) the DBA copy of the committed vectors; the Annoy index, built over
+        the vectors search ranks against, is dropped with it and must be rebuilt."""
+        self._require_writer()
+        assert self.meta is not None
+        self._write_meta(IndexMeta(**{**vars(self.meta), "dba": dba, "ann": None}))
+        self._remove_stale()
 
     def ann_path(self) -> Path | None:
         """Path of the Annoy index of the committed generation, if built."""
@@ -516,14 +563,15 @@ class Store:
         target = self.dir / _vectors_name(new_gen)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
-        old = self.vectors_for_generation(old_gen)
+        # Opened only when a row comes from it: a repair (_drop_unreadable_vectors) has none.
+        old: np.ndarray | None = None
         chunks: dict[int, np.ndarray] = {}
         for start in range(0, count, block):
             for j, (_id, row, chunk, chunk_row) in enumerate(sources[start:start + block], start):
-                if chunk is None:
-                    out[j] = old[row]
-                elif chunk == FROM_VECTORS:
-                    out[j] = old[chunk_row]
+                if chunk is None or chunk == FROM_VECTORS:
+                    if old is None:
+                        old = self.vectors_for_generation(old_gen)
+                    out[j] = old[row if chunk is None else chunk_row]
                 else:
                     if chunk not in chunks:
                         if len(chunks) > 64:  # bound open maps on huge collections
@@ -577,6 +625,7 @@ class Store:
         atomic_write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
         self._vectors = None
+        self._search_vectors = None
 
     def record_dirs(self, dirs: Iterable[tuple[str, int]]) -> None:
         """Remember each scanned folder's mtime, for the cheap staleness check at query time."""
@@ -613,7 +662,27 @@ class Store:
                 skipped=skipped, vectors=vectors.name, ann=None,
                 updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             ))
+        self._drop_unreadable_vectors()
         self._remove_stale()
+
+    def _drop_unreadable_vectors(self) -> None:
+        """Committed vectors that cannot be read (e.g. a truncated file) leave the index.
+
+        Their manifest rows go with them and a smaller generation is committed at once, so the
+        index is consistent again and the next update embeds those files anew.
+        """
+        if self.meta is None:
+            return
+        try:
+            self.vectors()
+            return
+        except IndexCorruptError as exc:
+            log.warning("%s; its %d images will be embedded again", exc, self.meta.count)
+        self._vectors = None
+        with self.db:
+            self.db.execute("DELETE FROM files WHERE row IS NOT NULL OR chunk = ?", (FROM_VECTORS,))
+            self.db.execute("DELETE FROM dirs")  # nothing may look up to date now
+        self.consolidate()
 
     def _remove_stale(self) -> None:
         keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, f"{MANIFEST_FILE}-journal",
@@ -622,6 +691,8 @@ class Store:
             keep.add(self.meta.vectors)
             if self.meta.ann is not None:
                 keep.add(self.meta.ann.file)
+            if self.meta.dba is not None:
+                keep.add(self.meta.dba.file)
         for child in self.dir.iterdir():
             if child.name not in keep and (
                 child.name.endswith(".tmp") or child.name.startswith(("vectors.", "index."))

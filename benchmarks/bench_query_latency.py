@@ -1,0 +1,127 @@
+"""Whole-process latency of ``vsearch query``: the stored-vector fast path against a query that
+needs the model, on a 100k-image index.
+
+The index: the real efficientnet-lite0 vectors of an existing index (e.g. flowers17, 1,360
+images) plus synthetic rows up to ``--n`` (each a real vector plus noise, renormalised), all
+under one root in a scratch folder whose files are hard links to the real images (so every
+manifest path exists, size and mtime agree, and nothing is copied). Then, each as a fresh
+``python -m vsearch`` process, median of ``--repeat`` warm runs:
+
+* ``vsearch query INDEXED.jpg``: same path, size and mtime as a manifest row -> stored vector;
+* ``vsearch query COPY.jpg``: an indexed file's bytes under another path -> content hash;
+* ``vsearch query NEW.jpg``: not in the index -> loads the model and embeds;
+* ``vsearch --help``; and ``python -c pass`` as the floor.
+
+It also runs the fast path once with a check that ``torch`` was never imported.
+
+Usage: python benchmarks/bench_query_latency.py --index-dir /tmp/vs-flowers-lite0 [--n 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from vsearch.indexer import file_digest  # noqa: E402
+from vsearch.store import Store  # noqa: E402
+
+
+def build_index(source_dir: Path, n: int, work: Path) -> tuple[Path, Path]:
+    """A committed index of ``n`` rows under ``work/root``; returns (index_dir, root)."""
+    src = Store.open(source_dir)
+    src_root = Path(src.meta.root)
+    real = src.paths_by_row()
+    vectors = np.asarray(src.vectors())
+    root = work / "root"
+    index_dir = work / "index"
+    rng = np.random.default_rng(0)
+    records, chunks = [], []
+    for i in range(n):
+        j = i % len(real)
+        rel = f"real/{real[j]}" if i < len(real) else f"synthetic/{i // 1000:03d}/{i:06d}{Path(real[j]).suffix}"
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(src_root / real[j], target)
+        st = target.stat()
+        records.append((rel, st.st_size, st.st_mtime_ns, file_digest(target.read_bytes()) if i < len(real) else ""))
+        if i < len(real):
+            chunks.append(vectors[j])
+        else:
+            v = vectors[j] + rng.normal(0, 0.02, vectors.shape[1]).astype(np.float32)
+            chunks.append(v / np.linalg.norm(v))
+    with Store.open(index_dir, write=True) as store:
+        store.bind(root, src.meta.model.name)
+        store.bind_model(src.meta.model)
+        for start in range(0, n, 8192):
+            store.add_chunk(records[start:start + 8192], np.stack(chunks[start:start + 8192]))
+        store.consolidate()
+    return index_dir, root
+
+
+def run(args: list[str], repeat: int) -> tuple[float, float, str]:
+    """(first run s, median of the warm runs s, last stdout)."""
+    times, out = [], ""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(repeat + 1):
+        t = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed: {done.stderr}")
+        out = done.stdout
+    return times[0], statistics.median(times[1:]), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index-dir", type=Path, required=True, help="an index built with the real model")
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--new-image", type=Path, default=REPO / "sample_images" / "chelsea.jpg",
+                        help="a query image that is not in the index")
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        t = time.perf_counter()
+        index_dir, root = build_index(args.index_dir, args.n, work)
+        print(f"built a {args.n:,}-row index in {time.perf_counter() - t:.1f}s", flush=True)
+        indexed = next((root / "real").rglob("*.jpg"))
+        copy = work / "copy-of-indexed.jpg"
+        shutil.copy(indexed, copy)
+        base = ["--index-dir", str(index_dir), "--format", "paths", "--k", "10"]
+        check = ("import sys; from vsearch.cli import app\n"
+                 "try: app(sys.argv[1:], prog_name='vsearch')\nexcept SystemExit: pass\n"
+                 "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
+        done = subprocess.run([py, "-c", check, "query", str(indexed), *base], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        print(f"fast path: {done.stderr.strip().splitlines()[-1]}")
+        floor = run([py, "-c", "pass"], args.repeat)
+        helps = run([py, "-m", "vsearch", "--help"], args.repeat)
+        fast = run([py, "-m", "vsearch", "query", str(indexed), *base], args.repeat)
+        hashed = run([py, "-m", "vsearch", "query", str(copy), *base], args.repeat)
+        slow = run([py, "-m", "vsearch", "query", str(args.new_image), *base], max(1, args.repeat // 2))
+        assert Path(fast[2].splitlines()[0]).name == indexed.name, fast[2]
+        print(f"whole-process wall time, first run / median of warm runs ({args.n:,}-row index, 1280-d):")
+        for name, r in [("python -c pass", floor), ("vsearch --help", helps),
+                        ("query indexed (path+stat)", fast), ("query copy (content hash)", hashed),
+                        ("query new image (model)", slow)]:
+            print(f"  {name:28s} {r[0]:6.2f}s / {r[1]:6.2f}s")
+        print(f"fast path vs model path: {slow[1] / fast[1]:.1f}x faster "
+              f"({fast[1]:.2f}s against {slow[1]:.2f}s); content-hash path {slow[1] / hashed[1]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Real models: the default EfficientNet-Lite0 (offline), and open_clip without a download.
+
+Each real model is loaded once per module (a load costs seconds on these machines).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SAMPLE_IMAGES
+from vsearch import images, models
+from vsearch.errors import ModelUnavailableError, VsearchError
+
+#: The smallest open_clip architecture that loads fast here (ViT-B-32 takes ~1.5x as long).
+CLIP_ARCH = "ViT-S-32"
+PHOTOS = ["chelsea.jpg", "coins.jpg", "horse.png"]
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network disabled in tests")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    """The default model, loaded with every socket connection refused."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _no_network)
+        yield models.load_model(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip_none():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _no_network)
+        yield models.load_model(f"{CLIP_ARCH}:none", device="cpu")
+
+
+def batch_for(model: models.Embedder, names=PHOTOS) -> np.ndarray:
+    pre = model.id.preprocess
+    return np.stack([images.decode_for_model(SAMPLE_IMAGES / n, pre.size, pre.framing) for n in names])
+
+
+def assert_unit_rows(vectors: np.ndarray, dim: int) -> None:
+    assert vectors.shape[1] == dim and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+# --- the default model --------------------------------------------------------------------
+
+
+def test_default_model_is_efficientnet_lite0_from_the_wheel(lite0):
+    assert models.DEFAULT_MODEL == "efficientnet-lite0"
+    mid = lite0.id
+    assert (mid.name, mid.family, mid.dim, mid.preprocess.size) == (
+        "efficientnet-lite0", "efficientnet-lite", 1280, 224)
+    weights = models._lite_weights_path("lite0")
+    assert mid.weights_sha256 == models.file_sha256(weights)
+    assert not lite0.supports_text
+    with pytest.raises(VsearchError, match="text search needs a CLIP index"):
+        lite0.embed_text(["a cat"])
+
+
+def test_lite0_embeddings_are_unit_deterministic_and_batch_independent(lite0):
+    batch = batch_for(lite0)
+    first = lite0.embed_images(batch)
+    assert_unit_rows(first, 1280)
+    np.testing.assert_array_equal(lite0.embed_images(batch), first)
+    one = lite0.embed_images(batch[1:2])  # alone vs in a batch: the same vector
+    np.testing.assert_allclose(one[0], first[1], atol=1e-5)
+    sims = first @ first.T
+    assert sims[np.triu_indices(len(PHOTOS), 1)].max() < 0.95  # different pictures differ
+    assert lite0.embed_images(batch[:0]).shape == (0, 1280)
+
+
+# --- open_clip ----------------------------------------------------------------------------
+
+
+def test_open_clip_without_pretrained_weights(clip_none):
+    mid = clip_none.id
+    assert (mid.family, mid.arch, mid.pretrained, mid.pooling) == ("open_clip", CLIP_ARCH, "none", "clip")
+    assert mid.preprocess.framing == "center_crop"
+    image_vecs = clip_none.embed_images(batch_for(clip_none))
+    assert_unit_rows(image_vecs, mid.dim)
+    assert clip_none.supports_text
+    text_vecs = clip_none.embed_text(["a cat", "a rocket"])
+    assert_unit_rows(text_vecs, mid.dim)
+
+
+class _Payload:
+    """Unpickling this would run code: a weights-only load must refuse it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A CLIP_ARCH model with its own weights, and the checkpoint file it was saved to."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(123)  # weights unlike the "none" model's, so a load that did nothing shows
+    module = open_clip.create_model(CLIP_ARCH, pretrained=None).eval()
+    ckpt = tmp_path_factory.mktemp("ckpt") / "my weights.pt"
+    torch.save(module.state_dict(), ckpt)
+    return module, ckpt
+
+
+def test_open_clip_checkpoint_round_trip(clip_none, checkpoint, caplog):
+    import open_clip
+
+    module, ckpt = checkpoint
+    loaded = models.load_model(f"{CLIP_ARCH}:{ckpt}", device="cpu")
+    assert "initialized randomly" not in caplog.text  # open_clip's warning, untrue here
+    assert loaded.id.weights_sha256 == models.file_sha256(ckpt)
+    assert loaded.id.pretrained == str(ckpt)
+    assert not loaded.id.same_vectors_as(clip_none.id)
+
+    saved = models.ClipEmbedder(loaded.id, module, "cpu", open_clip.get_tokenizer(CLIP_ARCH))
+    batch = batch_for(loaded, PHOTOS[:2])
+    from_loaded = loaded.embed_images(batch)
+    np.testing.assert_array_equal(from_loaded, saved.embed_images(batch))
+    np.testing.assert_array_equal(loaded.embed_text(["a cat"]), saved.embed_text(["a cat"]))
+    assert not np.allclose(from_loaded[:1], clip_none.embed_images(batch[:1]), atol=1e-3)
+
+
+def test_a_checkpoint_is_loaded_weights_only(tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    ckpt = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "extra": _Payload(str(marker))}, ckpt)
+    refused = f"cannot load checkpoint {ckpt} into {CLIP_ARCH}"
+    with pytest.raises(ModelUnavailableError, match=refused) as info:
+        models.load_model(f"{CLIP_ARCH}:{ckpt}", device="cpu")
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_missing_weights_without_network_say_what_to_do(monkeypatch):
+    import open_clip
+
+    def download(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(open_clip, "download_pretrained", download)
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    with pytest.raises(ModelUnavailableError) as info:
+        models.load_model("ViT-B-32:laion2b_s34b_b79k", device="cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "--model efficientnet-lite0" in message
+    assert "--model ViT-B-32:/path/to/weights.pt" in message
+
+
+def test_unknown_names_and_tags_are_one_line_errors():
+    with pytest.raises(VsearchError,
+                       match=r"'no-such-tag' is neither a checkpoint file nor a pretrained tag of "
+                       r"ViT-B-32 \(tags: .*laion2b_s34b_b79k.*\); .*--model efficientnet-lite0.*"
+                       r"--model ViT-B-32:/path/to/weights\.pt") as info:
+        models.load_model("ViT-B-32:no-such-tag", device="cpu")
+    assert "\n" not in str(info.value)
+    with pytest.raises(VsearchError, match="'/no/such/weights.pt' is neither a checkpoint file"):
+        models.load_model("ViT-B-32:/no/such/weights.pt", device="cpu")
+    with pytest.raises(VsearchError, match="unknown open_clip architecture 'No-Such-Arch'"):
+        models.load_model("No-Such-Arch:none", device="cpu")
+    with pytest.raises(VsearchError, match="unknown model 'resnet9000'; known: .*efficientnet-lite0"):
+        models.load_model("resnet9000")
+    with pytest.raises(VsearchError, match="unknown model"):
+        models.split_clip_name("ViT-B-32:")
+
+
+def test_model_id_survives_a_json_round_trip(lite0):
+    data = json.loads(json.dumps(lite0.id.to_dict()))
+    again = models.ModelId.from_dict(data)
+    assert again == lite0.id and again.same_vectors_as(lite0.id)
+
+
+def test_cli_indexes_with_a_local_checkpoint(checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from vsearch.cli import app
+
+    _, ckpt = checkpoint
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in PHOTOS[:3]:
+        shutil.copy2(SAMPLE_IMAGES / name, photos / name)
+    index_dir = tmp_path / "index"
+    runner = CliRunner()
+    built = runner.invoke(app, ["build-index", str(photos), "--index-dir", str(index_dir),
+                                "--model", f"{CLIP_ARCH}:{ckpt}"])
+    assert built.exit_code == 0, built.output
+    assert f"holds 3 images ({CLIP_ARCH}:{ckpt})" in built.stderr
+    model = json.loads((index_dir / "meta.json").read_text())["model"]
+    assert model["pretrained"] == str(ckpt) and model["weights_sha256"] == models.file_sha256(ckpt)
+    found = runner.invoke(app, ["query", str(photos / "coins.jpg"), "--index-dir", str(index_dir),
+                                "--format", "paths", "--k", "1"])
+    assert found.exit_code == 0, found.output
+    assert found.stdout.strip() == str(photos / "coins.jpg")

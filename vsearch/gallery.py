@@ -1,0 +1,144 @@
+"""Results people can look at: a self-contained HTML gallery and a contact-sheet PNG.
+
+Both take the query (image paths and/or text) and a ranked list of hit-like records: anything
+with ``rank``, ``path`` and ``score`` attributes. Thumbnails are decoded with the same safe
+decoder as indexing (EXIF orientation, pixel cap) and embedded in the HTML as base64 JPEG, so
+the file can be mailed or opened anywhere without the images beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+THUMB_SIDE = 256
+
+
+class HitLike(Protocol):
+    rank: int
+    path: Path
+    score: float
+
+
+def thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
+    """A Pillow RGB thumbnail no larger than ``side`` x ``side``, or None if unreadable."""
+    from .errors import ImageDecodeError
+    from .images import RESAMPLE, load_image
+
+    try:
+        img = load_image(Path(path), min_side=side)
+    except ImageDecodeError:
+        return None
+    img.thumbnail((side, side), RESAMPLE)
+    return img
+
+
+def _data_uri(img: Any) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path).expanduser()
+    if path.parent and not path.parent.exists():
+        from .errors import VsearchError
+
+        raise VsearchError(f"cannot write {path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _figure(src: str | None, caption: str, title: str, css: str) -> str:
+    img = (f'<img src="{src}" alt="{html.escape(title)}" title="{html.escape(title)}">' if src
+           else '<div class="missing">unreadable</div>')
+    return f'<figure class="{css}">{img}<figcaption>{caption}</figcaption></figure>'
+
+
+def write_html(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | str] = (),
+               negatives: Sequence[Path] = (), title: str = "vsearch results") -> Path:
+    """Write a self-contained HTML gallery: the query, then each result with its score beneath."""
+    parts = []
+    for q in queries:
+        if isinstance(q, Path):
+            thumb = thumbnail(q)
+            parts.append(_figure(_data_uri(thumb) if thumb else None,
+                                 f"query<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query"))
+        else:
+            parts.append(f'<figure class="query text"><div class="text">&ldquo;{html.escape(q)}&rdquo;</div>'
+                         '<figcaption>text query</figcaption></figure>')
+    for q in negatives:
+        thumb = thumbnail(q)
+        parts.append(_figure(_data_uri(thumb) if thumb else None,
+                             f"not<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query negative"))
+    results = []
+    for h in hits:
+        thumb = thumbnail(h.path)
+        caption = (f'<span class="rank">#{h.rank}</span> <span class="score">{h.score:.4f}</span><br>'
+                   f'<span class="path">{html.escape(Path(h.path).name)}</span>')
+        results.append(_figure(_data_uri(thumb) if thumb else None, caption, str(h.path), "hit"))
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+figure {{ margin: 0; width: {THUMB_SIDE}px; text-align: center; }}
+figure img, .missing, .text {{ width: {THUMB_SIDE}px; height: {THUMB_SIDE}px; object-fit: contain;
+  background: #eee; display: flex; align-items: center; justify-content: center; }}
+figure.query img, figure.query .text {{ outline: 3px solid #2a7; }}
+figure.negative img {{ outline: 3px solid #c33; }}
+figcaption {{ font-size: 13px; margin-top: 4px; word-break: break-all; }}
+.score {{ font-weight: bold; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<h2>Query</h2><div class="grid queries">{''.join(parts)}</div>
+<h2>{len(results)} results</h2><div class="grid results">{''.join(results)}</div>
+</body></html>
+"""
+    out = Path(out).expanduser()
+    _atomic_write(out, doc.encode("utf-8"))
+    return out
+
+
+def write_sheet(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | str] = (),
+                columns: int = 5, side: int = 200) -> Path:
+    """Write a contact-sheet PNG: query tiles first (green frame), then results with rank and score."""
+    from PIL import Image, ImageDraw
+
+    label_h = 34
+    tiles: list[tuple[Any, str, str, bool]] = []
+    for q in queries:
+        if isinstance(q, Path):
+            tiles.append((thumbnail(q, side), "query", q.name, True))
+        else:
+            tiles.append((None, "text query", q, True))
+    for h in hits:
+        tiles.append((thumbnail(h.path, side), f"#{h.rank}  {h.score:.4f}", Path(h.path).name, False))
+    columns = max(1, min(columns, len(tiles) or 1))
+    rows = max(1, -(-len(tiles) // columns))
+    pad = 8
+    sheet = Image.new("RGB", (columns * (side + pad) + pad, rows * (side + label_h + pad) + pad), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, line1, line2, is_query) in enumerate(tiles):
+        x = pad + (i % columns) * (side + pad)
+        y = pad + (i // columns) * (side + label_h + pad)
+        draw.rectangle([x, y, x + side - 1, y + side - 1], fill=(230, 230, 230))
+        if img is not None:
+            sheet.paste(img, (x + (side - img.width) // 2, y + (side - img.height) // 2))
+        elif not is_query or line1 != "query":
+            draw.text((x + 6, y + side // 2 - 6), line2[:30] if is_query else "unreadable", fill=(90, 90, 90))
+        if is_query:
+            draw.rectangle([x, y, x + side - 1, y + side - 1], outline=(34, 170, 119), width=3)
+        draw.text((x + 2, y + side + 3), line1, fill=(20, 20, 20))
+        draw.text((x + 2, y + side + 17), line2[:34], fill=(90, 90, 90))
+    out = Path(out).expanduser()
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    _atomic_write(out, buf.getvalue())
+    return out
