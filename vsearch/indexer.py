@@ -444,8 +444,8 @@ def model_for_index(store: Store, device: str = "auto", threads: int | None = No
     if not embedder.id.same_vectors_as(store.meta.model):
         raise VsearchError(
             f"the model {store.meta.model.name} loaded here differs from the one that built the index "
-            f"at {store.dir} (weights {embedder.id.weights_sha256[:12]} vs "
-            f"{store.meta.model.weights_sha256[:12]}); rebuild the index"
+            f"at {store.dir} ({store.meta.model.differences(embedder.id)}); rebuild the index "
+            "(vsearch build-index FOLDER --index-dir NEW_DIR)"
         )
     return embedder
 

@@ -325,9 +325,9 @@ class Store:
             return
         if not known.same_vectors_as(model_id):
             raise ModelMismatchError(
-                f"index at {self.dir} was built with {known.name} (weights {known.weights_sha256[:12]}), "
-                f"but the model loaded now is {model_id.name} (weights {model_id.weights_sha256[:12]}); "
-                "its vectors would not be comparable. Rebuild the index in a new --index-dir"
+                f"index at {self.dir} was built with {known.name}, but the model loaded now differs "
+                f"({known.differences(model_id)}); its vectors would not be comparable. "
+                "Rebuild the index in a new --index-dir"
             )
 
     # --- manifest reads ---------------------------------------------------------------------
