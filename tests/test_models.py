@@ -66,6 +66,19 @@ def test_default_model_is_efficientnet_lite0_from_the_wheel(lite0):
         lite0.embed_text(["a cat"])
 
 
+def test_framing_variants_are_separate_models_with_the_same_weights(lite0):
+    assert lite0.id.preprocess.framing == "squash"  # the default keeps the whole frame
+    crop = models.load_model("efficientnet-lite0-centrecrop", device="cpu")
+    assert crop.id.name == "efficientnet-lite0-centrecrop"
+    assert crop.id.preprocess.framing == "center_crop"
+    assert crop.id.weights_sha256 == lite0.id.weights_sha256
+    assert not crop.id.same_vectors_as(lite0.id)
+    assert "preprocess.framing squash -> center_crop" in lite0.id.differences(crop.id)
+    # Same pixels in, same vectors out: only the framing of the decode differs.
+    batch = batch_for(lite0)
+    np.testing.assert_allclose(crop.embed_images(batch), lite0.embed_images(batch), atol=1e-5)
+
+
 def test_lite0_embeddings_are_unit_deterministic_and_batch_independent(lite0):
     batch = batch_for(lite0)
     first = lite0.embed_images(batch)

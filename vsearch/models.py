@@ -240,12 +240,16 @@ def _lite_weights_path(variant: str) -> Path:
     return Path(cls.get_model_file_path())
 
 
-# Defaults measured with benchmarks/compare_models.py on flowers17 (1,360 photos, 17 classes):
-# GeM (p=3) beat average pooling by 2.7-3.1 points of map@10 in every variant; centre crop beat
-# squashing the whole frame by 1.7 points (0.7953 vs 0.7780 for lite0) and tied on edited copies
-# (recall@1 0.899 vs 0.900 over 800 copies); lite0 beat lite1 and lite2 while being the fastest.
+# Defaults measured on flowers17 (1,360 photos, 17 classes; benchmarks/compare_models.py and
+# `vsearch evaluate` A/B with paired bootstrap CIs):
+# - GeM (p=3) beat average pooling by 2.3-3.1 points of map@10 in every variant and framing.
+# - lite0 beat lite1 and lite2 on map@10 (0.778 vs 0.767 / 0.775, whole frame) and is the fastest.
+# - Framing is a trade-off: the whole frame ("squash") finds edited copies better (augment
+#   recall@1 0.948 vs 0.931, diff -0.017 [-0.026, -0.008]); a centre crop finds same-class photos
+#   better (map@10 0.795 vs 0.778, +0.017 [+0.010, +0.025]). The default keeps the whole frame, so
+#   crops and de-duplication work best; ``efficientnet-lite0-centrecrop`` serves class-level browsing.
 def _efficientnet_lite_id(
-    variant: str, pooling: str = "gem3", framing: str = "center_crop", name: str | None = None
+    variant: str, pooling: str = "gem3", framing: str = "squash", name: str | None = None
 ) -> tuple[ModelId, Path]:
     path = _lite_weights_path(variant)
     model_id = ModelId(
@@ -263,7 +267,7 @@ def _efficientnet_lite_id(
 
 def load_efficientnet_lite(
     variant: str, device: str = "auto", threads: int | None = None, *, pooling: str = "gem3",
-    framing: str = "center_crop", name: str | None = None,
+    framing: str = "squash", name: str | None = None,
 ) -> EfficientNetLiteEmbedder:
     """Build timm's ``tf_efficientnet_<variant>`` and load the wheel's weights into it.
 
@@ -412,13 +416,18 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+#: ``-wholeframe`` / ``-centrecrop`` name the framing explicitly (the plain name uses the default),
+#: so that both can be compared side by side with ``vsearch evaluate --index-dir A --index-dir B``.
+LITE_FRAMINGS = {"": None, "-wholeframe": "squash", "-centrecrop": "center_crop"}
+
 for _variant in _LITE_SIZES:
-    register(
-        f"efficientnet-{_variant}",
-        lambda name, device, threads, _v=_variant: load_efficientnet_lite(
-            _v, device, threads, name=name
-        ),
-    )
+    for _suffix, _framing in LITE_FRAMINGS.items():
+        register(
+            f"efficientnet-{_variant}{_suffix}",
+            lambda name, device, threads, _v=_variant, _f=_framing: load_efficientnet_lite(
+                _v, device, threads, name=name, **({"framing": _f} if _f else {})
+            ),
+        )
 
 
 def load_model(
