@@ -50,9 +50,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vsearch import images, indexer
-from vsearch.models import Embedder, load_model
-from vsearch.store import Store
+from vsearch import images, indexer  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.models import Embedder, load_model  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.store import Store  # noqa: E402 (after the sys.path line: runs from a checkout)
 
 DEFAULT_TINY = ROOT.parent / "shared" / "datasets" / "tiny-imagenet-val"
 

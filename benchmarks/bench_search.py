@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch import index as nn  # noqa: E402
+from vsearch import index as nn
 
 K = 10
 
@@ -175,10 +175,10 @@ def measure(vectors: np.ndarray, vectors_path: Path, queries: np.ndarray, workdi
         for pc in per_candidate:
             sk = pc * k * nn.CANDIDATE_FACTOR
             s_time, (a_rows, _) = timed(
-                lambda: tuple(np.stack(x) for x in zip(*(nn.approximate_search(searcher, vectors, q, k, search_k=sk)
-                                                          for q in queries))), repeat)
+                lambda s=searcher, sk=sk: tuple(np.stack(x) for x in zip(*(
+                    nn.approximate_search(s, vectors, q, k, search_k=sk) for q in queries))), repeat)
             b_time, (b_rows, _) = timed(
-                lambda: nn.approximate_search_batch(searcher, vectors, queries, k, search_k=sk), repeat)
+                lambda s=searcher, sk=sk: nn.approximate_search_batch(s, vectors, queries, k, search_k=sk), repeat)
             r = recall(strip(a_rows), truth)
             rb = recall(strip(b_rows), truth)
             mark = " (default)" if trees == nn.DEFAULT_TREES and pc == nn.SEARCH_K_PER_CANDIDATE else ""

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeEmbedder, make_photo
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import FakeEmbedder, make_photo
 from vsearch import index as nn
 from vsearch import models, rerank
 from vsearch.cli import app

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -34,7 +35,7 @@ def default_index_dir() -> Path:
 
 
 IndexDir = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--index-dir", help="Index folder. Default: $VSEARCH_INDEX_DIR, else ~/.local/share/vsearch/index.",
                  file_okay=False, show_default=False),
 ]
@@ -86,7 +87,7 @@ class progress_bar:
         self._bar: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> "progress_bar":
+    def __enter__(self) -> progress_bar:
         if self._enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -129,9 +130,9 @@ def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch
 
 
 Folder = Annotated[Path, typer.Argument(help="Folder of images (searched recursively).", show_default=False)]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="efficientnet-lite0 (default), efficientnet-lite1/2, or an open_clip ARCH:TAG or ARCH:/path/checkpoint.pt.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="efficientnet-lite0 (default), efficientnet-lite1/2, or an open_clip ARCH:TAG or ARCH:/path/checkpoint.pt.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads (default: one per core, at least 2).")]
+Workers = Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads (default: one per core, at least 2).")]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Skip images larger than this many pixels (decompression bombs); JPEGs above it are decoded reduced.")]
 
 
@@ -193,18 +194,18 @@ def query(
     fmt: OutputFormat = Format.table,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search over all stored embeddings.")] = False,
     approximate: Annotated[bool, typer.Option("--approximate", help="Force the Annoy index.")] = False,
-    negatives: Annotated[Optional[list[Path]], typer.Option(
+    negatives: Annotated[list[Path] | None, typer.Option(
         "--not", help="An image to steer away from (repeatable).", show_default=False)] = None,
     not_weight: Annotated[float, typer.Option("--not-weight", min=0.0,
                                               help="Weight of the negatives' mean against the positives' mean.")] = 0.5,
     exclude_self: Annotated[bool, typer.Option("--exclude-self", help="Leave the query images themselves out of the results.")] = False,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results with at least this cosine similarity.")] = None,
-    path_glob: Annotated[Optional[str], typer.Option("--path", help="Only results whose path (relative to the indexed folder) matches this glob, e.g. '*.png' or 'holiday/*'.")] = None,
-    dedupe: Annotated[Optional[float], typer.Option("--dedupe", help="Collapse results whose cosine to a better result is at least THRESHOLD (e.g. 0.92).", metavar="THRESHOLD")] = None,
-    diverse: Annotated[Optional[float], typer.Option("--diverse", min=0.0, max=1.0, help="Maximal marginal relevance re-ranking: LAMBDA 1 = relevance only, lower = more varied.", metavar="LAMBDA")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Only results with at least this cosine similarity.")] = None,
+    path_glob: Annotated[str | None, typer.Option("--path", help="Only results whose path (relative to the indexed folder) matches this glob, e.g. '*.png' or 'holiday/*'.")] = None,
+    dedupe: Annotated[float | None, typer.Option("--dedupe", help="Collapse results whose cosine to a better result is at least THRESHOLD (e.g. 0.92).", metavar="THRESHOLD")] = None,
+    diverse: Annotated[float | None, typer.Option("--diverse", min=0.0, max=1.0, help="Maximal marginal relevance re-ranking: LAMBDA 1 = relevance only, lower = more varied.", metavar="LAMBDA")] = None,
     expand: Annotated[int, typer.Option("--qe", min=0, help="Average query expansion: re-query with the mean of the query and its top N results (0 = off).", metavar="N")] = 0,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML gallery of the query and results.", dir_okay=False)] = None,
-    sheet_out: Annotated[Optional[Path], typer.Option("--sheet", help="Also write a contact-sheet PNG of the query and results.", dir_okay=False)] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML gallery of the query and results.", dir_okay=False)] = None,
+    sheet_out: Annotated[Path | None, typer.Option("--sheet", help="Also write a contact-sheet PNG of the query and results.", dir_okay=False)] = None,
     device: Device = "auto",
 ) -> None:
     """Print the K images nearest to the query: rank, cosine similarity and path.
@@ -248,11 +249,11 @@ def query(
 @app.command()
 @user_errors
 def duplicates(
-    folder: Annotated[Optional[Path], typer.Argument(
+    folder: Annotated[Path | None, typer.Argument(
         help="Bring the index up to date with this folder first (embeds new files); default: use the index as it is.",
         show_default=False)] = None,
     index_dir: IndexDir = None,
-    threshold: Annotated[Optional[float], typer.Option(
+    threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Cosine similarity at or above which two images count as near-duplicates "
                             "(default 0.92; higher = stricter).")] = None,
     fmt: OutputFormat = Format.table,
@@ -312,35 +313,35 @@ def _search_modes(mode: str | None, exact: bool, n: int) -> list[str]:
 @app.command()
 @user_errors
 def evaluate(
-    index_dirs: Annotated[Optional[list[Path]], typer.Option(
+    index_dirs: Annotated[list[Path] | None, typer.Option(
         "--index-dir", file_okay=False, show_default=False,
         help="Index folder; repeat it to score several indexes on the same labels, side by side, with the "
              "differences against the first. Default: $VSEARCH_INDEX_DIR, else ~/.local/share/vsearch/index.")] = None,
-    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="CSV: query,positive[,relevance[,augmentation]].", dir_okay=False)] = None,
-    groups: Annotated[Optional[Path], typer.Option("--groups", help="CSV: path,group (extra columns ignored).", dir_okay=False)] = None,
-    augment: Annotated[Optional[int], typer.Option(
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV: query,positive[,relevance[,augmentation]].", dir_okay=False)] = None,
+    groups: Annotated[Path | None, typer.Option("--groups", help="CSV: path,group (extra columns ignored).", dir_okay=False)] = None,
+    augment: Annotated[int | None, typer.Option(
         "--augment", min=1, show_default=False,
         help="No labels needed: pick N indexed images, query with edited copies of each (crop, flip, rotate, colour, "
              "blur, downscale, jpeg, all; made in a temporary folder, never indexed) and score whether the "
              "original comes back.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --augment's picks and edits, and the bootstrap.")] = 0,
-    k: Annotated[Optional[str], typer.Option("--k", help="Cut-offs, comma-separated. Default: 1,5,10; 1,10 with --augment.",
+    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated. Default: 1,5,10; 1,10 with --augment.",
                                              show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json or csv.")] = Format.table,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search (default: as query).")] = False,
-    mode: Annotated[Optional[str], typer.Option(
+    mode: Annotated[str | None, typer.Option(
         "--mode", help="Search mode: auto, exact or approximate; comma-separated, one per --index-dir, to compare "
                        "modes (e.g. --index-dir X --index-dir X --mode exact,approximate).", show_default=False)] = None,
-    headline: Annotated[Optional[str], typer.Option(
+    headline: Annotated[str | None, typer.Option(
         "--headline", help="Metric whose difference gets the paired bootstrap 95% CI. Default: map@10 (or the "
                            "largest K's map); recall@1 with --augment.", show_default=False)] = None,
     ann_recall: Annotated[bool, typer.Option(
         "--ann-recall", help="Add ann_recall@K (Annoy top K against exact top K, same queries) to the results; "
                              "side-by-side runs and reports always have it.")] = False,
-    html_report: Annotated[Optional[Path], typer.Option(
+    html_report: Annotated[Path | None, typer.Option(
         "--report", dir_okay=False, help="Write a self-contained HTML report: metrics, a recall@K plot, the worst "
                                          "queries beside what came back.", show_default=False)] = None,
-    per_query: Annotated[Optional[Path], typer.Option(
+    per_query: Annotated[Path | None, typer.Option(
         "--per-query", dir_okay=False, help="Write each query's ranks and metrics as CSV.", show_default=False)] = None,
     device: Device = "auto",
     quiet: Quiet = False,

@@ -15,9 +15,9 @@ second shot of the same scene (DESIGN.md); the threshold trades one against the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

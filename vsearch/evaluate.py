@@ -270,7 +270,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     vectors, embedded = query_vectors(searcher, queries, rows, on_embed=on_embed, cache=cache)
     depth = max(max(ks), MRR_DEPTH)
     results, records = [], []
-    for q, vec, found in zip(labels, vectors, _rankings(searcher, vectors, depth + 1, mode)):
+    for q, found in zip(labels, _rankings(searcher, vectors, depth + 1, mode)):
         own = rows.get(q.query)
         ranked = tuple(int(r) for r in found if own is None or int(r) != own)[:depth]
         if q.same_as:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class ModelId:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelId":
+    def from_dict(cls, data: dict[str, Any]) -> ModelId:
         """Inverse of :meth:`to_dict`."""
         pre = data["preprocess"]
         preprocess = Preprocess(
@@ -71,11 +72,11 @@ class ModelId:
         )
         return cls(**{**data, "preprocess": preprocess})
 
-    def same_vectors_as(self, other: "ModelId") -> bool:
+    def same_vectors_as(self, other: ModelId) -> bool:
         """True when both would map an image to the same vector."""
         return self.to_dict() == other.to_dict()
 
-    def differences(self, other: "ModelId") -> str:
+    def differences(self, other: ModelId) -> str:
         """What differs, e.g. ``preprocess.framing squash -> center_crop``, for error messages."""
 
         def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

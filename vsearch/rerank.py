@@ -33,8 +33,8 @@ options for browsing by category: ``--qe 3`` alone, or ``build-index --dba 5`` w
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

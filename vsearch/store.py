@@ -29,9 +29,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ class IndexMeta:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IndexMeta":
+    def from_dict(cls, data: dict[str, Any]) -> IndexMeta:
         ann = data.get("ann")
         dba = data.get("dba")
         return cls(
@@ -212,7 +213,7 @@ class Store:
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_dir: Path, *, write: bool = False) -> "Store":
+    def open(cls, index_dir: Path, *, write: bool = False) -> Store:
         """Open an index. ``write=True`` creates it if needed, takes the lock and repairs.
 
         A reader needs a committed index (``meta.json``) that agrees with the manifest.
@@ -263,7 +264,7 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
