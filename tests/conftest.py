@@ -83,3 +83,30 @@ def make_photo(path: Path, size=(320, 240), seed: int = 0, quality: int = 90) ->
     img = base + xx[..., None] * slope[0] + yy[..., None] * slope[1] + rng.normal(0, 8, (h, w, 3))
     Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=quality)
     return path
+
+
+def _save_heif(img, path: Path) -> None:
+    import pillow_heif
+
+    pillow_heif.from_pillow(img).save(path, format="HEIF", quality=95)
+
+
+def _save_gif_two_frames(img, path: Path) -> None:
+    """A GIF whose second frame is blue: readers must use the first."""
+    from PIL import Image
+
+    img.save(path, save_all=True, append_images=[Image.new("RGB", img.size, (0, 0, 255))], duration=50, loop=0)
+
+
+#: One writer per format vsearch reads: ``WRITERS[kind](pil_image, path)`` makes a real file.
+WRITERS = {
+    "jpeg": lambda im, p: im.save(p, "JPEG", quality=95),
+    "png": lambda im, p: im.save(p, "PNG"),
+    "webp": lambda im, p: im.save(p, "WEBP", quality=95),
+    "gif": _save_gif_two_frames,
+    "bmp": lambda im, p: im.save(p, "BMP"),
+    "tiff": lambda im, p: im.save(p, "TIFF"),
+    "tiff-lzw": lambda im, p: im.save(p, "TIFF", compression="tiff_lzw"),
+    "heif": _save_heif,
+    "avif": lambda im, p: im.save(p, "AVIF", quality=95),
+}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import WRITERS
 from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.images import (
     DEFAULT_MAX_PIXELS,
@@ -55,28 +56,17 @@ def noise_photo(w: int, h: int, seed: int = 0) -> Image.Image:
 # --------------------------------------------------------------------------- formats
 
 
-def _save_heic(img: Image.Image, path: Path) -> None:
-    import pillow_heif
-
-    pillow_heif.from_pillow(img).save(path, format="HEIF", quality=95)
-
-
-def _save_gif_two_frames(img: Image.Image, path: Path) -> None:
-    second = Image.new("RGB", img.size, BLUE)
-    img.save(path, save_all=True, append_images=[second], duration=100, loop=0)
-
-
 SAVERS = {
-    "a.jpg": lambda im, p: im.save(p, "JPEG", quality=95),
-    "UPPER.JPEG": lambda im, p: im.save(p, "JPEG", quality=95),
-    "a.png": lambda im, p: im.save(p, "PNG"),
-    "a.webp": lambda im, p: im.save(p, "WEBP", quality=95),
-    "a.gif": _save_gif_two_frames,
-    "a.bmp": lambda im, p: im.save(p, "BMP"),
-    "a.tif": lambda im, p: im.save(p, "TIFF"),
-    "a.tiff": lambda im, p: im.save(p, "TIFF", compression="tiff_lzw"),
-    "a.heic": _save_heic,
-    "a.avif": lambda im, p: im.save(p, "AVIF", quality=95),
+    "a.jpg": WRITERS["jpeg"],
+    "UPPER.JPEG": WRITERS["jpeg"],
+    "a.png": WRITERS["png"],
+    "a.webp": WRITERS["webp"],
+    "a.gif": WRITERS["gif"],
+    "a.bmp": WRITERS["bmp"],
+    "a.tif": WRITERS["tiff"],
+    "a.tiff": WRITERS["tiff-lzw"],
+    "a.heic": WRITERS["heif"],
+    "a.avif": WRITERS["avif"],
 }
 
 
@@ -110,7 +100,7 @@ def test_heif_opener_is_registered_lazily_and_on_unidentified_bytes(tmp_path):
     # A fresh interpreter: importing images.py must not import pillow_heif, and HEIC bytes
     # (no file name to go by) must still decode, by registering on the first miss.
     path = tmp_path / "x.heic"
-    _save_heic(Image.new("RGB", (32, 32), RED), path)
+    WRITERS["heif"](Image.new("RGB", (32, 32), RED), path)
     code = (
         "import sys; from pathlib import Path\n"
         "import vsearch.images as vi\n"

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest import FakeEmbedder, make_photo
+from tests.conftest import WRITERS, FakeEmbedder, make_photo
 from vsearch import freshness, images, indexer, models
 from vsearch.cli import app
 from vsearch.store import CHUNK_DIR, META_FILE, Store
@@ -345,29 +345,19 @@ def test_memory_is_bounded_by_batch_and_chunk(tmp_path, loads, isolated_index_di
 # --------------------------------------------------------------------------- formats, hostile files
 
 
-def _save_gif(img: Image.Image, path: Path) -> None:
-    img.save(path, save_all=True, append_images=[Image.new("RGB", img.size, (0, 0, 255))], duration=50)
-
-
-def _save_heif(img: Image.Image, path: Path) -> None:
-    import pillow_heif
-
-    pillow_heif.from_pillow(img).save(path, format="HEIF", quality=95)
-
-
 FORMATS = {
-    "a.jpg": lambda im, p: im.save(p, "JPEG", quality=95),
-    "b.JPEG": lambda im, p: im.save(p, "JPEG", quality=95),
-    "c.png": lambda im, p: im.save(p, "PNG"),
-    "d.webp": lambda im, p: im.save(p, "WEBP", quality=95),
-    "e.gif": _save_gif,
-    "f.bmp": lambda im, p: im.save(p, "BMP"),
-    "g.tif": lambda im, p: im.save(p, "TIFF"),
-    "h.TIFF": lambda im, p: im.save(p, "TIFF", compression="tiff_lzw"),
-    "i.heic": _save_heif,
-    "j.HEIF": _save_heif,
-    "k.avif": lambda im, p: im.save(p, "AVIF", quality=95),
-    "l.Png": lambda im, p: im.save(p, "PNG"),
+    "a.jpg": WRITERS["jpeg"],
+    "b.JPEG": WRITERS["jpeg"],
+    "c.png": WRITERS["png"],
+    "d.webp": WRITERS["webp"],
+    "e.gif": WRITERS["gif"],
+    "f.bmp": WRITERS["bmp"],
+    "g.tif": WRITERS["tiff"],
+    "h.TIFF": WRITERS["tiff-lzw"],
+    "i.heic": WRITERS["heif"],
+    "j.HEIF": WRITERS["heif"],
+    "k.avif": WRITERS["avif"],
+    "l.Png": WRITERS["png"],
 }
 
 
