@@ -434,6 +434,25 @@ def test_ab_same_model_embeds_each_query_once_and_compares_modes(photos, tmp_pat
     assert comp["baseline"] == "idx (exact)" and comp["other"] == "idx (approximate)"
 
 
+def test_query_expansion_ranks_with_the_expanded_vector(photos, groups_csv, tmp_path, fake_model):
+    searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
+    labels = ev.read_groups(groups_csv)
+    plain = ev.evaluate(searcher, labels, (1, 5), "exact")
+    expanded = ev.evaluate(searcher, labels, (1, 5), "exact", expand=2)
+    rows = ev.rows_for(searcher, [q.query for q in labels])
+    for q, result in zip(labels, expanded.per_query):
+        own = rows[q.query]
+        vec = searcher.expand(np.asarray(searcher.vectors[own]), 2, "exact", exclude_rows=[own])
+        want = [int(r) for r in searcher.neighbours(vec, 6, "exact")[0] if int(r) != own][:5]
+        assert list(result.ranked[:5]) == want
+    assert [r.ranked for r in plain.per_query] != [r.ranked for r in expanded.per_query]
+    # Through the CLI: one column per setting, labelled with the expansion.
+    out = run_json("evaluate", "--index-dir", searcher.store.dir, "--index-dir", searcher.store.dir,
+                   "--groups", groups_csv, "--qe", "0,2")
+    assert [s["label"] for s in out["systems"]] == ["idx (auto)", "idx (auto, qe 2)"]
+    assert invoke("evaluate", "--groups", groups_csv, "--index-dir", searcher.store.dir, "--qe", "x").exit_code == 1
+
+
 def test_identical_systems_differ_by_exactly_zero(photos, groups_csv, tmp_path, fake_model):
     index = build(photos, tmp_path / "idx")
     out = run_json("evaluate", "--index-dir", index, "--index-dir", index, "--groups", groups_csv,

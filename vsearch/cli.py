@@ -293,21 +293,40 @@ def _parse_ks(text: str) -> list[int]:
         raise VsearchError(f"--k takes comma-separated integers, e.g. 1,5,10 (got {text!r})") from None
 
 
+def _per_index(option: str, text: str, n: int, noun: str) -> list[str]:
+    """A comma-separated option value with one item per --index-dir, or one item for all."""
+    items = [m.strip() for m in text.split(",")]
+    if len(items) == 1:
+        return items * n
+    if len(items) != n:
+        raise VsearchError(f"{option} lists {len(items)} {noun} for {n} --index-dir; give one per index, or one for all")
+    return items
+
+
 def _search_modes(mode: str | None, exact: bool, n: int) -> list[str]:
     """One search mode per --index-dir: --mode lists them (or one for all); --exact means exact."""
     if mode is None:
         return ["exact" if exact else "auto"] * n
     if exact:
         raise VsearchError("--exact and --mode exclude each other; use --mode exact")
-    modes = [m.strip() for m in mode.split(",")]
+    modes = _per_index("--mode", mode, n, "modes")
     bad = [m for m in modes if m not in ("auto", "exact", "approximate")]
     if bad:
         raise VsearchError(f"--mode {bad[0]!r}: choose auto, exact or approximate")
-    if len(modes) == 1:
-        return modes * n
-    if len(modes) != n:
-        raise VsearchError(f"--mode lists {len(modes)} modes for {n} --index-dir; give one per index, or one for all")
     return modes
+
+
+def _expansions(qe: str | None, n: int) -> list[int]:
+    """One query-expansion depth per --index-dir (0 = off)."""
+    if qe is None:
+        return [0] * n
+    try:
+        values = [int(v) for v in _per_index("--qe", qe, n, "depths")]
+    except ValueError:
+        raise VsearchError(f"--qe takes whole numbers, e.g. 3 or 0,3 (got {qe!r})") from None
+    if any(v < 0 for v in values):
+        raise VsearchError("--qe takes numbers of 0 or more")
+    return values
 
 
 @app.command()
@@ -335,6 +354,10 @@ def evaluate(
     headline: Annotated[str | None, typer.Option(
         "--headline", help="Metric whose difference gets the paired bootstrap 95% CI. Default: map@10 (or the "
                            "largest K's map); recall@1 with --augment.", show_default=False)] = None,
+    qe: Annotated[str | None, typer.Option(
+        "--qe", metavar="N", show_default=False,
+        help="Average query expansion with the top N results (0 = off); comma-separated, one per --index-dir, "
+             "to compare (e.g. --index-dir X --index-dir X --qe 0,3).")] = None,
     ann_recall: Annotated[bool, typer.Option(
         "--ann-recall", help="Add ann_recall@K (Annoy top K against exact top K, same queries) to the results; "
                              "side-by-side runs and reports always have it.")] = False,
@@ -363,9 +386,10 @@ def evaluate(
     ks = _parse_ks(k or ("1,10" if augment else "1,5,10"))
     dirs = index_dirs or [default_index_dir()]
     modes = _search_modes(mode, exact, len(dirs))
-    names = ev.target_labels(dirs, modes)
-    targets = [ev.Target(Searcher(Store.open(d), device=device), m, name)  # type: ignore[arg-type]
-               for d, m, name in zip(dirs, modes, names)]
+    expands = _expansions(qe, len(dirs))
+    names = ev.target_labels(dirs, modes, expands)
+    targets = [ev.Target(Searcher(Store.open(d), device=device), m, name, e)  # type: ignore[arg-type]
+               for d, m, name, e in zip(dirs, modes, names, expands)]
     with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
         def progress(done: int, total: int) -> None:
             bar.update(_Done(done, total))

@@ -236,8 +236,12 @@ def _check_ks(ks: Sequence[int]) -> None:
 
 def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[int] = (1, 5, 10),
              mode: SearchMode = "auto", *, ann_recall: bool = False, label: str = "",
-             progress: ProgressFn | None = None, cache: dict[Path, np.ndarray] | None = None) -> EvalReport:
+             progress: ProgressFn | None = None, cache: dict[Path, np.ndarray] | None = None,
+             expand: int = 0) -> EvalReport:
     """Run every labelled query against the index and score the rankings.
+
+    ``expand``: average query expansion with the top ``expand`` results (0 = off), as
+    ``vsearch query --qe`` does; a query's own entry never counts among them.
 
     ``ann_recall``: also measure Annoy against exact search on the same query vectors (when the
     index has an Annoy index). ``progress(done, total)`` follows the queries being embedded.
@@ -268,6 +272,11 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
             progress(done[0], to_embed)
 
     vectors, embedded = query_vectors(searcher, queries, rows, on_embed=on_embed, cache=cache)
+    if expand:
+        vectors = np.stack([
+            searcher.expand(v, expand, mode, exclude_rows=[rows[q]] if q in rows else [])
+            for v, q in zip(vectors, queries)
+        ])
     depth = max(max(ks), MRR_DEPTH)
     results, records = [], []
     for q, found in zip(labels, _rankings(searcher, vectors, depth + 1, mode)):
@@ -479,6 +488,7 @@ class Target:
     searcher: Searcher
     mode: SearchMode = "auto"
     label: str = ""
+    expand: int = 0  # average query expansion top-n (0 = off)
 
 
 @dataclass(frozen=True)
@@ -525,9 +535,12 @@ def default_headline(ks: Sequence[int], augmented: bool = False) -> str:
     return "map@10" if 10 in ks else f"map@{max(ks)}"
 
 
-def target_labels(index_dirs: Sequence[Path], modes: Sequence[str]) -> list[str]:
+def target_labels(index_dirs: Sequence[Path], modes: Sequence[str], expands: Sequence[int] = ()) -> list[str]:
     """Short distinct column labels: the first of folder name, folder name (mode), full path,
-    full path (mode) that tells every target apart; else numbered."""
+    full path (mode) that tells every target apart; else numbered. A query expansion shows as
+    ``qe N`` beside the mode."""
+    if expands:
+        modes = [f"{m}, qe {e}" if e else m for m, e in zip(modes, expands)]
     short = [Path(d).name or str(d) for d in index_dirs]
     full = [str(Path(d).expanduser().absolute()) for d in index_dirs]
     for names in (short, [f"{n} ({m})" for n, m in zip(short, modes)], full,
@@ -561,7 +574,7 @@ def evaluate_all(targets: Sequence[Target], labels: Sequence[LabelledQuery], ks:
     for t in targets:
         cache = caches.setdefault(json.dumps(t.searcher.meta.model.to_dict(), sort_keys=True), {})
         reports.append(evaluate(t.searcher, labels, ks, t.mode, ann_recall=ann_recall, label=t.label,
-                                progress=progress, cache=cache))
+                                progress=progress, cache=cache, expand=t.expand))
     comparisons = []
     base = reports[0]
     a = [r.scores[headline] for r in base.records]
