@@ -244,7 +244,8 @@ def rerank_grid(index_dir: Path, groups: Path, qe_values: list[int], dba_values:
 
     from vsearch import evaluate as ev
     from vsearch import metrics
-    from vsearch.search import Searcher, build_dba
+    from vsearch.indexer import build_dba
+    from vsearch.search import Searcher
     from vsearch.store import Store
 
     class Expanding(Searcher):

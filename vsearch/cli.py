@@ -172,7 +172,7 @@ def build_index(
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     from . import indexer, render
-    from .search import build_dba
+    from .indexer import build_dba
     from .store import Store
 
     where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)

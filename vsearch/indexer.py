@@ -39,7 +39,7 @@ import numpy as np
 from . import images
 from .errors import ImageDecodeError, VsearchError
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess, load_model
-from .store import AnnInfo, FileEntry, Store
+from .store import AnnInfo, DbaInfo, FileEntry, Store, dba_name
 
 log = logging.getLogger(__name__)
 
@@ -488,3 +488,56 @@ __all__ = [
     "passive_openmp",
     "update",
 ]
+
+
+def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] | None = None) -> DbaInfo | None:
+    """Database-side augmentation, computed at build time (``build-index --dba N``).
+
+    Writes ``normalise(v_i + sum of v_i's N nearest other vectors)`` for every row beside the raw
+    vectors and records it in ``meta.json``; search then ranks against it (and Annoy, rebuilt
+    afterwards, indexes it). ``neighbours=0`` drops an existing copy. The raw vectors are left as
+    they are: a query image still maps to the vector it would get if embedded now.
+    """
+    from . import index as nn
+    from . import rerank
+
+    meta = store.meta
+    if meta is None:
+        raise VsearchError(f"index at {store.dir} holds no vectors yet")
+    if neighbours < 0:
+        raise VsearchError("--dba takes a number of neighbours, 0 (off) or more")
+    if neighbours == 0:
+        if meta.dba is not None:
+            store.set_dba(None)
+        return None
+    info = DbaInfo(file=dba_name(meta.generation, neighbours), neighbours=neighbours)
+    if meta.dba == info and (store.dir / info.file).exists():
+        return info
+    raw = store.vectors()
+    annoy = None
+    tmp_ann = store.dir / f".dba-neighbours.{os.getpid()}.ann.tmp"
+    if meta.count > nn.EXACT_LIMIT:
+        if progress:
+            progress(f"dba: building a temporary Annoy index over {meta.count} vectors")
+        nn.build_annoy(raw, tmp_ann)
+        annoy = nn.AnnoySearcher(tmp_ann, meta.dim)
+    try:
+        if progress:
+            progress(f"dba: finding {neighbours} neighbours of each of {meta.count} vectors")
+        rows, _ = nn.neighbour_graph(raw, neighbours, annoy=annoy)
+    finally:
+        annoy = None
+        if tmp_ann.exists():
+            tmp_ann.unlink()
+    # Same discipline as every index file: a temporary name, fsync, rename, then meta.json.
+    target = store.dir / info.file
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
+    rerank.database_side_augmentation(raw, rows, out)
+    out.flush()
+    del out
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    store.set_dba(info)
+    return info
