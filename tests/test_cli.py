@@ -135,6 +135,43 @@ def test_a_cropped_recompressed_copy_finds_its_original(real_index, tmp_path):
     assert hits[0]["score"] > hits[1]["score"]
 
 
+QUERY_REPORTING_TORCH = """
+import sys
+from vsearch.cli import app
+try:
+    app(sys.argv[1:], prog_name="vsearch")
+except SystemExit as exc:
+    code = exc.code
+print("TORCH" if "torch" in sys.modules else "NO-TORCH", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_a_new_photo_is_embedded_through_the_exported_onnx_model_without_torch(real_index, tmp_path, monkeypatch):
+    from PIL import Image
+
+    index_dir, _ = real_index
+    assert len(list(index_dir.glob("model-*.onnx"))) == 1  # exported by build-index, once
+    original = SAMPLE_IMAGES / "coffee.jpg"
+    copy = tmp_path / "coffee-edit.jpg"
+    with Image.open(original) as im:
+        im.crop((20, 10, im.width - 30, im.height - 20)).save(copy, quality=55)
+    proc = subprocess.run(
+        [sys.executable, "-c", QUERY_REPORTING_TORCH, "query", str(copy), "--index-dir", str(index_dir),
+         "--format", "json", "--k", "3"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NO-TORCH" in proc.stderr
+    onnx_hits = json.loads(proc.stdout)
+    assert Path(onnx_hits[0]["path"]) == original and onnx_hits[0]["score"] < 0.9999
+    # The torch model gives the same ranking and the same scores to 1e-4.
+    monkeypatch.setenv("VSEARCH_TORCH", "1")
+    torch_hits = query_json(index_dir, copy, "--k", "3")
+    assert [h["path"] for h in torch_hits] == [h["path"] for h in onnx_hits]
+    assert [h["score"] for h in torch_hits] == pytest.approx([h["score"] for h in onnx_hits], abs=1e-4)
+
+
 def test_evaluate_on_the_sample_groups_file(real_index):
     index_dir, _ = real_index
     groups_csv = SAMPLE_IMAGES / "groups.csv"

@@ -153,6 +153,7 @@ def update(
     max_pixels: int = images.DEFAULT_MAX_PIXELS,
     progress: ProgressFn | None = None,
     on_skip: Callable[[str, str], None] | None = None,
+    export_onnx: bool = True,
     embedder: Embedder | None = None,
 ) -> IndexSummary:
     """Embed what is new or changed under ``folder`` into ``store`` and commit a new generation.
@@ -166,6 +167,8 @@ def update(
     threads (default :func:`default_workers`). ``threads``: torch's CPU threads (default:
     torch's own, one per core). ``progress`` gets a :class:`Progress` after each batch;
     ``on_skip`` gets ``(path, reason)`` for each file that cannot be embedded.
+    ``export_onnx``: when the model was loaded, also leave it beside the index as ONNX (once per
+    model identity; see onnxmodel.py) so that queries embedding a new photo need no torch.
 
     Returns counts of what happened; raises VsearchError for a missing or empty folder, or a
     model that does not match the index.
@@ -193,19 +196,48 @@ def update(
     gone = {e.path: e for e in store.entries() if e.path not in seen}
     del seen  # the largest per-file structure; not needed past here
 
+    loaded = None
     if candidates:
         pipeline = _Pipeline(store, model_name, embedder, device, threads, max_pixels, summary,
                              batch_size, chunk_size, gone)
         pipeline.run(candidates, workers or default_workers(), progress, on_skip)
+        loaded = pipeline.embedder
 
     # Files gone from disk leave the index.
     summary.removed = store.mark_deleted(gone)
     store.record_dirs(dirs.items())
     if store.pending_changes():
         store.consolidate()
+    if loaded is not None and export_onnx:
+        _export_onnx(store, loaded, max_pixels)
     summary.total = store.meta.count if store.meta else 0
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _export_onnx(store: Store, embedder: Embedder, max_pixels: int) -> None:
+    """Leave the model beside the index as ONNX (once), so queries that embed need no torch.
+
+    The export is checked on a few of the images just indexed.
+    """
+    from . import onnxmodel
+
+    if store.meta is None or onnxmodel.onnx_path(store.dir, embedder.id).exists():
+        return
+    pre = embedder.id.preprocess
+    probe = []
+    for entry in store.entries():
+        if entry.row is None:
+            continue
+        try:
+            probe.append(images.decode_for_model(store.abs_path(entry.path), pre.size, pre.framing,
+                                                 max_pixels=max_pixels))
+        except VsearchError:
+            continue
+        if len(probe) == 4:
+            break
+    if probe:
+        onnxmodel.export(embedder, store.dir, np.stack(probe))
 
 
 def _scan(store: Store, root: Path, summary: IndexSummary) -> tuple[list[_Candidate], set[str], dict[str, int]]:

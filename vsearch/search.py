@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,13 @@ class Searcher:
     @property
     def embedder(self) -> Embedder:
         """The index's own model, loaded on first use."""
+        if self._embedder is None:
+            from . import onnxmodel
+
+            # The exported ONNX file (CPU) skips importing torch; VSEARCH_TORCH=1 or another
+            # device asks for the torch model itself.
+            if self._device in ("auto", "cpu") and not os.environ.get("VSEARCH_TORCH"):
+                self._embedder = onnxmodel.load_for_index(self.store.dir, self.meta.model, self._threads)
         if self._embedder is None:
             from .indexer import model_for_index
 
