@@ -172,6 +172,39 @@ def test_a_new_photo_is_embedded_through_the_exported_onnx_model_without_torch(r
     assert [h["score"] for h in torch_hits] == pytest.approx([h["score"] for h in onnx_hits], abs=1e-4)
 
 
+def test_after_the_first_batch_indexing_runs_on_onnx_and_later_runs_need_no_torch(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from vsearch import images, models
+    from vsearch.store import Store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "camera.jpg"):
+        shutil.copy(SAMPLE_IMAGES / name, folder / name)
+    index_dir = tmp_path / "index"
+    ok(cli("embed", folder, "--index-dir", index_dir, "--batch-size", "2", "-q"))  # 2 torch, 3 ONNX
+    assert len(list(index_dir.glob("model-*.onnx"))) == 1
+    shutil.copy(SAMPLE_IMAGES / "horse.png", folder / "horse.png")
+    proc = subprocess.run(
+        [sys.executable, "-c", QUERY_REPORTING_TORCH, "embed", str(folder), "--index-dir", str(index_dir)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NO-TORCH" in proc.stderr and "embedded 1, unchanged 5" in proc.stderr
+    # Every stored vector, torch- or ONNX-made, equals what the torch model gives now.
+    torch_model = models.load_model(device="cpu")
+    pre = torch_model.id.preprocess
+    with Store.open(index_dir) as store:
+        paths = store.paths_by_row()
+        stored = np.asarray(store.vectors())
+    fresh = torch_model.embed_images(np.stack(
+        [images.decode_for_model(folder / p, pre.size, pre.framing) for p in paths]))
+    np.testing.assert_allclose(stored, fresh, atol=1e-4)
+
+
 def test_evaluate_on_the_sample_groups_file(real_index):
     index_dir, _ = real_index
     groups_csv = SAMPLE_IMAGES / "groups.csv"

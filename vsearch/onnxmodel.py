@@ -41,6 +41,19 @@ def onnx_path(index_dir: Path, model_id: ModelId) -> Path:
     return Path(index_dir) / f"model-{key}.onnx"
 
 
+def preferred(device: str) -> bool:
+    """Whether to embed through ONNX Runtime: on the CPU, installed, and not turned off.
+
+    ``VSEARCH_TORCH=1`` turns it off (for comparisons). With ``--device auto`` on a machine with
+    an NVIDIA GPU, torch on the GPU is the better choice, and is kept.
+    """
+    if os.environ.get("VSEARCH_TORCH") or device not in ("auto", "cpu"):
+        return False
+    if device == "auto" and Path("/dev/nvidiactl").exists():  # cheap: no torch import to ask CUDA
+        return False
+    return available()
+
+
 def available() -> bool:
     """Whether onnxruntime can be imported here."""
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +108,7 @@ class Searcher:
 
             # The exported ONNX file (CPU) skips importing torch; VSEARCH_TORCH=1 or another
             # device asks for the torch model itself.
-            if self._device in ("auto", "cpu") and not os.environ.get("VSEARCH_TORCH"):
+            if onnxmodel.preferred(self._device):
                 self._embedder = onnxmodel.load_for_index(self.store.dir, self.meta.model, self._threads)
         if self._embedder is None:
             from .indexer import model_for_index
