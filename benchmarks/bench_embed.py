@@ -24,9 +24,12 @@ torch threads, batch size, channels_last); ``--settings`` runs the vsearch path 
 alone in child processes under process-wide settings (OpenMP wait policy, torch threads, glibc
 malloc) and reports images/s, CPU per image and peak RSS.
 
+``--runtime onnx`` (the default, as vsearch indexes after its first batch) runs all three with
+the model exported to ONNX Runtime; ``--runtime torch`` with torch eager (channels_last).
+
 Usage::
 
-    python benchmarks/bench_embed.py [--images 48] [--repeats 3] [--batch-size 16]
+    python benchmarks/bench_embed.py [--runtime onnx|torch] [--images 48] [--repeats 3] [--batch-size 16]
         [--tiny-imagenet PATH] [--limit N] [--no-tiny] [--sweep] [--settings]
 """
 
@@ -400,6 +403,20 @@ def _checked(result: tuple[float, int], expected: int) -> float:
     return seconds
 
 
+def onnx_embedder(torch_embedder: Embedder, where: Path) -> Embedder:
+    """The same model exported to ONNX (checked against torch on sample photos), as vsearch does."""
+    from vsearch import onnxmodel
+
+    pre = torch_embedder.id.preprocess
+    probe = np.stack([images.decode_for_model(ROOT / "sample_images" / f"{n}.jpg", pre.size, pre.framing)
+                      for n in ("chelsea", "coffee", "rocket", "astronaut")])
+    where.mkdir(parents=True, exist_ok=True)
+    path = onnxmodel.export(torch_embedder, where, probe)
+    if path is None:
+        raise SystemExit("ONNX export failed; use --runtime torch")
+    return onnxmodel.OnnxEmbedder(torch_embedder.id, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=48, help="12-MP JPEGs to make (default 48)")
@@ -420,6 +437,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also measure workers/threads/batch/channels_last")
     parser.add_argument("--settings", action="store_true",
                         help="also measure process settings (OMP wait policy, threads, glibc malloc) in child processes")
+    parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx",
+                        help="model runtime for all three paths (default onnx, as vsearch uses)")
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-vsearch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -437,11 +456,14 @@ def main() -> None:
         embedder = load_model(args.model, device="cpu")
         print(f"model {embedder.id.name} loaded in {time.perf_counter() - t:.1f}s; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; decode workers "
-              f"{args.workers or indexer.default_workers()}", flush=True)
+              f"{args.workers or indexer.default_workers()}; runtime {args.runtime}", flush=True)
+        torch_embedder = embedder
+        if args.runtime == "onnx":
+            embedder = onnx_embedder(embedder, workdir / "onnx")
         if not args.no_large:
             bench_large(args, embedder, workdir)
         if args.sweep:
-            bench_sweep(args, embedder, workdir)
+            bench_sweep(args, torch_embedder, workdir)
         if args.settings:
             bench_children(args, workdir)
         if args.tiny_imagenet and not args.no_tiny:
