@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,8 @@ import pytest
 
 from vsearch import models
 
-SAMPLE_IMAGES = Path(__file__).resolve().parent.parent / "sample_images"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_IMAGES = REPO / "sample_images"
 
 
 class FakeEmbedder:
@@ -110,3 +114,22 @@ WRITERS = {
     "heif": _save_heif,
     "avif": lambda im, p: im.save(p, "AVIF", quality=95),
 }
+
+
+_CLI_REPORTING_TORCH = """
+import sys
+from vsearch.cli import app
+try:
+    app(sys.argv[1:], prog_name="vsearch")
+except SystemExit as exc:
+    code = exc.code
+print("TORCH" if "torch" in sys.modules else "NO-TORCH", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_cli_reporting_torch(*args) -> subprocess.CompletedProcess[str]:
+    """``vsearch ARGS`` in a fresh process whose last stderr line says whether torch was imported."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", _CLI_REPORTING_TORCH, *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=120)

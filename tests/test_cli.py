@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.conftest import SAMPLE_IMAGES
+from tests.conftest import SAMPLE_IMAGES, run_cli_reporting_torch
 from vsearch import __version__
 from vsearch.cli import app
 
@@ -135,18 +135,6 @@ def test_a_cropped_recompressed_copy_finds_its_original(real_index, tmp_path):
     assert hits[0]["score"] > hits[1]["score"]
 
 
-QUERY_REPORTING_TORCH = """
-import sys
-from vsearch.cli import app
-try:
-    app(sys.argv[1:], prog_name="vsearch")
-except SystemExit as exc:
-    code = exc.code
-print("TORCH" if "torch" in sys.modules else "NO-TORCH", file=sys.stderr)
-sys.exit(code)
-"""
-
-
 def test_a_new_photo_is_embedded_through_the_exported_onnx_model_without_torch(real_index, tmp_path, monkeypatch):
     from PIL import Image
 
@@ -156,11 +144,7 @@ def test_a_new_photo_is_embedded_through_the_exported_onnx_model_without_torch(r
     copy = tmp_path / "coffee-edit.jpg"
     with Image.open(original) as im:
         im.crop((20, 10, im.width - 30, im.height - 20)).save(copy, quality=55)
-    proc = subprocess.run(
-        [sys.executable, "-c", QUERY_REPORTING_TORCH, "query", str(copy), "--index-dir", str(index_dir),
-         "--format", "json", "--k", "3"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
-    )
+    proc = run_cli_reporting_torch("query", copy, "--index-dir", index_dir, "--format", "json", "--k", "3")
     assert proc.returncode == 0, proc.stderr
     assert "NO-TORCH" in proc.stderr
     onnx_hits = json.loads(proc.stdout)
@@ -188,10 +172,7 @@ def test_after_the_first_batch_indexing_runs_on_onnx_and_later_runs_need_no_torc
     ok(cli("embed", folder, "--index-dir", index_dir, "--batch-size", "2", "-q"))  # 2 torch, 3 ONNX
     assert len(list(index_dir.glob("model-*.onnx"))) == 1
     shutil.copy(SAMPLE_IMAGES / "horse.png", folder / "horse.png")
-    proc = subprocess.run(
-        [sys.executable, "-c", QUERY_REPORTING_TORCH, "embed", str(folder), "--index-dir", str(index_dir)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
-    )
+    proc = run_cli_reporting_torch("embed", folder, "--index-dir", index_dir)
     assert proc.returncode == 0, proc.stderr
     assert "NO-TORCH" in proc.stderr and "embedded 1, unchanged 5" in proc.stderr
     # Every stored vector, torch- or ONNX-made, equals what the torch model gives now.

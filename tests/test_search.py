@@ -7,16 +7,13 @@ import base64
 import csv
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEmbedder, make_photo
+from conftest import FakeEmbedder, make_photo, run_cli_reporting_torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -137,27 +134,9 @@ def test_auto_mode_switches_to_annoy_above_the_limit(indexed, monkeypatch):
 # --- 2. instant queries --------------------------------------------------------------------
 
 
-FAST_QUERY = """
-import sys
-from vsearch.cli import app
-try:
-    app(sys.argv[1:], prog_name="vsearch")
-except SystemExit as exc:
-    code = exc.code
-print("TORCH" if "torch" in sys.modules else "NO-TORCH", file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def run_fast(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", FAST_QUERY, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=60)
-
-
 def test_indexed_query_uses_the_stored_vector_without_torch_or_the_model(indexed, photos, tmp_path):
     # The subprocess has no "fake" model registered: any attempt to load one would fail.
-    done = run_fast("query", photos / "p05.jpg", "--index-dir", indexed, "--format", "json", "--k", "3")
+    done = run_cli_reporting_torch("query", photos / "p05.jpg", "--index-dir", indexed, "--format", "json", "--k", "3")
     assert done.returncode == 0, done.stderr
     assert "NO-TORCH" in done.stderr
     hits = json.loads(done.stdout)
@@ -165,13 +144,13 @@ def test_indexed_query_uses_the_stored_vector_without_torch_or_the_model(indexed
     # Same content elsewhere (different path and mtime): found by content hash, still no model.
     outside = tmp_path / "elsewhere.jpg"
     shutil.copy(photos / "p05.jpg", outside)
-    done = run_fast("query", outside, "--index-dir", indexed, "--format", "paths", "--k", "1")
+    done = run_cli_reporting_torch("query", outside, "--index-dir", indexed, "--format", "paths", "--k", "1")
     assert done.returncode == 0, done.stderr
     assert "NO-TORCH" in done.stderr and paths_of(done.stdout) == ["p05.jpg"]
 
 
 def test_help_does_not_import_torch():
-    done = run_fast("--help")
+    done = run_cli_reporting_torch("--help")
     assert done.returncode == 0 and "NO-TORCH" in done.stderr and "query" in done.stdout
 
 
