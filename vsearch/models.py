@@ -113,6 +113,11 @@ class Embedder(Protocol):
         """Float32 (N, dim), each row L2-normalised; only for CLIP models."""
 
 
+def no_text_search(model_id: ModelId) -> VsearchError:
+    """The error for a text query against an image-only model."""
+    return VsearchError(f"text search needs a CLIP index; this index uses {model_id.name}, an image-only model")
+
+
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (rows of zeros stay zero)."""
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -201,9 +206,7 @@ class _TorchEmbedder:
         return out.cpu().numpy().astype(np.float32, copy=False)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        raise VsearchError(
-            f"text search needs a CLIP index; this index uses {self.id.name}, an image-only model"
-        )
+        raise no_text_search(self.id)
 
 
 # --- EfficientNet-Lite (default, offline) -------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import VsearchError
-from .models import Embedder, ModelId
+from .models import Embedder, ModelId, no_text_search
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class OnnxEmbedder:
         return self._session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.uint8)})[0]
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        raise VsearchError(f"text search needs a CLIP index; this index uses {self.id.name}, an image-only model")
+        raise no_text_search(self.id)
 
 
 def load_for_index(index_dir: Path, model_id: ModelId, threads: int | None = None) -> Embedder | None:
