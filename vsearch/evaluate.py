@@ -447,7 +447,7 @@ def make_pairs(folder: Path, n: int, seed: int, out_dir: Path,
     with it). Returns the CSV's path and the number of copies.
     """
     from . import augment, images
-    from .store import atomic_write_bytes
+    from .atomic import write_bytes as atomic_write_bytes
 
     folder = Path(folder).expanduser()
     out_dir = Path(out_dir).expanduser()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from . import atomic
 
 THUMB_SIDE = 256
 
@@ -50,9 +51,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         from .errors import VsearchError
 
         raise VsearchError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
 
 
 def _figure(src: str | None, caption: str, title: str, css: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .errors import IndexCorruptError
 
 #: Up to this many vectors, ``auto`` search is an exact matmul; above it, Annoy (when built).
@@ -96,18 +97,15 @@ def build_annoy(vectors: np.ndarray, path: Path, trees: int = DEFAULT_TREES, see
     dim = vectors.shape[1]
     ann = AnnoyIndex(dim, "angular")
     ann.set_seed(seed)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # on_disk_build keeps the index in a file instead of the heap: memory stays flat at 1M items.
-    ann.on_disk_build(str(tmp))
-    for start in range(0, len(vectors), 65536):
-        block = np.asarray(vectors[start:start + 65536], dtype=np.float32)
-        for i, v in enumerate(block, start):
-            ann.add_item(i, v)
-    ann.build(trees, n_jobs=n_jobs)
-    ann.unload()
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        # on_disk_build keeps the index in a file instead of the heap: memory stays flat at 1M items.
+        ann.on_disk_build(str(tmp))
+        for start in range(0, len(vectors), 65536):
+            block = np.asarray(vectors[start:start + 65536], dtype=np.float32)
+            for i, v in enumerate(block, start):
+                ann.add_item(i, v)
+        ann.build(trees, n_jobs=n_jobs)
+        ann.unload()
 
 
 def default_search_k(n_candidates: int) -> int:

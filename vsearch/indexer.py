@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images
+from . import atomic, images
 from .errors import ImageDecodeError, VsearchError
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess, load_model
 from .store import AnnInfo, DbaInfo, FileEntry, Store, dba_name
@@ -569,14 +569,10 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
         if tmp_ann.exists():
             tmp_ann.unlink()
     # Same discipline as every index file: a temporary name, fsync, rename, then meta.json.
-    target = store.dir / info.file
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
-    rerank.database_side_augmentation(raw, rows, out)
-    out.flush()
-    del out
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    with atomic.replacing(store.dir / info.file) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
+        rerank.database_side_augmentation(raw, rows, out)
+        out.flush()
+        del out
     store.set_dba(info)
     return info

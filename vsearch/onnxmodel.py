@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import atomic
 from .errors import VsearchError
 from .models import Embedder, ModelId, no_text_search
 
@@ -88,27 +89,23 @@ def export(embedder: Any, index_dir: Path, probe: np.ndarray) -> Path | None:
             x = (x - embedder._mean) / embedder._std
             return torch.nn.functional.normalize(embedder._forward(x), dim=-1)
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        # The TorchScript exporter: it handles timm's EfficientNet in seconds and matches torch to
-        # 3e-7; its deprecation notice is for us, not for the user indexing photos.
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Graph().eval(), (torch.from_numpy(np.ascontiguousarray(probe)),), str(tmp),
-                input_names=["pixels"], output_names=["vectors"],
-                dynamic_axes={"pixels": {0: "n"}, "vectors": {0: "n"}}, opset_version=17, dynamo=False,
-            )
-        got = OnnxEmbedder(embedder.id, tmp).embed_images(probe)
-        diff = float(np.abs(got - embedder.embed_images(probe)).max())
-        if diff > TOLERANCE:
-            log.warning("ONNX export of %s differs from torch by %.2g; not used", embedder.id.name, diff)
-            tmp.unlink(missing_ok=True)
-            return None
-        os.replace(tmp, target)
+        with atomic.replacing(target) as tmp:
+            # The TorchScript exporter: it handles timm's EfficientNet in seconds and matches torch
+            # to 3e-7; its deprecation notice is for us, not for the user indexing photos.
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    Graph().eval(), (torch.from_numpy(np.ascontiguousarray(probe)),), str(tmp),
+                    input_names=["pixels"], output_names=["vectors"],
+                    dynamic_axes={"pixels": {0: "n"}, "vectors": {0: "n"}}, opset_version=17, dynamo=False,
+                )
+            got = OnnxEmbedder(embedder.id, tmp).embed_images(probe)
+            diff = float(np.abs(got - embedder.embed_images(probe)).max())
+            if diff > TOLERANCE:  # raising here leaves no file behind
+                raise ValueError(f"its vectors differ from torch's by {diff:.2g}")
     except Exception as exc:  # an exporter failure must never fail the indexing that triggered it
-        log.warning("ONNX export of %s failed (%s); queries will use torch", embedder.id.name, exc)
-        tmp.unlink(missing_ok=True)
+        log.warning("ONNX export of %s not used (%s); embedding stays on torch", embedder.id.name, exc)
         return None
     return target
 

@@ -157,7 +157,7 @@ def write_per_query(path: Path, ev: Evaluation) -> int:
     ``first_rank`` is empty when no relevant image came back within the ranking's depth
     (100, or the largest K if larger); ``relevant_ranks`` lists every one that did.
     """
-    from .store import atomic_write_bytes
+    from .atomic import write_bytes as atomic_write_bytes
 
     rows = per_query_rows(ev)
     buf = io.StringIO()
@@ -342,6 +342,6 @@ def render_html(ev: Evaluation, *, title: str = "vsearch evaluation", source: st
 
 def write_html(path: Path, ev: Evaluation, *, title: str = "vsearch evaluation", source: str = "") -> None:
     """Write :func:`render_html` to ``path`` (atomically)."""
-    from .store import atomic_write_bytes
+    from .atomic import write_bytes as atomic_write_bytes
 
     _write(path, render_html(ev, title=title, source=source), atomic_write_bytes)

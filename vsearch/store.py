@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, atomic
 from .errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
 from .models import ModelId
 
@@ -133,36 +133,10 @@ class IndexMeta:
         )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    """``np.save`` a float32 array to ``path`` atomically."""
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself must reach the disk for a power cut not to undo it.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _vectors_name(generation: int) -> str:
@@ -562,29 +536,25 @@ class Store:
         ).fetchall()
         count, dim = len(sources), model.dim
         target = self.dir / _vectors_name(new_gen)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
         # Opened only when a row comes from it: a repair (_drop_unreadable_vectors) has none.
         old: np.ndarray | None = None
         chunks: dict[int, np.ndarray] = {}
-        for start in range(0, count, block):
-            for j, (_id, row, chunk, chunk_row) in enumerate(sources[start:start + block], start):
-                if chunk is None or chunk == FROM_VECTORS:
-                    if old is None:
-                        old = self.vectors_for_generation(old_gen)
-                    out[j] = old[row if chunk is None else chunk_row]
-                else:
-                    if chunk not in chunks:
-                        if len(chunks) > 64:  # bound open maps on huge collections
-                            chunks.clear()
-                        chunks[chunk] = np.load(self.dir / CHUNK_DIR / f"{chunk:06d}.npy", mmap_mode="r")
-                    out[j] = chunks[chunk][chunk_row]
-        out.flush()
-        del out
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(self.dir)
+        with atomic.replacing(target) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+            for start in range(0, count, block):
+                for j, (_id, row, chunk, chunk_row) in enumerate(sources[start:start + block], start):
+                    if chunk is None or chunk == FROM_VECTORS:
+                        if old is None:
+                            old = self.vectors_for_generation(old_gen)
+                        out[j] = old[row if chunk is None else chunk_row]
+                    else:
+                        if chunk not in chunks:
+                            if len(chunks) > 64:  # bound open maps on huge collections
+                                chunks.clear()
+                            chunks[chunk] = np.load(self.dir / CHUNK_DIR / f"{chunk:06d}.npy", mmap_mode="r")
+                        out[j] = chunks[chunk][chunk_row]
+            out.flush()
+            del out
         chunks.clear()
         old = None
         (skipped,) = self.db.execute(
@@ -623,7 +593,7 @@ class Store:
         self._remove_stale()
 
     def _write_meta(self, meta: IndexMeta) -> None:
-        atomic_write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
+        atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
         self._vectors = None
         self._search_vectors = None
