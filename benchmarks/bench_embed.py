@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from vsearch import images, indexer  # noqa: E402 (after the sys.path line: runs from a checkout)
 from vsearch.models import Embedder, load_model  # noqa: E402 (after the sys.path line: runs from a checkout)
-from vsearch.store import Store  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.store import Store, file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
 
 DEFAULT_TINY = ROOT.parent / "shared" / "datasets" / "tiny-imagenet-val"
 
@@ -147,7 +147,7 @@ def run_decode_only(files: list[Path], embedder: Embedder) -> float:
     t = time.perf_counter()
     for f in files:
         data = f.read_bytes()
-        indexer.file_digest(data)
+        file_digest(data)
         images.decode_for_model(data, pre.size, pre.framing)
     return time.perf_counter() - t
 

@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vsearch.indexer import file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.store import file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
 from vsearch.store import Store  # noqa: E402 (after the sys.path line: runs from a checkout)
 
 

@@ -22,7 +22,6 @@ carries on with the rest.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -39,7 +38,7 @@ import numpy as np
 from . import atomic, images
 from .errors import ImageDecodeError, VsearchError
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess, load_model
-from .store import AnnInfo, DbaInfo, FileEntry, Store, dba_name
+from .store import AnnInfo, DbaInfo, FileEntry, Store, dba_name, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +119,6 @@ class _Decoded:
     pixels: np.ndarray | None = None
     reuse: FileEntry | None = None
     error: str | None = None
-
-
-def file_digest(data: bytes) -> str:
-    """Content digest used to recognise renamed, moved and copied files (BLAKE2b-128)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def check_folder(folder: Path) -> Path:
@@ -522,7 +516,6 @@ __all__ = [
     "Progress",
     "build_ann",
     "default_workers",
-    "file_digest",
     "model_for_index",
     "passive_openmp",
     "update",

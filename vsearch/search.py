@@ -17,7 +17,6 @@ negatives and query expansion) and those vectors.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from . import index as nn
 from . import rerank
 from .errors import VsearchError
 from .models import Embedder, l2_normalise
-from .store import Store
+from .store import Store, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Searcher:
             if entry is not None and entry.row is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
                 return entry.row
         try:
-            digest = hashlib.blake2b(image.read_bytes(), digest_size=16).hexdigest()
+            digest = file_digest(image.read_bytes())
         except OSError:
             return None
         entry = self.store.entry_by_digest(digest)

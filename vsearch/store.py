@@ -24,6 +24,7 @@ folder, is flushed and fsynced, then ``os.replace``d.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -131,6 +132,12 @@ class IndexMeta:
             updated=data.get("updated", ""),
             dba=DbaInfo(**dba) if dba else None,
         )
+
+
+def file_digest(data: bytes) -> str:
+    """The manifest's content digest (BLAKE2b-128, hex): how renamed, moved and copied files,
+    and query photos already in the index, are recognised."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
