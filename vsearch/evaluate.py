@@ -199,8 +199,6 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     indexes that share a model embed an out-of-index query once. Returns the vectors and how
     many queries were embedded now.
     """
-    from . import images
-
     out = np.zeros((len(queries), searcher.meta.dim), dtype=np.float32)
     todo = []
     for i, q in enumerate(queries):
@@ -210,18 +208,9 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
             out[i] = cache[q]
         else:
             todo.append(i)
-    pre = searcher.meta.model.preprocess
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
-        pixels = []
-        for i in idx:
-            if not queries[i].exists():
-                raise VsearchError(f"query image not found: {queries[i]}")
-            try:
-                pixels.append(images.decode_for_model(queries[i], pre.size, pre.framing))
-            except VsearchError as exc:
-                raise VsearchError(f"cannot read query image {queries[i]}: {exc}") from None
-        out[idx] = searcher.embedder.embed_images(np.stack(pixels))
+        out[idx] = searcher.embedder.embed_images(np.stack([searcher.query_pixels(queries[i]) for i in idx]))
         if cache is not None:
             cache.update((queries[i], out[i].copy()) for i in idx)
         if on_embed:

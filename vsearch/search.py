@@ -148,17 +148,22 @@ class Searcher:
         row = self.stored_row(image)
         if row is not None:
             return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
+        vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])[0]
+        return QueryVector(vector, "embedded", None)
+
+    def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
+        """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
         from . import images  # Pillow: only a query that needs decoding pays for it
 
+        if not image.exists():
+            raise VsearchError(f"query image not found: {image}")
         pre = self.meta.model.preprocess
         try:
-            pixels = images.decode_for_model(
+            return images.decode_for_model(
                 image, pre.size, pre.framing, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS
             )
         except VsearchError as exc:
             raise VsearchError(f"cannot read query image {image}: {exc}") from None
-        vector = self.embedder.embed_images(pixels[None])[0]
-        return QueryVector(vector, "embedded", None)
 
     def text_vector(self, text: str) -> QueryVector:
         """A text query's vector (CLIP indexes only)."""
