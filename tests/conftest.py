@@ -23,9 +23,9 @@ class FakeEmbedder:
     Similar pictures get similar vectors, so search behaviour is testable in milliseconds.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, weights_sha256: str = "0" * 64) -> None:
         self.id = models.ModelId(
-            name=name, family="fake", arch="colour-grid", pretrained="none", weights_sha256="0" * 64,
+            name=name, family="fake", arch="colour-grid", pretrained="none", weights_sha256=weights_sha256,
             dim=48, preprocess=models.Preprocess(32, "squash", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), pooling="avg",
         )
         self.calls = 0

@@ -34,9 +34,7 @@ class GreyEmbedder(FakeEmbedder):
     """A worse model: the fake model's grid on a greyscale image (colour thrown away)."""
 
     def __init__(self) -> None:
-        super().__init__("fake-grey")
-        self.id = models.ModelId(**{**self.id.to_dict(), "name": "fake-grey", "weights_sha256": "1" * 64,
-                                    "preprocess": self.id.preprocess})
+        super().__init__("fake-grey", weights_sha256="1" * 64)
 
     def embed_images(self, batch):
         grey = batch.mean(axis=-1, keepdims=True).repeat(3, axis=-1)
@@ -47,9 +45,7 @@ class NoiseEmbedder(FakeEmbedder):
     """A useless model: a random unit vector per image (seeded by its pixels)."""
 
     def __init__(self) -> None:
-        super().__init__("fake-noise")
-        self.id = models.ModelId(**{**self.id.to_dict(), "name": "fake-noise", "weights_sha256": "2" * 64,
-                                    "preprocess": self.id.preprocess})
+        super().__init__("fake-noise", weights_sha256="2" * 64)
 
     def embed_images(self, batch):
         self.calls += 1
