@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vsearch import images, indexer  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch import models  # noqa: E402 (after the sys.path line: runs from a checkout)
 from vsearch.models import Embedder, load_model  # noqa: E402 (after the sys.path line: runs from a checkout)
 from vsearch.store import Store, file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
 
@@ -378,9 +379,8 @@ def bench_children(args: argparse.Namespace, workdir: Path) -> None:
 
 def child_vsearch(folder: Path, batch_size: int, workers: int | None, threads: int | None) -> None:
     if os.environ.get("OMP_WAIT_POLICY") == "":
-        del os.environ["OMP_WAIT_POLICY"]  # libgomp's default, not vsearch's
-    else:
-        indexer.passive_openmp()
+        del os.environ["OMP_WAIT_POLICY"]  # libgomp's default, not vsearch's:
+        import torch  # noqa: F401  (loaded first, so load_model leaves OpenMP as it is)
     embedder = load_model(None, device="cpu", threads=threads)
     files = sorted(p for p in folder.iterdir() if images.is_image_path(p))
     c = time.process_time()
@@ -447,7 +447,7 @@ def main() -> None:
         child_vsearch(args.child_vsearch, args.batch_size, args.workers, args.threads)
         return
 
-    indexer.passive_openmp()  # as the CLI does before it loads a model
+    models.passive_openmp()  # as load_model does, before torch is imported below
     import torch
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vs-bench-embed-"))

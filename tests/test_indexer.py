@@ -598,7 +598,7 @@ def test_unchanged_rerun_with_the_real_model_imports_no_torch(tmp_path):
 
 
 def test_openmp_threads_wait_passively_unless_the_user_chose():
-    code = "import os\nfrom vsearch import indexer\nindexer.passive_openmp()\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    code = "import os\nfrom vsearch import models\nmodels.passive_openmp()\nprint(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
         run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}

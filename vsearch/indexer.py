@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -55,20 +54,6 @@ def default_workers() -> int:
     6.3 img/s on 12-MP JPEGs, load average 9.5): the CPU, not the worker count, is the limit.
     """
     return max(2, min(8, os.cpu_count() or 2))
-
-
-def passive_openmp() -> None:
-    """Let torch's OpenMP threads sleep while they wait, instead of spinning (libgomp's default).
-
-    Why: decode threads share the cores with torch's threads, and a spinning OpenMP thread burns
-    the CPU a decoder needs. Measured with benchmarks/bench_embed.py --settings on the 2-core
-    machines (12-MP JPEGs, child processes, 3 repeats, same run): libgomp's default cost 154
-    CPU-ms per image on the indexing path against 91 with PASSIVE (3.9 against 6.0 img/s), and
-    the model alone 117 against 35 CPU-ms per image. libgomp reads the variable once, when torch
-    loads, so it is set before the first import, and a value the user set is left alone.
-    """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass
@@ -398,7 +383,6 @@ class _Pipeline:
         if onnx is not None:  # no torch import at all: an incremental run on a known model
             self._bind(onnx)
             return
-        passive_openmp()
         embedder = load_model(self.model_name, device=self.device, threads=self.threads)
         self._bind(embedder)
         self._may_switch = True
@@ -472,7 +456,6 @@ def _ordered_map(fn: Callable[[_Candidate], _Decoded], items: list[_Candidate], 
 def model_for_index(store: Store, device: str = "auto", threads: int | None = None) -> Embedder:
     """Load the model an index was built with, and check it still makes the same vectors."""
     assert store.meta is not None
-    passive_openmp()
     embedder = load_model(store.meta.model.name, device=device, threads=threads)
     if not embedder.id.same_vectors_as(store.meta.model):
         raise VsearchError(
@@ -517,7 +500,6 @@ __all__ = [
     "build_ann",
     "default_workers",
     "model_for_index",
-    "passive_openmp",
     "update",
 ]
 
