@@ -100,15 +100,15 @@ class progress_bar:
             self._bar.start()
         return self
 
-    def update(self, p: Any) -> None:
-        """Take an ``indexer.Progress`` report."""
+    def update(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` images."""
         if self._bar is None:
             return
         if self._task is None:
-            self._task = self._bar.add_task("embed", total=p.total, rate="-")
+            self._task = self._bar.add_task("embed", total=total, rate="-")
         task = self._bar.tasks[0]
         rate = f"{task.speed:.1f}" if task.speed else "-"
-        self._bar.update(self._task, completed=p.done, total=p.total, rate=rate)
+        self._bar.update(self._task, completed=done, total=total, rate=rate)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
@@ -124,7 +124,7 @@ def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch
     with Store.open(index_dir or default_index_dir(), write=True) as store, progress_bar(quiet) as bar:
         summary = indexer.update(
             store, folder, model, batch_size=batch_size, workers=workers, device=device,
-            max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, progress=bar.update,
+            max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, progress=lambda p: bar.update(p.done, p.total),
         )
         return store.dir, summary
 
@@ -391,9 +391,6 @@ def evaluate(
     targets = [ev.Target(Searcher(Store.open(d), device=device), m, name, e)  # type: ignore[arg-type]
                for d, m, name, e in zip(dirs, modes, names, expands)]
     with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.update(_Done(done, total))
-
         if augment is not None:
             started = time.perf_counter()
             labels = ev.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
@@ -403,7 +400,7 @@ def evaluate(
             labels = ev.read_pairs(pairs) if pairs is not None else ev.read_groups(groups)  # type: ignore[arg-type]
             source = f"labels: {pairs or groups}"
         result = ev.evaluate_all(targets, labels, ks, headline=headline, seed=seed,
-                                 augmented=augment is not None, progress=progress)
+                                 augmented=augment is not None, progress=bar.update)
         # Written before the temporary copies go: the report shows them as thumbnails.
         if per_query is not None:
             report.write_per_query(per_query, result)
@@ -434,13 +431,6 @@ def evaluate(
         for path in (per_query, html_report):
             if path is not None:
                 _err(f"wrote {path}")
-
-
-class _Done:
-    """What ``progress_bar.update`` reads: done of total."""
-
-    def __init__(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
 
 
 @app.command("make-pairs")
