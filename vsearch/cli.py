@@ -231,8 +231,10 @@ def query(
     vector = combine_examples([v.vector for v in positives], [v.vector for v in negs] or None, not_weight)
     own = [v.row for v in positives + negs if v.row is not None]
     refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=expand)
+    dropped: list[Path] = []
     hits = searcher.search(vector, k, "exact" if exact else "approximate" if approximate else "auto",
-                           exclude_rows=own if exclude_self else [], refine=refine, query_rows=own)
+                           exclude_rows=own if exclude_self else [], refine=refine, query_rows=own,
+                           on_missing=dropped.extend)
     render.records(hits, fmt, columns=["rank", "score", "path"])
     if html_out or sheet_out:
         from . import gallery
@@ -242,6 +244,8 @@ def query(
             _err(f"gallery: {gallery.write_html(html_out, hits, queries=shown, negatives=negatives or [])}")
         if sheet_out:
             _err(f"contact sheet: {gallery.write_sheet(sheet_out, hits, queries=shown)}")
+    if dropped:
+        _err(f"{len(dropped)} results dropped: files no longer on disk (run vsearch build-index to refresh)")
     if not hits:
         _err("no results" + (" passed the filters" if min_score is not None or path_glob else ""))
 

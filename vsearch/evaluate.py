@@ -210,7 +210,7 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
             todo.append(i)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
-        out[idx] = searcher.embedder.embed_images(np.stack([searcher.query_pixels(queries[i]) for i in idx]))
+        out[idx] = searcher.encoder.embed_images([queries[i] for i in idx])
         if cache is not None:
             cache.update((queries[i], out[i].copy()) for i in idx)
         if on_embed:
@@ -323,7 +323,7 @@ def _rankings(searcher: Searcher, vectors: np.ndarray, k: int, mode: SearchMode,
         return
     for start in range(0, len(vectors), block):
         # search_vectors: what neighbours() ranks against (the DBA copy when the index has one)
-        yield from nn.exact_search(getattr(searcher, "search_vectors", searcher.vectors), vectors[start:start + block], k)[0]
+        yield from nn.exact_search(searcher.search_vectors, vectors[start:start + block], k)[0]
 
 
 def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None],
@@ -345,7 +345,7 @@ def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[in
     if len(picked) == 0:
         return dict.fromkeys(ks, 0.0)
     # One blocked matmul for every picked query: far cheaper than an exact search per query.
-    all_rows, all_scores = nn.exact_search(getattr(searcher, "search_vectors", searcher.vectors), vectors[picked], max(ks) + 1)
+    all_rows, all_scores = nn.exact_search(searcher.search_vectors, vectors[picked], max(ks) + 1)
     totals = dict.fromkeys(ks, 0.0)
     for vec, own, rows, scores in zip(vectors[picked], (own_rows[i] for i in picked), all_rows, all_scores):
         extra = int(own is not None)
