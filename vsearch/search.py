@@ -174,6 +174,20 @@ class Searcher:
             rel = self._paths[row] = self.store.path_of_row(row)
         return Path(self.meta.root) / rel
 
+    def rows_of(self, paths: Sequence[Path]) -> dict[Path, int]:
+        """Index row of each absolute path that is in the index (by path under the index's root)."""
+        root = Path(self.meta.root)
+        out: dict[Path, int] = {}
+        for p in paths:
+            try:
+                rel = Path(p).relative_to(root).as_posix()
+            except ValueError:
+                continue
+            entry = self.store.entry(rel)
+            if entry is not None and entry.row is not None:
+                out[p] = entry.row
+        return out
+
     def hits(self, rows: Sequence[int], scores: Sequence[float]) -> list[Hit]:
         """Rows and scores as ranked, path-resolved hits."""
         return [Hit(i + 1, self.path(int(r)), float(s), int(r)) for i, (r, s) in enumerate(zip(rows, scores))]
