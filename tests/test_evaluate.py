@@ -17,7 +17,7 @@ from conftest import FakeEmbedder, make_photo
 from PIL import Image
 from typer.testing import CliRunner
 
-from vsearch import augment, compare, metrics, models, report
+from vsearch import augment, compare, metrics, models, render, report
 from vsearch import labels as lbl
 from vsearch import evaluate as ev
 from vsearch.cli import app
@@ -622,3 +622,12 @@ def test_evaluate_format_offers_and_takes_only_metric_formats(shared_index, fake
     assert re.search(r"table\|json\|csv", help_text) and "paths" not in help_text
     result = invoke("evaluate", "--index-dir", shared_index, "--augment", 2, "--format", "paths")
     assert result.exit_code != 0 and result.stdout == ""
+
+
+def test_render_evaluation_refuses_paths_in_one_error():
+    result = compare.Evaluation([ev.EvalReport({"recall@1": 1.0, "mrr": 1.0, "num_queries": 1})], (1,), "map@1", [], 0.0)
+    with pytest.raises(VsearchError, match="an evaluation prints as table, json, csv, not paths"):
+        report.render_evaluation(result, render.Format.paths)
+    out = io.StringIO()
+    report.render_evaluation(result, render.Format.json, out=out, err=io.StringIO(), quiet=True)
+    assert json.loads(out.getvalue()) == {"recall@1": 1.0, "mrr": 1.0, "num_queries": 1}

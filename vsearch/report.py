@@ -122,7 +122,9 @@ def render_evaluation(ev: Evaluation, fmt: EvalFormat | Format, *, ann_recall: b
     first, then the headline's interval (:func:`comparison_rows`); json, :func:`to_json`.
     ``ann_recall`` adds ann_recall@K for one index (side by side always has it).
     """
-    _render_results(ev, Format(EvalFormat(fmt).value), ann_recall, out or sys.stdout)
+    if fmt not in set(EvalFormat):
+        raise VsearchError(f"an evaluation prints as {', '.join(f.value for f in EvalFormat)}, not {fmt.value}")
+    _render_results(ev, Format(fmt.value), ann_recall, out or sys.stdout)
     _render_notes(ev, source=source, labels=labels, quiet=quiet, written=written, err=err or sys.stderr)
 
 
