@@ -243,6 +243,7 @@ def rerank_grid(index_dir: Path, groups: Path, qe_values: list[int], dba_values:
     import shutil
 
     from vsearch import evaluate as ev
+    from vsearch import labels as label_files
     from vsearch import metrics
     from vsearch.indexer import build_dba
     from vsearch.search import Searcher
@@ -271,7 +272,7 @@ def rerank_grid(index_dir: Path, groups: Path, qe_values: list[int], dba_values:
                     self.qe = n
             return super().neighbours(vector, k, mode, search_k)
 
-    labels = ev.read_groups(groups)
+    labels = label_files.read_groups(groups).queries
     ks = (1, 10, 100)
     base_ap = None
     print(f"{'dba':>4} {'qe':>3} {'mAP@10':>8} {'P@10':>7} {'mAP@100':>8} {'MRR':>7}  AP@10 change vs baseline [95% CI]")

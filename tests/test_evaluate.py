@@ -17,7 +17,8 @@ from conftest import FakeEmbedder, make_photo
 from PIL import Image
 from typer.testing import CliRunner
 
-from vsearch import augment, metrics, models, report
+from vsearch import augment, compare, metrics, models, render, report
+from vsearch import labels as lbl
 from vsearch import evaluate as ev
 from vsearch.cli import app
 from vsearch.errors import VsearchError
@@ -240,15 +241,17 @@ def test_augment_run_scores_copies_and_leaves_no_trace(photos, tmp_path, fake_mo
 
 def test_augment_labels_point_copies_at_indexed_originals(photos, tmp_path, fake_model):
     searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
-    labels = ev.augment_labels(searcher, 3, 0, tmp_path / "copies")
-    assert len(labels) == 3 * len(augment.KINDS)
+    made = lbl.augment_labels(searcher, 3, 0, tmp_path / "copies")
+    assert made.skipped == ()
+    queries = made.queries
+    assert len(queries) == 3 * len(augment.KINDS)
     root = Path(searcher.meta.root)
-    for q in labels:
+    for q in queries:
         assert q.query.parent == tmp_path / "copies" and q.kind in augment.KINDS
         (original,) = q.gains
         assert original.parent == root and q.gains[original] == 1.0
-    result = ev.evaluate(searcher, labels, (1, 10))
-    assert result.embedded_queries == len(labels)  # every copy is embedded, none looked up
+    result = ev.evaluate(searcher, queries, (1, 10))
+    assert result.embedded_queries == len(queries)  # every copy is embedded, none looked up
     assert {r.kind for r in result.records} == set(augment.KINDS)
     assert set(result.by_kind) == set(augment.KINDS)
 
@@ -257,15 +260,15 @@ def test_an_indexed_duplicate_of_the_original_counts_as_the_original(photos, tmp
     # photos holds each picture three times (re-encoded and resized): g0_1 and g0_2 are g0_0's twins
     searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
     g0 = [photos.resolve() / f"g0_{j}.jpg" for j in range(3)]
-    twins = ev.indexed_duplicates(searcher, [g0[0], photos.resolve() / "g1_0.jpg"])
+    twins = lbl.indexed_duplicates(searcher, [g0[0], photos.resolve() / "g1_0.jpg"])
     assert set(twins[g0[0]]) == {g0[1], g0[2]}
     assert all(p.name.startswith("g1_") for p in twins[photos.resolve() / "g1_0.jpg"])
     assert augment.same_picture(g0[0], g0[2]) and not augment.same_picture(g0[0], photos / "g1_0.jpg")
     # a copy whose nearest indexed image is a twin still finds "the original" at rank 1, counted once
     copy = tmp_path / "copy.png"
     Image.open(g0[2]).save(copy)
-    plain = ev.LabelledQuery(copy, {g0[0]: 1.0})
-    aliased = ev.LabelledQuery(copy, {g0[0]: 1.0}, "jpeg", {g0[1]: g0[0], g0[2]: g0[0]})
+    plain = lbl.LabelledQuery(copy, {g0[0]: 1.0})
+    aliased = lbl.LabelledQuery(copy, {g0[0]: 1.0}, "jpeg", {g0[1]: g0[0], g0[2]: g0[0]})
     result = ev.evaluate(searcher, [plain, aliased], (1, 10), "exact")
     (p, a) = result.records
     assert p.returned[0] == g0[2] and p.scores["recall@1"] == 0.0
@@ -297,8 +300,8 @@ def test_make_pairs_round_trips_through_evaluate(distinct_photos, tmp_path, fake
     on_the_fly = run_json("evaluate", "--index-dir", index, "--augment", 4, "--seed", 2)
     for key, value in on_the_fly.items():
         assert from_pairs[key] == pytest.approx(value, abs=1e-6), key
-    labels = ev.read_pairs(pairs_csv)
-    assert {q.kind for q in labels} == set(augment.KINDS)
+    read = lbl.read_pairs(pairs_csv)
+    assert {q.kind for q in read.queries} == set(augment.KINDS) and read.duplicates == 0
 
 
 def test_make_pairs_refuses_an_out_folder_inside_the_images_or_not_empty(photos, tmp_path):
@@ -338,7 +341,8 @@ def test_ann_recall_is_na_without_annoy(photos, groups_csv, tmp_path, fake_model
     out = run_json("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5")
     assert out["ann_recall@5"] is None
     table = ok("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5")
-    assert re.search(r"ann_recall@5\s+│\s+n/a", table.stdout)
+    assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃ ann_recall\s+┃", table.stdout)
+    assert re.search(r"│ 5\s+│( \d\.\d{4}\s+│){5} n/a\s+│", table.stdout)
     assert "ann_recall n/a (no Annoy index)" in table.stderr
 
 
@@ -413,8 +417,12 @@ def test_ab_each_index_embeds_queries_with_its_own_model(photos, tmp_path, other
     assert fake.calls > 0 and grey.calls > 0
     assert [s["metrics"]["num_queries"] for s in out["systems"]] == [3 * len(augment.KINDS)] * 2
     assert out["headline"] == "recall@1"
-    # the grey model cannot see colour: its colour-jitter copies are no better than the fake model's
-    assert out["systems"][1]["metrics"]["colour/recall@10"] <= 1.0
+    # Each column is its index scored alone: B's copies were embedded by B's own (grey) model,
+    # not taken from the vectors A's model made of the same files.
+    for index, system in zip((a, b), out["systems"]):
+        alone = run_json("evaluate", "--index-dir", index, "--augment", 3)
+        assert {key: system["metrics"][key] for key in alone} == pytest.approx(alone)
+    assert out["systems"][0]["metrics"] != out["systems"][1]["metrics"]
 
 
 def test_ab_same_model_embeds_each_query_once_and_compares_modes(photos, tmp_path, fake_model):
@@ -432,10 +440,10 @@ def test_ab_same_model_embeds_each_query_once_and_compares_modes(photos, tmp_pat
 
 def test_query_expansion_ranks_with_the_expanded_vector(photos, groups_csv, tmp_path, fake_model):
     searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
-    labels = ev.read_groups(groups_csv)
+    labels = lbl.read_groups(groups_csv).queries
     plain = ev.evaluate(searcher, labels, (1, 5), "exact")
     expanded = ev.evaluate(searcher, labels, (1, 5), "exact", expand=2)
-    rows = ev.rows_for(searcher, [q.query for q in labels])
+    rows = searcher.rows_of([q.query for q in labels])
     for q, result in zip(labels, expanded.per_query):
         own = rows[q.query]
         vec = searcher.expand(np.asarray(searcher.vectors[own]), 2, "exact", exclude_rows=[own])
@@ -461,8 +469,8 @@ def test_identical_systems_differ_by_exactly_zero(photos, groups_csv, tmp_path, 
 
 def test_bootstrap_ci_matches_metrics_on_per_query_values(photos, groups_csv, tmp_path, other_models):
     searchers = [Searcher(Store.open(build(photos, tmp_path / n, m))) for n, m in (("A", "fake"), ("B", "fake-grey"))]
-    labels = ev.read_groups(groups_csv)
-    result = ev.evaluate_all([ev.Target(s, "exact", n) for s, n in zip(searchers, "AB")], labels, (1, 10), seed=5)
+    labels = lbl.read_groups(groups_csv).queries
+    result = compare.evaluate_all([compare.Target(s, "exact", n) for s, n in zip(searchers, "AB")], labels, (1, 10), seed=5)
     a = [r.scores["map@10"] for r in result.reports[0].records]
     b = [r.scores["map@10"] for r in result.reports[1].records]
     assert result.comparisons[0].ci == metrics.paired_bootstrap_ci(a, b, n_resamples=10_000, seed=5)
@@ -477,7 +485,6 @@ def test_bootstrap_ci_matches_metrics_on_per_query_values(photos, groups_csv, tm
     (["--augment", "2", "--mode", "exact", "--exact"], "--exact and --mode exclude each other; use --mode exact"),
     (["--augment", "2", "--headline", "map@5"], "--headline 'map@5' is not a metric of this run"),
     (["--augment", "2", "--k", "1,x"], "--k takes comma-separated integers"),
-    (["--augment", "2", "--format", "paths"], "evaluate prints metrics: use --format table, json or csv"),
 ])
 def test_option_errors_are_one_line(shared_index, fake_model, args, message):
     result = invoke("evaluate", "--index-dir", shared_index, *args)
@@ -487,12 +494,12 @@ def test_option_errors_are_one_line(shared_index, fake_model, args, message):
 
 
 def test_target_labels_are_short_and_distinct(tmp_path):
-    assert ev.target_labels([tmp_path / "a", tmp_path / "b"], ["auto", "auto"]) == ["a", "b"]
-    assert ev.target_labels([tmp_path / "a", tmp_path / "a"], ["exact", "approximate"]) == [
+    assert compare.target_labels([tmp_path / "a", tmp_path / "b"], ["auto", "auto"]) == ["a", "b"]
+    assert compare.target_labels([tmp_path / "a", tmp_path / "a"], ["exact", "approximate"]) == [
         "a (exact)", "a (approximate)"]
     x, y = tmp_path / "1" / "idx", tmp_path / "2" / "idx"
-    assert ev.target_labels([x, y], ["auto", "auto"]) == [str(x), str(y)]
-    assert ev.target_labels([x, x], ["auto", "auto"]) == ["idx #1", "idx #2"]
+    assert compare.target_labels([x, y], ["auto", "auto"]) == [str(x), str(y)]
+    assert compare.target_labels([x, x], ["auto", "auto"]) == ["idx #1", "idx #2"]
 
 
 # --- per-query CSV and the HTML report ----------------------------------------------------------
@@ -573,3 +580,54 @@ def test_augment_run_with_the_default_model_on_sample_images(sample_copy, tmp_pa
     for kind in ("flip", "jpeg", "colour", "blur"):
         assert out[f"{kind}/recall@10"] == 1.0, kind
     assert out["recall@1"] >= 0.8 and out["mrr"] >= 0.85
+
+
+# --- what evaluate prints ---------------------------------------------------------------------
+
+
+def test_one_index_prints_a_k_by_metric_grid(shared_index, groups_csv, fake_model):
+    table = ok("evaluate", "--index-dir", shared_index, "--groups", groups_csv, "--k", "1,5")
+    lines = table.stdout.splitlines()
+    assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃$", "\n".join(lines), re.M)
+    grid = [line for line in lines if re.match(r"│ \d+ ", line)]
+    assert [line.split("│")[1].strip() for line in grid] == ["1", "5"]  # one row per K
+    values = run_json("evaluate", "--index-dir", shared_index, "--groups", groups_csv, "--k", "1,5")
+    for k, line in zip((1, 5), grid):
+        cells = [c.strip() for c in line.split("│")[2:-1]]
+        assert cells == [f"{values[f'{m}@{k}']:.4f}" for m in report.AT_K]
+    assert re.search(r"│ mrr\s+│ 1\.0000 │", table.stdout) and re.search(r"│ num_queries\s+│ 24\s+│", table.stdout)
+    assert len(lines) < 20  # not one 28-row column
+
+    rows = list(csv.DictReader(io.StringIO(ok("evaluate", "--index-dir", shared_index, "--groups", groups_csv,
+                                               "--k", "1,5", "-f", "csv").stdout)))
+    assert [r["k"] for r in rows] == ["1", "5"]
+    assert list(rows[0]) == ["k", *report.AT_K, "mrr", "num_queries"]
+    assert float(rows[1]["precision"]) == pytest.approx(values["precision@5"], abs=1e-6)
+    assert {r["num_queries"] for r in rows} == {"24"}
+
+
+def test_augment_run_prints_recall_by_k_and_a_grid_by_edit(shared_index, fake_model):
+    table = ok("evaluate", "--index-dir", shared_index, "--augment", 2).stdout
+    assert re.search(r"┃ k\s+┃ recall\s+┃", table) and "precision" not in table
+    assert re.search(r"┃ edit\s+┃ recall@1\s+┃ recall@10\s+┃ mrr\s+┃ queries\s+┃", table)
+    for kind in augment.KINDS:
+        assert re.search(rf"│ {kind}\s+│( \d\.\d{{4}}\s+│){{3}} 2\s+│", table), kind
+    rows = list(csv.DictReader(io.StringIO(ok("evaluate", "--index-dir", shared_index, "--augment", 2,
+                                               "-f", "csv").stdout)))
+    assert [r["k"] for r in rows] == ["1", "10"] and "crop/recall" in rows[0] and "crop/mrr" in rows[0]
+
+
+def test_evaluate_format_offers_and_takes_only_metric_formats(shared_index, fake_model):
+    help_text = invoke("evaluate", "--help").stdout
+    assert re.search(r"table\|json\|csv", help_text) and "paths" not in help_text
+    result = invoke("evaluate", "--index-dir", shared_index, "--augment", 2, "--format", "paths")
+    assert result.exit_code != 0 and result.stdout == ""
+
+
+def test_render_evaluation_refuses_paths_in_one_error():
+    result = compare.Evaluation([ev.EvalReport({"recall@1": 1.0, "mrr": 1.0, "num_queries": 1})], (1,), "map@1", [], 0.0)
+    with pytest.raises(VsearchError, match="an evaluation prints as table, json, csv, not paths"):
+        report.render_evaluation(result, render.Format.paths)
+    out = io.StringIO()
+    report.render_evaluation(result, render.Format.json, out=out, err=io.StringIO(), quiet=True)
+    assert json.loads(out.getvalue()) == {"recall@1": 1.0, "mrr": 1.0, "num_queries": 1}

@@ -443,3 +443,94 @@ def test_commands_have_help():
                    "--html", "--sheet", "--format", "--exact", "--approximate"):
         assert option in text
     assert "--threshold" in cli("duplicates", "--help").stdout
+
+
+# --- 8. stale results, refused refinements, the query encoder -----------------------------------
+
+
+def test_results_whose_file_is_gone_are_dropped_and_refilled(tmp_path, fake_model):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    for i in range(8):
+        make_photo(folder / f"s{i}.jpg", seed=200 + i)
+    index_dir = tmp_path / "i"
+    assert cli("build-index", folder, "--index-dir", index_dir, "--model", "fake", "-q").exit_code == 0
+    query = tmp_path / "q.jpg"
+    shutil.copy(folder / "s0.jpg", query)
+    before = query_paths(index_dir, query, "--k", "4", "--exact")
+    # The two best results go away after indexing: one deleted, one moved.
+    (folder / before[0]).unlink()
+    (folder / before[1]).rename(tmp_path / "moved.jpg")
+    result = cli("query", query, "--index-dir", index_dir, "--k", "4", "--exact", "--format", "paths")
+    assert result.exit_code == 0, result.output
+    shown = paths_of(result.stdout)
+    assert shown == before[2:] + shown[2:] and len(shown) == 4  # refilled from the next candidates
+    assert all((folder / name).exists() for name in shown)
+    assert ("2 results dropped: files no longer on disk (run vsearch build-index to refresh)"
+            in result.stderr.splitlines())
+    # The library names the dropped files through its callback, once.
+    with Store.open(index_dir) as store:
+        searcher = Searcher(store)
+        dropped: list[list[Path]] = []
+        hits = searcher.search(searcher.image_vector(query).vector, 4, "exact", on_missing=dropped.append)
+    assert [h.path.name for h in hits] == shown
+    assert [sorted(p.name for p in d) for d in dropped] == [sorted(before[:2])]
+    # Nothing gone, nothing said.
+    clean = cli("query", folder / shown[0], "--index-dir", index_dir, "--k", "2")
+    assert clean.exit_code == 0 and "dropped" not in clean.stderr
+
+
+def test_when_every_file_is_gone_the_query_says_so_and_stops(tmp_path, fake_model):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    for i in range(30):
+        make_photo(folder / f"s{i:02d}.jpg", seed=300 + i)
+    index_dir = tmp_path / "i"
+    assert cli("build-index", folder, "--index-dir", index_dir, "--model", "fake", "-q").exit_code == 0
+    query = shutil.copy(folder / "s00.jpg", tmp_path / "q.jpg")
+    shutil.rmtree(folder)
+    result = cli("query", query, "--index-dir", index_dir, "--k", "3", "--exact", "--format", "paths")
+    assert result.exit_code == 0 and result.stdout == ""
+    # REFILL_ROUNDS + 1 searches of 3: a moved-away folder costs a bounded number of stats
+    assert "15 results dropped: files no longer on disk" in result.stderr and "no results" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-score", "nan"], "error: --min-score takes a number, not nan"),
+    (["--dedupe", "nan"], "error: --dedupe takes a number, not nan"),
+])
+def test_nan_refinements_are_refused_in_one_line(indexed, photos, args, message):
+    result = cli("query", photos / "p03.jpg", "--index-dir", indexed, *args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [message]
+    with pytest.raises(VsearchError, match="--min-score takes a number"):
+        Refine(min_score=float("inf"))
+    with pytest.raises(VsearchError, match="--qe takes 0 or more"):
+        Refine(expand=-1)
+    with pytest.raises(VsearchError, match="--diverse takes a number, not nan"):
+        Refine(diverse=float("nan"))  # the CLI's 0..1 range check stops it first there
+
+
+def test_text_search_error_is_the_models_one(indexed):
+    searcher = Searcher(Store.open(indexed))
+    expected = str(models.no_text_search(searcher.meta.model))
+    with pytest.raises(VsearchError) as caught:
+        searcher.query_vector("a dog on the beach")
+    assert str(caught.value) == expected
+    result = cli("query", "a dog on the beach", "--index-dir", indexed)
+    assert result.stderr.strip() == f"error: {expected}"
+
+
+def test_query_encoder_batches_new_images_with_the_index_model(indexed, photos, fake_model, tmp_path):
+    from vsearch.query import QueryEncoder
+
+    with Store.open(indexed) as store:
+        encoder = QueryEncoder(store)
+        new = [make_photo(tmp_path / f"n{i}.jpg", seed=i, quality=70) for i in (3, 4)]
+        calls = fake_model.calls
+        batch = encoder.embed_images(new)
+        assert fake_model.calls == calls + 1 and batch.shape == (2, store.meta.dim)
+        one = encoder.image_vector(new[0])
+        assert one.source == "embedded" and np.allclose(one.vector, batch[0], atol=1e-6)
+        assert encoder.stored_row(photos / "p03.jpg") is not None
+        assert encoder.embed_images([]).shape == (0, store.meta.dim)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
+from . import images
 from .errors import VsearchError
 
 #: Originals are reduced to at most this many pixels on the long side before editing.
@@ -157,8 +158,6 @@ SAME_PICTURE_MAD = 3.0
 
 def thumbprint(path: Path) -> np.ndarray:
     """A 32 x 32 grey thumbnail (float32) of the whole frame, for :func:`same_picture`."""
-    from . import images
-
     img = images.load_image(path, min_side=64).convert("L")
     return np.asarray(img.resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
 
@@ -199,8 +198,6 @@ def pick(paths: Sequence[Path], n: int, seed: int) -> list[Path]:
 
 
 def _load_original(path: Path) -> Image.Image:
-    from . import images
-
     try:
         img = images.load_image(path, min_side=WORK_SIDE // 2)
     except VsearchError as exc:

@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .errors import VsearchError
-from .render import Format
+from .render import EvalFormat, Format
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -231,8 +231,10 @@ def query(
     vector = combine_examples([v.vector for v in positives], [v.vector for v in negs] or None, not_weight)
     own = [v.row for v in positives + negs if v.row is not None]
     refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=expand)
+    dropped: list[Path] = []
     hits = searcher.search(vector, k, "exact" if exact else "approximate" if approximate else "auto",
-                           exclude_rows=own if exclude_self else [], refine=refine, query_rows=own)
+                           exclude_rows=own if exclude_self else [], refine=refine, query_rows=own,
+                           on_missing=dropped.extend)
     render.records(hits, fmt, columns=["rank", "score", "path"])
     if html_out or sheet_out:
         from . import gallery
@@ -242,6 +244,8 @@ def query(
             _err(f"gallery: {gallery.write_html(html_out, hits, queries=shown, negatives=negatives or [])}")
         if sheet_out:
             _err(f"contact sheet: {gallery.write_sheet(sheet_out, hits, queries=shown)}")
+    if dropped:
+        _err(f"{len(dropped)} results dropped: files no longer on disk (run vsearch build-index to refresh)")
     if not hits:
         _err("no results" + (" passed the filters" if min_score is not None or path_glob else ""))
 
@@ -346,7 +350,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --augment's picks and edits, and the bootstrap.")] = 0,
     k: Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated. Default: 1,5,10; 1,10 with --augment.",
                                              show_default=False)] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json or csv.")] = Format.table,
+    fmt: Annotated[EvalFormat, typer.Option("--format", "-f", help="Output format.")] = EvalFormat.table,
     exact: Annotated[bool, typer.Option("--exact", help="Brute-force search (default: as query).")] = False,
     mode: Annotated[str | None, typer.Option(
         "--mode", help="Search mode: auto, exact or approximate; comma-separated, one per --index-dir, to compare "
@@ -374,63 +378,37 @@ def evaluate(
     import tempfile
     import time
 
-    from . import evaluate as ev
-    from . import render, report
+    from . import compare, labels, report
     from .search import Searcher
     from .store import Store
 
     if sum(x is not None for x in (pairs, groups, augment)) != 1:
         raise VsearchError("give exactly one of --pairs FILE, --groups FILE or --augment N")
-    if fmt is Format.paths:
-        raise VsearchError("evaluate prints metrics: use --format table, json or csv")
     ks = _parse_ks(k or ("1,10" if augment else "1,5,10"))
     dirs = index_dirs or [default_index_dir()]
     modes = _search_modes(mode, exact, len(dirs))
     expands = _expansions(qe, len(dirs))
-    names = ev.target_labels(dirs, modes, expands)
-    targets = [ev.Target(Searcher(Store.open(d), device=device), m, name, e)  # type: ignore[arg-type]
+    names = compare.target_labels(dirs, modes, expands)
+    targets = [compare.Target(Searcher(Store.open(d), device=device), m, name, e)  # type: ignore[arg-type]
                for d, m, name, e in zip(dirs, modes, names, expands)]
     with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
         if augment is not None:
             started = time.perf_counter()
-            labels = ev.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
-            source = (f"{len(labels)} edited copies of {augment} indexed images (seed {seed}), "
-                      f"made in {time.perf_counter() - started:.1f}s")
+            labelled = labels.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
+            source = (f"{len(labelled.queries)} edited copies of {augment - len(labelled.skipped)} indexed images "
+                      f"(seed {seed}), made in {time.perf_counter() - started:.1f}s")
         else:
-            labels = ev.read_pairs(pairs) if pairs is not None else ev.read_groups(groups)  # type: ignore[arg-type]
+            labelled = labels.read_pairs(pairs) if pairs is not None else labels.read_groups(groups)  # type: ignore[arg-type]
             source = f"labels: {pairs or groups}"
-        result = ev.evaluate_all(targets, labels, ks, headline=headline, seed=seed,
-                                 augmented=augment is not None, progress=bar.update)
+        result = compare.evaluate_all(targets, labelled.queries, ks, headline=headline, seed=seed,
+                                      augmented=augment is not None, progress=bar.update)
         # Written before the temporary copies go: the report shows them as thumbnails.
         if per_query is not None:
             report.write_per_query(per_query, result)
         if html_report is not None:
             report.write_html(html_report, result, source=source)
-    missing = None if fmt is Format.json else "n/a"
-    if len(result.reports) > 1:
-        if fmt is Format.json:
-            render.mapping(report.to_json(result), fmt)
-        else:
-            rows, columns = report.comparison_rows(result, ann=True, missing=missing)
-            render.records(rows, fmt, columns=columns, title="retrieval quality, side by side")
-    elif augment is None and not ann_recall and not result.reports[0].by_kind:
-        render.mapping(result.reports[0].metrics, fmt, title="retrieval quality")
-    else:
-        shown = report.shown_metrics(result.reports[0], ks, augmented=augment is not None, ann=ann_recall,
-                                     missing=missing)
-        render.mapping(shown, fmt, title="retrieval quality")
-    if not quiet:
-        _err(f"{source}; {result.reports[0].metrics['num_queries']} queries in {result.elapsed_s:.1f}s")
-        for r in result.reports:
-            ann = (", ".join(f"ann_recall@{key} {v:.4f}" for key, v in r.ann_recall.items()) if r.ann_recall
-                   else "ann_recall n/a (no Annoy index)")
-            _err(f"{r.label}: {r.model}, {r.count} images, {r.mode} search, {r.elapsed_s:.1f}s; {ann}")
-        for c in result.comparisons:
-            _err(f"{c.metric}: {c.other} - {c.baseline} = {report.ci_text(c)} "
-                 f"({round(c.ci.confidence * 100)}% paired bootstrap CI): {c.verdict}")
-        for path in (per_query, html_report):
-            if path is not None:
-                _err(f"wrote {path}")
+    report.render_evaluation(result, fmt, ann_recall=ann_recall, source=source, labels=labelled, quiet=quiet,
+                             written=[p for p in (per_query, html_report) if p is not None])
 
 
 @app.command("make-pairs")
@@ -443,9 +421,9 @@ def make_pairs(
     quiet: Quiet = False,
 ) -> None:
     """Write edited copies of N images under FOLDER and a pairs CSV, for `vsearch evaluate --pairs`."""
-    from . import evaluate as ev
+    from . import labels
 
-    pairs, count = ev.make_pairs(folder, augment, seed, out)
+    pairs, count = labels.make_pairs(folder, augment, seed, out)
     if not quiet:
         _err(f"{count} copies of {augment} images in {out}")
     typer.echo(str(pairs))

@@ -1,24 +1,8 @@
-"""Labels in, queries run, metrics out.
+"""Scoring: labelled queries run against one index, ranking metrics out.
 
-Two label files, both CSV; paths are absolute or relative to the folder that holds the CSV:
-
-* pairs:  ``query,positive[,relevance]``: each row adds one relevant image (gain = relevance,
-  default 1) to that query. A query may be outside the index (embedded on the fly).
-  An optional ``augmentation`` column names the edit that made the query (``make-pairs`` writes
-  it), and the metrics are then also broken down by it.
-* groups: ``path,group`` (extra columns ignored): every image is a query whose relevant images
-  are the other members of its group. Single-member groups are not queries (nothing to find).
-* augmented copies (no file): :func:`augment_labels` edits N indexed images (see augment.py);
-  each copy is a query whose one relevant image is its original, or an indexed pixel duplicate
-  of it (collections hold duplicates: flowers17 has 66 pairs, and without this, half of the
-  misses of recall@1 there were the original's own twin ranked first).
-
-Each query's own entry is left out of its results.
-
-Side by side: :func:`evaluate_all` scores several :class:`Target` s (indexes, or one index
-searched two ways) on the same labels; each index embeds out-of-index queries with its own
-model. The difference in the headline metric gets a paired bootstrap confidence interval over
-the per-query values (metrics.paired_bootstrap_ci), so a difference can be told from noise.
+Labels come from labels.py (label files, augmented copies); several systems side by side, with
+a paired bootstrap of their difference, from compare.py. Each query's own entry is left out of
+its results.
 
 What approximate search costs: ``ann_recall@K`` = |Annoy top K ∩ exact top K| / K for the same
 query vectors (the query's own entry left out of both), averaged over queries; it is None
@@ -27,8 +11,6 @@ where an index has no Annoy index.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -37,35 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
+from . import index as nn
 from . import metrics
 from .errors import VsearchError
+from .labels import LabelledQuery
 from .search import Searcher, SearchMode
 
 #: Depth of the ranking that ``mrr`` looks into: a first relevant item below it scores 0.
 MRR_DEPTH = 100
 #: How many results of each query are kept by path (per-query CSV, the report's thumbnails).
 KEEP_RETURNED = 10
-#: Paired bootstrap resamples for the confidence interval of a difference.
-BOOTSTRAP_RESAMPLES = 10_000
 #: ann_recall@K is measured on at most this many queries (a seeded sample beyond it).
 ANN_RECALL_SAMPLE = 1000
 
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class LabelledQuery:
-    """One query image and the gain of each relevant image (absolute paths).
-
-    ``kind``: the edit that made the query from its original, for augmented copies.
-    ``same_as``: indexed images that stand for a relevant one (pixel duplicates of it): in a
-    ranking they count as that image, once, at the first place either appears.
-    """
-
-    query: Path
-    gains: dict[Path, float]
-    kind: str | None = None
-    same_as: dict[Path, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,92 +71,6 @@ class EvalReport:
     annoy_trees: int | None = None
 
 
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    path = Path(path).expanduser()
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise VsearchError(
-                    f"{path}: expected a CSV header with {','.join(required)}; found "
-                    f"{','.join(header) or 'no header'}"
-                )
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except OSError as exc:
-        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise VsearchError(f"{path} is not a readable CSV file ({exc})") from None
-    if not rows:
-        raise VsearchError(f"{path} has a header but no rows")
-    return rows
-
-
-def _resolve(base: Path, value: str, csv_path: Path, line: int) -> Path:
-    if not value:
-        raise VsearchError(f"{csv_path}:{line}: empty path")
-    p = Path(value).expanduser()
-    return (p if p.is_absolute() else base / p).resolve()
-
-
-def read_pairs(path: Path) -> list[LabelledQuery]:
-    """Queries from a pairs CSV (``query,positive[,relevance]``), in first-seen order."""
-    path = Path(path).expanduser()
-    rows = _read_csv(path, ["query", "positive"])
-    base = path.resolve().parent
-    queries: OrderedDict[Path, dict[Path, float]] = OrderedDict()
-    kinds: dict[Path, str] = {}
-    for line, row in enumerate(rows, start=2):
-        q = _resolve(base, row["query"], path, line)
-        pos = _resolve(base, row["positive"], path, line)
-        rel = row.get("relevance") or "1"
-        try:
-            gain = float(rel)
-        except ValueError:
-            raise VsearchError(f"{path}:{line}: relevance {rel!r} is not a number") from None
-        if gain < 0 or not np.isfinite(gain):
-            raise VsearchError(f"{path}:{line}: relevance must be a non-negative number, not {rel!r}")
-        queries.setdefault(q, {})[pos] = gain
-        if row.get("augmentation"):
-            kinds[q] = row["augmentation"]
-    return [LabelledQuery(q, g, kinds.get(q)) for q, g in queries.items()]
-
-
-def read_groups(path: Path) -> list[LabelledQuery]:
-    """Queries from a groups CSV (``path,group``): each member against the rest of its group."""
-    path = Path(path).expanduser()
-    rows = _read_csv(path, ["path", "group"])
-    base = path.resolve().parent
-    groups: OrderedDict[str, list[Path]] = OrderedDict()
-    for line, row in enumerate(rows, start=2):
-        groups.setdefault(row["group"], []).append(_resolve(base, row["path"], path, line))
-    queries = []
-    for members in groups.values():
-        for m in members:
-            others = {o: 1.0 for o in members if o != m}
-            if others:
-                queries.append(LabelledQuery(m, others))
-    if not queries:
-        raise VsearchError(f"{path}: no group has two or more members, so there is nothing to retrieve")
-    return queries
-
-
-def rows_for(searcher: Searcher, paths: Sequence[Path]) -> dict[Path, int]:
-    """Index row of each path that is in the index (by path under the index's root)."""
-    root = Path(searcher.meta.root)
-    out: dict[Path, int] = {}
-    for p in paths:
-        try:
-            rel = p.relative_to(root).as_posix()
-        except ValueError:
-            continue
-        entry = searcher.store.entry(rel)
-        if entry is not None and entry.row is not None:
-            out[p] = entry.row
-    return out
-
-
 def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path, int],
                   batch_size: int = 16, on_embed: Callable[[int], None] | None = None,
                   cache: dict[Path, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
@@ -210,7 +91,7 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
             todo.append(i)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
-        out[idx] = searcher.embedder.embed_images(np.stack([searcher.query_pixels(queries[i]) for i in idx]))
+        out[idx] = searcher.encoder.embed_images([queries[i] for i in idx])
         if cache is not None:
             cache.update((queries[i], out[i].copy()) for i in idx)
         if on_embed:
@@ -218,7 +99,8 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     return out, len(todo)
 
 
-def _check_ks(ks: Sequence[int]) -> None:
+def check_ks(ks: Sequence[int]) -> None:
+    """Refuse cut-offs that are not positive integers."""
     if not ks or any(isinstance(k, bool) or k < 1 for k in ks):
         raise VsearchError("--k takes positive integers, e.g. --k 1,5,10")
 
@@ -237,12 +119,12 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     ``cache``: see :func:`query_vectors`; only share one between indexes of the same model.
     """
     started = time.perf_counter()
-    _check_ks(ks)
+    check_ks(ks)
     if not labels:
         raise VsearchError("no labelled queries to evaluate")
     wanted = {p for q in labels for p in q.gains}
     aliases = {p for q in labels for p in q.same_as}
-    rows = rows_for(searcher, sorted(wanted | aliases | {q.query for q in labels}))
+    rows = searcher.rows_of(sorted(wanted | aliases | {q.query for q in labels}))
     missing = sorted(p for p in wanted if p not in rows)
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
@@ -315,15 +197,13 @@ def _rankings(searcher: Searcher, vectors: np.ndarray, k: int, mode: SearchMode,
     block. Measured on flowers17 (1,360 queries over 1,360 Lite0 vectors, 2 busy cores, median
     of 3): 4.0 s one query at a time through ``Searcher.neighbours``, 0.23 s in blocks (~18x).
     """
-    from . import index as nn
-
     if searcher.use_annoy(mode):
         for vec in vectors:
             yield searcher.neighbours(vec, k, mode)[0]
         return
     for start in range(0, len(vectors), block):
         # search_vectors: what neighbours() ranks against (the DBA copy when the index has one)
-        yield from nn.exact_search(getattr(searcher, "search_vectors", searcher.vectors), vectors[start:start + block], k)[0]
+        yield from nn.exact_search(searcher.search_vectors, vectors[start:start + block], k)[0]
 
 
 def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None],
@@ -336,16 +216,14 @@ def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[in
     than ``sample`` queries are estimated on a seeded sample of that many (exact search over a
     large index costs a full pass per query).
     """
-    from . import index as nn
-
-    _check_ks(ks)
+    check_ks(ks)
     picked = np.arange(len(vectors))
     if len(picked) > sample:
         picked = np.sort(np.random.default_rng(seed).choice(len(picked), size=sample, replace=False))
     if len(picked) == 0:
         return dict.fromkeys(ks, 0.0)
     # One blocked matmul for every picked query: far cheaper than an exact search per query.
-    all_rows, all_scores = nn.exact_search(getattr(searcher, "search_vectors", searcher.vectors), vectors[picked], max(ks) + 1)
+    all_rows, all_scores = nn.exact_search(searcher.search_vectors, vectors[picked], max(ks) + 1)
     totals = dict.fromkeys(ks, 0.0)
     for vec, own, rows, scores in zip(vectors[picked], (own_rows[i] for i in picked), all_rows, all_scores):
         extra = int(own is not None)
@@ -374,201 +252,3 @@ def _by_kind(records: Sequence[QueryRecord], ks: Sequence[int]) -> dict[str, dic
     keys = [f"recall@{k}" for k in ks] + ["mrr"]
     return {kind: {**{key: float(np.mean([r.scores[key] for r in rs])) for key in keys}, "num_queries": len(rs)}
             for kind, rs in groups.items()}
-
-
-# --- cheap labels: augmented copies --------------------------------------------------------
-
-
-def augment_labels(searcher: Searcher, n: int, seed: int, folder: Path,
-                   progress: ProgressFn | None = None) -> list[LabelledQuery]:
-    """Edited copies of ``n`` indexed images, written into ``folder``: each copy finds its original.
-
-    ``folder`` should be a temporary folder outside the index's root, so the copies never enter
-    the index. The images picked depend on ``seed`` and the indexed paths only. An indexed
-    pixel duplicate of an original (:func:`indexed_duplicates`) counts as the original: a
-    collection that holds one photo twice must not score a miss when the twin comes first.
-    """
-    from . import augment
-
-    root = Path(searcher.meta.root)
-    originals = augment.pick([root / p for p in searcher.store.paths_by_row()], n, seed)
-    copies = augment.make_copies(originals, folder, seed=seed, progress=progress)
-    twins = indexed_duplicates(searcher, originals)
-    return [LabelledQuery(c.copy, {c.original: 1.0}, c.kind, {t: c.original for t in twins[c.original]})
-            for c in copies]
-
-
-#: Duplicates of an augmented original are looked for among its nearest indexed neighbours with
-#: at least this cosine (a shortlist: the test itself is on pixels, so every model is scored
-#: against the same labels). On flowers17 with Lite0 the 66 duplicate pairs have cosine >= 0.89.
-DUPLICATE_SHORTLIST = 10
-DUPLICATE_MIN_COSINE = 0.85
-
-
-def indexed_duplicates(searcher: Searcher, originals: Sequence[Path]) -> dict[Path, tuple[Path, ...]]:
-    """For each indexed original, the other indexed images that are the same picture (augment.same_picture)."""
-    from . import augment
-    from . import index as nn
-
-    rows = rows_for(searcher, list(originals))
-    out: dict[Path, tuple[Path, ...]] = {p: () for p in originals}
-    known = [p for p in originals if p in rows]
-    if not known:
-        return out
-    vecs = np.asarray(searcher.vectors[[rows[p] for p in known]])
-    found, scores = nn.exact_search(searcher.vectors, vecs, DUPLICATE_SHORTLIST + 1)
-    for p, cand, score in zip(known, found, scores):
-        twins = [searcher.path(int(r)) for r, s in zip(cand, score)
-                 if int(r) != rows[p] and s >= DUPLICATE_MIN_COSINE]
-        out[p] = tuple(t for t in twins if augment.same_picture(p, t))
-    return out
-
-
-def make_pairs(folder: Path, n: int, seed: int, out_dir: Path,
-               progress: ProgressFn | None = None) -> tuple[Path, int]:
-    """Write edited copies of ``n`` images under ``folder`` into ``out_dir``, and ``out_dir/pairs.csv``.
-
-    The CSV (``query,positive,relevance,augmentation``) names each copy relative to ``out_dir``
-    and its original by absolute path, so ``evaluate --pairs out_dir/pairs.csv`` reads it back.
-    Unlike ``evaluate --augment``, no index is at hand here to find duplicates of an original,
-    so a twin of it ranked first counts as a miss.
-    ``out_dir`` must be new or empty and not inside ``folder`` (the copies would be indexed
-    with it). Returns the CSV's path and the number of copies.
-    """
-    from . import augment, images
-    from .atomic import write_bytes as atomic_write_bytes
-
-    folder = Path(folder).expanduser()
-    out_dir = Path(out_dir).expanduser()
-    walk = images.scan_folder(folder, exclude=[out_dir])  # checks the folder now; the walk is lazy
-    if out_dir.resolve().is_relative_to(folder.resolve()):
-        raise VsearchError(f"--out {out_dir} is inside {folder}: the copies would be indexed with the originals; "
-                           "choose a folder outside it")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise VsearchError(f"--out {out_dir} exists and is not an empty folder; choose a new one")
-    found = [f.path.resolve() for f in walk]
-    if not found:
-        raise VsearchError(f"no images under {folder}")
-    originals = augment.pick(found, n, seed)
-    copies = augment.make_copies(originals, out_dir, seed=seed, progress=progress)
-    lines = ["query,positive,relevance,augmentation"]
-    for c in copies:
-        lines.append(_csv_line([c.copy.name, str(c.original), "1", c.kind]))
-    pairs = out_dir / "pairs.csv"
-    atomic_write_bytes(pairs, ("\n".join(lines) + "\n").encode("utf-8"))
-    return pairs, len(copies)
-
-
-def _csv_line(values: Iterable[str]) -> str:
-    import io
-
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(list(values))
-    return buf.getvalue()
-
-
-# --- side by side --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """One system to score: an index, searched in one mode, under a column label."""
-
-    searcher: Searcher
-    mode: SearchMode = "auto"
-    label: str = ""
-    expand: int = 0  # average query expansion top-n (0 = off)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Headline metric of ``other`` minus ``baseline``, per query, with its bootstrap CI."""
-
-    baseline: str
-    other: str
-    metric: str
-    ci: metrics.BootstrapCI
-    num_queries: int
-
-    @property
-    def verdict(self) -> str:
-        """Which system is better, or that the interval holds 0 (no clear difference)."""
-        if self.ci.low > 0:
-            return f"{self.other} is better"
-        if self.ci.high < 0:
-            return f"{self.baseline} is better"
-        return "no clear difference (the interval holds 0)"
-
-
-@dataclass
-class Evaluation:
-    """Every target's report on the same labels, and the comparisons against the first."""
-
-    reports: list[EvalReport]
-    ks: tuple[int, ...]
-    headline: str
-    comparisons: list[Comparison]
-    elapsed_s: float
-    augmented: bool = False
-
-
-def headline_keys(ks: Sequence[int]) -> list[str]:
-    """Per-query metric names one can compare on: ``recall@K`` ... ``ndcg@K`` for each K, ``mrr``."""
-    return [f"{m}@{k}" for k in ks for m in ("recall", "hit", "precision", "map", "ndcg")] + ["mrr"]
-
-
-def default_headline(ks: Sequence[int], augmented: bool = False) -> str:
-    """``recall@1`` for augmented copies (did the original come first?); else map@10, or the largest K's map."""
-    if augmented and 1 in ks:
-        return "recall@1"
-    return "map@10" if 10 in ks else f"map@{max(ks)}"
-
-
-def target_labels(index_dirs: Sequence[Path], modes: Sequence[str], expands: Sequence[int] = ()) -> list[str]:
-    """Short distinct column labels: the first of folder name, folder name (mode), full path,
-    full path (mode) that tells every target apart; else numbered. A query expansion shows as
-    ``qe N`` beside the mode."""
-    if expands:
-        modes = [f"{m}, qe {e}" if e else m for m, e in zip(modes, expands)]
-    short = [Path(d).name or str(d) for d in index_dirs]
-    full = [str(Path(d).expanduser().absolute()) for d in index_dirs]
-    for names in (short, [f"{n} ({m})" for n, m in zip(short, modes)], full,
-                  [f"{n} ({m})" for n, m in zip(full, modes)]):
-        if len(set(names)) == len(names):
-            return names
-    return [f"{n} #{i}" for i, n in enumerate(short, start=1)]
-
-
-def evaluate_all(targets: Sequence[Target], labels: Sequence[LabelledQuery], ks: Sequence[int], *,
-                 headline: str | None = None, seed: int = 0, ann_recall: bool = True,
-                 augmented: bool = False, progress: ProgressFn | None = None) -> Evaluation:
-    """Score every target on the same labels; compare each to the first on the headline metric.
-
-    The comparison is a paired bootstrap (metrics.paired_bootstrap_ci, ``seed``) over per-query
-    values of ``headline`` (default: :func:`default_headline`).
-    """
-    started = time.perf_counter()
-    _check_ks(ks)
-    ks = tuple(ks)
-    headline = headline or default_headline(ks, augmented)
-    if headline not in headline_keys(ks):
-        raise VsearchError(f"--headline {headline!r} is not a metric of this run; choose from "
-                           f"{', '.join(headline_keys(ks))}")
-    if not targets:
-        raise VsearchError("nothing to evaluate: give at least one --index-dir")
-    # Indexes of one model embed each out-of-index query once (e.g. exact vs approximate, or two
-    # Annoy settings); indexes of different models each embed with their own.
-    caches: dict[str, dict[Path, np.ndarray]] = {}
-    reports = []
-    for t in targets:
-        cache = caches.setdefault(json.dumps(t.searcher.meta.model.to_dict(), sort_keys=True), {})
-        reports.append(evaluate(t.searcher, labels, ks, t.mode, ann_recall=ann_recall, label=t.label,
-                                progress=progress, cache=cache, expand=t.expand))
-    comparisons = []
-    base = reports[0]
-    a = [r.scores[headline] for r in base.records]
-    for other in reports[1:]:
-        b = [r.scores[headline] for r in other.records]
-        ci = metrics.paired_bootstrap_ci(a, b, n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
-        comparisons.append(Comparison(base.label, other.label, headline, ci, len(a)))
-    return Evaluation(reports, ks, headline, comparisons, time.perf_counter() - started, augmented)

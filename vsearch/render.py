@@ -25,6 +25,14 @@ class Format(str, Enum):
     paths = "paths"
 
 
+class EvalFormat(str, Enum):
+    """Formats of a metrics report (``evaluate``): no ``paths``, as a report has none to print."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

@@ -1,4 +1,8 @@
-"""What an evaluation says, shaped for people: metric rows, JSON, a per-query CSV, an HTML report.
+"""What an evaluation says, shaped for people: metric grids, JSON, a per-query CSV, an HTML report.
+
+:func:`render_evaluation` prints what ``vsearch evaluate`` prints: one index's metrics as a
+K x metric grid (table, csv) or flat keys (json); several indexes side by side, with their
+differences; and the run's summary and notes on stderr.
 
 The HTML report is one self-contained file (no external links): a table of the systems, the
 metrics side by side with differences and the headline's confidence interval, a plot of recall
@@ -12,13 +16,23 @@ import base64
 import csv
 import html
 import io
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from .evaluate import EvalReport, Evaluation, QueryRecord
+from . import images, render
+from .atomic import write_bytes as atomic_write_bytes
+from .compare import Evaluation
+from .errors import VsearchError
+from .evaluate import EvalReport, QueryRecord
+from .labels import Labels
+from .render import EvalFormat, Format
+
+#: The metrics measured at each cut-off K: the columns of the grid, in order.
+AT_K = ("recall", "hit", "precision", "map", "ndcg")
 
 #: Worst queries shown per system in the HTML report.
 WORST_QUERIES = 10
@@ -53,6 +67,115 @@ def shown_metrics(report: EvalReport, ks: Sequence[int], *, augmented: bool, ann
         for k in ks:
             out[f"ann_recall@{k}"] = report.ann_recall[k] if report.ann_recall else missing
     return out
+
+
+def metric_grid(report: EvalReport, ks: Sequence[int], *, augmented: bool, ann: bool,
+                missing: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per K, one column per metric measured at K: ``k``, recall, hit, precision, map,
+    ndcg (recall alone for augmented copies: with one relevant image, the others add nothing),
+    then ``ann_recall`` with ``ann`` (``missing`` where there is no Annoy index)."""
+    names = ("recall",) if augmented else AT_K
+    rows = []
+    for k in ks:
+        row: dict[str, Any] = {"k": k, **{m: report.metrics[f"{m}@{k}"] for m in names}}
+        if ann:
+            row["ann_recall"] = report.ann_recall[k] if report.ann_recall else missing
+        rows.append(row)
+    return rows, ["k", *names, *(["ann_recall"] if ann else [])]
+
+
+def kind_grid(report: EvalReport, ks: Sequence[int]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per augmentation kind: its recall@K, mrr and number of queries."""
+    keys = [f"recall@{k}" for k in ks] + ["mrr"]
+    rows = [{"edit": kind, **{key: values[key] for key in keys}, "queries": int(values["num_queries"])}
+            for kind, values in report.by_kind.items()]
+    return rows, ["edit", *keys, "queries"]
+
+
+def _single_csv_rows(report: EvalReport, ks: Sequence[int], *, augmented: bool,
+                     ann: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """The grid as one rectangular CSV: the values that have no K (mrr, num_queries, each kind's
+    mrr) repeat on every row, so each row stands alone in a spreadsheet or a data frame."""
+    rows, columns = metric_grid(report, ks, augmented=augmented, ann=ann, missing="")
+    whole = {"mrr": report.metrics["mrr"], "num_queries": int(report.metrics["num_queries"])}
+    kinds = list(report.by_kind)
+    for row, k in zip(rows, ks):
+        row.update({f"{kind}/recall": report.by_kind[kind][f"recall@{k}"] for kind in kinds})
+        row.update(whole)
+        row.update({f"{kind}/mrr": report.by_kind[kind]["mrr"] for kind in kinds})
+    extra = [f"{kind}/recall" for kind in kinds] + list(whole) + [f"{kind}/mrr" for kind in kinds]
+    return rows, columns + extra
+
+
+def render_evaluation(ev: Evaluation, fmt: EvalFormat | Format, *, ann_recall: bool = False,
+                      source: str = "", labels: Labels | None = None, quiet: bool = False,
+                      written: Sequence[Path] = (), out: IO[str] | None = None,
+                      err: IO[str] | None = None) -> None:
+    """Print an evaluation as ``vsearch evaluate`` does: results to ``out`` (stdout), notes and
+    the summary to ``err`` (stderr, see :func:`_render_notes`).
+
+    One index: table, a K x metric grid (:func:`metric_grid`), then mrr and num_queries, then
+    a grid by augmentation kind when there is one (:func:`kind_grid`); csv, the same grid in
+    one table (:func:`_single_csv_rows`); json, one object with flat keys (``recall@1``, ...,
+    ``mrr``, ``num_queries``, ``KIND/recall@K``, ``ann_recall@K``: :func:`shown_metrics`).
+    Several indexes: one row per metric, a column per index and per difference against the
+    first, then the headline's interval (:func:`comparison_rows`); json, :func:`to_json`.
+    ``ann_recall`` adds ann_recall@K for one index (side by side always has it).
+    """
+    if fmt not in set(EvalFormat):
+        raise VsearchError(f"an evaluation prints as {', '.join(f.value for f in EvalFormat)}, not {fmt.value}")
+    _render_results(ev, Format(fmt.value), ann_recall, out or sys.stdout)
+    _render_notes(ev, source=source, labels=labels, quiet=quiet, written=written, err=err or sys.stderr)
+
+
+def _render_results(ev: Evaluation, fmt: Format, ann_recall: bool, out: IO[str]) -> None:
+    if len(ev.reports) > 1:
+        if fmt is Format.json:
+            render.mapping(to_json(ev), fmt, out=out)
+        else:
+            rows, columns = comparison_rows(ev, ann=True, missing="n/a")
+            render.records(rows, fmt, columns=columns, title="retrieval quality, side by side", out=out)
+        return
+    (report,) = ev.reports
+    if fmt is Format.json:
+        render.mapping(shown_metrics(report, ev.ks, augmented=ev.augmented, ann=ann_recall), fmt, out=out)
+        return
+    if fmt is Format.csv:
+        rows, columns = _single_csv_rows(report, ev.ks, augmented=ev.augmented, ann=ann_recall)
+        render.records(rows, fmt, columns=columns, out=out)
+        return
+    rows, columns = metric_grid(report, ev.ks, augmented=ev.augmented, ann=ann_recall, missing="n/a")
+    render.records(rows, fmt, columns=columns, title="retrieval quality", out=out)
+    render.mapping({"mrr": report.metrics["mrr"], "num_queries": int(report.metrics["num_queries"])}, fmt, out=out)
+    if report.by_kind:
+        rows, columns = kind_grid(report, ev.ks)
+        render.records(rows, fmt, columns=columns, title="by edit", out=out)
+
+
+def _render_notes(ev: Evaluation, *, source: str, labels: Labels | None, quiet: bool,
+                  written: Sequence[Path], err: IO[str]) -> None:
+    """What the run used and took: labels, timings, ann_recall, the headline's interval and
+    verdict, files written. Notes about the labels themselves (repeated rows, picked images no
+    longer on disk) are shown even when ``quiet``."""
+    if labels is not None and labels.duplicates:
+        err.write(f"note: {labels.duplicates} repeated label row(s) counted once\n")
+    if labels is not None and labels.skipped:
+        shown = ", ".join(str(p) for p in labels.skipped[:3])
+        more = f" and {len(labels.skipped) - 3} more" if len(labels.skipped) > 3 else ""
+        err.write(f"skipped {len(labels.skipped)} picked image(s) no longer on disk: {shown}{more} "
+                  "(run vsearch build-index to refresh)\n")
+    if quiet:
+        return
+    err.write(f"{source}; {ev.reports[0].metrics['num_queries']} queries in {ev.elapsed_s:.1f}s\n")
+    for r in ev.reports:
+        ann = (", ".join(f"ann_recall@{key} {v:.4f}" for key, v in r.ann_recall.items()) if r.ann_recall
+               else "ann_recall n/a (no Annoy index)")
+        err.write(f"{r.label}: {r.model}, {r.count} images, {r.mode} search, {r.elapsed_s:.1f}s; {ann}\n")
+    for c in ev.comparisons:
+        err.write(f"{c.metric}: {c.other} - {c.baseline} = {ci_text(c)} "
+                  f"({round(c.ci.confidence * 100)}% paired bootstrap CI): {c.verdict}\n")
+    for path in written:
+        err.write(f"wrote {path}\n")
 
 
 def _signed(x: float) -> str:
@@ -157,8 +280,6 @@ def write_per_query(path: Path, ev: Evaluation) -> int:
     ``first_rank`` is empty when no relevant image came back within the ranking's depth
     (100, or the largest K if larger); ``relevant_ranks`` lists every one that did.
     """
-    from .atomic import write_bytes as atomic_write_bytes
-
     rows = per_query_rows(ev)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -169,8 +290,6 @@ def write_per_query(path: Path, ev: Evaluation) -> int:
 
 
 def _write(path: Path, text: str, writer: Any) -> None:
-    from .errors import VsearchError
-
     path = Path(path).expanduser()
     if path.is_dir():
         raise VsearchError(f"{path} is a folder; give a file name")
@@ -235,9 +354,6 @@ class _Thumbs:
 
     def uri(self, path: Path) -> str | None:
         if path not in self._cache:
-            from . import images
-            from .errors import VsearchError
-
             try:
                 img = images.load_image(path, min_side=self.side)
                 img.thumbnail((self.side, self.side))
@@ -342,6 +458,4 @@ def render_html(ev: Evaluation, *, title: str = "vsearch evaluation", source: st
 
 def write_html(path: Path, ev: Evaluation, *, title: str = "vsearch evaluation", source: str = "") -> None:
     """Write :func:`render_html` to ``path`` (atomically)."""
-    from .atomic import write_bytes as atomic_write_bytes
-
     _write(path, render_html(ev, title=title, source=source), atomic_write_bytes)

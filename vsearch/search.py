@@ -1,9 +1,11 @@
 """Online stage: a query vector (stored, or embedded on the fly), nearest neighbours, re-ranking.
 
     query image(s) -> stored vector (file already indexed: no model)  |  embed with the index's model
+                      (query.py: QueryEncoder)
                    -> combine positives and negatives -> [average query expansion]
                    -> exact or Annoy search (Annoy candidates re-scored exactly)
-                   -> filters (exclude, min score, path glob) -> [dedupe] -> [MMR] -> hits
+                   -> filters (exclude, min score, path glob) -> [dedupe] -> [MMR]
+                   -> drop results whose file is gone since indexing (refilled) -> hits
 
 The stored-vector path imports neither torch nor the model, so querying with a photo that is
 already in the collection is instant.
@@ -18,6 +20,8 @@ negatives and query expansion) and those vectors.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +32,9 @@ import numpy as np
 from . import index as nn
 from . import rerank
 from .errors import VsearchError
-from .models import Embedder, l2_normalise
-from .store import Store, file_digest
+from .models import l2_normalise
+from .query import QueryEncoder, QueryVector
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,11 @@ POOL_FACTOR = 4
 PATH_LOOKUPS = 256
 #: MMR picks from at least this many candidates (a pool of k alone could not diversify).
 MMR_POOL = 50
+#: Searches run again to refill results whose file is gone; past this, fewer than k come back
+#: (a whole folder moved away: each round would only find more missing files).
+REFILL_ROUNDS = 4
+
+MissingFn = Callable[[list[Path]], None]
 
 
 @dataclass(frozen=True)
@@ -52,15 +62,6 @@ class Hit:
     path: Path
     score: float
     row: int
-
-
-@dataclass(frozen=True)
-class QueryVector:
-    """A query's vector, where it came from, and the index row it is (if it is indexed)."""
-
-    vector: np.ndarray
-    source: str  # "stored" | "embedded" | "text"
-    row: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ class Refine:
     diverse: float | None = None
     expand: int = 0
 
+    def __post_init__(self) -> None:
+        # NaN compares false with everything: a nan --min-score would silently keep nothing
+        # (and a nan --dedupe nothing collapsed), so refuse it here, where every caller passes.
+        for option, value in (("--min-score", self.min_score), ("--dedupe", self.dedupe),
+                              ("--diverse", self.diverse)):
+            if value is not None and not math.isfinite(value):
+                raise VsearchError(f"{option} takes a number, not {value}")
+        if self.diverse is not None and not 0.0 <= self.diverse <= 1.0:
+            raise VsearchError(f"--diverse takes a number from 0 to 1, not {self.diverse}")
+        if self.expand < 0:
+            raise VsearchError(f"--qe takes 0 or more results, not {self.expand}")
+
 
 class Searcher:
     """Search one committed index. The model is loaded only if a query needs embedding."""
@@ -88,100 +101,23 @@ class Searcher:
             raise VsearchError(f"index at {store.dir} has no vectors yet")
         self.store = store
         self.meta = store.meta
-        self.vectors = store.vectors()
+        #: Builds query vectors (stored row, new image, text) in this index's space.
+        self.encoder = QueryEncoder(store, device=device, threads=threads)
+        self.vectors = self.encoder.vectors
         self.search_vectors = store.search_vectors()
-        self._device = device
-        self._threads = threads
-        self._embedder: Embedder | None = None
         self._annoy: nn.AnnoySearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None
 
-    # --- query vectors ---------------------------------------------------------------------
-
-    @property
-    def embedder(self) -> Embedder:
-        """The index's own model, loaded on first use."""
-        if self._embedder is None:
-            from . import onnxmodel
-
-            # The exported ONNX file (CPU) skips importing torch; VSEARCH_TORCH=1 or another
-            # device asks for the torch model itself.
-            if onnxmodel.preferred(self._device):
-                self._embedder = onnxmodel.load_for_index(self.store.dir, self.meta.model, self._threads)
-        if self._embedder is None:
-            from .indexer import model_for_index
-
-            self._embedder = model_for_index(self.store, self._device, self._threads)
-        return self._embedder
-
-    def stored_row(self, image: Path) -> int | None:
-        """Row of an image already in the index: same path, size and mtime, or same content."""
-        image = Path(image).expanduser().absolute()
-        try:
-            st = image.stat()
-        except OSError:
-            return None
-        root = Path(self.meta.root)
-        try:
-            rel = image.resolve().relative_to(root).as_posix()
-        except ValueError:
-            rel = None
-        if rel is not None:
-            entry = self.store.entry(rel)
-            if entry is not None and entry.row is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
-                return entry.row
-        try:
-            digest = file_digest(image.read_bytes())
-        except OSError:
-            return None
-        entry = self.store.entry_by_digest(digest)
-        return entry.row if entry is not None else None
+    # --- query vectors (built by the encoder; these two are the usual way in) ----------------
 
     def image_vector(self, image: Path, *, max_pixels: int | None = None) -> QueryVector:
-        """The vector for a query image: the stored one when indexed, else embedded now."""
-        image = Path(image).expanduser()
-        if not image.exists():
-            raise VsearchError(f"query image not found: {image}")
-        if image.is_dir():
-            raise VsearchError(f"query is a folder, not an image: {image}")
-        row = self.stored_row(image)
-        if row is not None:
-            return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
-        vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])[0]
-        return QueryVector(vector, "embedded", None)
-
-    def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
-        """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
-        from . import images  # Pillow: only a query that needs decoding pays for it
-
-        if not image.exists():
-            raise VsearchError(f"query image not found: {image}")
-        pre = self.meta.model.preprocess
-        try:
-            return images.decode_for_model(
-                image, pre.size, pre.framing, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS
-            )
-        except VsearchError as exc:
-            raise VsearchError(f"cannot read query image {image}: {exc}") from None
-
-    def text_vector(self, text: str) -> QueryVector:
-        """A text query's vector (CLIP indexes only)."""
-        if self.meta.model.family != "open_clip":
-            raise VsearchError(
-                f"text search needs a CLIP index; this index uses {self.meta.model.name}, an image-only "
-                f"model (and no file {text!r} exists). Build one with --model ViT-B-32:laion2b_s34b_b79k"
-            )
-        return QueryVector(self.embedder.embed_text([text])[0], "text", None)
+        """The vector for a query image (see :meth:`QueryEncoder.image_vector`)."""
+        return self.encoder.image_vector(image, max_pixels=max_pixels)
 
     def query_vector(self, query: str) -> QueryVector:
-        """An existing file is an image query; anything else is text (CLIP indexes only)."""
-        path = Path(query).expanduser()
-        if path.exists():
-            return self.image_vector(path)
-        if _looks_like_image_path(query):
-            raise VsearchError(f"query image not found: {path}")
-        return self.text_vector(query)
+        """An image file's or a text's vector (see :meth:`QueryEncoder.query_vector`)."""
+        return self.encoder.query_vector(query)
 
     # --- search ---------------------------------------------------------------------------
 
@@ -238,17 +174,36 @@ class Searcher:
             rel = self._paths[row] = self.store.path_of_row(row)
         return Path(self.meta.root) / rel
 
+    def rows_of(self, paths: Sequence[Path]) -> dict[Path, int]:
+        """Index row of each absolute path that is in the index (by path under the index's root)."""
+        root = Path(self.meta.root)
+        out: dict[Path, int] = {}
+        for p in paths:
+            try:
+                rel = Path(p).relative_to(root).as_posix()
+            except ValueError:
+                continue
+            entry = self.store.entry(rel)
+            if entry is not None and entry.row is not None:
+                out[p] = entry.row
+        return out
+
     def hits(self, rows: Sequence[int], scores: Sequence[float]) -> list[Hit]:
         """Rows and scores as ranked, path-resolved hits."""
         return [Hit(i + 1, self.path(int(r)), float(s), int(r)) for i, (r, s) in enumerate(zip(rows, scores))]
 
     def search(self, vector: np.ndarray, k: int = 10, mode: SearchMode = "auto",
                exclude_rows: Sequence[int] = (), refine: Refine | None = None,
-               query_rows: Sequence[int] = ()) -> list[Hit]:
+               query_rows: Sequence[int] = (), *, on_missing: MissingFn | None = None) -> list[Hit]:
         """The k nearest images to ``vector``, best first, every score exact; see :class:`Refine`.
 
         ``exclude_rows`` never appear in the results; ``query_rows`` (the query examples' own
         rows) may, but never count among the top-n that query expansion averages in.
+
+        A result whose file is no longer on disk (moved or deleted since indexing) is dropped
+        and the next candidate takes its place, so k results still come back when the index
+        holds k files that are there. Only the results about to be returned are checked (one
+        ``stat`` each). ``on_missing`` is called once with the dropped paths, when there are any.
         """
         if k < 1:
             raise VsearchError("--k must be at least 1")
@@ -256,6 +211,25 @@ class Searcher:
         drop = {int(r) for r in exclude_rows}
         query = self.expand(vector, refine.expand, mode, drop | {int(r) for r in query_rows})
         keep = self._filter(refine)
+        gone: list[int] = []
+        there: set[int] = set()
+        for _ in range(REFILL_ROUNDS + 1):
+            picked = self._pick(query, k, mode, drop | set(gone), refine, keep)
+            missing = [r for r, _ in picked if r not in there and not self._on_disk(r)]
+            there.update(r for r, _ in picked if r not in missing)
+            if not missing:
+                break
+            gone += missing
+        else:
+            # Out of rounds: return what is there rather than search on.
+            picked = [(r, s) for r, s in picked if r in there]
+        if gone and on_missing is not None:
+            on_missing([self.path(r) for r in gone])
+        return self.hits([r for r, _ in picked], [s for _, s in picked])
+
+    def _pick(self, query: np.ndarray, k: int, mode: SearchMode, drop: set[int], refine: Refine,
+              keep: Callable[[int, float], bool] | None) -> list[tuple[int, float]]:
+        """The top k (row, score) after filters, dedupe and MMR, growing the pool as needed."""
         count = self.meta.count
         want = max(k, MMR_POOL) if refine.diverse is not None else k
         plain = keep is None and refine.dedupe is None and refine.diverse is None
@@ -275,8 +249,18 @@ class Searcher:
         if refine.diverse is not None and picked:
             order = rerank.mmr(query, self._raw([r for r, _ in picked]), k, refine.diverse)
             picked = [picked[i] for i in order]
-        picked = picked[:k]
-        return self.hits([r for r, _ in picked], [s for _, s in picked])
+        return picked[:k]
+
+    def _on_disk(self, row: int) -> bool:
+        """Whether a row's file is still there. Only "no such file" counts as gone: a file that
+        exists but cannot be read now is still a result (the user can fix its permissions)."""
+        try:
+            os.stat(self.path(row))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return True
+        return True
 
     def _raw(self, rows: Sequence[int]) -> np.ndarray:
         rows_arr = np.asarray(rows, dtype=np.int64)
@@ -297,9 +281,3 @@ class Searcher:
             return None
         return lambda row, score: all(t(row, score) for t in tests)
 
-
-def _looks_like_image_path(query: str) -> bool:
-    # "holiday/beach.jpg" that does not exist is a typo, not a text query about a jpg.
-    from .images import is_image_path
-
-    return "\n" not in query and is_image_path(Path(query))

@@ -1,0 +1,259 @@
+"""Where evaluation labels come from: label files (read and written) and edited copies.
+
+Two label files, both CSV; paths are absolute or relative to the folder that holds the CSV:
+
+* pairs:  ``query,positive[,relevance]``: each row adds one relevant image (gain = relevance,
+  default 1) to that query. A query may be outside the index (embedded on the fly).
+  An optional ``augmentation`` column names the edit that made the query (``make-pairs`` writes
+  it), and the metrics are then also broken down by it.
+* groups: ``path,group`` (extra columns ignored): every image is a query whose relevant images
+  are the other members of its group. Single-member groups are not queries (nothing to find).
+
+A row repeated in a file (same paths after resolving, same relevance or group) counts once;
+:attr:`Labels.duplicates` says how many repeats were dropped. A row with more fields than the
+header, an empty path or an empty group cell is an error that names the file and line.
+
+Augmented copies (no file): :func:`augment_labels` edits N indexed images (see augment.py);
+each copy is a query whose one relevant image is its original, or an indexed pixel duplicate of
+it (collections hold duplicates: flowers17 has 66 pairs, and without this, half of the misses
+of recall@1 there were the original's own twin ranked first). :func:`make_pairs` writes such
+copies and their pairs CSV, for reuse.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import augment, images
+from . import index as nn
+from .atomic import write_bytes as atomic_write_bytes
+from .errors import VsearchError
+from .search import Searcher
+
+ProgressFn = Callable[[int, int], None]
+
+#: Duplicates of an augmented original are looked for among its nearest indexed neighbours with
+#: at least this cosine (a shortlist: the test itself is on pixels, so every model is scored
+#: against the same labels). On flowers17 with Lite0 the 66 duplicate pairs have cosine >= 0.89.
+DUPLICATE_SHORTLIST = 10
+DUPLICATE_MIN_COSINE = 0.85
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    """One query image and the gain of each relevant image (absolute paths).
+
+    ``kind``: the edit that made the query from its original, for augmented copies.
+    ``same_as``: indexed images that stand for a relevant one (pixel duplicates of it): in a
+    ranking they count as that image, once, at the first place either appears.
+    """
+
+    query: Path
+    gains: dict[Path, float]
+    kind: str | None = None
+    same_as: dict[Path, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Labelled queries and what was left out making them.
+
+    ``duplicates``: rows of a label file that repeated an earlier row (counted once).
+    ``skipped``: indexed images picked for augmented copies whose file is no longer on disk.
+    """
+
+    queries: list[LabelledQuery]
+    duplicates: int = 0
+    skipped: tuple[Path, ...] = ()
+
+
+# --- label files ----------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """``(line, row)`` for each data row, cells stripped; the line is where the row starts."""
+    path = Path(path).expanduser()
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise VsearchError(
+                    f"{path}: expected a CSV header with {','.join(required)}; found "
+                    f"{','.join(header) or 'no header'}"
+                )
+            line = reader.line_num + 1
+            for cells in reader:
+                if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+                    raise VsearchError(f"{path}:{line}: {len(cells)} fields, but the header has {len(header)}")
+                if any(c.strip() for c in cells):  # a blank line is no row
+                    rows.append((line, {h: (cells[i].strip() if i < len(cells) else "") for i, h in enumerate(header)}))
+                line = reader.line_num + 1
+    except OSError as exc:
+        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise VsearchError(f"{path} is not a readable CSV file ({exc})") from None
+    if not rows:
+        raise VsearchError(f"{path} has a header but no rows")
+    return rows
+
+
+def _resolve(base: Path, value: str, csv_path: Path, line: int) -> Path:
+    if not value:
+        raise VsearchError(f"{csv_path}:{line}: empty path")
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def read_pairs(path: Path) -> Labels:
+    """Queries from a pairs CSV (``query,positive[,relevance]``), in first-seen order.
+
+    A pair listed twice with the same relevance counts once; with two relevances it is an error.
+    """
+    path = Path(path).expanduser()
+    rows = _read_csv(path, ["query", "positive"])
+    base = path.resolve().parent
+    queries: OrderedDict[Path, dict[Path, float]] = OrderedDict()
+    first_line: dict[tuple[Path, Path], int] = {}
+    kinds: dict[Path, str] = {}
+    duplicates = 0
+    for line, row in rows:
+        q = _resolve(base, row["query"], path, line)
+        pos = _resolve(base, row["positive"], path, line)
+        rel = row.get("relevance") or "1"
+        try:
+            gain = float(rel)
+        except ValueError:
+            raise VsearchError(f"{path}:{line}: relevance {rel!r} is not a number") from None
+        if gain < 0 or not np.isfinite(gain):
+            raise VsearchError(f"{path}:{line}: relevance must be a non-negative number, not {rel!r}")
+        gains = queries.setdefault(q, {})
+        if pos in gains:
+            if gains[pos] != gain:
+                raise VsearchError(f"{path}:{line}: this pair is also on line {first_line[q, pos]} with "
+                                   f"relevance {gains[pos]:g}, here {gain:g}; keep one")
+            duplicates += 1
+            continue
+        gains[pos] = gain
+        first_line[q, pos] = line
+        if row.get("augmentation"):
+            kinds[q] = row["augmentation"]
+    return Labels([LabelledQuery(q, g, kinds.get(q)) for q, g in queries.items()], duplicates)
+
+
+def read_groups(path: Path) -> Labels:
+    """Queries from a groups CSV (``path,group``): each member against the rest of its group.
+
+    A path listed twice in the same group counts once; an empty group cell is an error.
+    """
+    path = Path(path).expanduser()
+    rows = _read_csv(path, ["path", "group"])
+    base = path.resolve().parent
+    groups: OrderedDict[str, dict[Path, None]] = OrderedDict()  # dict: ordered, and a set
+    duplicates = 0
+    for line, row in rows:
+        member = _resolve(base, row["path"], path, line)
+        if not row["group"]:
+            raise VsearchError(f"{path}:{line}: empty group for {row['path']}")
+        members = groups.setdefault(row["group"], {})
+        if member in members:
+            duplicates += 1
+        members[member] = None
+    queries = []
+    for members in groups.values():
+        for m in members:
+            others = {o: 1.0 for o in members if o != m}
+            if others:
+                queries.append(LabelledQuery(m, others))
+    if not queries:
+        raise VsearchError(f"{path}: no group has two or more members, so there is nothing to retrieve")
+    return Labels(queries, duplicates)
+
+
+# --- cheap labels: augmented copies ------------------------------------------------------------
+
+
+def augment_labels(searcher: Searcher, n: int, seed: int, folder: Path,
+                   progress: ProgressFn | None = None) -> Labels:
+    """Edited copies of ``n`` indexed images, written into ``folder``: each copy finds its original.
+
+    ``folder`` should be a temporary folder outside the index's root, so the copies never enter
+    the index. The images picked depend on ``seed`` and the indexed paths only. An indexed
+    pixel duplicate of an original (:func:`indexed_duplicates`) counts as the original: a
+    collection that holds one photo twice must not score a miss when the twin comes first.
+    A picked image whose file has gone since indexing is skipped (:attr:`Labels.skipped`).
+    """
+    root = Path(searcher.meta.root)
+    picked = augment.pick([root / p for p in searcher.store.paths_by_row()], n, seed)
+    skipped = tuple(p for p in picked if not p.exists())
+    originals = [p for p in picked if p not in skipped]
+    if not originals:
+        raise VsearchError(f"none of the {n} images picked is still on disk (the first: {skipped[0]}); "
+                           "run vsearch build-index to refresh the index")
+    copies = augment.make_copies(originals, folder, seed=seed, progress=progress)
+    twins = indexed_duplicates(searcher, originals)
+    return Labels([LabelledQuery(c.copy, {c.original: 1.0}, c.kind, {t: c.original for t in twins[c.original]})
+                   for c in copies], skipped=skipped)
+
+
+def indexed_duplicates(searcher: Searcher, originals: Sequence[Path]) -> dict[Path, tuple[Path, ...]]:
+    """For each indexed original, the other indexed images that are the same picture (augment.same_picture)."""
+    rows = searcher.rows_of(list(originals))
+    out: dict[Path, tuple[Path, ...]] = {p: () for p in originals}
+    known = [p for p in originals if p in rows]
+    if not known:
+        return out
+    vecs = np.asarray(searcher.vectors[[rows[p] for p in known]])
+    found, scores = nn.exact_search(searcher.vectors, vecs, DUPLICATE_SHORTLIST + 1)
+    for p, cand, score in zip(known, found, scores):
+        twins = [searcher.path(int(r)) for r, s in zip(cand, score)
+                 if int(r) != rows[p] and s >= DUPLICATE_MIN_COSINE]
+        out[p] = tuple(t for t in twins if augment.same_picture(p, t))
+    return out
+
+
+def make_pairs(folder: Path, n: int, seed: int, out_dir: Path,
+               progress: ProgressFn | None = None) -> tuple[Path, int]:
+    """Write edited copies of ``n`` images under ``folder`` into ``out_dir``, and ``out_dir/pairs.csv``.
+
+    The CSV (``query,positive,relevance,augmentation``) names each copy relative to ``out_dir``
+    and its original by absolute path, so ``evaluate --pairs out_dir/pairs.csv`` reads it back.
+    Unlike ``evaluate --augment``, no index is at hand here to find duplicates of an original,
+    so a twin of it ranked first counts as a miss.
+    ``out_dir`` must be new or empty and not inside ``folder`` (the copies would be indexed
+    with it). Returns the CSV's path and the number of copies.
+    """
+    folder = Path(folder).expanduser()
+    out_dir = Path(out_dir).expanduser()
+    walk = images.scan_folder(folder, exclude=[out_dir])  # checks the folder now; the walk is lazy
+    if out_dir.resolve().is_relative_to(folder.resolve()):
+        raise VsearchError(f"--out {out_dir} is inside {folder}: the copies would be indexed with the originals; "
+                           "choose a folder outside it")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise VsearchError(f"--out {out_dir} exists and is not an empty folder; choose a new one")
+    found = [f.path.resolve() for f in walk]
+    if not found:
+        raise VsearchError(f"no images under {folder}")
+    originals = augment.pick(found, n, seed)
+    copies = augment.make_copies(originals, out_dir, seed=seed, progress=progress)
+    lines = ["query,positive,relevance,augmentation"]
+    for c in copies:
+        lines.append(_csv_line([c.copy.name, str(c.original), "1", c.kind]))
+    pairs = out_dir / "pairs.csv"
+    atomic_write_bytes(pairs, ("\n".join(lines) + "\n").encode("utf-8"))
+    return pairs, len(copies)
+
+
+def _csv_line(values: Iterable[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(list(values))
+    return buf.getvalue()
