@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import struct
 import subprocess
 import sys
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -14,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
-from tests.conftest import WRITERS
+from tests.conftest import WRITERS, make_photo
+from vsearch import indexer, raw
+from vsearch.cli import app
 from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.images import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     PAD_COLOUR,
@@ -26,9 +32,14 @@ from vsearch.images import (
     decode_for_model,
     is_image_path,
     load_image,
+    max_bytes_limit,
+    read_image_bytes,
     scan_folder,
     to_model_array,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
 
 RED = (220, 30, 40)
 BLUE = (30, 60, 210)
@@ -82,9 +93,10 @@ def test_every_format_decodes_to_its_colour(tmp_path, name):
 
 def test_extension_set_and_is_image_path():
     assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif",
-            ".avif"} == IMAGE_EXTENSIONS
+            ".avif", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"} == IMAGE_EXTENSIONS
     assert is_image_path(Path("x/Y.JPG"))
     assert is_image_path(Path("photo.HeIc"))
+    assert is_image_path(Path("DSC_0001.NEF")) and is_image_path(Path("img.cr3"))
     assert not is_image_path(Path("notes.txt"))
     assert not is_image_path(Path("jpg"))  # a bare name is not an extension
 
@@ -626,3 +638,541 @@ def test_deep_tree_does_not_recurse(tmp_path):
     _img(deep / "bottom.jpg")
     (found,) = list(scan_folder(tmp_path))
     assert found.rel.count("/") == 60
+
+
+# --------------------------------------------------------------------------- bounded reads
+
+
+def _finishes(fn, timeout: float = 10.0):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it blocks."""
+    outcome: list = []
+
+    def target():
+        try:
+            outcome.append(("ok", fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            outcome.append(("raised", e))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn} blocked for {timeout} s"
+    kind, value = outcome[0]
+    if kind == "raised":
+        raise value
+    return value
+
+
+def _unblock(fifo: Path) -> None:
+    """Release a reader that a regression left blocked in open() on ``fifo``."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no reader waiting
+
+
+# The real CLI in a fresh process, with the fake model registered (the index under test uses it).
+_CLI_WITH_FAKE_MODEL = """
+import sys
+from tests.conftest import FakeEmbedder
+from vsearch import models
+from vsearch.cli import app
+embedder = FakeEmbedder("fake")
+models.register("fake", lambda name, device, threads: embedder)
+app(sys.argv[1:], prog_name="vsearch")
+"""
+
+
+def _run_vsearch(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``vsearch ARGS`` in a fresh process with a 2 GB address-space cap: a regression that
+    reads without bound fails with MemoryError instead of taking the machine's memory, and
+    one that blocks fails on the timeout instead of hanging the suite."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", _CLI_WITH_FAKE_MODEL, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=cap)
+
+
+def test_read_image_bytes_reads_a_regular_file(tmp_path):
+    path = make_photo(tmp_path / "p.jpg")
+    assert read_image_bytes(path) == path.read_bytes()
+    with pytest.raises(ImageDecodeError, match="file not found"):
+        read_image_bytes(tmp_path / "nope.jpg")
+    with pytest.raises(ImageDecodeError, match="folder"):
+        read_image_bytes(tmp_path)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    try:
+        with pytest.raises(ImageDecodeError, match=r"^not a regular file \(a FIFO\)$"):
+            _finishes(lambda: read_image_bytes(fifo))
+        with pytest.raises(ImageDecodeError, match="not a regular file"):
+            _finishes(lambda: load_image(fifo))
+    finally:
+        _unblock(fifo)
+
+
+def test_file_over_the_byte_cap_is_refused_unread(tmp_path, monkeypatch):
+    sparse = tmp_path / "huge.jpg"
+    with open(sparse, "wb") as f:
+        f.truncate(8 << 30)  # 8 GiB, sparse: no disk used, and reading it would take 8 GiB
+    with pytest.raises(ImageDecodeError, match=r"file too large \(8 GiB > limit 256 MiB; raise it with VSEARCH_MAX_BYTES\)"):
+        read_image_bytes(sparse)
+    photo = make_photo(tmp_path / "p.jpg")
+    size = photo.stat().st_size
+    assert read_image_bytes(photo, max_bytes=size) == photo.read_bytes()
+    with pytest.raises(ImageDecodeError, match="file too large"):
+        read_image_bytes(photo, max_bytes=size - 1)
+    monkeypatch.setenv("VSEARCH_MAX_BYTES", str(size - 1))
+    with pytest.raises(ImageDecodeError, match="file too large"):
+        load_image(photo)
+
+
+def test_max_bytes_setting(monkeypatch):
+    monkeypatch.delenv("VSEARCH_MAX_BYTES", raising=False)
+    assert max_bytes_limit() == DEFAULT_MAX_BYTES == 256 << 20
+    for text, value in [("1000", 1000), ("512M", 512 << 20), ("2g", 2 << 30), (" 64K ", 64 << 10)]:
+        monkeypatch.setenv("VSEARCH_MAX_BYTES", text)
+        assert max_bytes_limit() == value
+    for bad in ["lots", "0", "-5", "12X"]:
+        monkeypatch.setenv("VSEARCH_MAX_BYTES", bad)
+        with pytest.raises(VsearchError, match="VSEARCH_MAX_BYTES must be a positive number of bytes"):
+            max_bytes_limit()
+
+
+@pytest.fixture
+def built_index(tmp_path, fake_model) -> tuple[Path, Path]:
+    """A folder of photos indexed with the fake model: (folder, index dir)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        make_photo(folder / f"p{i}.jpg", seed=i)
+    index_dir = tmp_path / "idx"
+    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(index_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    return folder, index_dir
+
+
+def test_query_on_a_fifo_is_one_error_line_not_a_hang(built_index, tmp_path):
+    folder, index_dir = built_index
+    for fifo in (tmp_path / "x.jpg", folder / "p1.jpg"):  # a new path, and an indexed one swapped
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
+        try:
+            proc = _run_vsearch("query", fifo, "--index-dir", index_dir, timeout=60)
+        finally:
+            _unblock(fifo)
+        assert proc.returncode == 1, proc.stderr
+        # (The swapped one may also get the warning that the folder changed since indexing.)
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: cannot read query image {fifo}: not a regular file (a FIFO)"
+        )
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "sparse"])
+def test_query_on_dev_zero_or_a_sparse_giant_is_refused_quickly(built_index, tmp_path, target):
+    _, index_dir = built_index
+    if target == "sparse":
+        path = tmp_path / "giant.jpg"
+        with open(path, "wb") as f:
+            f.truncate(8 << 30)
+        reason = "file too large (8 GiB > limit 256 MiB; raise it with VSEARCH_MAX_BYTES)"
+    else:
+        path = Path(target)
+        reason = "not a regular file (a device)"
+    proc = _run_vsearch("query", path, "--index-dir", index_dir, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"error: cannot read query image {path}: {reason}"]
+
+
+def test_file_swapped_for_a_fifo_mid_build_is_a_named_skip(tmp_path, fake_model, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        make_photo(folder / f"p{i}.jpg", seed=i)
+    swapped = folder / "p2.jpg"
+    real_scan = indexer.images.scan_folder
+
+    scans = []
+
+    def scan_then_swap(*args, **kwargs):
+        # The indexer's walk (its second scan) sees a regular file; by the time the file is
+        # read, it is a FIFO.
+        found = list(real_scan(*args, **kwargs))
+        scans.append(len(found))
+        if len(scans) == 2:
+            swapped.unlink()
+            os.mkfifo(swapped)
+        return iter(found)
+
+    monkeypatch.setattr(indexer.images, "scan_folder", scan_then_swap)
+    index_dir = tmp_path / "idx"
+    try:
+        result = _finishes(lambda: runner.invoke(
+            app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(index_dir)]), timeout=30)
+    finally:
+        _unblock(swapped)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "skipped p2.jpg: not a regular file (a FIFO)" in result.stderr
+    assert "skipped 1" in result.stderr
+
+
+# --------------------------------------------------------------------------- bombs under the pixel cap
+
+
+def _zeros_png(path: Path, w: int, h: int, colour_type: int = 0, channels: int = 1) -> Path:
+    """A PNG of zeros (greyscale, RGB or RGBA), deflated at level 9, streamed row by row."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (w * channels + 1)
+    idat = b"".join([comp.compress(row) for _ in range(h)] + [comp.flush()])
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+def _gif_bomb(path: Path, w: int, h: int) -> Path:
+    """A true GIF bomb: w x h pixels of colour 1, LZW-coded by hand (the pixels never exist)."""
+    acc = nbits = 0
+    out = bytearray()
+
+    def emit(code: int, size: int) -> None:
+        nonlocal acc, nbits
+        acc |= code << nbits
+        nbits += size
+        while nbits >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            nbits -= 8
+
+    # Minimum code size 2: codes 0-3 are colours, 4 clears, 5 ends, 6.. are runs of 2, 3, ...
+    size, nxt, length, left = 3, 6, 1, w * h
+    emit(4, size)
+    while left:
+        n = min(length, left)
+        emit(1 if n == 1 else n + 4, size)
+        left -= n
+        if nxt == 4095:  # the table is full: clear it and start again
+            emit(4, size)
+            size, nxt, length = 3, 6, 1
+            continue
+        nxt += 1  # the decoder now knows the run of n + 1
+        length = n + 1
+        if nxt > (1 << size) and size < 12:
+            size += 1
+    emit(5, size)
+    if nbits:
+        out.append(acc & 0xFF)
+    blocks = b"".join(bytes([len(out[i:i + 255])]) + out[i:i + 255] for i in range(0, len(out), 255))
+    path.write_bytes(b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+                     + b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02" + blocks + b"\0;")
+    return path
+
+
+def _jpeg_claiming(path: Path, w: int, h: int) -> Path:
+    """A tiny valid JPEG whose frame header is edited to claim w x h pixels."""
+    buf = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buf, "JPEG", quality=50)
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, h, w)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_gif_bomb_helper_makes_a_real_gif(tmp_path):
+    path = _gif_bomb(tmp_path / "small.gif", 3000, 3001)  # past one LZW table reset
+    with Image.open(path) as im:
+        im.load()
+        assert im.size == (3000, 3001) and im.convert("L").getextrema() == (255, 255)
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> Path:
+    """Bombs under the 200 MP cap that decoded to 0.3-1.7 GB before they were refused."""
+    folder = tmp_path_factory.mktemp("bombs")
+    _zeros_png(folder / "zeros.png", 14000, 14000)  # 196 MP from 186 kB
+    _gif_bomb(folder / "lzw.gif", 14000, 14000)  # 196 MP from 134 kB
+    _jpeg_claiming(folder / "claims.jpg", 65000, 65000)  # 4225 MP from 333 bytes
+    return folder
+
+
+BOMB_NAMES = ["claims.jpg", "lzw.gif", "zeros.png"]
+
+
+def test_bombs_are_refused_from_the_header(bombs):
+    for name in BOMB_NAMES:
+        with pytest.raises(ImageDecodeError, match=r"^likely decompression bomb \(\d+x\d+ = \d+ MP claimed by a file of"
+                                                   r" .+, over 500 pixels per byte; real photos stay under 20\)$"):
+            load_image(bombs / name, min_side=224)
+    with pytest.raises(ImageDecodeError, match=r"65000x65000 = 4225 MP claimed by a file of 333 bytes"):
+        load_image(bombs / "claims.jpg")
+
+
+def test_bombs_are_named_skips_in_a_build(bombs, tmp_path, fake_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in BOMB_NAMES:
+        (folder / name).write_bytes((bombs / name).read_bytes())
+    make_photo(folder / "ok.jpg")
+    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(tmp_path / "idx")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "embedded 1," in result.stderr and "skipped 3" in result.stderr
+    for name in BOMB_NAMES:
+        assert f"skipped {name}: likely decompression bomb" in result.stderr
+
+
+# Peak RSS from /proc (VmHWM, reset at exec), not getrusage: Linux carries ru_maxrss over from
+# the parent at exec, so a child of a big pytest process would report the parent's peak.
+_PEAK_RSS = """
+import sys
+from pathlib import Path
+from vsearch import images
+from vsearch.errors import ImageDecodeError
+for name in sys.argv[1:]:
+    try:
+        images.decode_for_model(Path(name), 224, "squash")
+        print(name, "decoded")
+    except ImageDecodeError as e:
+        print(name, e)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("peak_mb", int(hwm.split()[1]) // 1024)
+"""
+
+
+def test_bomb_memory_is_bounded(bombs):
+    # Peak RSS of a fresh process that tries every bomb (before: 0.33-1.7 GB, 1.3-4.7 s each).
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, *(str(bombs / n) for n in BOMB_NAMES)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all("likely decompression bomb" in line for line in lines[:-1]), lines
+    peak_mb = int(lines[-1].split()[1])
+    assert peak_mb < 150, lines  # Python, numpy and Pillow alone take ~40 MB
+
+
+def test_frame_memory_cap_refuses_what_only_decodes_whole(tmp_path, monkeypatch):
+    # RGBA deflate tops out at ~258 pixels per byte, under the bomb bound: the cap on the
+    # decoded frame (4 bytes a pixel) is what bounds it.
+    path = _zeros_png(tmp_path / "rgba.png", 2100, 2100, colour_type=6, channels=4)
+    monkeypatch.setenv("VSEARCH_MAX_BYTES", "8M")
+    with pytest.raises(ImageDecodeError, match=r"^image too large to decode \(2100x2100 RGBA needs 16.8 MiB >"
+                                               r" limit 8 MiB; raise it with VSEARCH_MAX_BYTES\)$"):
+        load_image(path, min_side=224)
+    monkeypatch.setenv("VSEARCH_MAX_BYTES", "17M")
+    assert load_image(path, min_side=224).getpixel((0, 0)) == (255, 255, 255)  # transparent: white
+
+
+def test_frame_memory_cap_picks_a_jpeg_draft_scale(big_jpeg):
+    img = load_image(big_jpeg, max_bytes=20 << 20)  # 8000x6000 greyscale: 48 MB whole, 12 MB at 1/2
+    assert img.size == (4000, 3000)
+
+
+def test_large_palette_image_is_reduced_in_strips_exactly(tmp_path):
+    # A palette image with a transparent index, reduced by 7 for min_side: converted strip by
+    # strip, it must equal converting it whole and then reducing.
+    rng = np.random.default_rng(3)
+    im = Image.fromarray(rng.integers(0, 16, (1900, 2900), dtype=np.uint8), "P")
+    im.putpalette(list(rng.integers(0, 256, 16 * 3, dtype=np.uint8).tolist()))
+    path = tmp_path / "pal.png"
+    im.save(path, transparency=5)
+    rgba = Image.open(path).convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba, (0, 0), rgba)
+    expected = np.asarray(white.reduce(7))
+    got = np.asarray(load_image(path, min_side=270))
+    assert got.shape == expected.shape
+    assert np.array_equal(got, expected)
+
+
+def test_real_photos_are_far_from_the_bomb_bound(tmp_path):
+    # The sample photos, and the most compressible photo-like file: a flat 12 MP JPEG (~64 px/B).
+    flat = tmp_path / "flat.jpg"
+    Image.new("RGB", (4000, 3000), (200, 200, 200)).save(flat, "JPEG", quality=95)
+    paths = [flat, *sorted((REPO / "sample_images").glob("*.jpg"))]
+    for path in paths:
+        with Image.open(path) as im:
+            assert im.width * im.height / path.stat().st_size < 100
+        assert decode_for_model(path, 224, "squash").shape == (224, 224, 3)
+
+
+# --------------------------------------------------------------------------- camera RAW
+
+_BYTE, _ASCII, _SHORT, _LONG, _RATIONAL, _SRATIONAL = 1, 2, 3, 4, 5, 10
+_TIFF_SIZE = {_BYTE: 1, _ASCII: 1, _SHORT: 2, _LONG: 4, _RATIONAL: 8, _SRATIONAL: 8}
+_TIFF_FMT = {_BYTE: "B", _ASCII: "B", _SHORT: "H", _LONG: "I", _RATIONAL: "II", _SRATIONAL: "ii"}
+
+
+def _tiff(ifds: list[list[tuple]], blobs: list[bytes]) -> bytes:
+    """Little-endian TIFF bytes: IFD0 then SubIFDs, then the data blobs.
+
+    A tag's values may be ("blob", i) or ("ifd", k): the file offset of that blob or IFD.
+    """
+    ifd_at, pos = [], 8
+    for tags in ifds:
+        ifd_at.append(pos)
+        pos += 2 + 12 * len(tags) + 4
+        pos += sum(-(-_TIFF_SIZE[t] * len(v) // 2) * 2 for _, t, v in tags if _TIFF_SIZE[t] * len(v) > 4)
+    blob_at = []
+    for blob in blobs:
+        blob_at.append(pos)
+        pos += len(blob) + (len(blob) & 1)
+    out = bytearray(b"II*\0" + struct.pack("<I", 8))
+    for k, tags in enumerate(ifds):
+        tags = sorted(tags, key=lambda e: e[0])
+        extra_at = ifd_at[k] + 2 + 12 * len(tags) + 4
+        entries, extra = bytearray(struct.pack("<H", len(tags))), bytearray()
+        for tag, typ, values in tags:
+            values = [(blob_at if v[0] == "blob" else ifd_at)[v[1]] if isinstance(v, tuple) and isinstance(v[0], str)
+                      else v for v in values]
+            data = b"".join(struct.pack("<" + _TIFF_FMT[typ], *(v if isinstance(v, tuple) else (v,))) for v in values)
+            if len(data) <= 4:
+                entries += struct.pack("<HHI", tag, typ, len(values)) + data.ljust(4, b"\0")
+            else:
+                entries += struct.pack("<HHII", tag, typ, len(values), extra_at + len(extra))
+                extra += data + b"\0" * (len(data) & 1)
+        out += entries + struct.pack("<I", 0) + extra
+    for blob in blobs:
+        out += blob + b"\0" * (len(blob) & 1)
+    return bytes(out)
+
+
+def _write_dng(path: Path, rgb: np.ndarray, *, preview: Image.Image | None = None, orientation: int = 1) -> Path:
+    """A minimal valid DNG that LibRaw reads: ``rgb`` (H, W, 3 uint8) sampled into a 12-bit RGGB
+    Bayer mosaic, an identity colour matrix, and optionally ``preview`` as the JPEG preview in
+    IFD0 (the raw data then lives in a SubIFD, as cameras lay DNGs out)."""
+    h, w, _ = rgb.shape
+    mosaic = np.empty((h, w), np.uint16)
+    mosaic[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = rgb[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = rgb[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    sensor = (mosaic.astype("<u2") * 16).tobytes()
+    raw_ifd = [
+        (254, _LONG, [0]), (256, _LONG, [w]), (257, _LONG, [h]), (258, _SHORT, [16]), (259, _SHORT, [1]),
+        (262, _SHORT, [32803]), (273, _LONG, [("blob", 0)]), (277, _SHORT, [1]), (278, _LONG, [h]),
+        (279, _LONG, [len(sensor)]), (284, _SHORT, [1]), (33421, _SHORT, [2, 2]), (33422, _BYTE, [0, 1, 1, 2]),
+        (50717, _LONG, [4095]),  # WhiteLevel
+    ]
+    camera = [
+        (271, _ASCII, list(b"vsearch\0")), (272, _ASCII, list(b"test\0")), (274, _SHORT, [orientation]),
+        (50706, _BYTE, [1, 4, 0, 0]), (50707, _BYTE, [1, 1, 0, 0]), (50708, _ASCII, list(b"vsearch test\0")),
+        (50721, _SRATIONAL, [(1, 1), (0, 1), (0, 1), (0, 1), (1, 1), (0, 1), (0, 1), (0, 1), (1, 1)]),
+        (50728, _RATIONAL, [(1, 1), (1, 1), (1, 1)]), (50778, _SHORT, [21]),  # AsShotNeutral, D65
+    ]
+    if preview is None:
+        path.write_bytes(_tiff([raw_ifd + camera], [sensor]))
+        return path
+    buf = io.BytesIO()
+    preview.save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    pw, ph = preview.size
+    ifd0 = camera + [
+        (254, _LONG, [1]), (256, _LONG, [pw]), (257, _LONG, [ph]), (258, _SHORT, [8, 8, 8]), (259, _SHORT, [7]),
+        (262, _SHORT, [6]), (273, _LONG, [("blob", 1)]), (277, _SHORT, [3]), (278, _LONG, [ph]),
+        (279, _LONG, [len(jpeg)]), (284, _SHORT, [1]), (330, _LONG, [("ifd", 1)]),
+    ]
+    path.write_bytes(_tiff([ifd0, raw_ifd], [sensor, jpeg]))
+    return path
+
+
+def _red_left_blue_right(h: int = 64, w: int = 96) -> np.ndarray:
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, : w // 2] = RED
+    rgb[:, w // 2:] = BLUE
+    return rgb
+
+
+def _reddish(pixel) -> bool:
+    r, g, b = pixel
+    return r > 150 and r > g + 80 and r > b + 50
+
+
+def _bluish(pixel) -> bool:
+    r, g, b = pixel
+    return b > 150 and b > r + 80
+
+
+def test_raw_files_are_scanned_and_recognised_by_content(tmp_path):
+    for name in ["a.CR2", "b.cr3", "c.nef", "d.ARW", "e.dng", "f.raf", "g.orf", "h.rw2", "notes.xmp"]:
+        (tmp_path / name).write_bytes(b"x")
+    found, _ = _scan(tmp_path)
+    assert [f.rel for f in found] == ["a.CR2", "b.cr3", "c.nef", "d.ARW", "e.dng", "f.raf", "g.orf", "h.rw2"]
+
+    dng = _write_dng(tmp_path / "x.dng", _red_left_blue_right()).read_bytes()
+    assert raw.is_raw(dng)
+    assert raw.is_raw(b"II*\0\x10\0\0\0CR\x02\0" + bytes(8))  # CR2
+    assert raw.is_raw(b"FUJIFILMCCD-RAW 0201")  # RAF
+    assert raw.is_raw(b"IIRO\x08\0\0\0") and raw.is_raw(b"IIU\0\x08\0\0\0")  # ORF, RW2
+    assert raw.is_raw(b"\0\0\0\x18ftypcrx \0\0\0\x01")  # CR3
+    plain = io.BytesIO()
+    Image.new("RGB", (8, 8), RED).save(plain, "TIFF")
+    assert not raw.is_raw(plain.getvalue())  # an ordinary TIFF stays Pillow's
+    assert not raw.is_raw(b"II*\0\xff\xff\xff\x7f")  # a truncated TIFF header: not RAW, not a crash
+    assert not raw.is_raw((REPO / "sample_images" / "astronaut.jpg").read_bytes())
+
+
+def test_raw_without_rawpy_is_a_named_skip_saying_how_to_install(tmp_path, fake_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rawpy", None)  # what an install without the extra sees
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _write_dng(folder / "IMG_0001.DNG", _red_left_blue_right())
+    make_photo(folder / "ok.jpg")
+    with pytest.raises(ImageDecodeError, match=r"^camera RAW file: reading it needs rawpy \(pip install 'vsearch\[raw\]'\)$"):
+        load_image(folder / "IMG_0001.DNG")
+    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(tmp_path / "idx")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "skipped IMG_0001.DNG: camera RAW file: reading it needs rawpy (pip install 'vsearch[raw]')" in result.stderr
+    assert "embedded 1," in result.stderr and "skipped 1" in result.stderr
+
+
+@pytest.fixture
+def rawpy_installed():
+    return pytest.importorskip("rawpy", reason="the optional extra vsearch[raw] is not installed")
+
+
+def test_dng_without_preview_is_demosaiced_at_half_size(tmp_path, rawpy_installed):
+    path = _write_dng(tmp_path / "x.dng", _red_left_blue_right())
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (48, 32)
+    assert _reddish(img.getpixel((8, 16))) and _bluish(img.getpixel((40, 16))), (img.getpixel((8, 16)), img.getpixel((40, 16)))
+    arr = decode_for_model(path, 24, "squash")
+    assert arr.shape == (24, 24, 3)
+
+
+def test_dng_preview_is_used_when_large_enough_and_turned_upright(tmp_path, rawpy_installed):
+    preview = Image.new("RGB", (300, 200), GREEN)
+    preview.paste(RED, (0, 0, 60, 60))  # a marker in the stored top-left corner
+    path = _write_dng(tmp_path / "x.dng", _red_left_blue_right(), preview=preview, orientation=6)
+    img = load_image(path, min_side=150)
+    # The preview, not the red/blue sensor data; orientation 6: turned 90 degrees clockwise.
+    assert img.size == (200, 300)
+    assert close(img.getpixel((100, 150)), GREEN, tol=20)
+    assert close(img.getpixel((190, 10)), RED, tol=40)  # stored top-left is now top-right
+    # Smaller than the caller needs: the half-size demosaic instead (upright by LibRaw).
+    img = load_image(path, min_side=250)
+    assert img.size == (32, 48)
+
+
+def test_raw_files_are_indexed(tmp_path, fake_model, rawpy_installed):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _write_dng(folder / "a.dng", _red_left_blue_right())
+    _write_dng(folder / "b.dng", _red_left_blue_right(), preview=Image.new("RGB", (320, 240), GREEN))
+    make_photo(folder / "c.jpg")
+    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(tmp_path / "idx")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "embedded 3," in result.stderr and "skipped 0" in result.stderr
+
+
+def test_damaged_raw_is_a_named_skip(tmp_path, rawpy_installed):
+    data = _write_dng(tmp_path / "x.dng", _red_left_blue_right()).read_bytes()
+    (tmp_path / "cut.dng").write_bytes(data[:300])
+    with pytest.raises(ImageDecodeError, match="RAW file"):
+        load_image(tmp_path / "cut.dng")

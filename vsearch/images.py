@@ -4,10 +4,29 @@ This module knows nothing of models or storage. It has two halves:
 
 * :func:`scan_folder` streams the image files under a folder in a fixed order (sorted by
   POSIX relative path), reporting what it cannot read instead of failing.
+* :func:`read_image_bytes` reads one file, safely: regular files only (a FIFO or a device
+  named ``x.jpg`` is refused without blocking) and at most :func:`max_bytes_limit` bytes.
 * :func:`load_image` / :func:`decode_for_model` turn one file (or its bytes) into an RGB image /
   a ``uint8`` array, handling EXIF orientation, every colour mode Pillow may hand back,
-  JPEG draft decoding, and decompression bombs. Any failure is an :class:`ImageDecodeError`
-  with a one-line reason, which the indexer records as a named skip.
+  JPEG draft decoding, camera RAW files (through :mod:`vsearch.raw`) and decompression
+  bombs. Any failure is an :class:`ImageDecodeError` with a one-line reason, which the
+  indexer records as a named skip.
+
+Memory per image is bounded by two limits, checked from the header before any pixel is
+decoded:
+
+* ``max_pixels`` (``--max-pixels``, default 200 MP) caps the pixels an image may claim;
+  JPEGs above it are decoded at 1/2, 1/4 or 1/8 scale instead (libjpeg's DCT scaling).
+* ``max_bytes`` (``$VSEARCH_MAX_BYTES``, default 256 MiB) caps both the bytes read from one
+  file and the memory of one decoded frame (Pillow keeps 4 bytes per pixel for RGB and
+  RGBA, 1 for greyscale and palette images). JPEGs are again decoded at a scale that fits;
+  other formats (PNG, GIF, WebP, TIFF, HEIF, AVIF) can only be decoded whole, so this is their
+  effective cap: 64 MP of RGB(A) or 256 MP of greyscale by default. Colour conversion then
+  runs on strips of the frame, so it adds little to that.
+
+A third check refuses decompression bombs whatever the limits: an image that claims more
+than :data:`BOMB_MIN_PIXELS` pixels and more than :data:`MAX_PIXELS_PER_BYTE` pixels per
+byte of its file (see there for the measured bound).
 
 Decoding runs in worker threads. The only mutable module state is the one-time registration
 of the HEIF opener (guarded by a lock). Pillow's own decompression-bomb limit is switched off
@@ -29,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
+from . import raw
 from .errors import ImageDecodeError, VsearchError
 
 if TYPE_CHECKING:  # numpy is only needed by the array helpers' signatures here
@@ -38,8 +58,29 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-)
+) | raw.RAW_EXTENSIONS
 DEFAULT_MAX_PIXELS: int = 200_000_000
+
+#: The environment variable that sets :func:`max_bytes_limit` (bytes, or with a K/M/G suffix).
+MAX_BYTES_ENV = "VSEARCH_MAX_BYTES"
+#: Default cap on the bytes read from one image file and on one decoded frame's memory.
+#: 256 MiB holds every camera file in use (the largest, uncompressed RAW files from 100 MP
+#: sensors, are about 200 MB; a 61 MP JPEG is 30-60 MB) and a 64 MP RGB frame, while a
+#: few decode threads at the cap still fit in the memory of a small machine.
+DEFAULT_MAX_BYTES: int = 256 * 1024 * 1024
+
+#: Decompression-bomb bound: an image claiming more than BOMB_MIN_PIXELS pixels and more
+#: than MAX_PIXELS_PER_BYTE pixels per byte of file is refused unread. Measured on the
+#: 11,485 photos of sample_images/ and the shared datasets: median 2.2 px/byte, maximum 19;
+#: the most compressible photo-like files, flat grey 12 MP JPEGs (q50-q95), are 64-85
+#: px/byte. Deflate cannot exceed 1032:1, so a PNG of zeros is ~1030 px/byte in greyscale
+#: and a GIF of one colour is 1000+; a header claiming 65000x65000 from 2 kB is a million.
+#: 500 leaves real photos a 25x margin and catches greyscale, 1-bit and palette bombs (RGB
+#: and RGBA PNG bombs top out at 344 and 258 px/byte: the frame-memory cap bounds those).
+#: Below the floor (16 MP), flat graphics and fax-like scans decode as before: their memory
+#: is small whatever their ratio.
+MAX_PIXELS_PER_BYTE: int = 500
+BOMB_MIN_PIXELS: int = 16_000_000
 
 #: The framings :func:`to_model_array` accepts.
 FRAMINGS: tuple[str, ...] = ("squash", "center_crop", "pad")
@@ -286,6 +327,95 @@ def _list_dir(path: str, include_hidden: bool) -> list[tuple[str, int, os.DirEnt
     return out
 
 
+# --------------------------------------------------------------------------- reading
+
+
+def max_bytes_limit() -> int:
+    """The per-image byte cap: ``$VSEARCH_MAX_BYTES`` when set, else :data:`DEFAULT_MAX_BYTES`.
+
+    The variable takes a number of bytes, optionally with a binary K, M or G suffix
+    (``512M``). Read at each call, so a test or a long-lived caller may change it.
+    """
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    number, unit = (text[:-1], text[-1].upper()) if text[-1].isalpha() else (text, "")
+    shift = {"": 0, "K": 10, "M": 20, "G": 30}.get(unit)
+    try:
+        value = int(number) << shift if shift is not None else 0
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise VsearchError(f"{MAX_BYTES_ENV} must be a positive number of bytes (e.g. 536870912 or 512M), got {text!r}")
+    return value
+
+
+def read_image_bytes(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of the image file at ``path``, read safely.
+
+    Only a regular file is read: a FIFO, socket or device (``/dev/zero``) is refused without
+    blocking, including one swapped in after a scan saw a regular file there (the file is
+    opened non-blocking and checked again with ``fstat``). At most ``max_bytes`` (default:
+    :func:`max_bytes_limit`) are read: a larger file, or one that grows past the cap while
+    being read, is refused. Raises :class:`ImageDecodeError` with a one-line reason.
+    """
+    limit = max_bytes_limit() if max_bytes is None else max_bytes
+    try:
+        # A stat first, so that a device file is never even opened (opening some has effects).
+        _check_regular(os.stat(path), limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError("is a folder, not a file") from None
+    except OSError as e:
+        raise ImageDecodeError(f"unreadable ({_os_reason(e)})") from None
+    with open(fd, "rb", buffering=0) as f:  # unbuffered: read() returns what it reads, no copy
+        try:
+            size = _check_regular(os.fstat(fd), limit)
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                # One read of the whole file and one byte more, which finds EOF; a file that
+                # grew since the fstat is read on in 1 MiB steps, up to the cap.
+                want = size + 1 - total
+                chunk = f.read(want if want > 0 else 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise ImageDecodeError(f"file too large (grew past {_size(limit)} while being read;"
+                                           f" raise the limit with {MAX_BYTES_ENV})")
+        except OSError as e:
+            raise ImageDecodeError(f"unreadable ({_os_reason(e)})") from None
+    if total == 0:
+        raise ImageDecodeError("empty file")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _check_regular(st: os.stat_result, limit: int) -> int:
+    """``st``'s size when it is a regular file within ``limit``; else ImageDecodeError."""
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise ImageDecodeError("is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+        raise ImageDecodeError(f"not a regular file ({kind})")
+    if st.st_size > limit:
+        raise ImageDecodeError(f"file too large ({_size(st.st_size)} > limit {_size(limit)};"
+                               f" raise it with {MAX_BYTES_ENV})")
+    return st.st_size
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -325,11 +455,14 @@ def load_image(
     *,
     min_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> Image.Image:
     """Decode ``source`` (a file path or the file's bytes) to an RGB image.
 
     EXIF orientation is applied; animated images give their first frame; transparency is
     composited on white; CMYK, greyscale, 1-bit, 16-bit and float images become 8-bit RGB.
+    Camera RAW files (recognised by content) are read with rawpy when it is installed
+    (``pip install 'vsearch[raw]'``): see :func:`vsearch.raw.read_raw`.
 
     ``min_side``: the caller needs no more than this many pixels on the short side, so the
     image may come back smaller than the file, but never with its short side below
@@ -338,40 +471,33 @@ def load_image(
     formats are box-reduced after decoding.
 
     ``max_pixels``: images with more pixels than this are refused before decoding, except
-    JPEGs that draft mode can decode at a scale that fits.
+    JPEGs that draft mode can decode at a scale that fits. ``max_bytes`` (default:
+    :func:`max_bytes_limit`) caps the bytes read from a path and the memory of the decoded
+    frame, in the same way. Likely decompression bombs are refused (see the module notes).
 
     Raises :class:`ImageDecodeError` with a one-line reason on any failure.
     """
+    limit = max_bytes_limit() if max_bytes is None else max_bytes
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageDecodeError("empty file")
-        return _decode(io.BytesIO(source), min_side, max_pixels)
+        data = source
+    else:
+        path = Path(source)
+        if path.suffix.lower() in _HEIF_SUFFIXES:
+            _register_heif()
+        # Read whole (bounded) rather than streamed: the indexer holds the bytes anyway for the
+        # digest, and a regular file of known size cannot block or grow without bound mid-decode.
+        data = read_image_bytes(path, max_bytes=limit)
+    if len(data) == 0:
+        raise ImageDecodeError("empty file")
+    return _decode(data, min_side, max_pixels, limit)
 
-    path = Path(source)
-    if path.suffix.lower() in _HEIF_SUFFIXES:
-        _register_heif()
+
+def _decode(data: bytes | bytearray | memoryview, min_side: int | None, max_pixels: int,
+            max_bytes: int) -> Image.Image:
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the pixels are decoded
-    except FileNotFoundError:
-        raise ImageDecodeError("file not found") from None
-    except IsADirectoryError:
-        raise ImageDecodeError("is a folder, not a file") from None
-    except OSError as e:
-        raise ImageDecodeError(f"unreadable ({_os_reason(e)})") from None
-    # Our own file object (not Image.open(path)): Pillow keeps multi-frame files open after
-    # load, and closing a Pillow-opened image would also invalidate its pixels.
-    with f:
-        try:
-            if os.fstat(f.fileno()).st_size == 0:
-                raise ImageDecodeError("empty file")
-        except OSError as e:
-            raise ImageDecodeError(f"unreadable ({_os_reason(e)})") from None
-        return _decode(f, min_side, max_pixels)
-
-
-def _decode(fp: io.IOBase, min_side: int | None, max_pixels: int) -> Image.Image:
-    try:
-        return _decode_unguarded(fp, min_side, max_pixels)
+        if raw.is_raw(data):
+            return _decode_raw(data, min_side, max_pixels, max_bytes)
+        return _decode_unguarded(io.BytesIO(data), len(data), min_side, max_pixels, max_bytes)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -392,14 +518,16 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _decode_unguarded(fp: io.IOBase, min_side: int | None, max_pixels: int) -> Image.Image:
+def _decode_unguarded(fp: io.IOBase, nbytes: int, min_side: int | None, max_pixels: int,
+                      max_bytes: int) -> Image.Image:
     im = _open(fp)
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ImageDecodeError(f"invalid image size {w}x{h}")
 
+    per_pixel = _frame_bytes_per_pixel(im.mode)
     if im.format in _JPEG_FORMATS:
-        scale = _jpeg_scale(w, h, min_side, max_pixels)
+        scale = _jpeg_scale(w, h, min_side, max_pixels, max_bytes // per_pixel)
         if scale > 1:
             # Asking for (w//scale, h//scale) makes Pillow pick exactly this power of two.
             im.draft("RGB", (w // scale, h // scale))
@@ -408,35 +536,106 @@ def _decode_unguarded(fp: io.IOBase, min_side: int | None, max_pixels: int) -> I
             f"image too large ({w}x{h} = {_mp(w * h)} MP > limit {_mp(max_pixels)} MP;"
             " raise it with --max-pixels)"
         )
+    # After the pixel cap (its message names the flag that changes it), before any decoding.
+    if w * h > BOMB_MIN_PIXELS and w * h > nbytes * MAX_PIXELS_PER_BYTE:
+        raise ImageDecodeError(
+            f"likely decompression bomb ({w}x{h} = {_mp(w * h)} MP claimed by a file of {_size(nbytes)},"
+            f" over {MAX_PIXELS_PER_BYTE} pixels per byte; real photos stay under 20)"
+        )
+    frame = im.width * im.height * per_pixel
+    if frame > max_bytes:
+        raise ImageDecodeError(
+            f"image too large to decode ({w}x{h} {im.mode} needs {_size(frame)} > limit {_size(max_bytes)};"
+            f" raise it with {MAX_BYTES_ENV})"
+        )
 
     im.load()  # the first frame only, for animated formats
     orientation = _orientation(im)
-    im = _to_rgb(im)
-    if min_side is not None:
-        factor = min(im.size) // max(1, min_side)
-        if factor >= 2:
-            # Box-average down to no less than min_side: the model resize that follows
-            # then works on a small image (this is what reducing_gap does, done earlier).
-            im = im.reduce(factor)
+    factor = min(im.size) // max(1, min_side) if min_side is not None else 1
+    if factor >= 2:
+        # Box-average down to no less than min_side: the model resize that follows then
+        # works on a small image (this is what reducing_gap does, done earlier).
+        im = _reduce_to_rgb(im, factor)
+    else:
+        im = _to_rgb(im)
     if orientation is not None:
         im = im.transpose(orientation)  # after the reduce: fewer pixels to move
     return im
 
 
-def _jpeg_scale(w: int, h: int, min_side: int | None, max_pixels: int) -> int:
+def _frame_bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow keeps per pixel of a decoded ``mode`` image (RGB is stored as 4)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+# Rows converted at a time by _reduce_to_rgb: about 4 MB of RGBA for a 4000-pixel-wide image.
+_STRIP_PIXELS = 1 << 20
+
+
+def _reduce_to_rgb(im: Image.Image, factor: int) -> Image.Image:
+    """``_to_rgb(im).reduce(factor)``, converting a strip of rows at a time.
+
+    Converting a whole large frame first (a 50 MP palette or RGBA image becomes a 200 MB
+    RGBA copy plus a 200 MB RGB result) would double or triple the decode's memory; strips
+    keep the extra to a few MB. Strips are whole multiples of ``factor`` rows, so the box
+    averages are the ones a whole-image reduce takes. Modes "I" and "F" are scaled by the
+    range of the whole image, so they are converted whole.
+    """
+    if im.mode in ("I", "F"):
+        return _to_rgb(im).reduce(factor)
+    w, h = im.size
+    rows = max(factor, _STRIP_PIXELS // max(1, w) // factor * factor)
+    out = Image.new("RGB", (-(-w // factor), -(-h // factor)))
+    for top in range(0, h, rows):
+        strip = _to_rgb(im.crop((0, top, w, min(h, top + rows))))
+        out.paste(strip.reduce(factor), (0, top // factor))
+    return out
+
+
+def _jpeg_scale(w: int, h: int, min_side: int | None, max_pixels: int, max_frame_pixels: int) -> int:
     """The JPEG DCT scale (1, 2, 4 or 8) to decode at, or 1 when none helps."""
     scale = 1
     if min_side is not None and min_side > 0:
         fit = min(w, h) // min_side
         scale = next((s for s in (8, 4, 2) if fit >= s), 1)
-    if w * h > max_pixels:
-        # The smallest scale that brings it under the limit; if none does, stay at 1 and
-        # let the size check refuse it.
+    limit = min(max_pixels, max_frame_pixels)
+    if w * h > limit:
+        # The smallest scale that brings it under the limits; if none does, stay at 1 and
+        # let the size checks refuse it.
         for s in (2, 4, 8):
-            if -(-w // s) * -(-h // s) <= max_pixels:
+            if -(-w // s) * -(-h // s) <= limit:
                 scale = max(scale, s)
                 break
     return scale
+
+
+def _decode_raw(data: bytes | bytearray | memoryview, min_side: int | None, max_pixels: int,
+                max_bytes: int) -> Image.Image:
+    """A camera RAW file: its embedded JPEG preview when large enough, else a half-size demosaic."""
+    picture = raw.read_raw(bytes(data), min_side=min_side, max_pixels=max_pixels, max_bytes=max_bytes)
+    if picture.jpeg is not None:
+        im = _decode(picture.jpeg, min_side, max_pixels, max_bytes)
+        # The camera's orientation is in the RAW file; a preview carries its own only sometimes.
+        if picture.transpose is not None and not _has_orientation(picture.jpeg):
+            im = im.transpose(Image.Transpose(picture.transpose))
+        return im
+    assert picture.rgb is not None
+    im = Image.fromarray(picture.rgb, "RGB")  # LibRaw has applied the orientation already
+    factor = min(im.size) // max(1, min_side) if min_side is not None else 1
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def _has_orientation(jpeg: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(jpeg)) as im:
+            return im.getexif().get(_EXIF_ORIENTATION_TAG, 1) not in (1, None)
+    except Exception:  # noqa: BLE001 - no readable EXIF: no orientation of its own
+        return False
+
 
 
 def _mp(pixels: int) -> str:
@@ -553,6 +752,7 @@ def decode_for_model(
     framing: str,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     """Decode ``source`` and frame it as a ``(size, size, 3)`` ``uint8`` model input.
 
@@ -561,4 +761,5 @@ def decode_for_model(
     """
     if framing not in FRAMINGS:  # before the decode, not after
         raise VsearchError(f"unknown framing {framing!r} (choose from {', '.join(FRAMINGS)})")
-    return to_model_array(load_image(source, min_side=size, max_pixels=max_pixels), size, framing)
+    img = load_image(source, min_side=size, max_pixels=max_pixels, max_bytes=max_bytes)
+    return to_model_array(img, size, framing)

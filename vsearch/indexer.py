@@ -319,9 +319,9 @@ class _Pipeline:
         """In a worker thread: read, digest, recognise known content, else decode."""
         path = self.root / c.rel
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            return _Decoded(c, None, error=f"unreadable ({exc.strerror or type(exc).__name__})")
+            data = images.read_image_bytes(path)
+        except ImageDecodeError as exc:
+            return _Decoded(c, None, error=str(exc))
         digest = file_digest(data)
         if self._lookup or c.known:
             with self._lock:

@@ -80,9 +80,11 @@ class QueryEncoder:
             entry = self.store.entry(rel)
             if entry is not None and entry.row is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
                 return entry.row
+        from . import images  # Pillow: only a query that is not a known path pays for it
+
         try:
-            digest = file_digest(image.read_bytes())
-        except OSError:
+            digest = file_digest(images.read_image_bytes(image))
+        except VsearchError:  # not readable (a FIFO, too large, ...): query_pixels says why
             return None
         entry = self.store.entry_by_digest(digest)
         return entry.row if entry is not None else None
