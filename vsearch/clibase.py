@@ -58,6 +58,8 @@ class _Converter:
         if isinstance(value, bytes):
             value = os.fsdecode(value)
         leaf = self.leaf
+        if leaf is bool:  # a flag (``--help`` arrives as None, handled above)
+            return self._bool(value, param, ctx)
         if issubclass(leaf, Enum):
             return self._choice(value, param, ctx)
         if leaf is int or leaf is float:
@@ -66,6 +68,16 @@ class _Converter:
         if leaf is str:
             return str(value)
         return self._path(Path(value), param, ctx)  # _leaf_type admits nothing else
+
+    def _bool(self, value: Any, param: Any, ctx: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on", "y", "t"):
+            return True
+        if text in ("0", "false", "no", "off", "n", "f", ""):
+            return False
+        raise typer.BadParameter(f"{value!r} is not true or false", ctx=ctx, param=param)
 
     def _choice(self, value: Any, param: Any, ctx: Any) -> Enum:
         members = list(self.leaf)  # type: ignore[call-overload]
@@ -116,9 +128,9 @@ def _leaf_type(annotation: Any) -> type | None:
     """The element type vsearch's converter handles for ``annotation``, or None to leave it to Typer."""
     if get_origin(annotation) is list:
         (annotation,) = get_args(annotation) or (None,)
-    if not isinstance(annotation, type) or annotation is bool:
+    if not isinstance(annotation, type):
         return None
-    if annotation in (int, float, str) or issubclass(annotation, (Enum, Path)):
+    if annotation in (bool, int, float, str) or issubclass(annotation, (Enum, Path)):
         return annotation
     return None
 
@@ -181,6 +193,13 @@ def stdout_closed() -> None:
         pass
 
 
+def _stdout_is_devnull() -> bool:
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _escape_unencodable() -> None:
     """Paths that are not valid UTF-8 go to stdout as their own bytes, to stderr as escapes."""
     for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
@@ -207,7 +226,8 @@ class VsearchGroup(TyperGroup):
         _escape_unencodable()
         try:
             try:
-                with self.make_context(prog_name or "vsearch", args, **extra) as ctx:
+                # Always "vsearch": `python -m vsearch` and test runners would otherwise name it after themselves.
+                with self.make_context("vsearch", args, **extra) as ctx:
                     self.invoke(ctx)
                 code: Any = 0
                 sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
@@ -229,6 +249,13 @@ class VsearchGroup(TyperGroup):
                 code = 1
         except BrokenPipeError:
             stdout_closed()
+            code = 0
+        except SystemExit as exc:
+            # rich (the help, a table on a terminal) meets a closed pipe by pointing stdout at
+            # /dev/null and raising SystemExit(1) (Console.on_broken_pipe). Nothing else under a
+            # command raises SystemExit, so that one is a closed pipe too: status 0.
+            if exc.code != 1 or not _stdout_is_devnull():
+                raise
             code = 0
         if standalone_mode:
             sys.exit(code)
