@@ -58,7 +58,7 @@ def vsearch(*args: object, index_dir: Path, **kwargs) -> subprocess.Popen:
     (["query", "{p0}", "--min-score", "nan"], r"^error: --min-score: 'nan' is not a finite number"),
     (["build-index", "{photos}", "--max-pixels", "0"], r"^error: --max-pixels: 0 is below the minimum, 1"),
     (["make-pairs", "{photos}", "--augment", "2", "--out", "{p0}"], r"^error: --out: .*p0\.jpg is a file; give a folder"),
-    (["query"], r"^error: missing argument 'IMAGE\.\.\.' \(see `vsearch query --help`\)$"),
+    (["query"], r"^error: missing argument 'IMAGE' \(see `vsearch query --help`\)$"),
     (["query", "{p0}", "--no-such-flag"], r"^error: no such option: --no-such-flag"),
     (["no-such-command"], r"^error: no such command 'no-such-command'"),
 ])

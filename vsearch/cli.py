@@ -150,8 +150,8 @@ def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch
 
 
 @app.command(epilog=_examples(
-    "vsearch embed ~/Pictures                      # new and changed photos only; safe to stop and rerun",
-    "vsearch embed ~/Pictures --index-dir ~/idx/pictures --model efficientnet-lite0-centrecrop",
+    "vsearch embed ~/Pictures            # new and changed photos only; stop and rerun freely",
+    "vsearch embed ~/Pictures --index-dir ~/idx/crop --model efficientnet-lite0-centrecrop",
 ))
 @user_errors
 def embed(
@@ -173,8 +173,8 @@ def embed(
 
 
 @app.command("build-index", epilog=_examples(
-    "vsearch build-index ~/Pictures               # embed what is new, then build the Annoy index",
-    "vsearch build-index ~/Pictures --index-dir ~/idx/browse --dba 5   # for browsing by category",
+    "vsearch build-index ~/Pictures      # embed what is new, then build the Annoy index",
+    "vsearch build-index ~/Pictures --index-dir ~/idx/browse --dba 5",
 ))
 @user_errors
 def build_index(
@@ -209,14 +209,14 @@ def build_index(
 
 
 @app.command(epilog=_examples(
-    "vsearch query ~/Pictures/cat.jpg                 # the 10 nearest: rank, cosine similarity, path",
-    "vsearch query a.jpg b.jpg --not dog.jpg --k 20 --html results.html",
+    "vsearch query ~/Pictures/cat.jpg    # the 10 nearest: rank, similarity, path",
+    "vsearch query a.jpg b.jpg --not dog.jpg -k 20 --html results.html",
     "vsearch query cat.jpg -f paths --null | xargs -0 ls -l",
 ))
 @user_errors
 def query(
     queries: Annotated[list[str], typer.Argument(
-        metavar="IMAGE...",
+        metavar="IMAGE",
         help="Image file(s) to find more of (several are averaged); with a CLIP index, text such as "
              "\"a dog on the beach\".", show_default=False)],
     index_dir: IndexDir = None,
@@ -295,7 +295,7 @@ def _check_utf8(queries: list[str], negatives: list[Path]) -> None:
 
 
 @app.command(epilog=_examples(
-    "vsearch duplicates                               # groups of near-duplicates in the default index",
+    "vsearch duplicates                  # near-duplicate groups in the default index",
     "vsearch duplicates ~/Pictures --threshold 0.95 -f paths --null | xargs -0 ls -l",
 ))
 @user_errors
@@ -382,9 +382,9 @@ def _expansions(qe: str | None, n: int) -> list[int]:
 
 
 @app.command(epilog=_examples(
-    "vsearch evaluate --groups labels.csv             # labels.csv: path,group",
-    "vsearch evaluate --augment 200                   # no labels: can edited copies find their originals?",
-    "vsearch evaluate --index-dir idx-a --index-dir idx-b --groups labels.csv   # A/B with a bootstrap CI",
+    "vsearch evaluate --groups labels.csv    # a CSV of path,group",
+    "vsearch evaluate --augment 200          # no labels: do edited copies find their originals?",
+    "vsearch evaluate --index-dir A --index-dir B --groups labels.csv   # A/B, with a CI",
 ))
 @user_errors
 def evaluate(
@@ -493,7 +493,7 @@ def evaluate(
 
 @app.command("make-pairs", epilog=_examples(
     "vsearch make-pairs ~/Pictures --augment 100 --out ~/eval-set",
-    "vsearch evaluate --pairs ~/eval-set/pairs.csv    # then score any index on the same copies",
+    "vsearch evaluate --pairs ~/eval-set/pairs.csv   # then score any index on them",
 ))
 @user_errors
 def make_pairs(
@@ -513,8 +513,8 @@ def make_pairs(
 
 
 @app.command(epilog=_examples(
-    "vsearch info                                     # the default index",
-    "vsearch info --index-dir ~/idx/pictures -f json",
+    "vsearch info                        # the default index",
+    "vsearch info --index-dir ~/idx/crop -f json",
     "An index is a folder: list yours with `ls ~/.local/share/vsearch` (or wherever --index-dir "
     "pointed), and remove one with `rm -r DIR`; nothing else refers to it.",
 ))
