@@ -6,36 +6,13 @@ All through the real CLI (in-process), with the fast ``fake`` model.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from tests.conftest import make_photo
-from vsearch.cli import app
+from tests.helpers import cli, fails, ok
 from vsearch.store import MANIFEST_FILE, META_FILE
-
-runner = CliRunner()
-
-
-def cli(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result) -> None:
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-
-
-def fails(result, pattern: str) -> str:
-    """Exit 1 with exactly one stderr line, ``error: ...`` matching ``pattern``; returns it."""
-    assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert re.search(pattern, lines[0]), lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 @pytest.fixture

@@ -10,30 +10,21 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from tests.conftest import SAMPLE_IMAGES, run_cli_reporting_torch
+from tests.helpers import cli, ok
 from vsearch import __version__
 from vsearch.cli import app
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_FILES = sorted(p for p in SAMPLE_IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-
-
-def cli(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +229,9 @@ def _commands() -> dict:
     return dict(typer.main.get_command(app).commands)
 
 
-def test_every_command_has_help():
+def test_every_command_has_help_and_an_example():
     commands = _commands()
-    assert {"embed", "build-index", "query", "evaluate"} <= set(commands)
+    assert {"embed", "build-index", "query", "duplicates", "evaluate", "make-pairs", "info"} <= set(commands)
     top = ok(cli("--help")).stdout
     for name, command in commands.items():
         assert (command.help or "").strip(), f"{name} has no help text"
@@ -248,9 +239,13 @@ def test_every_command_has_help():
         result = ok(cli(name, "--help"))
         first_line = command.help.strip().splitlines()[0]
         assert first_line.split()[0] in result.stdout, name
+        # An example of the command itself, shown in its help.
+        assert f"vsearch {name} " in (command.epilog or ""), f"{name} has no example"
+        assert "Examples:" in result.stdout and f"vsearch {name} " in result.stdout, name
         for param in command.params:
             if param.param_type_name == "option" and not getattr(param, "hidden", False):
                 assert (param.help or "").strip(), f"{name} {param.opts[0]} has no help text"
+        assert not re.search(r"\w\.py\b", result.stdout), f"{name} help sends users to a source file"
 
 
 def test_vsearch_index_dir_is_the_default_for_every_command(tmp_path, sample_copy, fake_model, monkeypatch):

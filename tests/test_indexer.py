@@ -472,7 +472,7 @@ def test_workers_and_device_options(photos, loads, isolated_index_dir, tmp_path)
     assert loads["devices"] == ["cpu", "auto"]
     one, four = vectors_by_path(isolated_index_dir), vectors_by_path(tmp_path / "four")
     assert list(one) == list(four) and all(np.array_equal(one[p], four[p]) for p in one)
-    assert cli("embed", photos, "--workers", "0").exit_code == 2
+    assert cli("embed", photos, "--workers", "0").exit_code == 1  # a usage error is one `error:` line, status 1 (issue 14 B)
 
 
 def test_summary_names_every_count_and_each_skip(photos, loads, isolated_index_dir):

@@ -496,8 +496,8 @@ def test_when_every_file_is_gone_the_query_says_so_and_stops(tmp_path, fake_mode
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--min-score", "nan"], "error: --min-score takes a number, not nan"),
-    (["--dedupe", "nan"], "error: --dedupe takes a number, not nan"),
+    (["--min-score", "nan"], "error: --min-score: 'nan' is not a finite number (see `vsearch query --help`)"),
+    (["--dedupe", "nan"], "error: --dedupe: 'nan' is not a finite number (see `vsearch query --help`)"),
 ])
 def test_nan_refinements_are_refused_in_one_line(indexed, photos, args, message):
     result = cli("query", photos / "p03.jpg", "--index-dir", indexed, *args)
@@ -513,7 +513,7 @@ def test_nan_refinements_are_refused_in_one_line(indexed, photos, args, message)
 
 def test_text_search_error_is_the_models_one(indexed):
     searcher = Searcher(Store.open(indexed))
-    expected = str(models.no_text_search(searcher.meta.model))
+    expected = str(models.no_text_search(searcher.meta.model, "a dog on the beach"))
     with pytest.raises(VsearchError) as caught:
         searcher.query_vector("a dog on the beach")
     assert str(caught.value) == expected

@@ -3,7 +3,8 @@
 Both take the query (image paths and/or text) and a ranked list of hit-like records: anything
 with ``rank``, ``path`` and ``score`` attributes. Thumbnails are decoded with the same safe
 decoder as indexing (EXIF orientation, pixel cap) and embedded in the HTML as base64 JPEG, so
-the file can be mailed or opened anywhere without the images beside it.
+the file can be mailed or opened anywhere without the images beside it; on the machine that
+made it, each thumbnail also links to its file (a ``file://`` URI of the absolute path).
 """
 
 from __future__ import annotations
@@ -54,34 +55,55 @@ def _atomic_write(path: Path, data: bytes) -> None:
     atomic.write_bytes(path, data)
 
 
-def _figure(src: str | None, caption: str, title: str, css: str) -> str:
+def file_uri(path: Path | str) -> str:
+    """The ``file://`` URI of ``path`` made absolute (names that are not UTF-8 are percent-encoded bytes)."""
+    return Path(path).expanduser().absolute().as_uri()
+
+
+def _figure(src: str | None, caption: str, title: str, css: str, link: str | None = None) -> str:
     img = (f'<img src="{src}" alt="{html.escape(title)}" title="{html.escape(title)}">' if src
            else '<div class="missing">unreadable</div>')
+    if link:
+        img = f'<a href="{html.escape(link)}">{img}</a>'
     return f'<figure class="{css}">{img}<figcaption>{caption}</figcaption></figure>'
 
 
+def page_title(queries: Sequence[Path | str], negatives: Sequence[Path] = ()) -> str:
+    """``vsearch: cat.jpg, dog.jpg, not car.jpg`` or ``vsearch: "a dog on the beach"``."""
+    names = [Path(q).name if isinstance(q, Path) else f"\u201c{q}\u201d" for q in queries]
+    names += [f"not {Path(n).name}" for n in negatives]
+    return "vsearch: " + (", ".join(names) if names else "results")
+
+
 def write_html(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | str] = (),
-               negatives: Sequence[Path] = (), title: str = "vsearch results") -> Path:
-    """Write a self-contained HTML gallery: the query, then each result with its score beneath."""
+               negatives: Sequence[Path] = (), title: str | None = None) -> Path:
+    """Write a self-contained HTML gallery: the query, then each result with its score beneath.
+
+    Each image links to its file; ``title`` defaults to :func:`page_title` (the query's names).
+    """
+    title = title or page_title(queries, negatives)
     parts = []
     for q in queries:
         if isinstance(q, Path):
             thumb = thumbnail(q)
             parts.append(_figure(_data_uri(thumb) if thumb else None,
-                                 f"query<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query"))
+                                 f"query<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query",
+                                 link=file_uri(q)))
         else:
             parts.append(f'<figure class="query text"><div class="text">&ldquo;{html.escape(q)}&rdquo;</div>'
                          '<figcaption>text query</figcaption></figure>')
     for q in negatives:
         thumb = thumbnail(q)
         parts.append(_figure(_data_uri(thumb) if thumb else None,
-                             f"not<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query negative"))
+                             f"not<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query negative",
+                             link=file_uri(q)))
     results = []
     for h in hits:
         thumb = thumbnail(h.path)
         caption = (f'<span class="rank">#{h.rank}</span> <span class="score">{h.score:.4f}</span><br>'
                    f'<span class="path">{html.escape(Path(h.path).name)}</span>')
-        results.append(_figure(_data_uri(thumb) if thumb else None, caption, str(h.path), "hit"))
+        results.append(_figure(_data_uri(thumb) if thumb else None, caption, str(h.path), "hit",
+                               link=file_uri(h.path)))
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -102,7 +124,7 @@ figcaption {{ font-size: 13px; margin-top: 4px; word-break: break-all; }}
 </body></html>
 """
     out = Path(out).expanduser()
-    _atomic_write(out, doc.encode("utf-8"))
+    _atomic_write(out, doc.encode("utf-8", "backslashreplace"))
     return out
 
 

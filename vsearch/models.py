@@ -115,9 +115,14 @@ class Embedder(Protocol):
         """Float32 (N, dim), each row L2-normalised; only for CLIP models."""
 
 
-def no_text_search(model_id: ModelId) -> VsearchError:
-    """The error for a text query against an image-only model."""
-    return VsearchError(f"text search needs a CLIP index; this index uses {model_id.name}, an image-only model")
+def no_text_search(model_id: ModelId, query: str | None = None) -> VsearchError:
+    """The error for a text query against an image-only model; ``query``: the words that were
+    taken for text because no such file exists (a mistyped path, most often)."""
+    missing = f"no file {query!r} exists, and " if query is not None else ""
+    return VsearchError(
+        f"{missing}text search needs a CLIP index; this index uses {model_id.name}, an image-only model "
+        "(build one with --model ARCH:TAG, e.g. ViT-B-32:laion2b_s34b_b79k)"
+    )
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -138,6 +138,8 @@ class QueryEncoder:
             return self.image_vector(path)
         if _looks_like_image_path(query):
             raise VsearchError(f"query image not found: {path}")
+        if self.meta.model.family != "open_clip":
+            raise no_text_search(self.meta.model, query)
         return self.text_vector(query)
 
 

@@ -50,11 +50,12 @@ def _rows(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def records(items: Sequence[Any], fmt: Format, *, columns: Sequence[str] | None = None,
-            title: str | None = None, out: IO[str] | None = None) -> None:
+            title: str | None = None, out: IO[str] | None = None, null: bool = False) -> None:
     """Print dataclasses or mappings in one of the shared formats.
 
     ``columns`` picks and orders fields for table and csv; json keeps every field.
-    ``paths`` prints the ``path`` field, one per line.
+    ``paths`` prints the ``path`` field, one per line, or NUL-terminated with ``null``
+    (for ``xargs -0``: a file name may hold a newline).
     """
     out = out or sys.stdout
     rows = _rows(items)
@@ -62,8 +63,9 @@ def records(items: Sequence[Any], fmt: Format, *, columns: Sequence[str] | None 
         out.write(json.dumps(rows, indent=2) + "\n")
         return
     if fmt is Format.paths:
+        end = "\0" if null else "\n"
         for row in rows:
-            out.write(f"{row['path']}\n")
+            out.write(f"{row['path']}{end}")
         return
     cols = list(columns or (rows[0].keys() if rows else []))
     if fmt is Format.csv:
@@ -71,36 +73,69 @@ def records(items: Sequence[Any], fmt: Format, *, columns: Sequence[str] | None 
         writer.writeheader()
         writer.writerows(rows)
         return
+    right = {"rank", "score", "size"}
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    if not _is_tty(out):
+        # A pipe or a file gets the same box without rich (about 40 ms of imports) and without
+        # folding long paths, so a line stays one result for grep.
+        out.write(_plain_table(cols, cells, right, title))
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
     for col in cols:
-        table.add_column(col, justify="right" if col in ("rank", "score") else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in cols))
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for row_cells in cells:
+        table.add_row(*row_cells)
     Console(file=out, width=max(100, Console().width)).print(table)
 
 
+def _is_tty(out: IO[str]) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _plain_table(cols: Sequence[str], cells: Sequence[Sequence[str]], right: set[str], title: str | None) -> str:
+    """The box rich draws by default (heavy head), as plain text."""
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
+
+    def line(left: str, fill: str, mid: str, end: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + end + "\n"
+
+    def row(values: Sequence[str], bar: str) -> str:
+        parts = [(v.rjust(w) if c in right else v.ljust(w)) for v, w, c in zip(values, widths, cols)]
+        return bar + bar.join(f" {p} " for p in parts) + bar + "\n"
+
+    text = ""
+    if title:
+        text += title.center(sum(widths) + 3 * len(widths) + 1).rstrip() + "\n"
+    text += line("┏", "━", "┳", "┓") + row(cols, "┃") + line("┡", "━", "╇", "┩")
+    text += "".join(row(r, "│") for r in cells)
+    return text + line("└", "─", "┴", "┘")
+
+
 def mapping(data: Mapping[str, Any], fmt: Format, *, title: str | None = None,
-            out: IO[str] | None = None) -> None:
-    """Print one flat mapping (metrics, a summary): a two-column table, or one JSON object."""
+            out: IO[str] | None = None, key: str = "metric") -> None:
+    """Print one flat mapping (metrics, a summary): a two-column table (``key``, value), or one JSON object."""
     out = out or sys.stdout
     if fmt is Format.json:
         out.write(json.dumps({k: _plain(v) for k, v in data.items()}, indent=2) + "\n")
         return
     if fmt is Format.csv:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["metric", "value"])
+        writer.writerow([key, "value"])
         writer.writerows((k, _plain(v)) for k, v in data.items())
         return
-    records([{"metric": k, "value": v} for k, v in data.items()], Format.table, title=title, out=out)
+    records([{key: k, "value": v} for k, v in data.items()], Format.table, title=title, out=out)
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "" if value is None else str(value)
+    return "" if value is None else " ".join(str(value).splitlines())  # one row, one line
 
 
 def index_summary(summary: Any, index_dir: Path, *, ann: Any = None, out: IO[str] | None = None) -> None:

@@ -1,0 +1,59 @@
+"""Options that several ``vsearch`` commands share, declared once (the sqlite-utils habit).
+
+Each alias carries the flag, its help and its checks; a command states only the default
+(Typer takes defaults from the signature). ``embed`` and ``build-index`` share the whole
+indexing set: Folder, IndexDir, ModelOpt, BatchSize, Workers, Device, MaxPixels, Quiet.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .render import Format
+
+#: Defaults that more than one command states.
+BATCH_SIZE = 16
+K = 10
+
+
+def default_index_dir() -> Path:
+    """``$VSEARCH_INDEX_DIR``, else ``$XDG_DATA_HOME/vsearch/index`` (~/.local/share/vsearch/index)."""
+    env = os.environ.get("VSEARCH_INDEX_DIR")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "vsearch" / "index"
+
+
+IndexDir = Annotated[
+    Path | None,
+    typer.Option("--index-dir", metavar="DIR", file_okay=False, show_default=False,
+                 help="Index folder. Default: $VSEARCH_INDEX_DIR, else ~/.local/share/vsearch/index."),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but warnings and errors: no progress "
+                                                           "bar, no summary.")]
+OutputFormat = Annotated[Format, typer.Option("--format", "-f", metavar="FORMAT",
+                                              help="table, json, csv or paths (one path per line).")]
+Null = Annotated[bool, typer.Option("--null", "-0", help="With --format paths: end each path with a NUL byte "
+                                                         "instead of a newline, for `xargs -0` (like find -print0).")]
+Device = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda or mps.")]
+
+Folder = Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder of images (searched recursively).",
+                                        show_default=False)]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", metavar="NAME", show_default=False,
+    help="efficientnet-lite0 (default), efficientnet-lite1/2, or an open_clip ARCH:TAG or ARCH:/path/checkpoint.pt.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", metavar="N", min=1, help="Images per forward pass.")]
+Workers = Annotated[int | None, typer.Option("--workers", metavar="N", min=1, show_default=False,
+                                             help="Decode threads (default: one per core, at least 2).")]
+MaxPixels = Annotated[int | None, typer.Option(
+    "--max-pixels", metavar="N", min=1, show_default=False,
+    help="Skip images larger than this many pixels (decompression bombs); JPEGs above it are decoded reduced. "
+         "Default: 200,000,000.")]
+Exclude = Annotated[list[str] | None, typer.Option(
+    "--exclude", metavar="GLOB", show_default=False,
+    help="Leave out files whose path (relative to FOLDER) matches this glob, e.g. '*/thumbnails/*' (repeatable).")]
