@@ -116,16 +116,14 @@ class progress_bar:
 
 
 def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch_size: int, workers: int | None,
-                  device: str, max_pixels: int, quiet: bool):
+                  device: str, max_pixels: int, quiet: bool, exclude: list[str] | None = None):
     from . import images, indexer
-    from .store import Store
 
     indexer.check_folder(folder)
-    with Store.open(index_dir or default_index_dir(), write=True) as store, progress_bar(quiet) as bar:
-        summary = indexer.update(
-            store, folder, model, batch_size=batch_size, workers=workers, device=device,
-            max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, progress=lambda p: bar.update(p.done, p.total),
-        )
+    options = indexer.IndexOptions(model=model, batch_size=batch_size, workers=workers, device=device,
+                                   max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, exclude=tuple(exclude or ()))
+    with indexer.open_for_update(index_dir or default_index_dir()) as store, progress_bar(quiet) as bar:
+        summary = indexer.update(store, folder, options, progress=lambda p: bar.update(p.done, p.total))
         return store.dir, summary
 
 
@@ -134,6 +132,7 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="efficientnet-lite
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
 Workers = Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads (default: one per core, at least 2).")]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Skip images larger than this many pixels (decompression bombs); JPEGs above it are decoded reduced.")]
+Exclude = Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", show_default=False, help="Leave out files whose path under FOLDER, one of its folders, or (without '/') any name in it matches GLOB, e.g. '*.png', 'thumbs', '2019/raw' (repeatable; case-sensitive). Excluded files leave the index.")]
 
 
 @app.command()
@@ -147,11 +146,12 @@ def embed(
     device: Device = "auto",
     max_pixels: MaxPixels = 200_000_000,
     quiet: Quiet = False,
+    exclude: Exclude = None,
 ) -> None:
     """Embed every image under FOLDER (new and changed files only) into the index."""
     from . import render
 
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
+    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet, exclude)
     if not quiet:
         render.index_summary(summary, where)
 
@@ -169,13 +169,14 @@ def build_index(
     max_pixels: MaxPixels = 200_000_000,
     quiet: Quiet = False,
     dba: Annotated[int, typer.Option("--dba", min=0, metavar="N", help="Database-side augmentation: rank against each image's mean with its N nearest neighbours (0 = off, the default; see vsearch/rerank.py for the flowers17 figures).")] = 0,
+    exclude: Exclude = None,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     from . import indexer, render
     from .indexer import build_dba
     from .store import Store
 
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
+    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet, exclude)
     with Store.open(where, write=True) as store:
         build_dba(store, dba, progress=None if quiet else _err)
         ann = indexer.build_ann(store, trees)

@@ -110,7 +110,7 @@ class Searcher:
             if onnxmodel.preferred(self._device):
                 self._embedder = onnxmodel.load_for_index(self.store.dir, self.meta.model, self._threads)
         if self._embedder is None:
-            from .indexer import model_for_index
+            from .embedders import model_for_index
 
             self._embedder = model_for_index(self.store, self._device, self._threads)
         return self._embedder
