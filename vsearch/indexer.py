@@ -27,6 +27,7 @@ carries on with the rest.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import logging
 import os
@@ -38,16 +39,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import atomic, images
 from . import index as nn
 from .embedders import ModelSource, model_for_index
-from .errors import ImageDecodeError, VsearchError
+from .errors import ImageDecodeError, IndexBusyError, VsearchError
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess
 from .rerank import database_side_augmentation
-from .store import AnnInfo, DbaInfo, FileEntry, Store, ann_name, dba_name, file_digest
+from .store import LOCK_FILE, AnnInfo, DbaInfo, FileEntry, Store, ann_name, dba_name, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -168,35 +170,38 @@ def check_folder(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def open_for_update(index_dir: Path) -> Iterator[Store]:
+def open_for_update(index_dir: Path, **open_args: Any) -> Iterator[Store]:
     """Open (or create) an index for writing; if the block fails before the index holds any
     work, leave the folder as it was found.
 
-    A first build that fails (no network for its model, Ctrl-C before the first chunk, a bad
-    option) would otherwise leave ``chunks/``, ``lock`` and ``manifest.sqlite`` behind, and the
+    A first build that fails (no network for its model, Ctrl-C before the first chunk, no
+    images) would otherwise leave ``chunks/``, ``lock`` and ``manifest.sqlite`` behind, and the
     next query would report an index that was "never completed". So: a folder this call created
     is removed (with the parents it created); a folder that existed loses only what was added.
     An index with a committed generation or committed chunks is kept as it is: the next run
-    resumes from it.
+    resumes from it. Nothing is removed while another writer holds the index's lock.
+    ``open_args`` go to :meth:`Store.open`.
     """
     index_dir = Path(index_dir).expanduser().absolute()
     created = _first_missing(index_dir)
     before = set(os.listdir(index_dir)) if created is None and index_dir.is_dir() else set()
-    store: Store | None = None
     try:
-        store = Store.open(index_dir, write=True)
+        store = Store.open(index_dir, write=True, **open_args)
+    except IndexBusyError:
+        raise  # another writer's index: not ours to touch
+    except BaseException:
+        _leave_as_found(index_dir, created, before)
+        raise
+    try:
         yield store
     except BaseException:
-        keep = store is not None and (store.meta is not None or _holds_work(store))
-        if store is not None:
-            store.close()
-            store = None
+        keep = store.meta is not None or _holds_work(store)
+        store.close()
         if not keep:
             _leave_as_found(index_dir, created, before)
         raise
     finally:
-        if store is not None:
-            store.close()
+        store.close()
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -215,7 +220,13 @@ def _holds_work(store: Store) -> bool:
 
 
 def _leave_as_found(index_dir: Path, created: Path | None, before: set[str]) -> None:
+    """Remove what a failed first run added, holding the index's lock so no writer races it."""
+    lock_path = index_dir / LOCK_FILE
+    fd = None
     try:
+        if lock_path.exists():
+            fd = os.open(lock_path, os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when another writer came in
         if created is not None:
             shutil.rmtree(created)
             return
@@ -227,6 +238,9 @@ def _leave_as_found(index_dir: Path, created: Path | None, before: set[str]) -> 
                 path.unlink()
     except OSError as exc:  # the original error matters more than this one
         log.warning("could not remove the unfinished index at %s (%s)", index_dir, exc)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def update(
