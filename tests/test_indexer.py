@@ -575,6 +575,7 @@ def test_freshness_check_is_time_boxed_and_notices_a_missing_folder(photos, load
 # --------------------------------------------------------------------------- the real model
 
 
+@pytest.mark.slow
 def test_unchanged_rerun_with_the_real_model_imports_no_torch(tmp_path):
     folder = tmp_path / "real"
     folder.mkdir()

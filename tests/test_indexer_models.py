@@ -147,3 +147,21 @@ def _model_id(index_dir: Path) -> models.ModelId:
     with Store.open(index_dir) as store:
         assert store.meta is not None
         return store.meta.model
+
+
+def test_a_damaged_cached_export_is_dropped_and_made_again(built, tmp_path, monkeypatch):
+    base, index_dir = built
+    cache = tmp_path / "cache"
+    shutil.copytree(base / "cache", cache)
+    cached = next((cache / "vsearch" / "models").iterdir())
+    cached.write_bytes(b"not an onnx file")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    proc = run_cli_reporting_torch("query", SAMPLE_IMAGES / "horse.png", "--index-dir", index_dir, "--format", "paths")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split()) == 3 and proc.stderr.strip().endswith("\nTORCH")
+    assert f"cannot load {cached} (" in proc.stderr and "using the torch model instead" in proc.stderr
+    assert not cached.exists()
+    # The next build that loads the model exports it again.
+    folder = photos(tmp_path / "c", ["horse.png"])
+    ok(runner.invoke(app, ["embed", str(folder), "--index-dir", str(tmp_path / "index-c"), "-q"]))
+    assert cached.is_file()

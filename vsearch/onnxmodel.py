@@ -23,6 +23,7 @@ Only the image tower of EfficientNet-Lite models is exported; other models keep 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -150,7 +151,8 @@ class OnnxEmbedder:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise VsearchError(f"cannot load {path} ({exc}); delete it and run `vsearch build-index`") from None
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VsearchError(f"cannot load {path} ({why}); delete it and run `vsearch build-index`") from None
 
     @property
     def supports_text(self) -> bool:
@@ -171,4 +173,13 @@ def load_for_index(index_dir: Path | None, model_id: ModelId, threads: int | Non
     path = find(model_id, index_dir)
     if path is None or not available():
         return None
-    return OnnxEmbedder(model_id, path, threads)
+    try:
+        return OnnxEmbedder(model_id, path, threads)
+    except VsearchError as exc:
+        # Writes are atomic, so this is damage from outside (a disk error, a stray edit). The
+        # file is only a cache: drop it, let the caller use torch, and the next build export again.
+        log.warning("%s; using the torch model instead", str(exc).partition("; delete it")[0])
+        if path.parent == cache_dir():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return None
