@@ -50,6 +50,7 @@ def photos(tmp_path) -> Path:
 def test_options_check_their_values_and_keep_excludes_as_a_tuple():
     options = indexer.IndexOptions("fake", exclude=["*.png", "thumbs"])
     assert options.exclude == ("*.png", "thumbs") and hash(options)
+    assert indexer.IndexOptions(exclude="*.png").exclude == ("*.png",)  # one pattern, not five
     for bad in ({"batch_size": 0}, {"chunk_size": 0}, {"workers": 0}, {"max_pixels": 0}, {"threads": -1}):
         with pytest.raises(VsearchError, match="must be 1 or more"):
             indexer.IndexOptions(**bad)

@@ -93,8 +93,10 @@ class IndexOptions:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        # A list or a generator is accepted and kept as a tuple, so the record stays hashable.
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        # One pattern, a list or a generator is accepted and kept as a tuple (hashable); a bare
+        # string must not become a tuple of one-character patterns ("*" would exclude everything).
+        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+        object.__setattr__(self, "exclude", exclude)
         for name in ("batch_size", "chunk_size", "workers", "threads", "max_pixels"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -195,7 +197,10 @@ def open_for_update(index_dir: Path, **open_args: Any) -> Iterator[Store]:
     try:
         yield store
     except BaseException:
-        keep = store.meta is not None or _holds_work(store)
+        try:
+            keep = store.meta is not None or _holds_work(store)
+        except Exception:  # cannot tell: removing nothing is the safe side
+            keep = True
         store.close()
         if not keep:
             _leave_as_found(index_dir, created, before)
