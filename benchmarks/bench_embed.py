@@ -120,7 +120,7 @@ def run_vsearch(folder: Path, embedder: Embedder, batch_size: int, workers: int 
     with tempfile.TemporaryDirectory(prefix="vs-bench-idx-") as tmp, \
             Store.open(Path(tmp) / "index", write=True) as store:
         t = time.perf_counter()
-        summary = indexer.update(store, folder, embedder=embedder, batch_size=batch_size, workers=workers)
+        summary = indexer.update(store, folder, indexer.IndexOptions(batch_size=batch_size, workers=workers), embedder=embedder)
         elapsed = time.perf_counter() - t
     if summary.skipped:
         raise SystemExit(f"benchmark images were skipped: {summary.skipped[:3]}")
@@ -260,7 +260,8 @@ def bench_tiny(args: argparse.Namespace, embedder: Embedder, workdir: Path, tiny
     shutil.rmtree(index_dir, ignore_errors=True)
     with Store.open(index_dir, write=True) as store:
         t, c = time.perf_counter(), time.process_time()
-        summary = indexer.update(store, folder, embedder=embedder, batch_size=args.batch_size, workers=args.workers)
+        summary = indexer.update(store, folder, indexer.IndexOptions(batch_size=args.batch_size, workers=args.workers),
+                                 embedder=embedder)
         elapsed, cpu = time.perf_counter() - t, time.process_time() - c
     rate = summary.embedded / elapsed
     cpu_ms = cpu / max(1, summary.embedded) * 1000

@@ -46,6 +46,18 @@ class FakeEmbedder:
         raise VsearchError("text search needs a CLIP index")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_model_cache(tmp_path_factory):
+    """Exported models (onnxmodel.cache_dir) go to the session's own XDG_CACHE_HOME, never the user's.
+
+    Session-wide, not per test: module-scoped fixtures build indexes too, and sharing the cache
+    exports each real model once per run.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_index_dir(tmp_path, monkeypatch) -> Path:
     """Every test gets its own default index dir (VSEARCH_INDEX_DIR), never the user's."""

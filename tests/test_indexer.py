@@ -202,7 +202,7 @@ models.register("slowfake", lambda name, device, threads: Slow("slowfake"))
 mode = sys.argv[1]
 if mode == "update":  # index a folder in small chunks
     with Store.open(Path(sys.argv[3]), write=True) as store:
-        indexer.update(store, Path(sys.argv[2]), "slowfake", batch_size=4, chunk_size=8)
+        indexer.update(store, Path(sys.argv[2]), indexer.IndexOptions("slowfake", batch_size=4, chunk_size=8))
     print("finished", flush=True)
 elif mode == "hold":  # hold an index's write lock until killed
     store = Store.open(Path(sys.argv[2]), write=True)
@@ -269,7 +269,7 @@ def test_ctrl_c_keeps_committed_chunks(photos, loads, isolated_index_dir, monkey
 
     monkeypatch.setattr(fake, "embed_images", interrupted)
     with Store.open(isolated_index_dir, write=True) as store, pytest.raises(KeyboardInterrupt):
-        indexer.update(store, photos, "fake", batch_size=2, chunk_size=4)
+        indexer.update(store, photos, indexer.IndexOptions("fake", batch_size=2, chunk_size=4))
     monkeypatch.setattr(fake, "embed_images", real)
     result = ok(cli("embed", photos))
     # 3 batches of 2 made it: one full chunk of 4 plus the 2 flushed on the way out.
@@ -337,7 +337,7 @@ def test_memory_is_bounded_by_batch_and_chunk(tmp_path, loads, isolated_index_di
     monkeypatch.setattr(fake, "embed_images", embed)
     monkeypatch.setattr(Store, "add_chunk", add_chunk)
     with Store.open(isolated_index_dir, write=True) as store:
-        indexer.update(store, folder, "fake", batch_size=3, chunk_size=9, workers=4)
+        indexer.update(store, folder, indexer.IndexOptions("fake", batch_size=3, chunk_size=9, workers=4))
     assert sum(chunk_sizes) == 60 and max(chunk_sizes) <= 9 + 3 - 1
     assert max(in_flight) <= 4 * 3 + 3  # the prefetch window plus the batch being embedded
 
@@ -575,6 +575,7 @@ def test_freshness_check_is_time_boxed_and_notices_a_missing_folder(photos, load
 # --------------------------------------------------------------------------- the real model
 
 
+@pytest.mark.slow
 def test_unchanged_rerun_with_the_real_model_imports_no_torch(tmp_path):
     folder = tmp_path / "real"
     folder.mkdir()

@@ -1,13 +1,17 @@
 """Real models: the default EfficientNet-Lite0 (offline), and open_clip without a download.
 
-Each real model is loaded once per module (a load costs seconds on these machines).
+Each real model is loaded once per module (a load costs seconds on these machines); the tests
+that load one, or import open_clip, are marked slow. How open_clip weights are fetched (cache,
+one quick look at the hub, download) is tested with a stand-in for open_clip, fast.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +58,7 @@ def assert_unit_rows(vectors: np.ndarray, dim: int) -> None:
 # --- the default model --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_default_model_is_efficientnet_lite0_from_the_wheel(lite0):
     assert models.DEFAULT_MODEL == "efficientnet-lite0"
     mid = lite0.id
@@ -66,6 +71,7 @@ def test_default_model_is_efficientnet_lite0_from_the_wheel(lite0):
         lite0.embed_text(["a cat"])
 
 
+@pytest.mark.slow
 def test_framing_variants_are_separate_models_with_the_same_weights(lite0):
     assert lite0.id.preprocess.framing == "squash"  # the default keeps the whole frame
     crop = models.load_model("efficientnet-lite0-centrecrop", device="cpu")
@@ -79,6 +85,7 @@ def test_framing_variants_are_separate_models_with_the_same_weights(lite0):
     np.testing.assert_allclose(crop.embed_images(batch), lite0.embed_images(batch), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lite0_embeddings_are_unit_deterministic_and_batch_independent(lite0):
     batch = batch_for(lite0)
     first = lite0.embed_images(batch)
@@ -94,6 +101,7 @@ def test_lite0_embeddings_are_unit_deterministic_and_batch_independent(lite0):
 # --- open_clip ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_open_clip_without_pretrained_weights(clip_none):
     mid = clip_none.id
     assert (mid.family, mid.arch, mid.pretrained, mid.pooling) == ("open_clip", CLIP_ARCH, "none", "clip")
@@ -128,6 +136,7 @@ def checkpoint(tmp_path_factory):
     return module, ckpt
 
 
+@pytest.mark.slow
 def test_open_clip_checkpoint_round_trip(clip_none, checkpoint, caplog):
     import open_clip
 
@@ -146,6 +155,7 @@ def test_open_clip_checkpoint_round_trip(clip_none, checkpoint, caplog):
     assert not np.allclose(from_loaded[:1], clip_none.embed_images(batch[:1]), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_loaded_weights_only(tmp_path):
     import torch
 
@@ -159,6 +169,7 @@ def test_a_checkpoint_is_loaded_weights_only(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_missing_weights_without_network_say_what_to_do(monkeypatch):
     import open_clip
 
@@ -175,6 +186,7 @@ def test_missing_weights_without_network_say_what_to_do(monkeypatch):
     assert "--model ViT-B-32:/path/to/weights.pt" in message
 
 
+@pytest.mark.slow
 def test_unknown_names_and_tags_are_one_line_errors():
     with pytest.raises(VsearchError,
                        match=r"'no-such-tag' is neither a checkpoint file nor a pretrained tag of "
@@ -192,12 +204,14 @@ def test_unknown_names_and_tags_are_one_line_errors():
         models.split_clip_name("ViT-B-32:")
 
 
+@pytest.mark.slow
 def test_model_id_survives_a_json_round_trip(lite0):
     data = json.loads(json.dumps(lite0.id.to_dict()))
     again = models.ModelId.from_dict(data)
     assert again == lite0.id and again.same_vectors_as(lite0.id)
 
 
+@pytest.mark.slow
 def test_cli_indexes_with_a_local_checkpoint(checkpoint, tmp_path):
     from typer.testing import CliRunner
 
@@ -220,3 +234,79 @@ def test_cli_indexes_with_a_local_checkpoint(checkpoint, tmp_path):
                                 "--format", "paths", "--k", "1"])
     assert found.exit_code == 0, found.output
     assert found.stdout.strip() == str(photos / "coins.jpg")
+
+
+# --- open_clip weights: the cache first, one quick look at the hub, then the download ----------
+
+
+class _FakeOpenClip:
+    """Stands in for open_clip.download_pretrained: a hit when ``cached`` and the hub is offline."""
+
+    def __init__(self, cached: bool, download_ok: bool = True) -> None:
+        self.cached, self.download_ok, self.calls = cached, download_ok, []
+
+    def download_pretrained(self, cfg):
+        from huggingface_hub import constants
+
+        self.calls.append(constants.HF_HUB_OFFLINE)
+        self.hub_log_level = logging.getLogger("huggingface_hub").getEffectiveLevel()
+        if constants.HF_HUB_OFFLINE and self.cached or not constants.HF_HUB_OFFLINE and self.download_ok:
+            return "/cache/open_clip_model.safetensors"
+        raise FileNotFoundError("Failed to download file")
+
+
+def test_cached_weights_are_used_without_asking_the_network(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: pytest.fail("the network was asked"))
+    fake = _FakeOpenClip(cached=True)
+    assert models._pretrained_weights(fake, {}, "A:tag", "A") == Path("/cache/open_clip_model.safetensors")
+    assert fake.calls == [True] and constants.HF_HUB_OFFLINE is False
+
+
+def test_without_network_one_quick_look_then_one_line(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: f"{endpoint} did not answer: refused")
+    fake = _FakeOpenClip(cached=False)
+    with pytest.raises(ModelUnavailableError) as info:
+        models._pretrained_weights(fake, {}, "ViT-B-32:laion2b_s34b_b79k", "ViT-B-32")
+    assert fake.calls == [True]  # the cache only: no download with its retries
+    assert str(info.value).startswith("could not get the weights for ViT-B-32:laion2b_s34b_b79k (no network: ")
+    assert "--model ViT-B-32:/path/to/weights.pt" in str(info.value)
+
+
+def test_with_network_the_download_runs_without_retry_chatter(monkeypatch):
+    monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: None)
+    fake = _FakeOpenClip(cached=False)
+    before = logging.getLogger("huggingface_hub").level
+    assert models._pretrained_weights(fake, {}, "A:tag", "A") == Path("/cache/open_clip_model.safetensors")
+    assert fake.calls == [True, False] and fake.hub_log_level == logging.ERROR
+    assert logging.getLogger("huggingface_hub").level == before
+    with pytest.raises(ModelUnavailableError, match=r"could not get the weights for A:tag \(FileNotFoundError\)"):
+        models._pretrained_weights(_FakeOpenClip(cached=False, download_ok=False), {}, "A:tag", "A")
+
+
+def test_offline_mode_chosen_by_the_user_looks_in_the_cache_only(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: pytest.fail("the network was asked"))
+    with pytest.raises(ModelUnavailableError, match="not in the Hugging Face cache and HF_HUB_OFFLINE is set"):
+        models._pretrained_weights(_FakeOpenClip(cached=False), {}, "A:tag", "A")
+    assert constants.HF_HUB_OFFLINE is True
+
+
+def test_the_hub_probe_is_one_quick_request(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+    started = time.monotonic()
+    reason = models._hub_unreachable("https://huggingface.co")
+    assert reason is not None and reason.startswith("https://huggingface.co did not answer: ")
+    assert time.monotonic() - started < models.HUB_PROBE_TIMEOUT_S + 1
+
+
+@pytest.mark.slow
+def test_identify_knows_the_lite_models_without_loading_them(lite0):
+    assert models.identify() == lite0.id
+    assert models.identify("efficientnet-lite0-centrecrop").preprocess.framing == "center_crop"
+    assert models.identify("ViT-B-32:laion2b_s34b_b79k") is None

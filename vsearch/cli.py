@@ -24,6 +24,7 @@ from .options import (
     K,
     BatchSize,
     Device,
+    Exclude,
     Folder,
     IndexDir,
     MaxPixels,
@@ -136,16 +137,14 @@ class progress_bar:
 
 
 def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch_size: int, workers: int | None,
-                  device: str, max_pixels: int | None, quiet: bool):
+                  device: str, max_pixels: int | None, quiet: bool, exclude: list[str] | None = None):
     from . import images, indexer
-    from .store import Store
 
     indexer.check_folder(folder)
-    with Store.open(index_dir or default_index_dir(), write=True) as store, progress_bar(quiet) as bar:
-        summary = indexer.update(
-            store, folder, model, batch_size=batch_size, workers=workers, device=device,
-            max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, progress=lambda p: bar.update(p.done, p.total),
-        )
+    options = indexer.IndexOptions(model=model, batch_size=batch_size, workers=workers, device=device,
+                                   max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, exclude=tuple(exclude or ()))
+    with indexer.open_for_update(index_dir or default_index_dir()) as store, progress_bar(quiet) as bar:
+        summary = indexer.update(store, folder, options, progress=lambda p: bar.update(p.done, p.total))
         return store.dir, summary
 
 
@@ -163,11 +162,12 @@ def embed(
     device: Device = "auto",
     max_pixels: MaxPixels = None,
     quiet: Quiet = False,
+    exclude: Exclude = None,
 ) -> None:
     """Embed every image under FOLDER (new and changed files only) into the index."""
     from . import render
 
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
+    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet, exclude)
     if not quiet:
         render.index_summary(summary, where)
 
@@ -194,13 +194,14 @@ def build_index(
              "(0 = off, the default). Helps browsing by category, hurts finding one photo: on flowers17, "
              "--dba 5 with query --qe 10 raised mAP@10 from 0.778 to 0.827, but the first result was "
              "right less often (MRR 0.941 to 0.922), and scores become similarities to the averaged vectors.")] = 0,
+    exclude: Exclude = None,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     from . import indexer, render
     from .indexer import build_dba
     from .store import Store
 
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
+    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet, exclude)
     with Store.open(where, write=True) as store:
         build_dba(store, dba, progress=None if quiet else _err)
         ann = indexer.build_ann(store, trees)

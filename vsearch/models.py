@@ -116,8 +116,9 @@ class Embedder(Protocol):
 
 
 def no_text_search(model_id: ModelId, query: str | None = None) -> VsearchError:
-    """The error for a text query against an image-only model; ``query``: the words that were
-    taken for text because no such file exists (a mistyped path, most often)."""
+    """The one error for a text query against an image-only model (torch, ONNX, or the index's
+    model before any is loaded); ``query``: the words that were taken for text because no such
+    file exists (a mistyped path, most often)."""
     missing = f"no file {query!r} exists, and " if query is not None else ""
     return VsearchError(
         f"{missing}text search needs a CLIP index; this index uses {model_id.name}, an image-only model "
@@ -342,6 +343,62 @@ def _not_random_init(record: logging.LogRecord) -> bool:
     return "initialized randomly" not in record.getMessage()
 
 
+#: Seconds to wait for the model hub to answer one request before deciding there is no network.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _pretrained_weights(open_clip: Any, cfg: dict[str, Any], name: str, arch: str) -> Path:
+    """The checkpoint for an open_clip pretrained tag: from the hub's cache, else downloaded.
+
+    Why not just ``open_clip.download_pretrained``: without a network, huggingface_hub retries
+    each of two file names five times with backoff (22 warning lines, about 46 s) before failing.
+    Instead the cache is asked first with the hub offline (no request at all), then the hub is
+    asked once, quickly, whether it answers; only then does the download run, with its retry
+    warnings kept off the user's terminal.
+    """
+    from huggingface_hub import constants
+
+    def unavailable(why: str) -> ModelUnavailableError:
+        return ModelUnavailableError(
+            f"could not get the weights for {name} ({why}); without a network, use the default "
+            f"model (--model {DEFAULT_MODEL}) or a local checkpoint (--model {arch}:/path/to/weights.pt)"
+        )
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # read at each request: the cache only, no network
+    try:
+        return Path(open_clip.download_pretrained(cfg))
+    except Exception:
+        if offline:  # the user asked for offline mode: the cache was the only place to look
+            raise unavailable("not in the Hugging Face cache and HF_HUB_OFFLINE is set") from None
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+    reason = _hub_unreachable(constants.ENDPOINT)
+    if reason:
+        raise unavailable(f"no network: {reason}") from None
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its "Retrying in 1s [Retry 1/5]" lines
+    try:
+        return Path(open_clip.download_pretrained(cfg))
+    except Exception as exc:  # any network/hub failure: one line with what to do instead
+        raise unavailable(type(exc).__name__) from None
+    finally:
+        hub_log.setLevel(level)
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why the model hub cannot be reached with one quick request, or None when it answers."""
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:  # DNS failure, refused, timed out, proxy error: all mean "not now"
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{endpoint} did not answer: {text}"
+    return None
+
+
 def load_clip(name: str, device: str = "auto", threads: int | None = None) -> ClipEmbedder:
     """Load ``ARCH:TAG``, ``ARCH:/checkpoint`` or ``ARCH:none`` through open_clip."""
     import open_clip
@@ -368,14 +425,7 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
                 f"(tags: {tags}); use a listed tag, the default model (--model {DEFAULT_MODEL}) "
                 f"or a local checkpoint (--model {arch}:/path/to/weights.pt)"
             )
-        try:
-            checkpoint = Path(open_clip.download_pretrained(cfg))
-        except Exception as exc:  # any network/hub failure: one line with what to do instead
-            raise ModelUnavailableError(
-                f"could not get the weights for {name} ({type(exc).__name__}); without a network, "
-                f"use the default model (--model {DEFAULT_MODEL}) or a local checkpoint "
-                f"(--model {arch}:/path/to/weights.pt)"
-            ) from None
+        checkpoint = _pretrained_weights(open_clip, cfg, name, arch)
         weights_id = file_sha256(checkpoint)
         cfg_tag = pretrained
 
@@ -414,17 +464,39 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
 # --- registry -----------------------------------------------------------------------------
 
 Loader = Callable[[str, str, "int | None"], Embedder]
+Identify = Callable[[str], ModelId]
 _REGISTRY: dict[str, Loader] = {}
+_IDENTIFY: dict[str, Identify] = {}
 
 
-def register(name: str, loader: Loader) -> None:
-    """Make ``--model name`` load through ``loader(name, device, threads)`` (tests add fakes)."""
+def register(name: str, loader: Loader, identify: Identify | None = None) -> None:
+    """Make ``--model name`` load through ``loader(name, device, threads)`` (tests add fakes).
+
+    ``identify(name)``, when given, returns the model's :class:`ModelId` without loading it
+    (no torch): a new index can then use the model's cached ONNX export straight away.
+    """
     _REGISTRY[name] = loader
+    if identify is not None:
+        _IDENTIFY[name] = identify
+    else:
+        _IDENTIFY.pop(name, None)
 
 
 def unregister(name: str) -> None:
     """Remove a name added with :func:`register`."""
     _REGISTRY.pop(name, None)
+    _IDENTIFY.pop(name, None)
+
+
+def identify(name: str | None = None) -> ModelId | None:
+    """The identity of a registered model without loading it; None when that needs the model."""
+    found = _IDENTIFY.get(name or DEFAULT_MODEL)
+    if found is None:
+        return None
+    try:
+        return found(name or DEFAULT_MODEL)
+    except VsearchError:  # e.g. its weights are not installed: loading will say so
+        return None
 
 
 #: ``-wholeframe`` / ``-centrecrop`` name the framing explicitly (the plain name uses the default),
@@ -438,6 +510,10 @@ for _variant in _LITE_SIZES:
             lambda name, device, threads, _v=_variant, _f=_framing: load_efficientnet_lite(
                 _v, device, threads, name=name, **({"framing": _f} if _f else {})
             ),
+            # The identity is the weights file's hash: known without torch (see identify).
+            lambda name, _v=_variant, _f=_framing: _efficientnet_lite_id(
+                _v, name=name, **({"framing": _f} if _f else {})
+            )[0],
         )
 
 

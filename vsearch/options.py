@@ -56,4 +56,5 @@ MaxPixels = Annotated[int | None, typer.Option(
          "Default: 200,000,000.")]
 Exclude = Annotated[list[str] | None, typer.Option(
     "--exclude", metavar="GLOB", show_default=False,
-    help="Leave out files whose path (relative to FOLDER) matches this glob, e.g. '*/thumbnails/*' (repeatable).")]
+    help="Leave out files whose path under FOLDER, one of its folders, or (without '/') any name in it matches "
+         "GLOB, e.g. '*.png', 'thumbs', '2019/raw' (repeatable; case-sensitive). Excluded files leave the index.")]

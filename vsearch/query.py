@@ -59,7 +59,7 @@ class QueryEncoder:
             if onnxmodel.preferred(self._device):
                 self._embedder = onnxmodel.load_for_index(self.store.dir, self.meta.model, self._threads)
         if self._embedder is None:
-            from .indexer import model_for_index  # indexer imports Pillow: off the stored-vector path
+            from .embedders import model_for_index
 
             self._embedder = model_for_index(self.store, self._device, self._threads)
         return self._embedder
