@@ -116,12 +116,12 @@ class progress_bar:
 
 
 def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch_size: int, workers: int | None,
-                  device: str, max_pixels: int, quiet: bool):
+                  device: str, max_pixels: int, quiet: bool, rebuild: bool = False):
     from . import images, indexer
     from .store import Store
 
     indexer.check_folder(folder)
-    with Store.open(index_dir or default_index_dir(), write=True) as store, progress_bar(quiet) as bar:
+    with Store.open(index_dir or default_index_dir(), write=True, rebuild=rebuild) as store, progress_bar(quiet) as bar:
         summary = indexer.update(
             store, folder, model, batch_size=batch_size, workers=workers, device=device,
             max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, progress=lambda p: bar.update(p.done, p.total),
@@ -133,6 +133,7 @@ Folder = Annotated[Path, typer.Argument(help="Folder of images (searched recursi
 ModelOpt = Annotated[str | None, typer.Option("--model", help="efficientnet-lite0 (default), efficientnet-lite1/2, or an open_clip ARCH:TAG or ARCH:/path/checkpoint.pt.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
 Workers = Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads (default: one per core, at least 2).")]
+Rebuild = Annotated[bool, typer.Option("--rebuild", help="Start the index afresh (e.g. when it is damaged), keeping the vectors of unchanged files where they can be trusted.")]
 MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Skip images larger than this many pixels (decompression bombs); JPEGs above it are decoded reduced.")]
 
 
@@ -147,11 +148,13 @@ def embed(
     device: Device = "auto",
     max_pixels: MaxPixels = 200_000_000,
     quiet: Quiet = False,
+    rebuild: Rebuild = False,
 ) -> None:
     """Embed every image under FOLDER (new and changed files only) into the index."""
     from . import render
 
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
+    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet,
+                                   rebuild)
     if not quiet:
         render.index_summary(summary, where)
 
@@ -168,6 +171,7 @@ def build_index(
     device: Device = "auto",
     max_pixels: MaxPixels = 200_000_000,
     quiet: Quiet = False,
+    rebuild: Rebuild = False,
     dba: Annotated[int, typer.Option("--dba", min=0, metavar="N", help="Database-side augmentation: rank against each image's mean with its N nearest neighbours (0 = off, the default; see vsearch/rerank.py for the flowers17 figures).")] = 0,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
@@ -175,7 +179,8 @@ def build_index(
     from .indexer import build_dba
     from .store import Store
 
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet)
+    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet,
+                                   rebuild)
     with Store.open(where, write=True) as store:
         build_dba(store, dba, progress=None if quiet else _err)
         ann = indexer.build_ann(store, trees)
