@@ -356,3 +356,16 @@ class _ReadOnly(_FullDisk):
 
     def __init__(self, db: sqlite3.Connection) -> None:
         super().__init__(db, 0)
+
+
+def test_an_annoy_build_the_disk_cannot_hold_is_refused_before_annoy_maps_its_file(built, photos, monkeypatch):
+    # Annoy builds through a memory map: on a full disk that would be a Bus error.
+    from collections import namedtuple
+
+    from vsearch import index
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(index.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    fails(cli("build-index", photos, "-q", "--trees", "7"), r"no space left on device writing .*index\.\d+\.ann.*MB are free")
+    assert not no_temporaries(built)
+    assert top_hit(photos, "p0.jpg") == str(photos / "p0.jpg")

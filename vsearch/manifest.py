@@ -100,8 +100,9 @@ def sql_errors(path: Path) -> Iterator[None]:
         raise
 
 
-class Manifest:
-    """One connection to ``manifest.sqlite``; readers open it read-only."""
+class ManifestReader:
+    """One connection to ``manifest.sqlite`` (readers open it read-only): the schema, the
+    key/value state and every read. :class:`Manifest` adds the writer's statements."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, writable: bool) -> None:
         self.path = path
@@ -109,7 +110,7 @@ class Manifest:
         self.writable = writable
 
     @classmethod
-    def open(cls, path: Path, *, write: bool) -> Manifest:
+    def open(cls, path: Path, *, write: bool) -> Manifest:  # type: ignore[misc]
         """Connect (a writer creates the schema); refuse a damaged or too new manifest."""
         remedy = "`vsearch build-index FOLDER --rebuild` rebuilds it"
         try:
@@ -151,13 +152,10 @@ class Manifest:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            try:
                 self.db.execute("COMMIT")
             except BaseException:
-                if self.db.in_transaction:  # e.g. a full disk: nothing of it may stay half done
+                # SQLite may have rolled back already (a full disk does): then there is none.
+                if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
 
@@ -237,7 +235,10 @@ class Manifest:
     def dirs(self) -> list[tuple[str, int]]:
         return list(self.db.execute("SELECT path, mtime_ns FROM dirs ORDER BY path"))
 
-    # --- the writer's working state ----------------------------------------------------------
+
+
+class Manifest(ManifestReader):
+    """The manifest with the writer's statements: the working state, and committing a generation."""
 
     def add_chunk_rows(self, number: int, records: Sequence[tuple[str, int, int, str]]) -> None:
         with self.transaction():
@@ -356,6 +357,15 @@ class Manifest:
         return list(self.db.execute(
             "SELECT path, size, mtime_ns, digest, row FROM files WHERE row IS NOT NULL AND skip_reason IS NULL "
             "AND digest IS NOT NULL ORDER BY row"))
+
+    def restore(self, root: str, model: str, rows: Sequence[tuple[str, int, int, str | None, int]]) -> None:
+        """``--rebuild``: the old index's folder, model and committed files (now chunk 0)."""
+        with self.transaction():
+            self.set("root", root)
+            self.set("model", model)
+            self.set("next_chunk", "1" if rows else "0")
+            for path, size, mtime_ns, digest, row in rows:
+                self._upsert(path, size, mtime_ns, digest, chunk=0, chunk_row=row, skip_reason=None)
 
     def clear(self) -> None:
         """Forget every file (a rebuild for another folder keeps nothing)."""

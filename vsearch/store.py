@@ -150,11 +150,11 @@ def rebuild_hint(folder: object = "FOLDER") -> str:
     return f"`vsearch build-index {folder} --rebuild` repairs it"
 
 
-class Store:
-    """An index directory. Readers open it plainly; one writer at a time holds its lock.
+class IndexView:
+    """What every open index offers: its binding, its manifest's rows and its vector files.
 
-    Readers see the generation ``meta.json`` named when they opened; the writer sees (and
-    changes) the manifest's working state.
+    A reader (a plain :class:`Store`) sees the generation ``meta.json`` named when it opened;
+    the writer sees, and changes, the manifest's working state.
     """
 
     def __init__(self, index_dir: Path, manifest: Manifest, meta: IndexMeta | None, lock_fd: int | None):
@@ -178,62 +178,6 @@ class Store:
         if meta is not None and meta.ann is not None:  # whoever maps it checks it first
             nn.expect_annoy(self.dir / meta.ann.file, count=meta.count, trees=meta.ann.trees, size=meta.ann.size)
 
-    # --- opening -------------------------------------------------------------------------
-
-    @classmethod
-    def open(cls, index_dir: Path, *, write: bool = False, rebuild: bool = False) -> Store:
-        """Open an index. ``write=True`` creates it if needed, takes the lock and repairs;
-        ``rebuild=True`` (with write) removes a damaged index and starts a clean one that keeps
-        the old manifest's files and vectors where they can be trusted (:func:`rebuild`).
-
-        A reader needs a committed index (``meta.json``) that agrees with the manifest.
-        """
-        index_dir = Path(index_dir).expanduser().absolute()
-        if index_dir.exists() and not index_dir.is_dir():
-            raise VsearchError(f"--index-dir {index_dir} is a file, not a folder")
-        if not write:
-            return cls._open_reader(index_dir)
-        return open_writer(cls, index_dir, rebuild=rebuild)
-
-    @classmethod
-    def _open_reader(cls, index_dir: Path) -> Store:
-        if not (index_dir / META_FILE).exists():
-            if (index_dir / MANIFEST_FILE).exists():
-                raise IndexMissingError(
-                    f"index at {index_dir} was never completed; run `vsearch build-index FOLDER` to finish it")
-            raise IndexMissingError(
-                f"no index at {index_dir}; build one with `vsearch build-index FOLDER`"
-                " (or point --index-dir / VSEARCH_INDEX_DIR at an existing one)")
-        deadline = time.monotonic() + COMMIT_WAIT_S
-        while True:
-            meta = read_meta(index_dir)
-            manifest = Manifest.open(index_dir / MANIFEST_FILE, write=False)
-            try:
-                check_agrees(index_dir, manifest, meta)
-                return cls(index_dir, manifest, meta, None)
-            except GenerationGone:
-                manifest.close()  # a commit landed between reading meta.json and the manifest
-            except IndexCorruptError:
-                manifest.close()  # maybe a commit half done by a writer from before snapshots
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        """Release the lock and the database."""
-        self._vectors = None
-        self._search_vectors = None
-        self.manifest.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- what the index is bound to ----------------------------------------------------------
 
     @property
@@ -252,40 +196,6 @@ class Store:
         """The model bound to this index (recorded before its first vector)."""
         value = self.manifest.get("model")
         return ModelId.from_dict(json.loads(value)) if value else None
-
-    def bind(self, root: Path, model_name: str | None) -> None:
-        """Check (or, for a new index, record) the image root and model name.
-
-        Only the name is compared here, so that an unchanged re-run needs no model; the full
-        identity (weights hash, preprocessing) is checked by :meth:`bind_model` once loaded.
-        """
-        root = Path(root).resolve()
-        known_root = self.root
-        if known_root is not None and known_root != root and self._rebuilt:
-            log.info("rebuild for another folder: nothing of the old index is kept")
-            self.manifest.clear()
-            known_root = None
-        if known_root is not None and known_root != root:
-            raise VsearchError(f"index at {self.dir} covers {known_root}, not {root}; use another --index-dir "
-                               "for this folder")
-        known = self.model_id
-        if known is not None and model_name and model_name != known.name:
-            raise ModelMismatchError(
-                f"index at {self.dir} was built with model {known.name}; it cannot mix in vectors "
-                f"from {model_name}. Leave out --model to use {known.name}, or use another --index-dir")
-        self.manifest.set("root", str(root))
-
-    def bind_model(self, model_id: ModelId) -> None:
-        """Record the model for a new index, or refuse one that would make other vectors."""
-        known = self.model_id
-        if known is None:
-            self.manifest.set("model", json.dumps(model_id.to_dict()))
-            return
-        if not known.same_vectors_as(model_id):
-            raise ModelMismatchError(
-                f"index at {self.dir} was built with {known.name}, but the model loaded now differs "
-                f"({known.differences(model_id)}); its vectors would not be comparable. "
-                "Rebuild the index in a new --index-dir")
 
     # --- manifest reads: a reader sees its own generation, the writer its working state ------
 
@@ -398,6 +308,102 @@ class Store:
             return None
         return nn.AnnoySearcher(path, self.meta.dim, count=self.meta.count, trees=self.meta.ann.trees,
                                 size=self.meta.ann.size)
+
+
+class Store(IndexView):
+    """An index directory. Readers open it plainly; one writer at a time holds its lock."""
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, index_dir: Path, *, write: bool = False, rebuild: bool = False) -> Store:
+        """Open an index. ``write=True`` creates it if needed, takes the lock and repairs;
+        ``rebuild=True`` (with write) removes a damaged index and starts a clean one that keeps
+        the old manifest's files and vectors where they can be trusted (:func:`rebuild`).
+
+        A reader needs a committed index (``meta.json``) that agrees with the manifest.
+        """
+        index_dir = Path(index_dir).expanduser().absolute()
+        if index_dir.exists() and not index_dir.is_dir():
+            raise VsearchError(f"--index-dir {index_dir} is a file, not a folder")
+        if not write:
+            return cls._open_reader(index_dir)
+        return open_writer(cls, index_dir, rebuild=rebuild)
+
+    @classmethod
+    def _open_reader(cls, index_dir: Path) -> Store:
+        if not (index_dir / META_FILE).exists():
+            if (index_dir / MANIFEST_FILE).exists():
+                raise IndexMissingError(
+                    f"index at {index_dir} was never completed; run `vsearch build-index FOLDER` to finish it")
+            raise IndexMissingError(
+                f"no index at {index_dir}; build one with `vsearch build-index FOLDER`"
+                " (or point --index-dir / VSEARCH_INDEX_DIR at an existing one)")
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        while True:
+            meta = read_meta(index_dir)
+            manifest = Manifest.open(index_dir / MANIFEST_FILE, write=False)
+            try:
+                check_agrees(index_dir, manifest, meta)
+                return cls(index_dir, manifest, meta, None)
+            except GenerationGone:
+                manifest.close()  # a commit landed between reading meta.json and the manifest
+            except IndexCorruptError:
+                manifest.close()  # maybe a commit half done by a writer from before snapshots
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """Release the lock and the database."""
+        self._vectors = None
+        self._search_vectors = None
+        self.manifest.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- binding (writer) ----------------------------------------------------------------
+
+    def bind(self, root: Path, model_name: str | None) -> None:
+        """Check (or, for a new index, record) the image root and model name.
+
+        Only the name is compared here, so that an unchanged re-run needs no model; the full
+        identity (weights hash, preprocessing) is checked by :meth:`bind_model` once loaded.
+        """
+        root = Path(root).resolve()
+        known_root = self.root
+        if known_root is not None and known_root != root and self._rebuilt:
+            log.info("rebuild for another folder: nothing of the old index is kept")
+            self.manifest.clear()
+            known_root = None
+        if known_root is not None and known_root != root:
+            raise VsearchError(f"index at {self.dir} covers {known_root}, not {root}; use another --index-dir "
+                               "for this folder")
+        known = self.model_id
+        if known is not None and model_name and model_name != known.name:
+            raise ModelMismatchError(
+                f"index at {self.dir} was built with model {known.name}; it cannot mix in vectors "
+                f"from {model_name}. Leave out --model to use {known.name}, or use another --index-dir")
+        self.manifest.set("root", str(root))
+
+    def bind_model(self, model_id: ModelId) -> None:
+        """Record the model for a new index, or refuse one that would make other vectors."""
+        known = self.model_id
+        if known is None:
+            self.manifest.set("model", json.dumps(model_id.to_dict()))
+            return
+        if not known.same_vectors_as(model_id):
+            raise ModelMismatchError(
+                f"index at {self.dir} was built with {known.name}, but the model loaded now differs "
+                f"({known.differences(model_id)}); its vectors would not be comparable. "
+                "Rebuild the index in a new --index-dir")
 
     # --- writes (writer only); the commit itself is consolidate() below ----------------------------
 
@@ -600,7 +606,7 @@ def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False) -> 
         store = cls(index_dir, manifest, None, lock_fd)
         if kept is not None:
             store._rebuilt = True
-            _restore(store, *kept)
+            manifest.restore(*kept[1:])
         if (index_dir / META_FILE).exists():
             store.meta = read_meta(index_dir)
             check_bound(index_dir, manifest, store.meta)  # counts that disagree, the writer repairs
@@ -734,15 +740,6 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
     log.warning("warning: rebuilding the index at %s: %s", index_dir,
                 f"kept {len(kept[3])} files and their vectors" if kept and kept[3] else "no vectors could be kept")
     return None if kept is None else (chunk0, kept[1], kept[2], kept[3])
-
-
-def _restore(store: Store, chunk0: Path, root: str, model: str, rows: list) -> None:
-    with store.manifest.transaction():
-        store.manifest.set("root", root)
-        store.manifest.set("model", model)
-        store.manifest.set("next_chunk", "1" if rows else "0")
-        for path, size, mtime_ns, digest, row in rows:
-            store.manifest._upsert(path, size, mtime_ns, digest, chunk=0, chunk_row=row, skip_reason=None)
 
 
 def _now() -> str:
