@@ -548,7 +548,7 @@ def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
         raise IndexCorruptError(
             f"index at {index_dir} was interrupted while committing (manifest generation {gen}, "
             f"meta.json generation {meta.generation}); re-run `vsearch build-index {root or 'FOLDER'}` to finish it")
-    n = manifest.row_count(meta.generation)
+    n = manifest.row_span(meta.generation)  # what a query's open can afford at 1M rows
     if n != meta.count:
         raise IndexCorruptError(f"index at {index_dir}: manifest has {n} rows but meta.json says {meta.count}; "
                                 f"{rebuild_hint(root or 'FOLDER')}")
