@@ -214,3 +214,24 @@ def test_a_writer_drops_unreadable_vectors_and_keeps_pending_chunks(writer):
     assert not path.exists()
     with Store.open(writer.dir) as reader:
         assert reader.meta.count == 1
+
+
+def test_an_index_written_before_generation_snapshots_is_read_and_upgraded(writer):
+    writer.add_chunk(records(["b.jpg", "c.jpg"]), unit_vectors(2, 12))
+    writer.consolidate()
+    writer.close()
+    import sqlite3
+
+    db = sqlite3.connect(writer.dir / "manifest.sqlite")  # what an older vsearch wrote
+    db.execute("DROP TABLE committed")
+    db.execute("DELETE FROM kv WHERE key IN ('snapshots', 'previous_files')")
+    db.commit()
+    db.close()
+    with Store.open(writer.dir) as reader:
+        assert reader.paths_by_row() == ["b.jpg", "c.jpg"] and reader.entry("c.jpg").row == 1
+        with Store.open(writer.dir, write=True) as upgraded:
+            upgraded.add_chunk(records(["a.jpg"]), unit_vectors(1, 13))
+            upgraded.consolidate()
+        assert reader.paths_by_row() == ["b.jpg", "c.jpg"]  # its generation is still mapped
+    with Store.open(writer.dir) as reader:
+        assert reader.paths_by_row() == ["a.jpg", "b.jpg", "c.jpg"]
