@@ -8,17 +8,17 @@ import os
 import numpy as np
 import pytest
 
-from vsearch import models
+from vsearch import identity, models
 from vsearch.errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError
 from vsearch.store import CHUNK_DIR, META_FILE, Store
 
 DIM = 8
 
 
-def model_id(name: str = "fake", weights: str = "0" * 64) -> models.ModelId:
-    return models.ModelId(
+def model_id(name: str = "fake", weights: str = "0" * 64) -> identity.ModelId:
+    return identity.ModelId(
         name=name, family="fake", arch="test", pretrained="none", weights_sha256=weights, dim=DIM,
-        preprocess=models.Preprocess(32, "squash", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), pooling="avg",
+        preprocess=identity.Preprocess(32, "squash", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), pooling="avg",
     )
 
 
@@ -92,7 +92,7 @@ def test_second_generation_keeps_rows_aligned_after_adds_deletes_moves_and_copie
     meta = writer.consolidate()
 
     assert meta.generation == 2 and meta.count == 5
-    assert not old_vectors_file.exists()  # superseded generation removed after meta.json
+    assert old_vectors_file.exists()  # a reader may still hold generation 1: kept one commit more
     got = vector_by_path(writer)
     assert list(got) == ["a.jpg", "b.jpg", "c.jpg", "f.jpg", "h.jpg"]
     np.testing.assert_array_equal(got["a.jpg"], new[0])
@@ -102,6 +102,9 @@ def test_second_generation_keeps_rows_aligned_after_adds_deletes_moves_and_copie
     np.testing.assert_array_equal(got["h.jpg"], vecs[0])  # a copy shares its source's vector
     assert writer.entry("e.jpg") is None
     assert not any((writer.dir / CHUNK_DIR).iterdir())  # consolidated chunks are dropped
+    writer.add_chunk(records(["i.jpg"]), unit_vectors(1, 5))
+    writer.consolidate()
+    assert not old_vectors_file.exists()  # two generations on, nobody reads it
 
 
 def test_skipped_files_are_kept_in_the_manifest_but_get_no_row(writer):
@@ -211,3 +214,24 @@ def test_a_writer_drops_unreadable_vectors_and_keeps_pending_chunks(writer):
     assert not path.exists()
     with Store.open(writer.dir) as reader:
         assert reader.meta.count == 1
+
+
+def test_an_index_written_before_generation_snapshots_is_read_and_upgraded(writer):
+    writer.add_chunk(records(["b.jpg", "c.jpg"]), unit_vectors(2, 12))
+    writer.consolidate()
+    writer.close()
+    import sqlite3
+
+    db = sqlite3.connect(writer.dir / "manifest.sqlite")  # what an older vsearch wrote
+    db.execute("DROP TABLE committed")
+    db.execute("DELETE FROM kv WHERE key IN ('snapshots', 'previous_files')")
+    db.commit()
+    db.close()
+    with Store.open(writer.dir) as reader:
+        assert reader.paths_by_row() == ["b.jpg", "c.jpg"] and reader.entry("c.jpg").row == 1
+        with Store.open(writer.dir, write=True) as upgraded:
+            upgraded.add_chunk(records(["a.jpg"]), unit_vectors(1, 13))
+            upgraded.consolidate()
+        assert reader.paths_by_row() == ["b.jpg", "c.jpg"]  # its generation is still mapped
+    with Store.open(writer.dir) as reader:
+        assert reader.paths_by_row() == ["a.jpg", "b.jpg", "c.jpg"]

@@ -76,15 +76,14 @@ def find_groups(store: Store, threshold: float = DEFAULT_THRESHOLD, *, links: in
     annoy = None
     use_annoy = mode == "approximate" or (mode == "auto" and count > nn.EXACT_LIMIT)
     if use_annoy:
-        ann_path = store.ann_path()
-        if ann_path is None or meta.dba is not None:
+        if store.ann_path() is None or meta.dba is not None:
             if mode == "approximate":
                 raise VsearchError(
                     f"--approximate: index at {store.dir} has no Annoy index over its raw vectors; "
                     "run `vsearch build-index` (without --dba)"
                 )
         else:
-            annoy = nn.AnnoySearcher(ann_path, meta.dim)
+            annoy = store.annoy()
     parent = np.arange(count, dtype=np.int64)
     degree = np.zeros(count, dtype=np.int64)
     step = 8192
@@ -106,7 +105,7 @@ def find_groups(store: Store, threshold: float = DEFAULT_THRESHOLD, *, links: in
     members: dict[int, list[int]] = {}
     for i in np.nonzero(degree)[0]:
         members.setdefault(int(roots[i]), []).append(int(i))
-    paths = _paths(store, [r for m in members.values() for r in m])
+    paths = store.paths_of_rows([r for m in members.values() for r in m])
     root = Path(meta.root)
     groups = []
     for rows_ in sorted(members.values(), key=lambda m: (-len(m), m[0])):
@@ -136,14 +135,3 @@ def _neighbours_of(vectors: np.ndarray, rows: np.ndarray, links: int,
     own = found == rows[:, None]
     scores = np.where(own, -np.inf, scores)
     return found, scores
-
-
-def _paths(store: Store, rows: list[int]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    wanted = sorted(set(rows))
-    for start in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
-        part = wanted[start:start + 900]
-        marks = ",".join("?" * len(part))
-        for row, path in store.db.execute(f"SELECT row, path FROM files WHERE row IN ({marks})", part):
-            out[int(row)] = path
-    return out

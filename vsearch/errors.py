@@ -27,3 +27,10 @@ class ModelMismatchError(VsearchError):
 
 class ModelUnavailableError(VsearchError):
     """A model's weights cannot be had here (no network, no checkpoint)."""
+
+
+class IndexWriteError(VsearchError):
+    """A file of the index could not be written: a full disk, an I/O error, no permission.
+
+    Whatever was committed before stays readable; the failed write leaves no temporary file.
+    """

@@ -11,6 +11,7 @@ recall@10 against exact search in ``benchmarks/bench_search.py``).
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .errors import IndexCorruptError
+from .errors import IndexCorruptError, IndexWriteError
 
 #: Up to this many vectors, ``auto`` search is an exact matmul; above it, Annoy (when built).
 #: Measured (benchmarks/bench_search.py, 2 shared cores): one exact query is a pass over all
@@ -95,6 +96,7 @@ def build_annoy(vectors: np.ndarray, path: Path, trees: int = DEFAULT_TREES, see
     from annoy import AnnoyIndex
 
     dim = vectors.shape[1]
+    _check_room_for_annoy(path, len(vectors), dim, trees)
     ann = AnnoyIndex(dim, "angular")
     ann.set_seed(seed)
     with atomic.replacing(path) as tmp:
@@ -108,17 +110,100 @@ def build_annoy(vectors: np.ndarray, path: Path, trees: int = DEFAULT_TREES, see
         ann.unload()
 
 
+def _check_room_for_annoy(path: Path, count: int, dim: int, trees: int) -> None:
+    """Refuse to start an Annoy build the disk cannot hold: Annoy writes its file through a
+    memory map, and a full disk under a map is a SIGBUS, not an error we could report.
+
+    Estimate: the items, plus per tree about 4 nodes per K items (K = dim + 2 items fit a
+    leaf; half-full leaves and as many inner nodes), and Annoy's 1.3x growth while it builds.
+    At 1M x 512 and 50 trees that is 2.9 GB of file, as measured (benchmarks/bench_search.py).
+    """
+    node = annoy_node_size(dim)
+    need = int(1.3 * node * (count + trees * (4 * count / (dim + 2) + 2)))
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if free < need:
+        raise IndexWriteError(f"no space left on device writing {path}: the Annoy index needs about "
+                              f"{need / 1e6:.0f} MB, {free / 1e6:.0f} MB are free; free some space, or "
+                              "search without it (--exact)")
+
+
 def default_search_k(n_candidates: int) -> int:
     """Annoy ``search_k`` for a query that asks for ``n_candidates`` rows."""
     return SEARCH_K_PER_CANDIDATE * n_candidates
 
 
-class AnnoySearcher:
-    """A saved Annoy index, memory-mapped."""
+def annoy_node_size(dim: int) -> int:
+    """Bytes per node of an angular Annoy index: n_descendants and two children (int32), then
+    ``dim`` float32 (annoylib.h, ``Angular::Node``)."""
+    return 12 + 4 * dim
 
-    def __init__(self, path: Path, dim: int) -> None:
+
+#: What the index's metadata says about each Annoy file it named (path -> count, trees, size),
+#: so that every AnnoySearcher on that file checks it, whoever constructs it.
+_EXPECTED: dict[str, tuple[int | None, int | None, int | None]] = {}
+
+
+def expect_annoy(path: Path, *, count: int | None, trees: int | None, size: int | None) -> None:
+    """Record what an Annoy file must hold; :class:`AnnoySearcher` checks it before loading."""
+    _EXPECTED[str(path)] = (count, trees, size)
+
+
+def check_annoy_file(path: Path, dim: int, *, count: int | None = None, trees: int | None = None,
+                     size: int | None = None) -> None:
+    """Refuse an Annoy file that Annoy would map and then crash on (e.g. truncated at a node
+    boundary), before Annoy sees it.
+
+    Annoy stores the items as nodes 0..n-1 (each with n_descendants 1), then the trees, then a
+    copy of each tree's root (n_descendants n) at the end, where its loader looks for them. So:
+    the size must be ``size`` when recorded, else a whole number of nodes; the last node must
+    be a root over ``count`` items (when known, else over some n with node n not an item); and
+    ``trees`` copies of it must end the file.
+    """
+    repair = "`vsearch build-index FOLDER` rebuilds it, and --exact searches without it"
+    try:
+        actual = path.stat().st_size
+    except OSError as exc:
+        raise IndexCorruptError(f"cannot read the Annoy index {path} ({exc.strerror}); {repair}") from None
+    node = annoy_node_size(dim)
+    nodes = actual // node
+    problem = None
+    if size is not None and actual != size:
+        problem = f"{actual} bytes, {size} recorded when built"
+    elif actual % node or nodes == 0:
+        problem = f"{actual} bytes is not a whole number of {node}-byte nodes"
+    else:
+        with open(path, "rb") as fh:
+            tail_nodes = min(nodes, max(trees or 1, 1))
+            fh.seek((nodes - tail_nodes) * node)
+            tail = np.frombuffer(fh.read(tail_nodes * node), dtype="<i4").reshape(tail_nodes, -1)[:, 0]
+            n = int(tail[-1])
+            first_tree = None
+            if 2 <= n < nodes:
+                fh.seek(n * node)
+                first_tree = int(np.frombuffer(fh.read(4), dtype="<i4")[0])
+        if count is not None and n != count:
+            problem = f"its roots cover {n} items, not {count}"
+        elif not 1 <= n < nodes or (first_tree is not None and first_tree == 1):
+            problem = "truncated"
+        elif trees is not None and count is not None and count > 1 and not (tail == n).all():
+            problem = f"fewer than its {trees} tree roots"
+    if problem:
+        raise IndexCorruptError(f"cannot read the Annoy index {path} (damaged: {problem}); {repair}")
+
+
+class AnnoySearcher:
+    """A saved Annoy index, memory-mapped (checked first with :func:`check_annoy_file`)."""
+
+    def __init__(self, path: Path, dim: int, *, count: int | None = None, trees: int | None = None,
+                 size: int | None = None) -> None:
         from annoy import AnnoyIndex
 
+        known = _EXPECTED.get(str(path), (None, None, None))
+        check_annoy_file(path, dim, count=count if count is not None else known[0],
+                         trees=trees if trees is not None else known[1], size=size if size is not None else known[2])
         self._ann = AnnoyIndex(dim, "angular")
         try:
             self._ann.load(str(path))

@@ -58,3 +58,6 @@ Exclude = Annotated[list[str] | None, typer.Option(
     "--exclude", metavar="GLOB", show_default=False,
     help="Leave out files whose path under FOLDER, one of its folders, or (without '/') any name in it matches "
          "GLOB, e.g. '*.png', 'thumbs', '2019/raw' (repeatable; case-sensitive). Excluded files leave the index.")]
+Rebuild = Annotated[bool, typer.Option(
+    "--rebuild", help="Start the index afresh (e.g. when it is damaged), keeping the vectors of unchanged files "
+                      "where they can be trusted.")]

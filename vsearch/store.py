@@ -1,34 +1,52 @@
-"""The index directory: manifest, vectors, metadata, atomic writes, the writer's lock.
+"""The index directory: the writer's lock, and the commit of ``meta.json``.
 
 Layout (format version 1)::
 
     INDEX_DIR/
       meta.json             commit record of the last consolidation; written last (see below)
-      manifest.sqlite       one row per file: path, size, mtime_ns, digest, row, pending chunk, skip
+      manifest.sqlite       files (the writer's working state: path, size, mtime_ns, digest, row,
+                            pending chunk, skip) and committed (each kept generation's frozen
+                            row -> file mapping); see ``manifest``
       chunks/NNNNNN.npy     vectors embedded since the last consolidation (crash-safe progress)
       vectors.GGGGGG.npy    float32 (count, dim), L2-normalised; row i = the file whose row is i
-      index.GGGGGG.ann      Annoy (angular) over that generation's vectors, when built
+      index.GGGGGG.ann      Annoy (angular) over that generation's vectors, when built; meta.json
+                            records its size in bytes, checked before Annoy maps the file
       vectors.GGGGGG.dbaN.npy  optional: database-side augmented copy of the vectors (build-index
                             --dba N); searched instead of the raw vectors, which stay the
                             stored-vector fast path's source. Annoy is then built over it.
       lock                  flock'd by the one writer
 
 Why a generation number in the file names: a consolidation writes the new vectors beside the
-old ones, renumbers the manifest and bumps its generation in one SQLite transaction, then
-replaces ``meta.json``. A reader trusts ``meta.json``; if SQLite's generation disagrees with it
-(a crash between the two) the reader stops with a clear message and the next writer finishes
-the commit. Nothing half-written is ever loaded: every file goes to a temporary name in the same
-folder, is flushed and fsynced, then ``os.replace``d.
+old ones, renumbers the manifest, snapshots the new row mapping and bumps its generation in one
+SQLite transaction, then replaces ``meta.json``. Nothing half-written is ever loaded: every file
+goes to a temporary name in the same folder, is flushed and fsynced, then ``os.replace``d.
+
+Readers and a concurrent commit: a reader trusts ``meta.json`` and sees exactly the generation it
+names, never a mix. The manifest keeps the row mapping of the newest two generations
+(``committed``), and the writer keeps the previous generation's files until the next commit, so
+a reader that read ``meta.json`` just before a commit (or holds the index open across one)
+still finds its own generation's vectors, Annoy file and paths. A reader opening while a commit
+is half done reads ``meta.json`` again when the manifest no longer holds its generation. A
+process that holds an index open across two commits gets one clear error asking it to open the
+index again, never paths of one generation paired with vectors of another. The price: the
+previous generation's vector and Annoy files stay on disk until the next commit.
+
+A writer that finds SQLite's generation ahead of ``meta.json`` (a crash between the two) finishes
+the commit. Files that cannot be read are repaired where no information is lost (a damaged
+chunk's files are embedded again; so are the files of unreadable committed vectors), and
+refused otherwise with one remedy: ``vsearch build-index FOLDER --rebuild``, which starts a clean
+index and keeps the old manifest's files and vectors where they can be trusted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import sqlite3
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,33 +55,24 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic
+from . import __version__, atomic, vectorfiles
+from . import index as nn
 from .errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
-from .models import ModelId
+from .identity import ModelId
+from .manifest import FROM_VECTORS, SCHEMA_VERSION, FileEntry, GenerationGone, Manifest
+from .vectorfiles import CHUNK_DIR, ann_name, dba_name
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-SCHEMA_VERSION = 1
 META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.sqlite"
-CHUNK_DIR = "chunks"
 LOCK_FILE = "lock"
-#: A pending vector whose source is the current generation's vectors file, not a chunk.
-FROM_VECTORS = -1
+#: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
+COMMIT_WAIT_S = 2.0
 
-
-@dataclass(frozen=True)
-class FileEntry:
-    """A manifest row: one file under the image root."""
-
-    id: int
-    path: str  # POSIX, relative to the image root
-    size: int
-    mtime_ns: int
-    digest: str | None
-    row: int | None  # row in the committed vectors, or None
-    skip_reason: str | None
+__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AnnInfo", "DbaInfo", "FileEntry", "IndexMeta", "Store",
+           "ann_name", "atomic_save_npy", "dba_name", "file_digest"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class AnnInfo:
     file: str
     trees: int
     metric: str = "angular"
+    size: int | None = None  # bytes, recorded when built; absent in indexes from before
 
 
 @dataclass(frozen=True)
@@ -99,39 +109,31 @@ class IndexMeta:
     dba: DbaInfo | None = None  # optional key: absent from meta.json when not built
 
     def to_dict(self) -> dict[str, Any]:
+        ann = None if self.ann is None else {k: v for k, v in vars(self.ann).items() if v is not None}
         return {
-            "format": "vsearch-index",
-            "format_version": FORMAT_VERSION,
-            "vsearch_version": __version__,
-            "generation": self.generation,
-            "model": self.model.to_dict(),
-            "root": self.root,
-            "count": self.count,
-            "dim": self.dim,
-            "skipped": self.skipped,
-            "vectors": self.vectors,
-            "manifest": MANIFEST_FILE,
-            "ann": None if self.ann is None else vars(self.ann).copy(),
-            "updated": self.updated,
+            "format": "vsearch-index", "format_version": FORMAT_VERSION, "vsearch_version": __version__,
+            "generation": self.generation, "model": self.model.to_dict(), "root": self.root,
+            "count": self.count, "dim": self.dim, "skipped": self.skipped, "vectors": self.vectors,
+            "manifest": MANIFEST_FILE, "ann": ann, "updated": self.updated,
             **({"dba": vars(self.dba).copy()} if self.dba is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexMeta:
-        ann = data.get("ann")
-        dba = data.get("dba")
-        return cls(
-            generation=int(data["generation"]),
-            model=ModelId.from_dict(data["model"]),
-            root=data["root"],
-            count=int(data["count"]),
-            dim=int(data["dim"]),
-            skipped=int(data.get("skipped", 0)),
-            vectors=data["vectors"],
-            ann=AnnInfo(**ann) if ann else None,
-            updated=data.get("updated", ""),
+        """Inverse of :meth:`to_dict`; a value of the wrong type raises TypeError."""
+        ann, dba = data.get("ann"), data.get("dba")
+        meta = cls(
+            generation=int(data["generation"]), model=ModelId.from_dict(data["model"]), root=data["root"],
+            count=int(data["count"]), dim=int(data["dim"]), skipped=int(data.get("skipped", 0)),
+            vectors=data["vectors"], ann=AnnInfo(**ann) if ann else None, updated=data.get("updated", ""),
             dba=DbaInfo(**dba) if dba else None,
         )
+        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba) if x is not None]
+        if not isinstance(meta.root, str) or not all(isinstance(n, str) and "/" not in n for n in names):
+            raise TypeError("root and file names must be strings")
+        if meta.count < 0 or meta.dim != meta.model.dim:
+            raise ValueError(f"count {meta.count}, dim {meta.dim} for a {meta.model.dim}-d model")
+        return meta
 
 
 def file_digest(data: bytes) -> str:
@@ -140,107 +142,223 @@ def file_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` a float32 array to ``path`` atomically."""
-    with atomic.replacing(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
+atomic_save_npy = vectorfiles.save
 
 
-def _vectors_name(generation: int) -> str:
-    return f"vectors.{generation:06d}.npy"
+def rebuild_hint(folder: object = "FOLDER") -> str:
+    """The one remedy for an index whose files cannot be trusted."""
+    return f"`vsearch build-index {folder} --rebuild` repairs it"
 
 
-def dba_name(generation: int, neighbours: int) -> str:
-    """File name of the database-side augmented vectors for one generation."""
-    return f"vectors.{generation:06d}.dba{neighbours}.npy"
+class IndexView:
+    """What every open index offers: its binding, its manifest's rows and its vector files.
 
+    A reader (a plain :class:`Store`) sees the generation ``meta.json`` named when it opened;
+    the writer sees, and changes, the manifest's working state.
+    """
 
-def ann_name(generation: int) -> str:
-    """File name of the Annoy index for one generation."""
-    return f"index.{generation:06d}.ann"
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    digest TEXT,
-    row INTEGER,
-    chunk INTEGER,
-    chunk_row INTEGER,
-    skip_reason TEXT,
-    deleted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS files_digest ON files(digest);
-CREATE UNIQUE INDEX IF NOT EXISTS files_row ON files(row);
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL);
-"""
-
-
-class Store:
-    """An index directory. Readers open it plainly; one writer at a time holds its lock."""
-
-    def __init__(self, index_dir: Path, db: sqlite3.Connection, meta: IndexMeta | None, lock_fd: int | None):
+    def __init__(self, index_dir: Path, manifest: Manifest, meta: IndexMeta | None, lock_fd: int | None):
         self.dir = index_dir
-        self.db = db
+        self.manifest = manifest
+        self._meta: IndexMeta | None = None
         self.meta = meta
         self._lock_fd = lock_fd
         self._vectors: np.ndarray | None = None
         self._search_vectors: np.ndarray | None = None
+        self._rebuilt = False
+
+    @property
+    def meta(self) -> IndexMeta | None:
+        """What ``meta.json`` committed (a reader's: when it opened), or None before a commit."""
+        return self._meta
+
+    @meta.setter
+    def meta(self, meta: IndexMeta | None) -> None:
+        self._meta = meta
+        if meta is not None and meta.ann is not None:  # whoever maps it checks it first
+            nn.expect_annoy(self.dir / meta.ann.file, count=meta.count, trees=meta.ann.trees, size=meta.ann.size)
+
+    # --- what the index is bound to ----------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """The manifest's generation (a reader's own is ``meta.generation``)."""
+        return self.manifest.generation
+
+    @property
+    def root(self) -> Path | None:
+        """The image root this index covers (recorded at the first write)."""
+        value = self.manifest.get("root")
+        return Path(value) if value else None
+
+    @property
+    def model_id(self) -> ModelId | None:
+        """The model bound to this index (recorded before its first vector)."""
+        value = self.manifest.get("model")
+        return ModelId.from_dict(json.loads(value)) if value else None
+
+    # --- manifest reads: a reader sees its own generation, the writer its working state ------
+
+    def _view(self) -> int | None:
+        return None if self._lock_fd is not None or self.meta is None else self.meta.generation
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except GenerationGone:
+            raise IndexBusyError(f"the index at {self.dir} was updated twice while this process had it open; "
+                                 "open it again (run the command again)") from None
+
+    def entry(self, path: str) -> FileEntry | None:
+        """The manifest entry for one relative path."""
+        with self._reading():
+            return self.manifest.entry(path, self._view())
+
+    def entry_by_digest(self, digest: str) -> FileEntry | None:
+        """A committed entry with this content digest, if any."""
+        with self._reading():
+            return self.manifest.entry_by_digest(digest, self._view())
+
+    def entries(self) -> Iterator[FileEntry]:
+        """Every live entry, skipped ones included, in path order."""
+        return self.manifest.entries()
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) for every file recorded as skipped."""
+        return self.manifest.skipped()
+
+    def paths_of_rows(self, rows: Sequence[int]) -> dict[int, str]:
+        """Relative path of each of ``rows`` (committed rows), looked up in batches."""
+        with self._reading():
+            return dict(self.manifest.rows(self._view(), rows))
+
+    def paths_by_row(self) -> list[str]:
+        """Relative path of each committed row, in row order (invariant: row i <-> vectors[i])."""
+        paths: list[str | None] = [None] * (self.meta.count if self.meta else 0)
+        with self._reading():
+            for row, path in self.manifest.rows(self._view()):
+                if row >= len(paths):
+                    raise IndexCorruptError(f"manifest row {row} beyond the {len(paths)} vectors in {self.dir}; "
+                                            f"{rebuild_hint(self.abs_path(''))}")
+                paths[row] = path
+        if any(p is None for p in paths):
+            raise IndexCorruptError(f"manifest and vectors disagree in {self.dir}; {rebuild_hint(self.abs_path(''))}")
+        return paths  # type: ignore[return-value]
+
+    def path_of_row(self, row: int) -> str:
+        """Relative path of one committed row."""
+        found = self.paths_of_rows([row]).get(row)
+        if found is None:
+            raise IndexCorruptError(f"no manifest entry for row {row} in {self.dir}; {rebuild_hint(self.abs_path(''))}")
+        return found
+
+    def abs_path(self, rel: str) -> Path:
+        """Absolute path of a manifest path."""
+        root = Path(self.meta.root) if self.meta else self.root
+        assert root is not None
+        return root / rel
+
+    def dirs(self) -> list[tuple[str, int]]:
+        """(relative folder, mtime_ns) as recorded at the last scan."""
+        return self.manifest.dirs()
+
+    # --- vector files ------------------------------------------------------------------------
+
+    def vectors(self) -> np.ndarray:
+        """The committed vectors, memory-mapped read-only, shape (count, dim)."""
+        if self._vectors is None:
+            if self.meta is None:
+                raise IndexMissingError(f"index at {self.dir} has no committed vectors yet")
+            self._vectors = vectorfiles.load(self.dir / self.meta.vectors, (self.meta.count, self.meta.dim),
+                                             f"`vsearch build-index {self.meta.root}` repairs the index")
+        return self._vectors
+
+    def search_vectors(self) -> np.ndarray:
+        """The vectors that search ranks against: the DBA copy when built, else :meth:`vectors`."""
+        raw = self.vectors()
+        if self.meta is None or self.meta.dba is None:
+            return raw
+        if self._search_vectors is None:
+            self._search_vectors = vectorfiles.load(self.dir / self.meta.dba.file, raw.shape,
+                                                    "rebuild with `vsearch build-index`")
+        return self._search_vectors
+
+    def vectors_for_generation(self, generation: int) -> np.ndarray:
+        """The vectors file of one generation (empty array for generation 0)."""
+        if generation == 0:
+            return np.zeros((0, self.model_id.dim if self.model_id else 0), dtype=np.float32)
+        if self.meta is not None and generation == self.meta.generation:
+            return self.vectors()  # a generation that only moved files maps an older file
+        return np.load(self.dir / vectorfiles.vectors_name(generation), mmap_mode="r")
+
+    def ann_path(self) -> Path | None:
+        """Path of the Annoy index of the committed generation, if built. Any
+        :class:`~vsearch.index.AnnoySearcher` on it checks it against ``meta.json`` first
+        (the ``meta`` setter records what to expect)."""
+        if self.meta is None or self.meta.ann is None:
+            return None
+        return self.dir / self.meta.ann.file
+
+    def annoy(self) -> nn.AnnoySearcher | None:
+        """The committed generation's Annoy index, or None when not built; its size and roots
+        are checked against ``meta.json`` before Annoy maps it (a damaged file can crash Annoy)."""
+        path = self.ann_path()
+        if path is None or self.meta is None or self.meta.ann is None:
+            return None
+        return nn.AnnoySearcher(path, self.meta.dim, count=self.meta.count, trees=self.meta.ann.trees,
+                                size=self.meta.ann.size)
+
+
+class Store(IndexView):
+    """An index directory. Readers open it plainly; one writer at a time holds its lock."""
 
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_dir: Path, *, write: bool = False) -> Store:
-        """Open an index. ``write=True`` creates it if needed, takes the lock and repairs.
+    def open(cls, index_dir: Path, *, write: bool = False, rebuild: bool = False) -> Store:
+        """Open an index. ``write=True`` creates it if needed, takes the lock and repairs;
+        ``rebuild=True`` (with write) removes a damaged index and starts a clean one that keeps
+        the old manifest's files and vectors where they can be trusted (:func:`rebuild`).
 
         A reader needs a committed index (``meta.json``) that agrees with the manifest.
         """
         index_dir = Path(index_dir).expanduser().absolute()
-        if not write:
-            if not (index_dir / META_FILE).exists():
-                if (index_dir / MANIFEST_FILE).exists():
-                    raise IndexMissingError(
-                        f"index at {index_dir} was never completed; run `vsearch build-index FOLDER` to finish it"
-                    )
-                raise IndexMissingError(
-                    f"no index at {index_dir}; build one with `vsearch build-index FOLDER`"
-                    " (or point --index-dir / VSEARCH_INDEX_DIR at an existing one)"
-                )
-            db = _connect(index_dir / MANIFEST_FILE, readonly=True)
-            store = cls(index_dir, db, _read_meta(index_dir), None)
-            store._check_consistent()
-            return store
-
         if index_dir.exists() and not index_dir.is_dir():
-            raise VsearchError(f"--index-dir {index_dir} exists and is not a folder")
-        if index_dir.exists() and any(index_dir.iterdir()) and not (
-            (index_dir / MANIFEST_FILE).exists() or (index_dir / META_FILE).exists()
-        ):
-            raise VsearchError(
-                f"--index-dir {index_dir} is a non-empty folder that holds no vsearch index; "
-                "choose an empty or new folder"
-            )
-        (index_dir / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
-        lock_fd = _take_lock(index_dir / LOCK_FILE)
-        try:
-            db = _connect(index_dir / MANIFEST_FILE, readonly=False)
-            meta = _read_meta(index_dir) if (index_dir / META_FILE).exists() else None
-            store = cls(index_dir, db, meta, lock_fd)
-            store._recover()
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        return store
+            raise VsearchError(f"--index-dir {index_dir} is a file, not a folder")
+        if not write:
+            return cls._open_reader(index_dir)
+        return open_writer(cls, index_dir, rebuild=rebuild)
+
+    @classmethod
+    def _open_reader(cls, index_dir: Path) -> Store:
+        if not (index_dir / META_FILE).exists():
+            if (index_dir / MANIFEST_FILE).exists():
+                raise IndexMissingError(
+                    f"index at {index_dir} was never completed; run `vsearch build-index FOLDER` to finish it")
+            raise IndexMissingError(
+                f"no index at {index_dir}; build one with `vsearch build-index FOLDER`"
+                " (or point --index-dir / VSEARCH_INDEX_DIR at an existing one)")
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        while True:
+            meta = read_meta(index_dir)
+            manifest = Manifest.open(index_dir / MANIFEST_FILE, write=False)
+            try:
+                check_agrees(index_dir, manifest, meta)
+                return cls(index_dir, manifest, meta, None)
+            except GenerationGone:
+                manifest.close()  # a commit landed between reading meta.json and the manifest
+            except IndexCorruptError:
+                manifest.close()  # maybe a commit half done by a writer from before snapshots
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     def close(self) -> None:
         """Release the lock and the database."""
         self._vectors = None
         self._search_vectors = None
-        self.db.close()
+        self.manifest.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -251,30 +369,7 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- key/value state in the manifest ---------------------------------------------------
-
-    def _get(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def _set(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))
-
-    @property
-    def generation(self) -> int:
-        return int(self._get("generation", "0"))
-
-    @property
-    def root(self) -> Path | None:
-        """The image root this index covers (recorded at the first write)."""
-        value = self._get("root")
-        return Path(value) if value else None
-
-    @property
-    def model_id(self) -> ModelId | None:
-        """The model bound to this index (recorded before its first vector)."""
-        value = self._get("model")
-        return ModelId.from_dict(json.loads(value)) if value else None
+    # --- binding (writer) ----------------------------------------------------------------
 
     def bind(self, root: Path, model_name: str | None) -> None:
         """Check (or, for a new index, record) the image root and model name.
@@ -284,169 +379,39 @@ class Store:
         """
         root = Path(root).resolve()
         known_root = self.root
+        if known_root is not None and known_root != root and self._rebuilt:
+            log.info("rebuild for another folder: nothing of the old index is kept")
+            self.manifest.clear()
+            known_root = None
         if known_root is not None and known_root != root:
-            raise VsearchError(
-                f"index at {self.dir} covers {known_root}, not {root}; use another --index-dir "
-                "for this folder"
-            )
+            raise VsearchError(f"index at {self.dir} covers {known_root}, not {root}; use another --index-dir "
+                               "for this folder")
         known = self.model_id
         if known is not None and model_name and model_name != known.name:
             raise ModelMismatchError(
                 f"index at {self.dir} was built with model {known.name}; it cannot mix in vectors "
-                f"from {model_name}. Leave out --model to use {known.name}, or use another --index-dir"
-            )
-        with self.db:
-            self._set("root", str(root))
+                f"from {model_name}. Leave out --model to use {known.name}, or use another --index-dir")
+        self.manifest.set("root", str(root))
 
     def bind_model(self, model_id: ModelId) -> None:
         """Record the model for a new index, or refuse one that would make other vectors."""
         known = self.model_id
         if known is None:
-            with self.db:
-                self._set("model", json.dumps(model_id.to_dict()))
+            self.manifest.set("model", json.dumps(model_id.to_dict()))
             return
         if not known.same_vectors_as(model_id):
             raise ModelMismatchError(
                 f"index at {self.dir} was built with {known.name}, but the model loaded now differs "
                 f"({known.differences(model_id)}); its vectors would not be comparable. "
-                "Rebuild the index in a new --index-dir"
-            )
+                "Rebuild the index in a new --index-dir")
 
-    # --- manifest reads ---------------------------------------------------------------------
-
-    def entry(self, path: str) -> FileEntry | None:
-        """The manifest entry for one relative path."""
-        row = self.db.execute(
-            "SELECT id, path, size, mtime_ns, digest, row, skip_reason FROM files "
-            "WHERE path = ? AND deleted = 0",
-            (path,),
-        ).fetchone()
-        return FileEntry(*row) if row else None
-
-    def entry_by_digest(self, digest: str) -> FileEntry | None:
-        """A committed entry with this content digest, if any."""
-        row = self.db.execute(
-            "SELECT id, path, size, mtime_ns, digest, row, skip_reason FROM files "
-            "WHERE digest = ? AND row IS NOT NULL LIMIT 1",
-            (digest,),
-        ).fetchone()
-        return FileEntry(*row) if row else None
-
-    def entries(self) -> Iterator[FileEntry]:
-        """Every live entry, skipped ones included, in path order."""
-        cur = self.db.execute(
-            "SELECT id, path, size, mtime_ns, digest, row, skip_reason FROM files "
-            "WHERE deleted = 0 ORDER BY path"
-        )
-        for row in cur:
-            yield FileEntry(*row)
-
-    def skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) for every file recorded as skipped."""
-        return list(
-            self.db.execute(
-                "SELECT path, skip_reason FROM files WHERE skip_reason IS NOT NULL AND deleted = 0 ORDER BY path"
-            )
-        )
-
-    def paths_by_row(self) -> list[str]:
-        """Relative path of each committed row, in row order (invariant: row i <-> vectors[i])."""
-        paths: list[str | None] = [None] * (self.meta.count if self.meta else 0)
-        for row, path in self.db.execute("SELECT row, path FROM files WHERE row IS NOT NULL"):
-            if row >= len(paths):
-                raise IndexCorruptError(f"manifest row {row} beyond the {len(paths)} vectors in {self.dir}")
-            paths[row] = path
-        if any(p is None for p in paths):
-            raise IndexCorruptError(f"manifest and vectors disagree in {self.dir}; rebuild the index")
-        return paths  # type: ignore[return-value]
-
-    def path_of_row(self, row: int) -> str:
-        """Relative path of one committed row."""
-        found = self.db.execute("SELECT path FROM files WHERE row = ?", (row,)).fetchone()
-        if found is None:
-            raise IndexCorruptError(f"no manifest entry for vector row {row} in {self.dir}")
-        return found[0]
-
-    def abs_path(self, rel: str) -> Path:
-        """Absolute path of a manifest path."""
-        root = Path(self.meta.root) if self.meta else self.root
-        assert root is not None
-        return root / rel
-
-    def vectors(self) -> np.ndarray:
-        """The committed vectors, memory-mapped read-only, shape (count, dim)."""
-        if self._vectors is None:
-            if self.meta is None:
-                raise IndexMissingError(f"index at {self.dir} has no committed vectors yet")
-            path = self.dir / self.meta.vectors
-            repair = f"`vsearch build-index {self.meta.root}` repairs the index"
-            try:
-                vectors = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise IndexCorruptError(f"cannot read {path}: {exc}; {repair}") from None
-            if vectors.shape != (self.meta.count, self.meta.dim) or vectors.dtype != np.float32:
-                raise IndexCorruptError(
-                    f"{path} holds {vectors.shape} {vectors.dtype}, but meta.json says "
-                    f"({self.meta.count}, {self.meta.dim}) float32; {repair}"
-                )
-            self._vectors = vectors  # only once checked: a failed check never leaves it cached
-        return self._vectors
-
-    def search_vectors(self) -> np.ndarray:
-        """The vectors that search ranks against: the DBA copy when built, else :meth:`vectors`."""
-        raw = self.vectors()
-        if self.meta is None or self.meta.dba is None:
-            return raw
-        if self._search_vectors is None:
-            path = self.dir / self.meta.dba.file
-            try:
-                self._search_vectors = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise IndexCorruptError(f"cannot read {path}: {exc}; rebuild with `vsearch build-index`") from None
-            if self._search_vectors.shape != raw.shape or self._search_vectors.dtype != np.float32:
-                raise IndexCorruptError(f"{path} does not match {self.meta.vectors}; rebuild with `vsearch build-index`")
-        return self._search_vectors
-
-    def set_dba(self, dba: DbaInfo | None) -> None:
-        """Record (or drop) the DBA copy of the committed vectors; the Annoy index, built over
-        the vectors search ranks against, is dropped with it and must be rebuilt."""
-        self._require_writer()
-        assert self.meta is not None
-        self._write_meta(IndexMeta(**{**vars(self.meta), "dba": dba, "ann": None}))
-        self._remove_stale()
-
-    def ann_path(self) -> Path | None:
-        """Path of the Annoy index of the committed generation, if built."""
-        if self.meta is None or self.meta.ann is None:
-            return None
-        return self.dir / self.meta.ann.file
-
-    def _check_consistent(self) -> None:
-        meta = self.meta
-        assert meta is not None
-        gen = self.generation
-        if gen != meta.generation:
-            raise IndexCorruptError(
-                f"index at {self.dir} was interrupted while committing (manifest generation {gen}, "
-                f"meta.json generation {meta.generation}); re-run `vsearch embed` or `build-index` to finish it"
-            )
-        (n,) = self.db.execute("SELECT COUNT(*) FROM files WHERE row IS NOT NULL").fetchone()
-        if n != meta.count:
-            raise IndexCorruptError(
-                f"index at {self.dir}: manifest has {n} rows but meta.json says {meta.count}; rebuild the index"
-            )
-
-    # --- writes (writer only) ---------------------------------------------------------------
+    # --- writes (writer only); the commit itself is consolidate() below ----------------------------
 
     def _require_writer(self) -> None:
         if self._lock_fd is None:
             raise RuntimeError("store opened read-only")
 
-    def add_chunk(
-        self,
-        records: Sequence[tuple[str, int, int, str]],
-        vectors: np.ndarray,
-    ) -> None:
+    def add_chunk(self, records: Sequence[tuple[str, int, int, str]], vectors: np.ndarray) -> None:
         """Commit freshly embedded vectors: ``records[i] = (path, size, mtime_ns, digest)``.
 
         The chunk file is written first; the manifest transaction that points at it second, so a
@@ -455,281 +420,330 @@ class Store:
         self._require_writer()
         if len(records) != len(vectors):
             raise ValueError("records and vectors differ in length")
-        if not records:
-            return
-        number = int(self._get("next_chunk", "0"))
-        atomic_save_npy(self.dir / CHUNK_DIR / f"{number:06d}.npy", vectors)
-        with self.db:
-            self._set("next_chunk", str(number + 1))
-            for i, (path, size, mtime_ns, digest) in enumerate(records):
-                self._upsert(path, size, mtime_ns, digest, chunk=number, chunk_row=i, skip_reason=None)
+        if records:
+            number = int(self.manifest.get("next_chunk", "0") or 0)
+            vectorfiles.save(vectorfiles.chunk_path(self.dir, number), vectors)
+            self.manifest.add_chunk_rows(number, records)
 
     def add_reference(self, path: str, size: int, mtime_ns: int, digest: str, source: FileEntry) -> None:
         """A new path whose content equals ``source``'s: it shares that vector, no embedding."""
         self._require_writer()
-        chunk, chunk_row = self.db.execute(
-            "SELECT chunk, chunk_row FROM files WHERE id = ?", (source.id,)
-        ).fetchone()
-        if chunk is None:
-            chunk, chunk_row = FROM_VECTORS, source.row
-        with self.db:
-            self._upsert(path, size, mtime_ns, digest, chunk=chunk, chunk_row=chunk_row, skip_reason=None)
+        self.manifest.add_reference(path, size, mtime_ns, digest, source.id)
 
     def move(self, entry: FileEntry, new_path: str, size: int, mtime_ns: int) -> None:
         """A file renamed or moved: same content, so the same vector row, under a new path."""
         self._require_writer()
-        with self.db:
-            self.db.execute("DELETE FROM files WHERE path = ? AND id != ?", (new_path, entry.id))
-            self.db.execute(
-                "UPDATE files SET path = ?, size = ?, mtime_ns = ?, deleted = 0 WHERE id = ?",
-                (new_path, size, mtime_ns, entry.id),
-            )
+        self.manifest.move(entry.id, new_path, size, mtime_ns)
 
     def touch(self, entry: FileEntry, size: int, mtime_ns: int) -> None:
         """Same path, same content, new mtime: remember the new stat so the next run skips it."""
         self._require_writer()
-        with self.db:
-            self.db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, entry.id))
+        self.manifest.touch(entry.id, size, mtime_ns)
 
     def record_skip(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
-        """A file that could not be embedded; kept so an unchanged re-run does not retry it."""
+        """A file that could not be embedded; kept so an unchanged re-run does not retry it.
+
+        A file that was indexed and turned bad keeps its row until the next consolidation,
+        which leaves it out (:meth:`pending_changes` sees it).
+        """
         self._require_writer()
-        with self.db:
-            self._upsert(path, size, mtime_ns, None, chunk=None, chunk_row=None, skip_reason=reason)
-            # A file that turned bad loses its old vector at the next consolidation.
-            self.db.execute("UPDATE files SET row = NULL WHERE path = ? AND skip_reason IS NOT NULL", (path,))
+        self.manifest.record_skip(path, size, mtime_ns, reason)
 
     def mark_deleted(self, paths: Iterable[str]) -> int:
         """Files gone from disk; they leave the vectors at the next consolidation."""
         self._require_writer()
-        with self.db:
-            cur = self.db.executemany("UPDATE files SET deleted = 1 WHERE path = ?", ((p,) for p in paths))
-        return cur.rowcount
+        return self.manifest.mark_deleted(paths)
 
-    def _upsert(self, path: str, size: int, mtime_ns: int, digest: str | None, *, chunk: int | None,
-                chunk_row: int | None, skip_reason: str | None) -> None:
-        self.db.execute(
-            "INSERT INTO files(path, size, mtime_ns, digest, chunk, chunk_row, skip_reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size, "
-            "mtime_ns = excluded.mtime_ns, digest = excluded.digest, chunk = excluded.chunk, "
-            "chunk_row = excluded.chunk_row, skip_reason = excluded.skip_reason, deleted = 0",
-            (path, size, mtime_ns, digest, chunk, chunk_row, skip_reason),
-        )
+    def record_dirs(self, dirs: Iterable[tuple[str, int]]) -> None:
+        """Remember each scanned folder's mtime, for the cheap staleness check at query time."""
+        self._require_writer()
+        self.manifest.record_dirs(dirs)
 
     def pending_changes(self) -> bool:
         """True when the manifest holds work that the committed vectors do not reflect yet."""
-        (n,) = self.db.execute(
-            "SELECT COUNT(*) FROM files WHERE chunk IS NOT NULL OR deleted = 1 "
-            "OR (row IS NOT NULL AND skip_reason IS NOT NULL)"
-        ).fetchone()
-        return n > 0 or self.meta is None or self.meta.generation != self.generation
+        return not self._vectors_current() or self.manifest.get("relabelled") is not None
+
+    def _vectors_current(self) -> bool:
+        """True when the committed vectors hold exactly the manifest's files (moves aside)."""
+        if self.meta is None or self.meta.generation != self.generation:
+            return False
+        return self.manifest.pending_count() == 0 and self.manifest.row_count() == self.meta.count
 
     def consolidate(self, block: int = 4096) -> IndexMeta:
-        """Merge committed vectors and pending chunks into a new generation, in path order.
-
-        Memory stays at one block of rows: the output is a memory-mapped ``.npy`` file filled
-        block by block from memory-mapped sources.
-        """
-        self._require_writer()
-        model = self.model_id
-        root = self.root
-        if model is None or root is None:
-            raise IndexMissingError(f"index at {self.dir} holds no vectors yet")
-        old_gen = self.generation
-        new_gen = old_gen + 1
-        sources = self.db.execute(
-            "SELECT id, row, chunk, chunk_row FROM files WHERE deleted = 0 AND skip_reason IS NULL "
-            "AND (chunk IS NOT NULL OR row IS NOT NULL) ORDER BY path"
-        ).fetchall()
-        count, dim = len(sources), model.dim
-        target = self.dir / _vectors_name(new_gen)
-        # Opened only when a row comes from it: a repair (_drop_unreadable_vectors) has none.
-        old: np.ndarray | None = None
-        chunks: dict[int, np.ndarray] = {}
-        with atomic.replacing(target) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
-            for start in range(0, count, block):
-                for j, (_id, row, chunk, chunk_row) in enumerate(sources[start:start + block], start):
-                    if chunk is None or chunk == FROM_VECTORS:
-                        if old is None:
-                            old = self.vectors_for_generation(old_gen)
-                        out[j] = old[row if chunk is None else chunk_row]
-                    else:
-                        if chunk not in chunks:
-                            if len(chunks) > 64:  # bound open maps on huge collections
-                                chunks.clear()
-                            chunks[chunk] = np.load(self.dir / CHUNK_DIR / f"{chunk:06d}.npy", mmap_mode="r")
-                        out[j] = chunks[chunk][chunk_row]
-            out.flush()
-            del out
-        chunks.clear()
-        old = None
-        (skipped,) = self.db.execute(
-            "SELECT COUNT(*) FROM files WHERE skip_reason IS NOT NULL AND deleted = 0"
-        ).fetchone()
-        with self.db:
-            self.db.execute("DELETE FROM files WHERE deleted = 1")
-            self.db.execute("UPDATE files SET row = NULL")
-            self.db.executemany(
-                "UPDATE files SET row = ?, chunk = NULL, chunk_row = NULL WHERE id = ?",
-                ((i, src[0]) for i, src in enumerate(sources)),
-            )
-            self.db.execute("UPDATE files SET chunk = NULL, chunk_row = NULL WHERE skip_reason IS NOT NULL")
-            self._set("generation", str(new_gen))
-            self._set("skipped", str(skipped))
-        meta = IndexMeta(
-            generation=new_gen, model=model, root=str(root), count=count, dim=dim, skipped=skipped,
-            vectors=target.name, ann=None, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        self._write_meta(meta)
-        self._remove_stale()
-        return meta
-
-    def vectors_for_generation(self, generation: int) -> np.ndarray:
-        """The vectors file of one generation (empty array for generation 0)."""
-        if generation == 0:
-            dim = self.model_id.dim if self.model_id else 0
-            return np.zeros((0, dim), dtype=np.float32)
-        return np.load(self.dir / _vectors_name(generation), mmap_mode="r")
+        """Merge committed vectors and pending chunks into a new generation, in path order."""
+        return consolidate(self, block)
 
     def set_ann(self, ann: AnnInfo | None) -> None:
         """Record (or drop) the Annoy index of the committed generation in ``meta.json``."""
         self._require_writer()
         assert self.meta is not None
-        self._write_meta(IndexMeta(**{**vars(self.meta), "ann": ann}))
-        self._remove_stale()
+        if ann is not None and ann.size is None:  # record the size, checked before each load
+            ann = dataclasses.replace(ann, size=(self.dir / ann.file).stat().st_size)
+        self.write_meta(dataclasses.replace(self.meta, ann=ann))
 
-    def _write_meta(self, meta: IndexMeta) -> None:
+    def set_dba(self, dba: DbaInfo | None) -> None:
+        """Record (or drop) the DBA copy of the committed vectors; the Annoy index, built over
+        the vectors search ranks against, is dropped with it and must be rebuilt."""
+        self._require_writer()
+        assert self.meta is not None
+        self.write_meta(dataclasses.replace(self.meta, dba=dba, ann=None))
+
+    def write_meta(self, meta: IndexMeta) -> None:
+        """Commit ``meta``: replace ``meta.json``, then drop files no generation kept needs.
+
+        The files of the generation it replaces are kept until the next one (readers may hold it).
+        """
+        if self.meta is not None and self.meta.generation != meta.generation:
+            self.manifest.set("previous_files", json.dumps(sorted(_files_of(self.meta))))
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
-        self._vectors = None
-        self._search_vectors = None
-
-    def record_dirs(self, dirs: Iterable[tuple[str, int]]) -> None:
-        """Remember each scanned folder's mtime, for the cheap staleness check at query time."""
-        self._require_writer()
-        with self.db:
-            self.db.execute("DELETE FROM dirs")
-            self.db.executemany("INSERT OR REPLACE INTO dirs(path, mtime_ns) VALUES (?, ?)", dirs)
-
-    def dirs(self) -> list[tuple[str, int]]:
-        """(relative folder, mtime_ns) as recorded at the last scan."""
-        return list(self.db.execute("SELECT path, mtime_ns FROM dirs ORDER BY path"))
-
-    # --- recovery -------------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        """Finish an interrupted commit, then drop temporary files and orphan chunks."""
-        gen = self.generation
-        meta_gen = self.meta.generation if self.meta else 0
-        if gen != meta_gen:
-            vectors = self.dir / _vectors_name(gen)
-            model, root = self.model_id, self.root
-            (count,) = self.db.execute("SELECT COUNT(*) FROM files WHERE row IS NOT NULL").fetchone()
-            (skipped,) = self.db.execute(
-                "SELECT COUNT(*) FROM files WHERE skip_reason IS NOT NULL AND deleted = 0"
-            ).fetchone()
-            if not vectors.exists() or model is None or root is None:
-                raise IndexCorruptError(
-                    f"index at {self.dir} is damaged (generation {gen} has no vectors file); "
-                    "delete the folder and build it again"
-                )
-            log.info("finishing the interrupted commit of generation %d", gen)
-            self._write_meta(IndexMeta(
-                generation=gen, model=model, root=str(root), count=count, dim=model.dim,
-                skipped=skipped, vectors=vectors.name, ann=None,
-                updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            ))
-        self._drop_unreadable_vectors()
-        self._remove_stale()
-
-    def _drop_unreadable_vectors(self) -> None:
-        """Committed vectors that cannot be read (e.g. a truncated file) leave the index.
-
-        Their manifest rows go with them and a smaller generation is committed at once, so the
-        index is consistent again and the next update embeds those files anew.
-        """
-        if self.meta is None:
-            return
-        try:
-            self.vectors()
-            return
-        except IndexCorruptError as exc:
-            log.warning("%s; its %d images will be embedded again", exc, self.meta.count)
-        self._vectors = None
-        with self.db:
-            self.db.execute("DELETE FROM files WHERE row IS NOT NULL OR chunk = ?", (FROM_VECTORS,))
-            self.db.execute("DELETE FROM dirs")  # nothing may look up to date now
-        self.consolidate()
-
-    def _remove_stale(self) -> None:
-        keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, f"{MANIFEST_FILE}-journal",
-                f"{MANIFEST_FILE}-wal", f"{MANIFEST_FILE}-shm"}
-        if self.meta is not None:
-            keep.add(self.meta.vectors)
-            if self.meta.ann is not None:
-                keep.add(self.meta.ann.file)
-            if self.meta.dba is not None:
-                keep.add(self.meta.dba.file)
-        for child in self.dir.iterdir():
-            if child.name not in keep and (
-                child.name.endswith(".tmp") or child.name.startswith(("vectors.", "index."))
-            ):
-                with contextlib.suppress(OSError):
-                    child.unlink()
-        live = {
-            c for (c,) in self.db.execute("SELECT DISTINCT chunk FROM files WHERE chunk IS NOT NULL")
-        }
-        for child in (self.dir / CHUNK_DIR).iterdir():
-            stem = child.name.split(".")[0].lstrip(".")
-            if not stem.isdigit() or int(stem) not in live or child.name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    child.unlink()
+        self._vectors = self._search_vectors = None
+        remove_stale(self)
 
 
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    try:
-        if readonly:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        else:
-            db = sqlite3.connect(path, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=DELETE")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            with db:
-                db.execute(
-                    "INSERT OR IGNORE INTO kv(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        row = db.execute("SELECT value FROM kv WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise IndexCorruptError(f"cannot read manifest {path}: {exc}") from None
-    if row is None or int(row[0]) > SCHEMA_VERSION:
-        raise IndexCorruptError(
-            f"manifest {path} has schema version {row[0] if row else '?'}, newer than this "
-            f"vsearch ({__version__}) reads; upgrade vsearch or rebuild the index"
-        )
-    return db
-
-
-def _read_meta(index_dir: Path) -> IndexMeta:
+def read_meta(index_dir: Path) -> IndexMeta:
+    """Read and check ``meta.json``."""
     path = index_dir / META_FILE
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise IndexCorruptError(f"cannot read {path}: {exc}") from None
+        raise IndexCorruptError(f"cannot read {path}: {exc}; {rebuild_hint()}") from None
     if not isinstance(data, dict) or data.get("format") != "vsearch-index":
-        raise IndexCorruptError(f"{path} is not a vsearch index")
+        raise IndexCorruptError(f"{path} is not a vsearch index; {rebuild_hint()}")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexCorruptError(
             f"index at {index_dir} has format version {version}; this vsearch ({__version__}) reads "
-            f"version {FORMAT_VERSION}. Rebuild it with `vsearch build-index`"
-        )
+            f"version {FORMAT_VERSION}. Rebuild it with `vsearch build-index FOLDER --rebuild`")
     try:
         return IndexMeta.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IndexCorruptError(f"{path} is incomplete or damaged ({exc!r})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IndexCorruptError(f"{path} is incomplete or damaged ({exc!r}); {rebuild_hint()}") from None
+
+
+def check_bound(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
+    """Refuse a ``meta.json`` whose folder or model is not the manifest's (e.g. an edited root)."""
+    root = manifest.get("root")
+    if root is not None and root != meta.root:
+        raise IndexCorruptError(f"{index_dir / META_FILE} names the folder {meta.root}, but the index was built "
+                                f"for {root}; {rebuild_hint(root)}")
+    model = manifest.get("model")
+    if model is not None and ModelId.from_dict(json.loads(model)) != meta.model:
+        raise IndexCorruptError(f"{index_dir / META_FILE} names another model than the manifest; "
+                                f"{rebuild_hint(root or 'FOLDER')}")
+
+
+def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
+    """Refuse a ``meta.json`` that disagrees with the manifest (root, model, row count).
+
+    A reader's generation must still be in the manifest; when two commits landed since it
+    read ``meta.json``, GenerationGone says to read it again.
+    """
+    check_bound(index_dir, manifest, meta)
+    root = manifest.get("root")
+    gen = manifest.generation
+    if meta.generation not in manifest.snapshots() and gen != meta.generation:
+        if gen > meta.generation + 1:
+            raise GenerationGone(meta.generation)
+        raise IndexCorruptError(
+            f"index at {index_dir} was interrupted while committing (manifest generation {gen}, "
+            f"meta.json generation {meta.generation}); re-run `vsearch build-index {root or 'FOLDER'}` to finish it")
+    n = manifest.row_span(meta.generation)  # what a query's open can afford at 1M rows
+    if n != meta.count:
+        raise IndexCorruptError(f"index at {index_dir}: manifest has {n} rows but meta.json says {meta.count}; "
+                                f"{rebuild_hint(root or 'FOLDER')}")
+
+
+def _files_of(meta: IndexMeta) -> set[str]:
+    return {meta.vectors} | {x.file for x in (meta.ann, meta.dba) if x is not None}
+
+
+def remove_stale(store: Store) -> None:
+    """Delete temporaries, orphan chunks and the files no reader may still use: those neither
+    ``meta.json`` nor the generation before it names."""
+    if store._lock_fd is None:
+        return
+    keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, *json.loads(store.manifest.get("previous_files", "[]"))}
+    if store.meta is not None:
+        keep |= _files_of(store.meta)
+    for child in store.dir.iterdir():
+        stale = child.name.endswith(".tmp") or vectorfiles.generation_of(child.name) is not None
+        if child.name not in keep and stale:
+            with contextlib.suppress(OSError):
+                child.unlink()
+    live = set(store.manifest.live_chunks())
+    for child in (store.dir / CHUNK_DIR).iterdir():
+        stem = child.name.split(".")[0].lstrip(".")
+        if not stem.isdigit() or int(stem) not in live or child.name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+
+# --- the writer: open, repair, commit ---------------------------------------------------------
+
+
+def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False) -> Store:
+    """Create or open an index for writing: take the lock, finish or repair what needs it."""
+    if index_dir.exists() and any(index_dir.iterdir()) and not (
+        (index_dir / MANIFEST_FILE).exists() or (index_dir / META_FILE).exists()
+    ):
+        raise VsearchError(f"--index-dir {index_dir} is a non-empty folder that holds no vsearch index; "
+                           "choose an empty or new folder")
+    try:
+        (index_dir / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+        lock_fd = _take_lock(index_dir / LOCK_FILE)
+    except PermissionError:
+        raise VsearchError(f"cannot write to the index folder {index_dir} (permission denied); "
+                           "choose another --index-dir or make it writable") from None
+    except OSError as exc:
+        raise atomic.write_error(exc, index_dir) or exc from None
+    try:
+        kept = rebuild_files(index_dir) if rebuild else None
+        manifest = Manifest.open(index_dir / MANIFEST_FILE, write=True)
+        store = cls(index_dir, manifest, None, lock_fd)
+        if kept is not None:
+            store._rebuilt = True
+            manifest.restore(*kept[1:])
+        if (index_dir / META_FILE).exists():
+            store.meta = read_meta(index_dir)
+            check_bound(index_dir, manifest, store.meta)  # counts that disagree, the writer repairs
+        _recover(store)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return store
+
+
+def _recover(store: Store) -> None:
+    """Finish an interrupted commit, drop what cannot be read, then temporaries and orphans."""
+    manifest, meta = store.manifest, store.meta
+    gen = manifest.generation
+    if gen != (meta.generation if meta else 0):
+        model, root = store.model_id, store.root
+        vectors = store.dir / vectorfiles.vectors_name(gen)
+        if not vectors.exists() or model is None or root is None:
+            raise IndexCorruptError(f"index at {store.dir} is damaged (generation {gen} has no vectors file); "
+                                    f"{rebuild_hint(root or 'FOLDER')}")
+        log.info("finishing the interrupted commit of generation %d", gen)
+        store.write_meta(IndexMeta(
+            generation=gen, model=model, root=str(root), count=manifest.row_count(), dim=model.dim,
+            skipped=manifest.skipped_count(), vectors=vectors.name, ann=None, updated=_now()))
+    manifest.ensure_snapshot()
+    _drop_unreadable_chunks(store)
+    _drop_unreadable_vectors(store)
+    remove_stale(store)
+
+
+def _drop_unreadable_chunks(store: Store) -> None:
+    """Files whose pending vector is in a chunk that is missing or damaged are forgotten, so
+    that the next scan finds them new and embeds them again; nothing else is lost."""
+    model = store.model_id
+    if model is None:
+        return
+    for number, rows in sorted(store.manifest.live_chunks().items()):
+        path = vectorfiles.chunk_path(store.dir, number)
+        problem = vectorfiles.chunk_problem(path, rows, model.dim)
+        if problem:
+            n = store.manifest.forget_chunk(number)
+            log.warning("warning: chunk %s is %s; its %d image(s) will be embedded again", path, problem, n)
+
+
+def _drop_unreadable_vectors(store: Store) -> None:
+    """Committed vectors that cannot be read (e.g. a truncated file) leave the index.
+
+    Their manifest rows go with them and a smaller generation is committed at once, so the
+    index is consistent again and the next update embeds those files anew.
+    """
+    if store.meta is None:
+        return
+    try:
+        store.vectors()
+        return
+    except IndexCorruptError as exc:
+        log.warning("warning: %s; its %d images will be embedded again", exc, store.meta.count)
+    store._vectors = None
+    with contextlib.suppress(OSError):  # no reader can use it either
+        (store.dir / store.meta.vectors).unlink()
+    store.manifest.forget_committed()
+    consolidate(store)
+
+
+def consolidate(store: Store, block: int = 4096) -> IndexMeta:
+    """Merge committed vectors and pending chunks into a new generation, in path order.
+
+    Order: the new vectors file; one SQLite transaction (rows renumbered, the new mapping
+    snapshotted, generation bumped); ``meta.json``. A failure before the last step leaves the
+    previous generation committed, and removes what it wrote.
+    """
+    store._require_writer()
+    model, root, manifest = store.model_id, store.root, store.manifest
+    if model is None or root is None:
+        raise IndexMissingError(f"index at {store.dir} holds no vectors yet")
+    _drop_unreadable_chunks(store)
+    new_gen = manifest.generation + 1
+    if store.meta is not None and store._vectors_current():
+        # Only paths changed (moves): a new generation that maps the same vector files.
+        manifest.commit_generation(new_gen, manifest.ids_by_row(), manifest.skipped_count())
+        store.write_meta(dataclasses.replace(store.meta, generation=new_gen, updated=_now()))
+        return store.meta
+    sources = manifest.merge_sources()
+    target = store.dir / vectorfiles.vectors_name(new_gen)
+    try:
+        vectorfiles.merge(
+            target, [(None, row) if chunk is None else (None, chunk_row) if chunk == FROM_VECTORS else (chunk, chunk_row)
+                     for _id, row, chunk, chunk_row in sources],
+            model.dim, store.vectors,
+            lambda n: np.load(vectorfiles.chunk_path(store.dir, n), mmap_mode="r"), block)
+        skipped = manifest.skipped_count()
+        manifest.commit_generation(new_gen, [src[0] for src in sources], skipped)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if manifest.generation != new_gen:
+                target.unlink()
+        raise
+    meta = IndexMeta(generation=new_gen, model=model, root=str(root), count=len(sources), dim=model.dim,
+                     skipped=skipped, vectors=target.name, ann=None, updated=_now())
+    store.write_meta(meta)
+    return meta
+
+
+def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
+    """Remove a (damaged) index's files, keeping what can be trusted for :func:`_restore`:
+    ``(vectors moved to chunk 0, root, model JSON, rows)`` when the manifest reads and its
+    vectors file is intact and agrees with it, else None (everything is embedded again)."""
+    kept = None
+    with contextlib.suppress(VsearchError, OSError, ValueError, TypeError, KeyError):
+        old = Manifest.open(index_dir / MANIFEST_FILE, write=False)
+        try:
+            root, model = old.get("root"), old.get("model")
+            rows = old.salvage()
+            dim = ModelId.from_dict(json.loads(model or "null")).dim
+            source = index_dir / vectorfiles.vectors_name(old.generation)
+            vectorfiles.load(source, (len(rows), dim), "")
+            if root and [r[4] for r in rows] == list(range(len(rows))) and rows:
+                kept = (source, root, model, rows)
+        finally:
+            old.close()
+    if kept is None:  # the manifest is lost: meta.json may still say which folder and model
+        with contextlib.suppress(VsearchError, OSError):
+            meta = read_meta(index_dir)
+            kept = (None, meta.root, json.dumps(meta.model.to_dict()), [])
+    chunk0 = vectorfiles.chunk_path(index_dir, 0)
+    if kept is not None and kept[0] is not None:
+        os.replace(kept[0], chunk0)
+    for child in list(index_dir.iterdir()) + list((index_dir / CHUNK_DIR).iterdir()):
+        if child.name != LOCK_FILE and child.is_file() and not (kept and kept[3] and child == chunk0):
+            child.unlink()
+    log.warning("warning: rebuilding the index at %s: %s", index_dir,
+                f"kept {len(kept[3])} files and their vectors" if kept and kept[3] else "no vectors could be kept")
+    return None if kept is None else (chunk0, kept[1], kept[2], kept[3])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _take_lock(path: Path) -> int:
@@ -743,10 +757,8 @@ def _take_lock(path: Path) -> int:
         with contextlib.suppress(OSError, ValueError):
             holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
         os.close(fd)
-        raise IndexBusyError(
-            f"index at {path.parent} is being written by another vsearch process{holder}; "
-            "wait for it to finish"
-        ) from None
+        raise IndexBusyError(f"index at {path.parent} is being written by another vsearch process{holder}; "
+                             "wait for it to finish") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
