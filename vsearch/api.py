@@ -21,9 +21,10 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 #: A path given as a str or any os.PathLike (pathlib.Path included).
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 SearchMode = Literal["auto", "exact", "approximate"]
 MODES = ("auto", "exact", "approximate")
 #: Annoy trees built by default (the CLI's ``--trees``).
@@ -152,9 +153,13 @@ def build_index(
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
     where = _index_dir(index_dir)
     options = _BuildOptions(model, tuple(exclude), batch_size, workers, device, max_pixels)
-    summary = _update(Path(folder), where, options, progress)
-    if trees is not None:
-        _finish(where, trees, dba)
+    _check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
+    # One writer session for all steps: no other writer can slip in between embedding and Annoy.
+    with _open_for_update(where) as store:
+        summary = _update(store, Path(folder), options, progress)
+        if trees is not None:
+            _build_dba(store, dba)
+            _build_ann(store, trees)
     index = Index(where, device=device)
     index._summary = summary
     return index
@@ -170,31 +175,45 @@ class _BuildOptions:
     max_pixels: int | None
 
 
-def _update(folder: Path, where: Path, options: _BuildOptions,
+# The indexer imports Pillow, so each adapter below imports it when called: querying through
+# this module (the CLI's query fast path) never pays for it.
+
+
+def _check_folder(folder: Path) -> None:
+    from . import indexer
+
+    indexer.check_folder(folder)
+
+
+def _open_for_update(where: Path) -> AbstractContextManager[Store]:
+    return _open_store(where, write=True)
+
+
+def _update(store: Store, folder: Path, options: _BuildOptions,
             progress: Callable[[Progress], None] | None) -> IndexSummary:
     """The one call of ``indexer.update``: embed what changed under ``folder`` and commit it."""
-    from . import images, indexer  # Pillow and the model code: only a build needs them
+    from . import images, indexer
 
     if options.exclude:
         # The indexer's exclude globs arrive with its options record (issue 14); until then,
         # refuse rather than index what the caller asked to leave out.
         raise VsearchError("exclude= is not supported by this version's indexer")
-    indexer.check_folder(folder)  # before the index folder is created: a typo leaves nothing behind
-    with _open_store(where, write=True) as store:
-        return indexer.update(
-            store, folder, options.model, batch_size=options.batch_size, workers=options.workers,
-            device=options.device, max_pixels=options.max_pixels or images.DEFAULT_MAX_PIXELS,
-            progress=progress,
-        )
+    return indexer.update(
+        store, folder, options.model, batch_size=options.batch_size, workers=options.workers,
+        device=options.device, max_pixels=options.max_pixels or images.DEFAULT_MAX_PIXELS, progress=progress,
+    )
 
 
-def _finish(where: Path, trees: int, dba: int) -> None:
-    """The build-index steps after embedding: database-side augmentation, then Annoy over it."""
+def _build_dba(store: Store, neighbours: int) -> None:
     from . import indexer
 
-    with _open_store(where, write=True) as store:
-        indexer.build_dba(store, dba)
-        indexer.build_ann(store, trees)
+    indexer.build_dba(store, neighbours)
+
+
+def _build_ann(store: Store, trees: int) -> None:
+    from . import indexer
+
+    indexer.build_ann(store, trees)
 
 
 def _open_store(where: Path, *, write: bool = False) -> Store:
@@ -471,7 +490,7 @@ def _listed(value: Any) -> list[Any]:
 
 def _check_query_options(k: int, mode: str, not_weight: float, min_score: float | None,
                          dedupe: float | None, diverse: float | None, qe: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1:  # numpy integers are fine
         raise VsearchError(f"k must be a whole number, 1 or more (got {k!r})")
     if mode not in MODES:
         raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
