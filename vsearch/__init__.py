@@ -11,10 +11,12 @@ The Python API (defined in :mod:`vsearch.api`)::
 
 Why names are looked up lazily: ``import vsearch`` (which ``python -m vsearch`` and every
 submodule import runs first) stays cheap, without numpy, which the API's modules import.
+``importlib`` is loaded at start-up (by site), so importing it here costs nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -30,7 +32,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    # from vsearch.api
+    # from vsearch.api (EvalReport: vsearch.evaluate)
     "DuplicateGroup",
     "DuplicateMember",
     "EvalReport",
@@ -49,32 +51,30 @@ __all__ = [
     "VsearchError",
 ]
 
-#: The public names not defined above: they live in vsearch.api, imported on first use.
-_API_NAMES = frozenset(name for name in __all__ if name not in globals())
+#: Where each public name not defined above lives; its module is imported on first use.
+_LAZY = {name: "api" for name in __all__ if name not in globals()} | {"EvalReport": "evaluate"}
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ provides them
     from .api import (
         DuplicateGroup,
         DuplicateMember,
-        EvalReport,
         Hit,
         Index,
         build_index,
         default_index_dir,
         open_index,
     )
+    from .evaluate import EvalReport
 
 
 def __getattr__(name: str) -> Any:
-    """Import :mod:`vsearch.api` when one of its names is first used (PEP 562)."""
-    if name in _API_NAMES:
-        from . import api
-
-        value = getattr(api, name)
+    """Import the module of a public name when the name is first used (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module 'vsearch' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _API_NAMES)
+    return sorted(set(globals()) | set(_LAZY))

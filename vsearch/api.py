@@ -29,22 +29,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import duplicates as dup
-from . import evaluate as ev
 from . import freshness as fresh
 from .duplicates import DuplicateMember
 from .errors import VsearchError
-from .evaluate import EvalReport
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from .search import Hit, QueryVector, Refine, Searcher
 from .store import IndexMeta, Store
 
-if TYPE_CHECKING:  # indexer imports Pillow: only a build pays for it (see _update)
+if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
+    from .evaluate import EvalReport, LabelledQuery
     from .indexer import IndexSummary, Progress
 
 __all__ = [
     "DuplicateGroup",
     "DuplicateMember",
-    "EvalReport",
     "Hit",
     "Index",
     "build_index",
@@ -550,14 +548,24 @@ def _find_groups(store: Store, threshold: float, mode: str,
     return dup.find_groups(store, threshold, mode=mode, progress=progress)
 
 
-def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> list[ev.LabelledQuery]:
+# Evaluation makes and reads images (augmented copies, label files): its modules import Pillow,
+# so they are imported when called, off the query path.
+
+
+def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> list[LabelledQuery]:
+    from . import evaluate as ev
+
     return ev.read_pairs(Path(pairs)) if pairs is not None else ev.read_groups(Path(groups))  # type: ignore[arg-type]
 
 
-def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list[ev.LabelledQuery]:
+def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list[LabelledQuery]:
+    from . import evaluate as ev
+
     return ev.augment_labels(searcher, n, seed, folder)
 
 
-def _evaluate(searcher: Searcher, labels: list[ev.LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
+def _evaluate(searcher: Searcher, labels: list[LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
               qe: int, ann_recall: bool, progress: Callable[[int, int], None] | None) -> EvalReport:
+    from . import evaluate as ev
+
     return ev.evaluate(searcher, labels, ks, mode, ann_recall=ann_recall, progress=progress, expand=qe)
