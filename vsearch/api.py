@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from . import freshness as fresh
 from .duplicates import DuplicateMember
 from .errors import VsearchError
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
-from .search import Hit, QueryVector, Refine, Searcher
+from .search import Hit, QueryVector, Refine, Searcher, SearchMode
 from .store import IndexMeta, Store
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
@@ -52,11 +52,11 @@ __all__ = [
 
 #: A path given as a str or any os.PathLike (pathlib.Path included).
 PathLike = str | os.PathLike[str]
-SearchMode = Literal["auto", "exact", "approximate"]
-MODES = ("auto", "exact", "approximate")
+MODES: tuple[str, ...] = get_args(SearchMode)
 #: Annoy trees built by default (the CLI's ``--trees``).
 DEFAULT_TREES = 50
-#: Images per forward pass while building (the CLI's ``--batch-size``).
+#: Images per forward pass while building (the CLI's ``--batch-size``; indexer.DEFAULT_BATCH_SIZE,
+#: not imported from there because the indexer imports Pillow).
 DEFAULT_BATCH_SIZE = 16
 
 
@@ -132,8 +132,8 @@ def build_index(
 
     ``index_dir``: default :func:`default_index_dir`. ``model``: a model name (default: the
     index's own model, or efficientnet-lite0 for a new index); an index is bound to one model
-    and another is refused. ``exclude``: shell-style globs of paths (relative to ``folder``) to
-    leave out. ``progress``: called after each batch with a record whose ``done`` and ``total``
+    and another is refused. ``exclude``: shell-style globs (one, or a list) of paths
+    relative to ``folder`` to leave out. ``progress``: called after each batch with a record whose ``done`` and ``total``
     count the files that needed work. ``workers``: decode threads (default one per core).
     ``device``: auto, cpu, cuda or mps. ``max_pixels``: larger images are skipped (default
     200 million). ``dba``: database-side augmentation with that many neighbours (0 = off; needs
@@ -150,7 +150,8 @@ def build_index(
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
     where = _index_dir(index_dir)
-    options = _BuildOptions(model, tuple(exclude), batch_size, workers, device, max_pixels)
+    excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude)  # one glob, not its letters
+    options = _BuildOptions(model, excluded, batch_size, workers, device, max_pixels)
     _check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
     # One writer session for all steps: no other writer can slip in between embedding and Annoy.
     with _open_for_update(where) as store:
