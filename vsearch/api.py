@@ -132,12 +132,12 @@ def build_index(
 
     ``index_dir``: default :func:`default_index_dir`. ``model``: a model name (default: the
     index's own model, or efficientnet-lite0 for a new index); an index is bound to one model
-    and another is refused. ``exclude``: shell-style globs (one, or a list) of paths
-    relative to ``folder`` to leave out. ``progress``: called after each batch with a record whose ``done`` and ``total``
-    count the files that needed work. ``workers``: decode threads (default one per core).
-    ``device``: auto, cpu, cuda or mps. ``max_pixels``: larger images are skipped (default
-    200 million). ``dba``: database-side augmentation with that many neighbours (0 = off; needs
-    the Annoy step, so not with ``trees=None``).
+    and another is refused. ``exclude``: shell-style globs (one, or a list) of paths relative
+    to ``folder`` to leave out. ``progress``: called after each batch with a record whose
+    ``done`` and ``total`` count the files that needed work. ``workers``: decode threads
+    (default one per core). ``device``: auto, cpu, cuda or mps. ``max_pixels``: larger images
+    are skipped (default 200 million). ``dba``: database-side augmentation with that many
+    neighbours (0 = off; needs the Annoy step, so not with ``trees=None``).
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """
