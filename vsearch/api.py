@@ -1,0 +1,572 @@
+"""The Python API: build an index, open one, query it, find near-duplicates, score it.
+
+    build_index(folder)  -> Index   embed what is new or changed, then build the Annoy index
+    open_index(dir)      -> Index   a committed index, read-only
+    Index.query(...)     -> [Hit]   image(s), text (CLIP indexes), negatives, filters, re-ranking
+    Index.duplicates()   -> [DuplicateGroup]
+    Index.evaluate(...)  -> EvalReport
+
+The CLI drives the library through these same functions. Every call into the library below
+goes through one private adapter per library entry point (``_open_store``, ``_update``,
+``_search`` ...), so that a change to a library interface is a change to one small function here.
+
+Errors a user can cause raise :class:`~vsearch.errors.VsearchError` (or a subclass); nothing
+here prints or exits. ``import vsearch`` does not import this module (see ``__init__``): it
+imports numpy through the library, which a caller pays for only once it uses the API.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+import numpy as np
+
+from . import duplicates as dup
+from . import freshness as fresh
+from .duplicates import DuplicateMember
+from .errors import VsearchError
+from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
+from .search import Hit, QueryVector, Refine, Searcher, SearchMode
+from .store import IndexMeta, Store
+
+if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
+    from .evaluate import EvalReport, LabelledQuery
+    from .indexer import IndexSummary, Progress
+
+__all__ = [
+    "DuplicateGroup",
+    "DuplicateMember",
+    "Hit",
+    "Index",
+    "build_index",
+    "default_index_dir",
+    "open_index",
+]
+
+#: A path given as a str or any os.PathLike (pathlib.Path included).
+PathLike = str | os.PathLike[str]
+MODES: tuple[str, ...] = get_args(SearchMode)
+#: Annoy trees built by default (the CLI's ``--trees``).
+DEFAULT_TREES = 50
+#: Images per forward pass while building (the CLI's ``--batch-size``; indexer.DEFAULT_BATCH_SIZE,
+#: not imported from there because the indexer imports Pillow).
+DEFAULT_BATCH_SIZE = 16
+
+
+def default_index_dir() -> Path:
+    """Where an index lives when none is named: ``$VSEARCH_INDEX_DIR``, else
+    ``$XDG_DATA_HOME/vsearch/index`` (``~/.local/share/vsearch/index`` when XDG_DATA_HOME is unset)."""
+    env = os.environ.get("VSEARCH_INDEX_DIR")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "vsearch" / "index"
+
+
+def _index_dir(index_dir: PathLike | None) -> Path:
+    return default_index_dir() if index_dir is None else Path(index_dir).expanduser()
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """One group of near-duplicate images: the representative first, then the others by
+    falling cosine similarity to it. Iterating a group yields its :class:`DuplicateMember` s."""
+
+    members: tuple[DuplicateMember, ...]
+
+    @property
+    def number(self) -> int:
+        """The group's number: 1 is the largest group."""
+        return self.members[0].group
+
+    @property
+    def representative(self) -> DuplicateMember:
+        """The member most linked to the others (the one to keep, absent a better rule)."""
+        return self.members[0]
+
+    @property
+    def copies(self) -> tuple[DuplicateMember, ...]:
+        """Every member but the representative, most similar first."""
+        return self.members[1:]
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self) -> Iterator[DuplicateMember]:
+        return iter(self.members)
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def build_index(
+    folder: PathLike,
+    index_dir: PathLike | None = None,
+    *,
+    model: str | None = None,
+    trees: int | None = DEFAULT_TREES,
+    exclude: Sequence[str] = (),
+    progress: Callable[[Progress], None] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    device: str = "auto",
+    max_pixels: int | None = None,
+    dba: int = 0,
+) -> Index:
+    """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
+
+    Embeds only what is new or changed (a re-run on an unchanged folder loads no model),
+    commits it, then builds the Annoy index with ``trees`` trees, as ``vsearch build-index``.
+    ``trees=None`` stops after embedding, as ``vsearch embed``: no Annoy index is built and no
+    database-side augmentation is done.
+
+    ``index_dir``: default :func:`default_index_dir`. ``model``: a model name (default: the
+    index's own model, or efficientnet-lite0 for a new index); an index is bound to one model
+    and another is refused. ``exclude``: shell-style globs (one, or a list) of paths relative
+    to ``folder`` to leave out. ``progress``: called after each batch with a record whose
+    ``done`` and ``total`` count the files that needed work. ``workers``: decode threads
+    (default one per core). ``device``: auto, cpu, cuda or mps. ``max_pixels``: larger images
+    are skipped (default 200 million). ``dba``: database-side augmentation with that many
+    neighbours (0 = off; needs the Annoy step, so not with ``trees=None``).
+
+    What the update did is on the returned index's :attr:`Index.summary`.
+    """
+    if trees is not None and (isinstance(trees, bool) or trees < 1):
+        raise VsearchError(f"trees must be 1 or more, or None to skip the Annoy index (got {trees!r})")
+    if dba and trees is None:
+        raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
+    if batch_size < 1:
+        raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
+    if max_pixels is not None and max_pixels < 1:
+        raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
+    where = _index_dir(index_dir)
+    excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude)  # one glob, not its letters
+    options = _BuildOptions(model, excluded, batch_size, workers, device, max_pixels)
+    _check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
+    # One writer session for all steps: no other writer can slip in between embedding and Annoy.
+    with _open_for_update(where) as store:
+        summary = _update(store, Path(folder), options, progress)
+        if trees is not None:
+            _build_dba(store, dba)
+            _build_ann(store, trees)
+    index = Index(where, device=device)
+    index._summary = summary
+    return index
+
+
+@dataclass(frozen=True)
+class _BuildOptions:
+    model: str | None
+    exclude: tuple[str, ...]
+    batch_size: int
+    workers: int | None
+    device: str
+    max_pixels: int | None
+
+
+# The indexer imports Pillow, so each adapter below imports it when called: querying through
+# this module (the CLI's query fast path) never pays for it.
+
+
+def _check_folder(folder: Path) -> None:
+    from . import indexer
+
+    indexer.check_folder(folder)
+
+
+def _open_for_update(where: Path) -> AbstractContextManager[Store]:
+    return _open_store(where, write=True)
+
+
+def _update(store: Store, folder: Path, options: _BuildOptions,
+            progress: Callable[[Progress], None] | None) -> IndexSummary:
+    """The one call of ``indexer.update``: embed what changed under ``folder`` and commit it."""
+    from . import images, indexer
+
+    if options.exclude:
+        # The indexer's exclude globs arrive with its options record (issue 14); until then,
+        # refuse rather than index what the caller asked to leave out.
+        raise VsearchError("exclude= is not supported by this version's indexer")
+    return indexer.update(
+        store, folder, options.model, batch_size=options.batch_size, workers=options.workers,
+        device=options.device, max_pixels=options.max_pixels or images.DEFAULT_MAX_PIXELS, progress=progress,
+    )
+
+
+def _build_dba(store: Store, neighbours: int) -> None:
+    from . import indexer
+
+    indexer.build_dba(store, neighbours)
+
+
+def _build_ann(store: Store, trees: int) -> None:
+    from . import indexer
+
+    indexer.build_ann(store, trees)
+
+
+def _open_store(where: Path, *, write: bool = False) -> Store:
+    return Store.open(where, write=write)
+
+
+# --- an open index ---------------------------------------------------------------------------
+
+
+def open_index(index_dir: PathLike | None = None, *, device: str = "auto") -> Index:
+    """Open the committed index at ``index_dir`` (default :func:`default_index_dir`) for reading.
+
+    ``device`` is where a query image that is not in the index gets embedded (auto, cpu, cuda,
+    mps); the model is loaded only when such a query comes. Raises
+    :class:`~vsearch.errors.IndexMissingError` when there is no index there.
+    """
+    return Index(index_dir, device=device)
+
+
+class Index:
+    """An open, committed index: query it, find near-duplicates in it, score it.
+
+    Made by :func:`open_index` or :func:`build_index`. It follows its folder: when a build
+    commits (in this process or another), its next query, duplicates or evaluate call reads the
+    new generation, and its properties describe that one. Close it (or use it in a ``with``
+    block) to release its files. ``len(index)`` is the number of images it holds.
+    """
+
+    def __init__(self, index_dir: PathLike | None = None, *, device: str = "auto") -> None:
+        """Open the index at ``index_dir`` (default :func:`default_index_dir`); see :func:`open_index`."""
+        store = _open_store(_index_dir(index_dir))
+        try:
+            self._searcher: Searcher | None = _searcher(store, device)
+        except BaseException:
+            store.close()
+            raise
+        self._store: Store | None = store
+        self._dir = store.dir
+        self._device = device
+        self._meta: IndexMeta = store.meta  # type: ignore[assignment]  # a read-only open has one
+        self._summary: IndexSummary | None = None
+
+    # --- what it is ------------------------------------------------------------------------
+
+    @property
+    def index_dir(self) -> Path:
+        """The index folder (absolute)."""
+        return self._dir
+
+    @property
+    def root(self) -> Path:
+        """The image folder the index covers; hits are paths under it."""
+        return Path(self._meta.root)
+
+    @property
+    def model(self) -> str:
+        """The name of the model that made the vectors, e.g. ``efficientnet-lite0``."""
+        return self._meta.model.name
+
+    @property
+    def count(self) -> int:
+        """How many images the index holds (same as ``len(index)``)."""
+        return self._meta.count
+
+    @property
+    def dim(self) -> int:
+        """The length of each embedding."""
+        return self._meta.dim
+
+    @property
+    def skipped(self) -> int:
+        """How many files under the root could not be embedded (unreadable, too large ...)."""
+        return self._meta.skipped
+
+    @property
+    def generation(self) -> int:
+        """The commit number of the vectors this index reads; each build that changes them adds one."""
+        return self._meta.generation
+
+    @property
+    def annoy_trees(self) -> int | None:
+        """Trees in the index's Annoy index, or None when it has none (``trees=None`` builds)."""
+        return self._meta.ann.trees if self._meta.ann is not None else None
+
+    @property
+    def text_search(self) -> bool:
+        """Whether text queries work: the index was built with a CLIP (open_clip) model."""
+        return _supports_text(self._meta)
+
+    @property
+    def meta(self) -> IndexMeta:
+        """Everything ``meta.json`` records: model identity, counts, files, generation, time."""
+        return self._meta
+
+    @property
+    def summary(self) -> IndexSummary | None:
+        """What :func:`build_index` did (embedded, unchanged, moved, reused, removed, skipped
+        with reasons, elapsed_s); None for an index opened with :func:`open_index`."""
+        return self._summary
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._store is None
+
+    def __len__(self) -> int:
+        return self._meta.count
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.count} images"
+        return f"<vsearch.Index {str(self._dir)!r}: {self.model}, {state}>"
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the index's files and any loaded model. Closing twice is harmless."""
+        self._searcher = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> tuple[Store, Searcher]:
+        """The store and searcher of the latest committed generation (reopened after a build)."""
+        if self._store is None or self._searcher is None:
+            raise VsearchError(f"the index at {self._dir} is closed; open it again with vsearch.open_index")
+        if _committed_generation(self._store) != self._meta.generation:
+            # A build committed since: its manifest rows point into the new vectors, which the
+            # vectors held here do not have, so read the new generation (model and root are the same).
+            store = _open_store(self._dir)
+            try:
+                searcher = _searcher(store, self._device)
+            except BaseException:
+                store.close()
+                raise
+            self._store.close()
+            self._store, self._searcher, self._meta = store, searcher, store.meta  # type: ignore[assignment]
+        return self._store, self._searcher
+
+    # --- searching -------------------------------------------------------------------------
+
+    def query(
+        self,
+        queries: PathLike | Sequence[PathLike] = (),
+        k: int = 10,
+        *,
+        text: str | Sequence[str] | None = None,
+        negatives: PathLike | Sequence[PathLike] = (),
+        not_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+        exclude_self: bool = False,
+        min_score: float | None = None,
+        path_glob: str | None = None,
+        dedupe: float | None = None,
+        diverse: float | None = None,
+        qe: int = 0,
+        mode: SearchMode = "auto",
+    ) -> list[Hit]:
+        """The ``k`` images nearest to the query, best first, as :class:`Hit` s (rank, score, path).
+
+        ``queries``: one query or a list; several are averaged. A ``pathlib.Path`` (or any
+        os.PathLike) is an image. A ``str`` is an image when a file of that name exists, else
+        a text query (CLIP indexes only; a missing ``*.jpg``-like name is reported as a missing
+        image, not searched as text): the rule of ``vsearch query``. ``text``: text queries,
+        never looked up as files. An image already in the index reuses its stored vector (no
+        model is loaded); any other image is embedded with the index's own model.
+
+        ``negatives``: images to steer away from, weighted by ``not_weight`` against the
+        positives' mean. ``exclude_self``: leave the query and negative images out of the
+        results. ``min_score``: keep results with at least this cosine. ``path_glob``: keep
+        results whose path relative to :attr:`root` matches (``*`` crosses folders).
+        ``dedupe``: collapse results whose cosine to a better one is at least this.
+        ``diverse``: MMR re-ranking, 1 = relevance only, lower = more varied. ``qe``: average
+        query expansion with the top ``qe`` results (0 = off). ``mode``: ``auto`` (Annoy for
+        large indexes), ``exact`` or ``approximate`` (Annoy; needs one).
+        Every score is the exact cosine similarity to the query searched.
+        """
+        _check_query_options(k, mode, not_weight, min_score, dedupe, diverse, qe)
+        _, searcher = self._open()
+        positives = [_query_vector(searcher, q) for q in _listed(queries)]
+        positives += [_text_vector(searcher, t) for t in _listed(text)]
+        if not positives:
+            raise VsearchError("nothing to search for: give a query image or text")
+        negs = [_image_vector(searcher, Path(n)) for n in _listed(negatives)]
+        vector = _combine(positives, negs, not_weight)
+        own = [v.row for v in positives + negs if v.row is not None]
+        refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe)
+        return _search(searcher, vector, k, mode, own if exclude_self else [], refine, own)
+
+    def duplicates(self, threshold: float | None = None, *, mode: SearchMode = "auto",
+                   progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images (resized, recompressed, lightly edited copies), largest first.
+
+        ``threshold``: the cosine similarity at or above which two images count as
+        near-duplicates (default 0.92; higher is stricter). ``mode``: ``auto``, ``exact`` or
+        ``approximate``. ``progress(done, total)`` follows the rows compared.
+        """
+        if mode not in MODES:
+            raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        store, _ = self._open()
+        groups = _find_groups(store, dup.DEFAULT_THRESHOLD if threshold is None else threshold, mode, progress)
+        return [DuplicateGroup(tuple(g)) for g in groups]
+
+    def freshness(self) -> fresh.Freshness:
+        """A quick, time-boxed look at whether :attr:`root` changed since the index was built.
+
+        The result's ``stale`` says whether it did, and ``warning()`` gives one line saying
+        what changed (None when nothing did). ``build_index`` brings the index up to date.
+        """
+        store, _ = self._open()
+        return fresh.check(store)
+
+    # --- scoring ---------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        *,
+        pairs: PathLike | None = None,
+        groups: PathLike | None = None,
+        augment: int | None = None,
+        ks: Sequence[int] | None = None,
+        mode: SearchMode = "auto",
+        qe: int = 0,
+        seed: int = 0,
+        ann_recall: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EvalReport:
+        """Score retrieval on labels; give exactly one of ``pairs``, ``groups`` or ``augment``.
+
+        ``pairs``: a CSV of ``query,positive[,relevance]``. ``groups``: a CSV of ``path,group``
+        (each member is a query against the rest of its group). ``augment``: no labels needed:
+        pick that many indexed images (by ``seed``), query with edited copies of each (made in
+        a temporary folder, removed afterwards) and score whether the original comes back.
+        ``ks``: cut-offs (default 1, 5, 10; 1, 10 with ``augment``). ``mode``, ``qe``: as in
+        :meth:`query`. ``ann_recall``: also measure Annoy against exact search.
+
+        Returns an :class:`EvalReport`: ``metrics`` maps ``recall@K``, ``hit@K``,
+        ``precision@K``, ``map@K``, ``ndcg@K``, ``mrr`` and ``num_queries`` to their mean over
+        queries; ``records`` holds each query's expected and returned paths.
+        """
+        if sum(x is not None for x in (pairs, groups, augment)) != 1:
+            raise VsearchError("give exactly one of pairs=, groups= or augment=")
+        if mode not in MODES:
+            raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if isinstance(qe, bool) or qe < 0:
+            raise VsearchError(f"qe must be 0 or more (got {qe!r})")
+        if augment is not None and (isinstance(augment, bool) or augment < 1):
+            raise VsearchError(f"augment must be 1 or more (got {augment!r})")
+        _, searcher = self._open()
+        ks = tuple(ks) if ks is not None else ((1, 10) if augment is not None else (1, 5, 10))
+        if augment is None:
+            labels = _read_labels(pairs, groups)
+            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress)
+        with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp:
+            labels = _augment_labels(searcher, augment, seed, Path(tmp))
+            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress)
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def _listed(value: Any) -> list[Any]:
+    """One query (str or path) or a sequence of them, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    return list(value)
+
+
+def _check_query_options(k: int, mode: str, not_weight: float, min_score: float | None,
+                         dedupe: float | None, diverse: float | None, qe: int) -> None:
+    if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1:  # numpy integers are fine
+        raise VsearchError(f"k must be a whole number, 1 or more (got {k!r})")
+    if mode not in MODES:
+        raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if not math.isfinite(not_weight) or not_weight < 0:
+        raise VsearchError(f"not_weight must be 0 or more (got {not_weight!r})")
+    for name, value in (("min_score", min_score), ("dedupe", dedupe)):
+        if value is not None and not math.isfinite(value):
+            raise VsearchError(f"{name} must be a number (got {value!r})")
+    if diverse is not None and not 0.0 <= diverse <= 1.0:  # also refuses nan
+        raise VsearchError(f"diverse must be between 0 and 1 (got {diverse!r})")
+    if isinstance(qe, bool) or qe < 0:
+        raise VsearchError(f"qe must be 0 or more (got {qe!r})")
+
+
+# --- adapters: the only calls into the search, duplicates and evaluation code ------------------
+
+
+def _searcher(store: Store, device: str) -> Searcher:
+    return Searcher(store, device=device)
+
+
+def _committed_generation(store: Store) -> int:
+    return store.generation
+
+
+def _supports_text(meta: IndexMeta) -> bool:
+    return meta.model.family == "open_clip"
+
+
+def _query_vector(searcher: Searcher, query: PathLike) -> QueryVector:
+    """A str is an image when such a file exists, else text (the CLI's rule); a path is an image."""
+    if isinstance(query, str):
+        return searcher.query_vector(query)
+    return _image_vector(searcher, Path(query))
+
+
+def _image_vector(searcher: Searcher, image: Path) -> QueryVector:
+    return searcher.image_vector(image)
+
+
+def _text_vector(searcher: Searcher, text: str) -> QueryVector:
+    return searcher.text_vector(text)
+
+
+def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_weight: float) -> np.ndarray:
+    return combine_examples(np.stack([v.vector for v in positives]),
+                            np.stack([v.vector for v in negatives]) if negatives else None, not_weight)
+
+
+def _search(searcher: Searcher, vector: np.ndarray, k: int, mode: SearchMode, exclude_rows: list[int],
+            refine: Refine, query_rows: list[int]) -> list[Hit]:
+    return searcher.search(vector, k, mode, exclude_rows=exclude_rows, refine=refine, query_rows=query_rows)
+
+
+def _find_groups(store: Store, threshold: float, mode: str,
+                 progress: Callable[[int, int], None] | None) -> list[list[DuplicateMember]]:
+    return dup.find_groups(store, threshold, mode=mode, progress=progress)
+
+
+# Evaluation makes and reads images (augmented copies, label files): its modules import Pillow,
+# so they are imported when called, off the query path.
+
+
+def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> list[LabelledQuery]:
+    from . import evaluate as ev
+
+    return ev.read_pairs(Path(pairs)) if pairs is not None else ev.read_groups(Path(groups))  # type: ignore[arg-type]
+
+
+def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list[LabelledQuery]:
+    from . import evaluate as ev
+
+    return ev.augment_labels(searcher, n, seed, folder)
+
+
+def _evaluate(searcher: Searcher, labels: list[LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
+              qe: int, ann_recall: bool, progress: Callable[[int, int], None] | None) -> EvalReport:
+    from . import evaluate as ev
+
+    return ev.evaluate(searcher, labels, ks, mode, ann_recall=ann_recall, progress=progress, expand=qe)
