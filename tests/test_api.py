@@ -289,15 +289,11 @@ def test_build_index_errors_leave_nothing_behind(work, fake_model):
         vsearch.build_index("photos", "idx", model=models.DEFAULT_MODEL.replace("0", "1"))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the indexer's exclude globs (issue 14, indexer branch); "
-                                       "wire them through api._update and drop this mark")
 def test_build_index_exclude_leaves_matching_files_out(work, fake_model):
     with vsearch.build_index("photos", "idx", model="fake", exclude=["beach/*", "*.png"]) as idx:
         assert len(idx) == 9
 
 
-@pytest.mark.xfail(strict=True, reason="needs indexer.open_for_update (issue 14 A9, indexer branch); "
-                                       "use it in api._open_for_update and drop this mark")
 def test_a_failed_first_build_leaves_no_index_folder(work, fake_model):
     with pytest.raises(vsearch.VsearchError, match="unknown model"):
         vsearch.build_index("photos", "new/idx", model="no-such-model")

@@ -33,11 +33,13 @@ from . import freshness as fresh
 from .duplicates import DuplicateMember
 from .errors import VsearchError
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
-from .search import Hit, QueryVector, Refine, Searcher, SearchMode
+from .query import QueryVector
+from .search import Hit, Refine, Searcher, SearchMode
 from .store import IndexMeta, Store
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
-    from .evaluate import EvalReport, LabelledQuery
+    from .evaluate import EvalReport
+    from .labels import LabelledQuery
     from .indexer import IndexSummary, Progress
 
 __all__ = [
@@ -185,7 +187,9 @@ def _check_folder(folder: Path) -> None:
 
 
 def _open_for_update(where: Path) -> AbstractContextManager[Store]:
-    return _open_store(where, write=True)
+    from . import indexer
+
+    return indexer.open_for_update(where)
 
 
 def _update(store: Store, folder: Path, options: _BuildOptions,
@@ -193,14 +197,10 @@ def _update(store: Store, folder: Path, options: _BuildOptions,
     """The one call of ``indexer.update``: embed what changed under ``folder`` and commit it."""
     from . import images, indexer
 
-    if options.exclude:
-        # The indexer's exclude globs arrive with its options record (issue 14); until then,
-        # refuse rather than index what the caller asked to leave out.
-        raise VsearchError("exclude= is not supported by this version's indexer")
-    return indexer.update(
-        store, folder, options.model, batch_size=options.batch_size, workers=options.workers,
-        device=options.device, max_pixels=options.max_pixels or images.DEFAULT_MAX_PIXELS, progress=progress,
-    )
+    return indexer.update(store, folder, indexer.IndexOptions(
+        model=options.model, batch_size=options.batch_size, workers=options.workers, device=options.device,
+        max_pixels=options.max_pixels or images.DEFAULT_MAX_PIXELS, exclude=options.exclude,
+    ), progress=progress)
 
 
 def _build_dba(store: Store, neighbours: int) -> None:
@@ -531,7 +531,7 @@ def _image_vector(searcher: Searcher, image: Path) -> QueryVector:
 
 
 def _text_vector(searcher: Searcher, text: str) -> QueryVector:
-    return searcher.text_vector(text)
+    return searcher.encoder.text_vector(text)
 
 
 def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_weight: float) -> np.ndarray:
@@ -554,15 +554,16 @@ def _find_groups(store: Store, threshold: float, mode: str,
 
 
 def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> list[LabelledQuery]:
-    from . import evaluate as ev
+    from . import labels as lb
 
-    return ev.read_pairs(Path(pairs)) if pairs is not None else ev.read_groups(Path(groups))  # type: ignore[arg-type]
+    found = lb.read_pairs(Path(pairs)) if pairs is not None else lb.read_groups(Path(groups))  # type: ignore[arg-type]
+    return found.queries
 
 
 def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list[LabelledQuery]:
-    from . import evaluate as ev
+    from . import labels as lb
 
-    return ev.augment_labels(searcher, n, seed, folder)
+    return lb.augment_labels(searcher, n, seed, folder).queries
 
 
 def _evaluate(searcher: Searcher, labels: list[LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
