@@ -6,9 +6,8 @@
     Index.duplicates()   -> [DuplicateGroup]
     Index.evaluate(...)  -> EvalReport
 
-The CLI drives the library through these same functions. Every call into the library below
-goes through one private adapter per library entry point (``_open_store``, ``_update``,
-``_search`` ...), so that a change to a library interface is a change to one small function here.
+The CLI drives the library through these same functions: ``vsearch embed`` and
+``build-index`` call :func:`build_index`, ``query`` and ``duplicates`` an :class:`Index`.
 
 Errors a user can cause raise :class:`~vsearch.errors.VsearchError` (or a subclass); nothing
 here prints or exits. ``import vsearch`` does not import this module (see ``__init__``): it
@@ -21,7 +20,6 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -32,6 +30,7 @@ from . import duplicates as dup
 from . import freshness as fresh
 from .duplicates import DuplicateMember
 from .errors import VsearchError
+from .locations import default_index_dir
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from .query import QueryVector
 from .search import Hit, Refine, Searcher, SearchMode
@@ -60,16 +59,6 @@ DEFAULT_TREES = 50
 #: Images per forward pass while building (the CLI's ``--batch-size``; indexer.DEFAULT_BATCH_SIZE,
 #: not imported from there because the indexer imports Pillow).
 DEFAULT_BATCH_SIZE = 16
-
-
-def default_index_dir() -> Path:
-    """Where an index lives when none is named: ``$VSEARCH_INDEX_DIR``, else
-    ``$XDG_DATA_HOME/vsearch/index`` (``~/.local/share/vsearch/index`` when XDG_DATA_HOME is unset)."""
-    env = os.environ.get("VSEARCH_INDEX_DIR")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data) / "vsearch" / "index"
 
 
 def _index_dir(index_dir: PathLike | None) -> Path:
@@ -124,6 +113,8 @@ def build_index(
     device: str = "auto",
     max_pixels: int | None = None,
     dba: int = 0,
+    rebuild: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Index:
     """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
 
@@ -139,7 +130,9 @@ def build_index(
     ``done`` and ``total`` count the files that needed work. ``workers``: decode threads
     (default one per core). ``device``: auto, cpu, cuda or mps. ``max_pixels``: larger images
     are skipped (default 200 million). ``dba``: database-side augmentation with that many
-    neighbours (0 = off; needs the Annoy step, so not with ``trees=None``).
+    neighbours (0 = off; needs the Annoy step, so not with ``trees=None``). ``rebuild``: start
+    a damaged index afresh, keeping the vectors of unchanged files where they can be trusted.
+    ``on_note``: gets a line saying what a long step (DBA) is doing.
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """
@@ -151,68 +144,24 @@ def build_index(
         raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
+    from . import images, indexer  # Pillow: only a build pays for it
+
     where = _index_dir(index_dir)
-    excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude)  # one glob, not its letters
-    options = _BuildOptions(model, excluded, batch_size, workers, device, max_pixels)
-    _check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
+    options = indexer.IndexOptions(
+        model=model, batch_size=batch_size, workers=workers, device=device,
+        max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS,
+        exclude=(exclude,) if isinstance(exclude, str) else tuple(exclude),  # one glob, not its letters
+    )
+    indexer.check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
     # One writer session for all steps: no other writer can slip in between embedding and Annoy.
-    with _open_for_update(where) as store:
-        summary = _update(store, Path(folder), options, progress)
+    with indexer.open_for_update(where, rebuild=rebuild) as store:
+        summary = indexer.update(store, Path(folder), options, progress=progress)
         if trees is not None:
-            _build_dba(store, dba)
-            _build_ann(store, trees)
+            indexer.build_dba(store, dba, progress=on_note)
+            indexer.build_ann(store, trees)
     index = Index(where, device=device)
     index._summary = summary
     return index
-
-
-@dataclass(frozen=True)
-class _BuildOptions:
-    model: str | None
-    exclude: tuple[str, ...]
-    batch_size: int
-    workers: int | None
-    device: str
-    max_pixels: int | None
-
-
-# The indexer imports Pillow, so each adapter below imports it when called: querying through
-# this module (the CLI's query fast path) never pays for it.
-
-
-def _check_folder(folder: Path) -> None:
-    from . import indexer
-
-    indexer.check_folder(folder)
-
-
-def _open_for_update(where: Path) -> AbstractContextManager[Store]:
-    from . import indexer
-
-    return indexer.open_for_update(where)
-
-
-def _update(store: Store, folder: Path, options: _BuildOptions,
-            progress: Callable[[Progress], None] | None) -> IndexSummary:
-    """The one call of ``indexer.update``: embed what changed under ``folder`` and commit it."""
-    from . import images, indexer
-
-    return indexer.update(store, folder, indexer.IndexOptions(
-        model=options.model, batch_size=options.batch_size, workers=options.workers, device=options.device,
-        max_pixels=options.max_pixels or images.DEFAULT_MAX_PIXELS, exclude=options.exclude,
-    ), progress=progress)
-
-
-def _build_dba(store: Store, neighbours: int) -> None:
-    from . import indexer
-
-    indexer.build_dba(store, neighbours)
-
-
-def _build_ann(store: Store, trees: int) -> None:
-    from . import indexer
-
-    indexer.build_ann(store, trees)
 
 
 def _open_store(where: Path, *, write: bool = False) -> Store:
@@ -374,6 +323,7 @@ class Index:
         diverse: float | None = None,
         qe: int = 0,
         mode: SearchMode = "auto",
+        on_missing: Callable[[list[Path]], None] | None = None,
     ) -> list[Hit]:
         """The ``k`` images nearest to the query, best first, as :class:`Hit` s (rank, score, path).
 
@@ -392,7 +342,9 @@ class Index:
         ``diverse``: MMR re-ranking, 1 = relevance only, lower = more varied. ``qe``: average
         query expansion with the top ``qe`` results (0 = off). ``mode``: ``auto`` (Annoy for
         large indexes), ``exact`` or ``approximate`` (Annoy; needs one).
-        Every score is the exact cosine similarity to the query searched.
+        Every score is the exact cosine similarity to the query searched. A result whose file
+        is gone from disk since the index was built is dropped (the next one takes its place);
+        ``on_missing`` gets the list of those paths.
         """
         _check_query_options(k, mode, not_weight, min_score, dedupe, diverse, qe)
         _, searcher = self._open()
@@ -404,7 +356,8 @@ class Index:
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
         refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe)
-        return _search(searcher, vector, k, mode, own if exclude_self else [], refine, own)
+        return searcher.search(vector, k, mode, exclude_rows=own if exclude_self else [], refine=refine,
+                               query_rows=own, on_missing=on_missing)
 
     def duplicates(self, threshold: float | None = None, *, mode: SearchMode = "auto",
                    progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
@@ -537,11 +490,6 @@ def _text_vector(searcher: Searcher, text: str) -> QueryVector:
 def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_weight: float) -> np.ndarray:
     return combine_examples(np.stack([v.vector for v in positives]),
                             np.stack([v.vector for v in negatives]) if negatives else None, not_weight)
-
-
-def _search(searcher: Searcher, vector: np.ndarray, k: int, mode: SearchMode, exclude_rows: list[int],
-            refine: Refine, query_rows: list[int]) -> list[Hit]:
-    return searcher.search(vector, k, mode, exclude_rows=exclude_rows, refine=refine, query_rows=query_rows)
 
 
 def _find_groups(store: Store, threshold: float, mode: str,

@@ -19,6 +19,7 @@ import typer
 from . import __version__, render
 from .clibase import VsearchGroup, stdout_closed
 from .errors import VsearchError
+from .locations import default_index_dir
 from .options import (
     BATCH_SIZE,
     K,
@@ -34,7 +35,6 @@ from .options import (
     Quiet,
     Rebuild,
     Workers,
-    default_index_dir,
 )
 from .render import EvalFormat, Format
 
@@ -137,17 +137,14 @@ class progress_bar:
             self._bar.stop()
 
 
-def _update_index(folder: Path, index_dir: Path | None, model: str | None, batch_size: int, workers: int | None,
-                  device: str, max_pixels: int | None, quiet: bool, exclude: list[str] | None = None,
-                  rebuild: bool = False):
-    from . import images, indexer
+def _build(folder: Path, index_dir: Path | None, *, quiet: bool, trees: int | None = None, dba: int = 0,
+           **options: Any):
+    """Bring the index up to date with ``folder`` (and build Annoy when ``trees``), with a progress bar."""
+    from . import api
 
-    indexer.check_folder(folder)
-    options = indexer.IndexOptions(model=model, batch_size=batch_size, workers=workers, device=device,
-                                   max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, exclude=tuple(exclude or ()))
-    with indexer.open_for_update(index_dir or default_index_dir(), rebuild=rebuild) as store, progress_bar(quiet) as bar:
-        summary = indexer.update(store, folder, options, progress=lambda p: bar.update(p.done, p.total))
-        return store.dir, summary
+    with progress_bar(quiet) as bar:
+        return api.build_index(folder, index_dir, trees=trees, dba=dba, progress=lambda p: bar.update(p.done, p.total),
+                               on_note=None if quiet else _err, **options)
 
 
 @app.command(epilog=_examples(
@@ -168,12 +165,10 @@ def embed(
     rebuild: Rebuild = False,
 ) -> None:
     """Embed every image under FOLDER (new and changed files only) into the index."""
-    from . import render
-
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet, exclude,
-                                   rebuild)
-    if not quiet:
-        render.index_summary(summary, where)
+    with _build(folder, index_dir, quiet=quiet, model=model, batch_size=batch_size, workers=workers, device=device,
+                max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild) as index:
+        if not quiet:
+            render.index_summary(index.summary, index.index_dir)
 
 
 @app.command("build-index", epilog=_examples(
@@ -202,17 +197,10 @@ def build_index(
     rebuild: Rebuild = False,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
-    from . import indexer, render
-    from .indexer import build_dba
-    from .store import Store
-
-    where, summary = _update_index(folder, index_dir, model, batch_size, workers, device, max_pixels, quiet, exclude,
-                                   rebuild)
-    with Store.open(where, write=True) as store:
-        build_dba(store, dba, progress=None if quiet else _err)
-        ann = indexer.build_ann(store, trees)
-    if not quiet:
-        render.index_summary(summary, where, ann=ann)
+    with _build(folder, index_dir, quiet=quiet, trees=trees, dba=dba, model=model, batch_size=batch_size,
+                workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild) as index:
+        if not quiet:
+            render.index_summary(index.summary, index.index_dir, ann=index.meta.ann)
 
 
 @app.command(epilog=_examples(
@@ -251,35 +239,25 @@ def query(
 
     A query image already in the index reuses its stored vector (no model is loaded).
     """
-    from . import render
-    from .rerank import combine_examples
-    from .search import Refine, Searcher
-    from .store import Store
+    from . import api
 
     if exact and approximate:
         raise VsearchError("--exact and --approximate exclude each other")
     _check_utf8(queries, negatives or [])
-    store = Store.open(index_dir or default_index_dir())
-    from .freshness import check
-
-    stale = check(store).warning()  # a cheap, time-boxed look: an index is never silently stale
-    if stale:
-        _err(stale)
-    searcher = Searcher(store, device=device)
-    positives = [searcher.query_vector(q) for q in queries]
-    negs = [searcher.image_vector(p) for p in negatives or []]
-    vector = combine_examples([v.vector for v in positives], [v.vector for v in negs] or None, not_weight)
-    own = [v.row for v in positives + negs if v.row is not None]
-    refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=expand)
-    dropped: list[Path] = []
-    hits = searcher.search(vector, k, "exact" if exact else "approximate" if approximate else "auto",
-                           exclude_rows=own if exclude_self else [], refine=refine, query_rows=own,
+    with api.open_index(index_dir, device=device) as index:
+        stale = index.freshness().warning()  # a cheap, time-boxed look: an index is never silently stale
+        if stale:
+            _err(stale)
+        dropped: list[Path] = []
+        hits = index.query(queries, k, negatives=negatives or [], not_weight=not_weight, exclude_self=exclude_self,
+                           min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, qe=expand,
+                           mode="exact" if exact else "approximate" if approximate else "auto",
                            on_missing=dropped.extend)
     render.records(hits, fmt, columns=["rank", "score", "path"], null=null)
     if html_out or sheet_out:
         from . import gallery
 
-        shown = [Path(q).expanduser() if v.source != "text" else q for q, v in zip(queries, positives)]
+        shown = [Path(q).expanduser() if Path(q).expanduser().exists() else q for q in queries]
         if html_out:
             written = gallery.write_html(html_out, hits, queries=shown, negatives=negatives or [])
             if not quiet:
@@ -329,18 +307,14 @@ def duplicates(
     Each group lists its representative first (score 1.0), then the others by similarity to it.
     `--format paths` prints every member but the representatives, one per line.
     """
-    from . import duplicates as dup
-    from . import render
-    from .store import Store
+    from . import api
 
-    where = index_dir or default_index_dir()
     if folder is not None:
-        where, summary = _update_index(folder, index_dir, None, BATCH_SIZE, None, device, None, quiet)
-        if not quiet:
-            render.index_summary(summary, where)
-    with Store.open(where) as store:
-        groups = dup.find_groups(store, dup.DEFAULT_THRESHOLD if threshold is None else threshold,
-                                 mode="exact" if exact else "auto")
+        with _build(folder, index_dir, quiet=quiet, device=device) as index:
+            if not quiet:
+                render.index_summary(index.summary, index.index_dir)
+    with api.open_index(index_dir, device=device) as index:
+        groups = index.duplicates(threshold, mode="exact" if exact else "auto")
     members = [m for g in groups for m in g]
     if fmt is Format.paths:
         members = [m for m in members if not m.representative]

@@ -7,26 +7,17 @@ indexing set: Folder, IndexDir, ModelOpt, BatchSize, Workers, Device, MaxPixels,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
 
 from .render import Format
 
 #: Defaults that more than one command states.
 BATCH_SIZE = 16
 K = 10
-
-
-def default_index_dir() -> Path:
-    """``$VSEARCH_INDEX_DIR``, else ``$XDG_DATA_HOME/vsearch/index`` (~/.local/share/vsearch/index)."""
-    env = os.environ.get("VSEARCH_INDEX_DIR")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data) / "vsearch" / "index"
 
 
 IndexDir = Annotated[
