@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import atomic
+from .errors import ImageDecodeError, VsearchError
 
 THUMB_SIDE = 256
 
@@ -29,8 +30,7 @@ class HitLike(Protocol):
 
 def thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
     """A Pillow RGB thumbnail no larger than ``side`` x ``side``, or None if unreadable."""
-    from .errors import ImageDecodeError
-    from .images import RESAMPLE, load_image
+    from .images import RESAMPLE, load_image  # Pillow: only a gallery pays for it
 
     try:
         img = load_image(Path(path), min_side=side)
@@ -49,8 +49,6 @@ def _data_uri(img: Any) -> str:
 def _atomic_write(path: Path, data: bytes) -> None:
     path = Path(path).expanduser()
     if path.parent and not path.parent.exists():
-        from .errors import VsearchError
-
         raise VsearchError(f"cannot write {path}: folder {path.parent} does not exist")
     atomic.write_bytes(path, data)
 
