@@ -401,7 +401,10 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
 Loader = Callable[[str, str, "int | None"], Embedder]
 Identify = Callable[[str], ModelId]
 _REGISTRY: dict[str, Loader] = {}
-_IDENTIFY: dict[str, Identify] = {}
+#: name -> (the loader it describes, identify): an identity holds only while that loader is the
+#: registered one, so replacing a loader (a test's fake) can never borrow the real model's
+#: identity, and with it the real model's cached ONNX export.
+_IDENTIFY: dict[str, tuple[Loader, Identify]] = {}
 
 
 def register(name: str, loader: Loader, identify: Identify | None = None) -> None:
@@ -412,7 +415,7 @@ def register(name: str, loader: Loader, identify: Identify | None = None) -> Non
     """
     _REGISTRY[name] = loader
     if identify is not None:
-        _IDENTIFY[name] = identify
+        _IDENTIFY[name] = (loader, identify)
     else:
         _IDENTIFY.pop(name, None)
 
@@ -425,11 +428,12 @@ def unregister(name: str) -> None:
 
 def identify(name: str | None = None) -> ModelId | None:
     """The identity of a registered model without loading it; None when that needs the model."""
-    found = _IDENTIFY.get(name or DEFAULT_MODEL)
-    if found is None:
+    name = name or DEFAULT_MODEL
+    entry = _IDENTIFY.get(name)
+    if entry is None or _REGISTRY.get(name) is not entry[0]:
         return None
     try:
-        return found(name or DEFAULT_MODEL)
+        return entry[1](name)
     except VsearchError:  # e.g. its weights are not installed: loading will say so
         return None
 
