@@ -153,7 +153,7 @@ def test_a_damaged_cached_export_is_dropped_and_made_again(built, tmp_path, monk
     base, index_dir = built
     cache = tmp_path / "cache"
     shutil.copytree(base / "cache", cache)
-    cached = next((cache / "vsearch" / "models").iterdir())
+    cached = onnxmodel.onnx_path(cache / "vsearch" / "models", _model_id(index_dir))  # not a saved optimised graph
     cached.write_bytes(b"not an onnx file")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     proc = run_cli_reporting_torch("query", SAMPLE_IMAGES / "horse.png", "--index-dir", index_dir, "--format", "paths")
