@@ -9,8 +9,10 @@ manifest path exists, size and mtime agree, and nothing is copied). Then, each a
 
 * ``vsearch query INDEXED.jpg``: same path, size and mtime as a manifest row -> stored vector;
 * ``vsearch query COPY.jpg``: an indexed file's bytes under another path -> content hash;
-* ``vsearch query NEW.jpg``: not in the index -> embeds it with the ONNX file exported beside
-  the index (no torch), and again with ``VSEARCH_TORCH=1`` (torch + timm, the model built);
+* ``vsearch query NEW.jpg``: not in the index -> embeds it with the ONNX file exported to the
+  user's model cache (no torch), and again with ``VSEARCH_TORCH=1`` (torch + timm, the model
+  built). The first run saves onnxruntime's optimised graph beside the export; the warm runs
+  start their session from it (onnxmodel.optimised_path);
 * ``vsearch --help``; and ``python -c pass`` as the floor.
 
 It also runs the fast path once with a check that ``torch`` was never imported, and prints the

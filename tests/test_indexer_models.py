@@ -13,11 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import REPO, SAMPLE_IMAGES, run_cli_reporting_torch
-from vsearch import embedders, models, onnxmodel
+from vsearch import embedders, images, models, onnxmodel
 from vsearch.cli import app
 from vsearch.errors import VsearchError
 from vsearch.store import Store
@@ -153,7 +154,7 @@ def test_a_damaged_cached_export_is_dropped_and_made_again(built, tmp_path, monk
     base, index_dir = built
     cache = tmp_path / "cache"
     shutil.copytree(base / "cache", cache)
-    cached = next((cache / "vsearch" / "models").iterdir())
+    cached = onnxmodel.onnx_path(cache / "vsearch" / "models", _model_id(index_dir))  # not a saved optimised graph
     cached.write_bytes(b"not an onnx file")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     proc = run_cli_reporting_torch("query", SAMPLE_IMAGES / "horse.png", "--index-dir", index_dir, "--format", "paths")
@@ -165,3 +166,19 @@ def test_a_damaged_cached_export_is_dropped_and_made_again(built, tmp_path, monk
     folder = photos(tmp_path / "c", ["horse.png"])
     ok(runner.invoke(app, ["embed", str(folder), "--index-dir", str(tmp_path / "index-c"), "-q"]))
     assert cached.is_file()
+
+
+def test_the_saved_optimised_graph_embeds_as_the_plain_export(built, monkeypatch):
+    base, index_dir = built
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    model_id = _model_id(index_dir)
+    pixels = np.stack([images.decode_for_model(SAMPLE_IMAGES / name, model_id.preprocess.size,
+                                               model_id.preprocess.framing)
+                       for name in ("horse.png", "coffee.jpg", "astronaut.jpg")])
+    plain = onnxmodel.load_for_index(None, model_id, quick_start=False)
+    assert plain is not None and not plain.path.name.count(".opt-")
+    expected = plain.embed_images(pixels)
+    for _ in range(2):  # the first saves the optimised graph, the second starts from it
+        quick = onnxmodel.load_for_index(None, model_id)
+        assert np.abs(quick.embed_images(pixels) - expected).max() < 1e-5
+    assert onnxmodel.optimised_path(plain.path).is_file()

@@ -85,7 +85,8 @@ class ModelSource:
             model_id = models.identify(self.name)
         if model_id is None:
             return None
-        return onnxmodel.load_for_index(self.index_dir, model_id, self.threads)
+        # One session serves the whole run: the saved optimised graph is for queries.
+        return onnxmodel.load_for_index(self.index_dir, model_id, self.threads, quick_start=False)
 
     def _switch_to_onnx(self, probe: np.ndarray) -> None:
         """Export once (to the cache), check it on ``probe``, then embed through ONNX Runtime."""
@@ -94,7 +95,7 @@ class ModelSource:
         if torch_model is None or not onnxmodel.preferred(self.device):
             return
         if onnxmodel.export(torch_model, None, probe[:4]) is not None:
-            onnx = onnxmodel.load_for_index(None, torch_model.id, self.threads)
+            onnx = onnxmodel.load_for_index(None, torch_model.id, self.threads, quick_start=False)
             if onnx is not None:
                 self._embedder = onnx
 

@@ -455,6 +455,10 @@ class _Pipeline:
             self._batch.clear()
             try:
                 self._flush()
+            except VsearchError as exc:
+                # A full or failing disk, usually the very failure being raised: the user gets that
+                # one error line, not a traceback (or a second line saying the same).
+                log.debug("could not save the last chunk: %s", exc)
             except Exception:
                 log.exception("could not save the last chunk")
             raise
@@ -596,6 +600,20 @@ def _ann_intact(path: Path, dim: int, count: int) -> bool:
 
 
 
+class _RowWriter:
+    """Stands in for the output array of ``database_side_augmentation``: each block of rows it
+    assigns, in order, is written to ``out`` as float32 bytes."""
+
+    def __init__(self, out: Any, dim: int) -> None:
+        self._out, self._dim, self._rows = out, dim, 0
+
+    def __setitem__(self, rows: slice, block: np.ndarray) -> None:
+        if rows.start != self._rows:  # the file is written front to back
+            raise ValueError(f"rows {rows.start}: written out of order (next is {self._rows})")
+        self._out.write(np.ascontiguousarray(block, dtype=np.float32).reshape(-1, self._dim).tobytes())
+        self._rows = rows.stop
+
+
 def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] | None = None) -> DbaInfo | None:
     """Database-side augmentation, computed at build time (``build-index --dba N``).
 
@@ -633,11 +651,13 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
         if tmp_ann.exists():
             tmp_ann.unlink()
     # Same discipline as every index file: a temporary name, fsync, rename, then meta.json.
-    with atomic.replacing(store.dir / info.file) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
-        database_side_augmentation(raw, rows, out)
-        out.flush()
-        del out
+    # Buffered writes, block by block, never a writable memory map: on a full disk a write
+    # through a map is a SIGBUS, where a write fails with ENOSPC and becomes one error line.
+    with atomic.open_replacing(store.dir / info.file) as out:
+        np.lib.format.write_array_header_1_0(out, {  # type: ignore[arg-type]
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "fortran_order": False, "shape": raw.shape})
+        database_side_augmentation(raw, rows, _RowWriter(out, raw.shape[1]))  # type: ignore[arg-type]
     store.set_dba(info)
     return info
 
