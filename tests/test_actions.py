@@ -168,7 +168,7 @@ def test_a_failure_midway_leaves_a_log_that_undoes_what_was_done(lib, tmp_path, 
     monkeypatch.setattr(actions, "_move_file", real_move)
     assert len(index_rows(index)) == len(rows) - 1  # the one moved copy left the index, consistently
     result = ok(cli("undo", "--index-dir", index))
-    assert "1 files put back (1 already in place)" in result.stderr
+    assert "1 file put back (1 already in place)" in result.stderr
     assert tree_bytes(photos) == files and index_rows(index) == rows
 
 
@@ -239,7 +239,7 @@ def test_not_duplicate_keeps_the_pair_apart_through_a_rebuild_and_a_rename(lib):
     dest = photos.parent / "dest"
     dest.mkdir()
     dry = ok(cli("duplicates", "--index-dir", index, "--threshold", THRESHOLD, "--move-to", dest))
-    assert "dry run: 1 files would be" in dry.stderr and "renamed.jpg" not in dry.stderr
+    assert "dry run: 1 file would be" in dry.stderr and "renamed.jpg" not in dry.stderr
 
 
 # --- the review page -------------------------------------------------------------------------

@@ -373,11 +373,15 @@ def _report_actions(actions: list[Any], done: Any, move_to: Path | None, yes: bo
         if not quiet:
             for action in actions:
                 _err(f"would {action.describe()}")
-        _err(f"dry run: {len(actions)} files would be {verb}; add --yes to do it")
+        _err(f"dry run: {_files(len(actions))} would be {verb}; add --yes to do it")
     elif done is None:
         _err("nothing to do: no copies to act on")
     else:
-        _err(f"{done.moved + done.trashed} files {verb}; undo with `vsearch undo {done.path}`")
+        _err(f"{_files(done.moved + done.trashed)} {verb}; undo with `vsearch undo {done.path}`")
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def _review(out: Path, groups: list[Any], actions: list[Any], where: Path, index_dir: Path | None,
@@ -389,7 +393,7 @@ def _review(out: Path, groups: list[Any], actions: list[Any], where: Path, index
 
     base = "vsearch duplicates" + (f" --index-dir {shlex.quote(str(where))}" if index_dir is not None else "")
     if move_to is not None:
-        act_command = f"{base} --move-to {shlex.quote(str(move_to))} --yes"
+        act_command = f"{base} --move-to {shlex.quote(str(move_to.expanduser().absolute()))} --yes"
     elif trash:
         act_command = f"{base} --trash --yes"
     else:
@@ -424,7 +428,7 @@ def undo(
         result = index.undo(log)
     if not quiet:
         extra = f" ({result.already} already in place)" if result.already else ""
-        _err(f"{result.restored} files put back{extra}, from {result.log}")
+        _err(f"{_files(result.restored)} put back{extra}, from {result.log}")
 
 
 def _index_of_log(log: Path) -> Path | None:

@@ -15,6 +15,8 @@ Layout (format version 1)::
                             --dba N); searched instead of the raw vectors, which stay the
                             stored-vector fast path's source. Annoy is then built over it.
       lock                  flock'd by the one writer
+      marks.jsonl           "not a duplicate" marks by content digest (``marks``); outlives --rebuild
+      undo/NNNN-DATE.jsonl  undo logs of ``duplicates --move-to/--trash --yes`` (``actions``); likewise
 
 Why a generation number in the file names: a consolidation writes the new vectors beside the
 old ones, renumbers the manifest, snapshots the new row mapping and bumps its generation in one
