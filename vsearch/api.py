@@ -16,6 +16,7 @@ imports numpy through the library, which a caller pays for only once it uses the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -26,15 +27,17 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
+from . import actions as act
 from . import duplicates as dup
 from . import freshness as fresh
+from . import marks
 from .duplicates import DuplicateMember
 from .errors import VsearchError
 from .locations import default_index_dir
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from .query import QueryVector
 from .search import Hit, Refine, Searcher, SearchMode
-from .store import IndexMeta, Store
+from .store import IndexMeta, Store, file_digest
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
     from .evaluate import EvalReport
@@ -42,14 +45,19 @@ if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for
     from .indexer import IndexSummary, Progress
 
 __all__ = [
+    "Action",
     "DuplicateGroup",
     "DuplicateMember",
     "Hit",
     "Index",
+    "UndoLog",
+    "UndoResult",
     "build_index",
     "default_index_dir",
     "open_index",
 ]
+
+Action, UndoLog, UndoResult = act.Action, act.UndoLog, act.UndoResult
 
 #: A path given as a str or any os.PathLike (pathlib.Path included).
 PathLike = str | os.PathLike[str]
@@ -373,6 +381,41 @@ class Index:
         groups = _find_groups(store, dup.DEFAULT_THRESHOLD if threshold is None else threshold, mode, progress)
         return [DuplicateGroup(tuple(g)) for g in groups]
 
+    def not_duplicate(self, a: PathLike, b: PathLike) -> None:
+        """Record that images ``a`` and ``b`` are not duplicates: later :meth:`duplicates` calls
+        keep them apart. The mark is keyed by the files' contents, so it survives renames,
+        moves and rebuilds (``marks.jsonl`` in the index folder)."""
+        digests = [_content_digest(Path(p).expanduser()) for p in (a, b)]
+        marks.add_not_duplicate(self._dir, *digests, paths=(str(a), str(b)))
+
+    def plan_actions(self, groups: Sequence[DuplicateGroup], *, move_to: PathLike | None = None,
+                     trash: bool = False) -> list[Action]:
+        """What acting on ``groups`` would do, changing nothing: move every copy that is not its
+        group's keeper under ``move_to`` (keeping its path relative to :attr:`root`), or send it
+        to the trash (``trash=True``). Raises :class:`VsearchError` for a missing or unwritable
+        folder, a folder that holds :attr:`root` or lies in the index folder, or a target that
+        exists already. Give the result to :meth:`apply_actions`."""
+        self._open()
+        return act.plan(groups, root=self.root, move_to=Path(move_to) if move_to is not None else None,
+                        trash=trash, index_dir=self._dir)
+
+    def apply_actions(self, actions: Sequence[Action],
+                      progress: Callable[[int, int], None] | None = None) -> UndoLog:
+        """Do what :meth:`plan_actions` planned. Each action is written to an undo log in the index
+        folder (fsynced) before the file is touched; the index follows (a copy moved inside
+        :attr:`root` keeps its row under its new path, others leave it; nothing is embedded).
+        Every copy and keeper must be unchanged since indexing, else nothing is done.
+        Returns the :class:`UndoLog`; :meth:`undo` reverses it."""
+        self._open()
+        return act.apply(self._dir, list(actions), progress=progress)
+
+    def undo(self, log: PathLike | None = None) -> UndoResult:
+        """Put back what an undo log moved or trashed (the newest log not yet undone when None),
+        with the files' rows in the index. Never overwrites a file; refuses a log made for
+        another index."""
+        self._open()
+        return act.undo(self._dir, Path(log) if log is not None else None)
+
     def freshness(self) -> fresh.Freshness:
         """A quick, time-boxed look at whether :attr:`root` changed since the index was built.
 
@@ -494,7 +537,41 @@ def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_wei
 
 def _find_groups(store: Store, threshold: float, mode: str,
                  progress: Callable[[int, int], None] | None) -> list[list[DuplicateMember]]:
-    return dup.find_groups(store, threshold, mode=mode, progress=progress)
+    groups = dup.find_groups(store, threshold, mode=mode, progress=progress)
+    return _keep_apart(store, groups, marks.not_duplicates(store.dir))
+
+
+def _keep_apart(store: Store, groups: list[list[DuplicateMember]],
+                apart: set[frozenset[str]]) -> list[list[DuplicateMember]]:
+    """Drop from each group the members marked "not a duplicate" of its first member.
+
+    Stand-in until duplicates.find_groups takes ``not_duplicates`` itself (then this goes).
+    """
+    if not apart:
+        return groups
+    root = Path(store.meta.root)  # type: ignore[union-attr]
+    kept: list[list[DuplicateMember]] = []
+    for group in groups:
+        digests = {m.row: store.entry(m.path.relative_to(root).as_posix()) for m in group}
+        first = digests[group[0].row]
+        members = [m for m in group[:1] + [m for m in group[1:] if not (
+            first is not None and digests[m.row] is not None
+            and frozenset((first.digest, digests[m.row].digest)) in apart)]]  # type: ignore[union-attr]
+        if len(members) > 1:
+            kept.append([dataclasses.replace(m, group=len(kept) + 1, size=len(members)) for m in members])
+    return kept
+
+
+def _content_digest(path: Path) -> str:
+    """The manifest's content digest of a file (what marks are keyed by)."""
+    if not path.exists():
+        raise VsearchError(f"no such file: {path}")
+    if not path.is_file():  # a folder, or a FIFO that would block the read
+        raise VsearchError(f"{path} is not a regular file; give an image file")
+    try:
+        return file_digest(path.read_bytes())
+    except OSError as exc:
+        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 # Evaluation makes and reads images (augmented copies, label files): its modules import Pillow,

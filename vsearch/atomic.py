@@ -122,3 +122,23 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one record to an append-only log (undo logs, marks) and fsync it before returning.
+
+    A log cannot be replaced whole without losing what a crash left in it, so its unit of
+    atomicity is the line: a reader ignores a torn last line, and this writer starts a new line
+    after one. The first line also fsyncs the folder, so the new file's name survives a power cut.
+    """
+    created = not path.exists()
+    with disk_errors(path), open(path, "ab+") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n":
+            write_some(fh, b"\n")  # after a torn line, whose reader skips it
+        write_some(fh, line.rstrip(b"\n") + b"\n")
+        fh.flush()
+        sync(fh.fileno())
+    if created:
+        fsync_dir(path.parent)
+

@@ -286,6 +286,9 @@ def _check_utf8(queries: list[str], negatives: list[Path]) -> None:
 @app.command(epilog=_examples(
     "vsearch duplicates                  # near-duplicate groups in the default index",
     "vsearch duplicates ~/Pictures --threshold 0.95 -f paths --null | xargs -0 ls -l",
+    "vsearch duplicates --html review.html --move-to ~/dupes   # look first: a dry run and a review page",
+    "vsearch duplicates --move-to ~/dupes --yes   # then act; `vsearch undo` puts everything back",
+    "vsearch duplicates --not-duplicate a.jpg b.jpg   # keep these two apart from now on",
 ))
 @user_errors
 def duplicates(
@@ -299,6 +302,23 @@ def duplicates(
     fmt: OutputFormat = Format.table,
     null: Null = False,
     exact: Annotated[bool, typer.Option("--exact", help="Exact neighbours even above the Annoy size limit.")] = False,
+    move_to: Annotated[Path | None, typer.Option(
+        "--move-to", metavar="DIR", show_default=False,
+        help="Move every copy that is not kept under DIR (an existing folder), keeping its path relative to the "
+             "indexed folder. A dry run unless --yes; undo with `vsearch undo`.")] = None,
+    trash: Annotated[bool, typer.Option(
+        "--trash", help="Send every copy that is not kept to the trash. A dry run unless --yes; undo with "
+                        "`vsearch undo`.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do what --move-to or --trash would do (each action is "
+                                                          "logged first, for `vsearch undo`).")] = False,
+    not_duplicate: Annotated[tuple[Path, Path] | None, typer.Option(
+        "--not-duplicate", metavar="A B", show_default=False,
+        help="Record that images A and B are not duplicates: this and later runs keep them apart (kept by "
+             "content, so it survives renames and rebuilds).")] = None,
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", dir_okay=False, show_default=False,
+        help="Also write a review page: each group's thumbnails side by side, the keeper, sizes, level, and the "
+             "commands that act on it.")] = None,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -306,21 +326,114 @@ def duplicates(
 
     Each group lists its representative first (score 1.0), then the others by similarity to it.
     `--format paths` prints every member but the representatives, one per line.
+    --move-to DIR or --trash acts on those copies: a dry run, unless --yes.
     """
     from . import api
 
+    if move_to is not None and trash:
+        raise VsearchError("--move-to and --trash exclude each other; give one")
+    if yes and move_to is None and not trash:
+        raise VsearchError("--yes confirms --move-to DIR or --trash; give one of them")
     if folder is not None:
         with _build(folder, index_dir, quiet=quiet, device=device) as index:
             if not quiet:
                 render.index_summary(index.summary, index.index_dir)
     with api.open_index(index_dir, device=device) as index:
+        if not_duplicate is not None:
+            index.not_duplicate(*not_duplicate)
+            if not quiet:
+                _err(f"recorded: {not_duplicate[0]} and {not_duplicate[1]} are not duplicates")
         groups = index.duplicates(threshold, mode="exact" if exact else "auto")
+        acting = move_to is not None or trash
+        actions = index.plan_actions(groups, move_to=move_to, trash=trash) if acting else []
+        if html_out is not None:  # before acting: the page shows the files where they are
+            _review(html_out, groups, actions, index.index_dir, index_dir, move_to, trash, quiet)
+        # Acting comes before the listing, so that a refusal is the one thing printed.
+        done = index.apply_actions(actions) if acting and yes and actions else None
     members = [m for g in groups for m in g]
     if fmt is Format.paths:
-        members = [m for m in members if not m.representative]
+        members = [m for m in members if not _kept(m)]
     render.records(members, fmt, columns=["group", "size", "score", "path"], null=null)
     if not quiet:
         _err(f"{len(groups)} groups, {sum(len(g) - 1 for g in groups)} near-duplicates beyond one per group")
+    if acting:
+        _report_actions(actions, done, move_to, yes, quiet)
+
+
+def _kept(member: Any) -> bool:
+    from .actions import is_keeper
+
+    return is_keeper(member)
+
+
+def _report_actions(actions: list[Any], done: Any, move_to: Path | None, yes: bool, quiet: bool) -> None:
+    """Say what --move-to/--trash did (--yes), or what they would do (a dry run)."""
+    verb = f"moved to {move_to}" if move_to is not None else "sent to the trash"
+    if not yes:
+        if not quiet:
+            for action in actions:
+                _err(f"would {action.describe()}")
+        _err(f"dry run: {_files(len(actions))} would be {verb}; add --yes to do it")
+    elif done is None:
+        _err("nothing to do: no copies to act on")
+    else:
+        _err(f"{_files(done.moved + done.trashed)} {verb}; undo with `vsearch undo {done.path}`")
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def _review(out: Path, groups: list[Any], actions: list[Any], where: Path, index_dir: Path | None,
+            move_to: Path | None, trash: bool, quiet: bool) -> None:
+    """Write the review page, with the commands that act on the groups."""
+    import shlex
+
+    from . import review
+
+    base = "vsearch duplicates" + (f" --index-dir {shlex.quote(str(where))}" if index_dir is not None else "")
+    if move_to is not None:
+        act_command = f"{base} --move-to {shlex.quote(str(move_to.expanduser().absolute()))} --yes"
+    elif trash:
+        act_command = f"{base} --trash --yes"
+    else:
+        act_command = f"{base} --trash --yes      # or --move-to DIR --yes; without --yes, a dry run"
+    written = review.write_review(out, groups, actions=actions, act_command=act_command,
+                                  not_duplicate_command=f"{base} --not-duplicate")
+    if not quiet:
+        _err(f"review page: {written}")
+
+
+@app.command(epilog=_examples(
+    "vsearch undo                        # put back what the last --move-to/--trash --yes moved",
+    "vsearch undo ~/.local/share/vsearch/index/undo/0002-20260101-120000.jsonl",
+))
+@user_errors
+def undo(
+    log: Annotated[Path | None, typer.Argument(
+        metavar="LOG", dir_okay=False, show_default=False,
+        help="The undo log to reverse (default: the newest one of the index not undone yet).")] = None,
+    index_dir: IndexDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Put back the files that `vsearch duplicates --move-to/--trash --yes` moved, and their index rows.
+
+    Never overwrites a file: if anything is in the way, nothing is undone.
+    """
+    from . import api
+
+    if index_dir is None and log is not None and _index_of_log(log) is not None:
+        index_dir = _index_of_log(log)  # a log inside an index folder belongs to that index
+    with api.open_index(index_dir) as index:
+        result = index.undo(log)
+    if not quiet:
+        extra = f" ({result.already} already in place)" if result.already else ""
+        _err(f"{_files(result.restored)} put back{extra}, from {result.log}")
+
+
+def _index_of_log(log: Path) -> Path | None:
+    folder = log.expanduser().absolute().parent
+    return folder.parent if folder.name == "undo" and (folder.parent / "meta.json").is_file() else None
 
 
 def _parse_ks(text: str) -> list[int]:

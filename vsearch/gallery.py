@@ -40,7 +40,8 @@ def thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
     return img
 
 
-def _data_uri(img: Any) -> str:
+def data_uri(img: Any) -> str:
+    """A Pillow image as an inline ``data:image/jpeg;base64,...`` URI."""
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -51,6 +52,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     if path.parent and not path.parent.exists():
         raise VsearchError(f"cannot write {path}: folder {path.parent} does not exist")
     atomic.write_bytes(path, data)
+
+
+def write_page(out: Path, doc: str) -> Path:
+    """Write an HTML page atomically (the folder must exist); returns the path written."""
+    out = Path(out).expanduser()
+    _atomic_write(out, doc.encode("utf-8", "backslashreplace"))
+    return out
 
 
 def file_uri(path: Path | str) -> str:
@@ -84,7 +92,7 @@ def write_html(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | s
     for q in queries:
         if isinstance(q, Path):
             thumb = thumbnail(q)
-            parts.append(_figure(_data_uri(thumb) if thumb else None,
+            parts.append(_figure(data_uri(thumb) if thumb else None,
                                  f"query<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query",
                                  link=file_uri(q)))
         else:
@@ -92,7 +100,7 @@ def write_html(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | s
                          '<figcaption>text query</figcaption></figure>')
     for q in negatives:
         thumb = thumbnail(q)
-        parts.append(_figure(_data_uri(thumb) if thumb else None,
+        parts.append(_figure(data_uri(thumb) if thumb else None,
                              f"not<br><span class=\"path\">{html.escape(q.name)}</span>", str(q), "query negative",
                              link=file_uri(q)))
     results = []
@@ -100,7 +108,7 @@ def write_html(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | s
         thumb = thumbnail(h.path)
         caption = (f'<span class="rank">#{h.rank}</span> <span class="score">{h.score:.4f}</span><br>'
                    f'<span class="path">{html.escape(Path(h.path).name)}</span>')
-        results.append(_figure(_data_uri(thumb) if thumb else None, caption, str(h.path), "hit",
+        results.append(_figure(data_uri(thumb) if thumb else None, caption, str(h.path), "hit",
                                link=file_uri(h.path)))
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -121,9 +129,7 @@ figcaption {{ font-size: 13px; margin-top: 4px; word-break: break-all; }}
 <h2>{len(results)} results</h2><div class="grid results">{''.join(results)}</div>
 </body></html>
 """
-    out = Path(out).expanduser()
-    _atomic_write(out, doc.encode("utf-8", "backslashreplace"))
-    return out
+    return write_page(out, doc)
 
 
 def write_sheet(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | str] = (),

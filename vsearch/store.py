@@ -15,6 +15,8 @@ Layout (format version 1)::
                             --dba N); searched instead of the raw vectors, which stay the
                             stored-vector fast path's source. Annoy is then built over it.
       lock                  flock'd by the one writer
+      marks.jsonl           "not a duplicate" marks by content digest (``marks``); outlives --rebuild
+      undo/NNNN-DATE.jsonl  undo logs of ``duplicates --move-to/--trash --yes`` (``actions``); likewise
 
 Why a generation number in the file names: a consolidation writes the new vectors beside the
 old ones, renumbers the manifest, snapshots the new row mapping and bumps its generation in one
@@ -68,6 +70,8 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.sqlite"
 LOCK_FILE = "lock"
+#: Side records that outlive every build and ``--rebuild``: not-duplicate marks, undo logs.
+MARKS_FILE, UNDO_DIR = "marks.jsonl", "undo"
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
@@ -563,7 +567,7 @@ def remove_stale(store: Store) -> None:
     ``meta.json`` nor the generation before it names."""
     if store._lock_fd is None:
         return
-    keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, *json.loads(store.manifest.get("previous_files", "[]"))}
+    keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, MARKS_FILE, UNDO_DIR, *json.loads(store.manifest.get("previous_files", "[]"))}
     if store.meta is not None:
         keep |= _files_of(store.meta)
     for child in store.dir.iterdir():
@@ -735,7 +739,7 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
     if kept is not None and kept[0] is not None:
         os.replace(kept[0], chunk0)
     for child in list(index_dir.iterdir()) + list((index_dir / CHUNK_DIR).iterdir()):
-        if child.name != LOCK_FILE and child.is_file() and not (kept and kept[3] and child == chunk0):
+        if child.name not in (LOCK_FILE, MARKS_FILE) and child.is_file() and not (kept and kept[3] and child == chunk0):
             child.unlink()
     log.warning("warning: rebuilding the index at %s: %s", index_dir,
                 f"kept {len(kept[3])} files and their vectors" if kept and kept[3] else "no vectors could be kept")
