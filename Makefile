@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_INDEX ?= .demo-index
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The edit-test loop: everything but the tests that load the real default model (marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vsearch tests benchmarks

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +14,11 @@ import numpy as np
 import pytest
 
 from vsearch import models
+from vsearch.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGES = REPO / "sample_images"
+TESTS = Path(__file__).resolve().parent
 
 
 class FakeEmbedder:
@@ -65,6 +69,48 @@ def isolated_index_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("VSEARCH_INDEX_DIR", str(index_dir))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     return index_dir
+
+
+def _is_open(store: Store) -> bool:
+    try:
+        store.manifest.db.execute("SELECT 1")
+    except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def stores_closed(monkeypatch):
+    """Fail a test whose own code leaves a ``Store.open(...)`` open (its manifest connection,
+    and a writer's lock): use ``with Store.open(...) as store:``.
+
+    Only stores the tests open count (the caller's file is under tests/), and only during the
+    test: module-scoped fixtures are set up before this.
+    """
+    opened: list[tuple[str, Store]] = []
+    real_open = Store.open.__func__
+
+    def tracking_open(cls, *args, **kwargs):
+        store = real_open(cls, *args, **kwargs)
+        caller = sys._getframe(1).f_code
+        if Path(caller.co_filename).parent == TESTS:
+            opened.append((f"{Path(caller.co_filename).name}:{caller.co_name}", store))
+        return store
+
+    monkeypatch.setattr(Store, "open", classmethod(tracking_open))
+    yield
+    left = [where for where, store in opened if _is_open(store)]
+    for _, store in opened:
+        store.close()  # so one leak does not spill into the next test
+    assert not left, f"Store.open(...) left open by {left}; use `with Store.open(...) as store:`"
+
+
+@pytest.fixture
+def open_store():
+    """``open_store(index_dir, **kwargs)``: ``Store.open`` for a whole test, closed when it ends
+    (for ``Searcher(open_store(...))``, where a ``with`` block would not fit)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda *args, **kwargs: stack.enter_context(Store.open(*args, **kwargs))
 
 
 @pytest.fixture

@@ -13,26 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEmbedder, make_photo
 from PIL import Image
-from typer.testing import CliRunner
 
 import vsearch
+from tests.conftest import FakeEmbedder, make_photo
+from tests.helpers import cli, ok
 from vsearch import models
-from vsearch.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "api.md"
 CLIP_NAME = "ViT-B-32:laion2b_s34b_b79k"  # the name the docs use; a fake answers to it here
-
-runner = CliRunner()
-
-
-def cli(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
-
 
 # --- a folder like the docs' ---------------------------------------------------------------
 
@@ -314,7 +304,7 @@ def test_default_index_dir(monkeypatch, tmp_path):
 
 
 def cli_hits(*args) -> list[tuple[str, float]]:
-    return [(h["path"], h["score"]) for h in json.loads(cli("query", *args, "--format", "json").stdout)]
+    return [(h["path"], h["score"]) for h in json.loads(ok(cli("query", *args, "--format", "json")).stdout)]
 
 
 @pytest.mark.parametrize("options, cli_options", [
@@ -383,7 +373,7 @@ def test_duplicates_gives_what_the_cli_gives(built):
         strict = idx.duplicates(threshold=weakest + 1e-6, mode="exact")
         with pytest.raises(vsearch.VsearchError, match="mode must be"):
             idx.duplicates(mode="fast")
-    members = json.loads(cli("duplicates", "--index-dir", "idx", "--format", "json", "-q").stdout)
+    members = json.loads(ok(cli("duplicates", "--index-dir", "idx", "--format", "json", "-q")).stdout)
     assert [(m.group, m.size, str(m.path), round(m.score, 6)) for g in groups for m in g] == [
         (m["group"], m["size"], m["path"], m["score"]) for m in members]
     assert all(isinstance(g, vsearch.DuplicateGroup) and g.representative.representative for g in groups)
@@ -409,7 +399,7 @@ def test_evaluate_gives_what_the_cli_gives(built):
     for report, args in [(on_groups, ["--groups", "labels.csv", "--k", "1,5"]),
                          (on_pairs, ["--pairs", pairs, "--exact", "--qe", "1"]),
                          (edited, ["--augment", "3", "--seed", "4"])]:
-        printed = json.loads(cli("evaluate", "--index-dir", "idx", *args, "--format", "json", "-q").stdout)
+        printed = json.loads(ok(cli("evaluate", "--index-dir", "idx", *args, "--format", "json", "-q")).stdout)
         shared = printed.keys() & report.metrics.keys()
         assert {"recall@1", "num_queries"} <= shared
         assert {k: round(report.metrics[k], 6) for k in shared} == {k: printed[k] for k in shared}

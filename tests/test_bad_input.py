@@ -135,10 +135,8 @@ def test_a_run_killed_mid_embedding_never_loads_and_the_next_run_resumes(
         if p.embedded >= 2:
             raise KeyboardInterrupt
 
-    store = Store.open(isolated_index_dir, write=True)
-    with pytest.raises(KeyboardInterrupt):
+    with Store.open(isolated_index_dir, write=True) as store, pytest.raises(KeyboardInterrupt):
         indexer.update(store, photos, indexer.IndexOptions("fake", batch_size=2, chunk_size=2, workers=1), progress=stop_after_two)
-    store.close()
     assert not (isolated_index_dir / META_FILE).exists()
     fails(cli("query", photos / "p0.jpg"), "never completed; run `vsearch build-index FOLDER` to finish it")
 

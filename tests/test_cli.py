@@ -42,6 +42,7 @@ def query_json(index_dir: Path, image: Path, *extra: object) -> list[dict]:
 # --- with the real default model ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_build_index_with_the_default_model(real_index):
     index_dir, stderr = real_index
     n = len(SAMPLE_FILES)
@@ -54,6 +55,7 @@ def test_build_index_with_the_default_model(real_index):
     assert meta["ann"]["trees"] == 50
 
 
+@pytest.mark.slow
 def test_an_unchanged_rebuild_embeds_nothing(real_index):
     index_dir, _ = real_index
     result = ok(cli("build-index", SAMPLE_IMAGES, "--index-dir", index_dir))
@@ -61,6 +63,7 @@ def test_an_unchanged_rebuild_embeds_nothing(real_index):
     assert "efficientnet-lite0" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["chelsea.jpg", "hubble_deep_field_tile_ne.jpg", "horse.png"])
 def test_query_top_hit_is_the_query_image_itself(real_index, name):
     index_dir, _ = real_index
@@ -69,6 +72,7 @@ def test_query_top_hit_is_the_query_image_itself(real_index, name):
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_query_json_is_an_array_best_first_with_absolute_paths(real_index, monkeypatch):
     index_dir, _ = real_index
     monkeypatch.chdir(REPO)  # a relative query path, printed back as absolute
@@ -85,6 +89,7 @@ def test_query_json_is_an_array_best_first_with_absolute_paths(real_index, monke
     assert Path(hits[1]["path"]).name == "chelsea_face.jpg"
 
 
+@pytest.mark.slow
 def test_query_csv_and_paths_formats_agree_with_json(real_index):
     index_dir, _ = real_index
     image = SAMPLE_IMAGES / "rocket.jpg"
@@ -99,6 +104,7 @@ def test_query_csv_and_paths_formats_agree_with_json(real_index):
     assert result.stderr == ""  # results only on stdout; nothing else to say
 
 
+@pytest.mark.slow
 def test_exact_and_approximate_give_the_same_top_hits_as_the_default(real_index):
     index_dir, _ = real_index
     for name in ("coffee.jpg", "astronaut.jpg"):
@@ -111,6 +117,7 @@ def test_exact_and_approximate_give_the_same_top_hits_as_the_default(real_index)
         assert [h["score"] for h in exact] == pytest.approx([h["score"] for h in default], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_cropped_recompressed_copy_finds_its_original(real_index, tmp_path):
     from PIL import Image
 
@@ -126,6 +133,7 @@ def test_a_cropped_recompressed_copy_finds_its_original(real_index, tmp_path):
     assert hits[0]["score"] > hits[1]["score"]
 
 
+@pytest.mark.slow
 def test_a_new_photo_is_embedded_through_the_exported_onnx_model_without_torch(real_index, tmp_path, monkeypatch):
     from PIL import Image
 
@@ -147,6 +155,7 @@ def test_a_new_photo_is_embedded_through_the_exported_onnx_model_without_torch(r
     assert [h["score"] for h in torch_hits] == pytest.approx([h["score"] for h in onnx_hits], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_after_the_first_batch_indexing_runs_on_onnx_and_later_runs_need_no_torch(tmp_path):
     import shutil
 
@@ -177,6 +186,7 @@ def test_after_the_first_batch_indexing_runs_on_onnx_and_later_runs_need_no_torc
     np.testing.assert_allclose(stored, fresh, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_on_the_sample_groups_file(real_index):
     index_dir, _ = real_index
     groups_csv = SAMPLE_IMAGES / "groups.csv"
@@ -197,6 +207,7 @@ def test_evaluate_on_the_sample_groups_file(real_index):
     assert "precision" in table.stdout and "│ 5 " in table.stdout and f"{expected_queries} queries" in table.stderr
 
 
+@pytest.mark.slow
 def test_python_m_vsearch_in_a_real_process(real_index):
     index_dir, _ = real_index
     env = {**os.environ, "VSEARCH_INDEX_DIR": str(index_dir)}

@@ -13,19 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEmbedder, make_photo
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import FakeEmbedder, make_photo
+from tests.helpers import cli, ok
 from vsearch import augment, compare, metrics, models, render, report
 from vsearch import labels as lbl
 from vsearch import evaluate as ev
-from vsearch.cli import app
 from vsearch.errors import VsearchError
 from vsearch.search import Searcher
-from vsearch.store import Store
-
-runner = CliRunner()
 
 ISSUE3_KEYS = [f"{m}@{k}" for k in (1, 5, 10) for m in ("recall", "hit", "precision", "map", "ndcg")] + [
     "mrr", "num_queries"]
@@ -64,18 +60,8 @@ def other_models(fake_model):
     models.unregister("fake-noise")
 
 
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(*args: str):
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
 def build(folder: Path, index_dir: Path, model: str = "fake", annoy: bool = True) -> Path:
-    ok("build-index" if annoy else "embed", folder, "--index-dir", index_dir, "--model", model, "-q")
+    ok(cli("build-index" if annoy else "embed", folder, "--index-dir", index_dir, "--model", model, "-q"))
     return index_dir
 
 
@@ -125,7 +111,7 @@ def shared_index(photos, tmp_path_factory) -> Path:
 
 
 def run_json(*args: str) -> dict:
-    return json.loads(ok(*args, "--format", "json").stdout)
+    return json.loads(ok(cli(*args, "--format", "json")).stdout)
 
 
 # --- augmentations -------------------------------------------------------------------------
@@ -239,8 +225,8 @@ def test_augment_run_scores_copies_and_leaves_no_trace(photos, tmp_path, fake_mo
     assert other["num_queries"] == out["num_queries"]
 
 
-def test_augment_labels_point_copies_at_indexed_originals(photos, tmp_path, fake_model):
-    searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
+def test_augment_labels_point_copies_at_indexed_originals(photos, tmp_path, fake_model, open_store):
+    searcher = Searcher(open_store(build(photos, tmp_path / "idx")))
     made = lbl.augment_labels(searcher, 3, 0, tmp_path / "copies")
     assert made.skipped == ()
     queries = made.queries
@@ -256,9 +242,9 @@ def test_augment_labels_point_copies_at_indexed_originals(photos, tmp_path, fake
     assert set(result.by_kind) == set(augment.KINDS)
 
 
-def test_an_indexed_duplicate_of_the_original_counts_as_the_original(photos, tmp_path, fake_model):
+def test_an_indexed_duplicate_of_the_original_counts_as_the_original(photos, tmp_path, fake_model, open_store):
     # photos holds each picture three times (re-encoded and resized): g0_1 and g0_2 are g0_0's twins
-    searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
+    searcher = Searcher(open_store(build(photos, tmp_path / "idx")))
     g0 = [photos.resolve() / f"g0_{j}.jpg" for j in range(3)]
     twins = lbl.indexed_duplicates(searcher, [g0[0], photos.resolve() / "g1_0.jpg"])
     assert set(twins[g0[0]]) == {g0[1], g0[2]}
@@ -276,7 +262,7 @@ def test_an_indexed_duplicate_of_the_original_counts_as_the_original(photos, tmp
 
 
 def test_augment_more_than_indexed_is_an_error(shared_index, fake_model):
-    result = invoke("evaluate", "--index-dir", shared_index, "--augment", 999)
+    result = cli("evaluate", "--index-dir", shared_index, "--augment", 999)
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: --augment 999: only 24 images to pick from; ask for 24 or fewer"
 
@@ -288,7 +274,7 @@ def test_make_pairs_round_trips_through_evaluate(distinct_photos, tmp_path, fake
     photos = distinct_photos
     index = build(photos, tmp_path / "idx")
     out_dir = tmp_path / "pairs"
-    result = ok("make-pairs", photos, "--augment", 4, "--seed", 2, "--out", out_dir)
+    result = ok(cli("make-pairs", photos, "--augment", 4, "--seed", 2, "--out", out_dir))
     pairs_csv = out_dir / "pairs.csv"
     assert result.stdout.strip() == str(pairs_csv)
     rows = list(csv.DictReader(pairs_csv.open()))
@@ -305,12 +291,12 @@ def test_make_pairs_round_trips_through_evaluate(distinct_photos, tmp_path, fake
 
 
 def test_make_pairs_refuses_an_out_folder_inside_the_images_or_not_empty(photos, tmp_path):
-    result = invoke("make-pairs", photos, "--augment", 2, "--out", photos / "copies")
+    result = cli("make-pairs", photos, "--augment", 2, "--out", photos / "copies")
     assert result.exit_code == 1 and "is inside" in result.stderr and "would be indexed" in result.stderr
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x.txt").write_text("x")
-    result = invoke("make-pairs", photos, "--augment", 2, "--out", busy)
+    result = cli("make-pairs", photos, "--augment", 2, "--out", busy)
     assert result.exit_code == 1 and "not an empty folder" in result.stderr
 
 
@@ -340,7 +326,7 @@ def test_ann_recall_is_na_without_annoy(photos, groups_csv, tmp_path, fake_model
     index = build(photos, tmp_path / "idx", annoy=False)
     out = run_json("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5")
     assert out["ann_recall@5"] is None
-    table = ok("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5")
+    table = ok(cli("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5"))
     assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃ ann_recall\s+┃", table.stdout)
     assert re.search(r"│ 5\s+│( \d\.\d{4}\s+│){5} n/a\s+│", table.stdout)
     assert "ann_recall n/a (no Annoy index)" in table.stderr
@@ -387,7 +373,7 @@ def test_ann_recall_counts_overlap_with_exact_and_forgives_ties():
 def test_ab_table_has_a_column_per_index_and_the_difference(photos, groups_csv, tmp_path, other_models):
     a = build(photos, tmp_path / "A", "fake")
     b = build(photos, tmp_path / "B", "fake-noise")
-    result = ok("evaluate", "--index-dir", a, "--index-dir", b, "--groups", groups_csv)
+    result = ok(cli("evaluate", "--index-dir", a, "--index-dir", b, "--groups", groups_csv))
     header = result.stdout.splitlines()
     assert any("A" in line and "B - A" in line for line in header)
     assert re.search(r"map@10 95% CI\s+│\s+│\s+│\s+[-+]\d\.\d{4} \[[-+]\d\.\d{4}, [-+]\d\.\d{4}\]", result.stdout)
@@ -438,8 +424,8 @@ def test_ab_same_model_embeds_each_query_once_and_compares_modes(photos, tmp_pat
     assert comp["baseline"] == "idx (exact)" and comp["other"] == "idx (approximate)"
 
 
-def test_query_expansion_ranks_with_the_expanded_vector(photos, groups_csv, tmp_path, fake_model):
-    searcher = Searcher(Store.open(build(photos, tmp_path / "idx")))
+def test_query_expansion_ranks_with_the_expanded_vector(photos, groups_csv, tmp_path, fake_model, open_store):
+    searcher = Searcher(open_store(build(photos, tmp_path / "idx")))
     labels = lbl.read_groups(groups_csv).queries
     plain = ev.evaluate(searcher, labels, (1, 5), "exact")
     expanded = ev.evaluate(searcher, labels, (1, 5), "exact", expand=2)
@@ -454,7 +440,7 @@ def test_query_expansion_ranks_with_the_expanded_vector(photos, groups_csv, tmp_
     out = run_json("evaluate", "--index-dir", searcher.store.dir, "--index-dir", searcher.store.dir,
                    "--groups", groups_csv, "--qe", "0,2")
     assert [s["label"] for s in out["systems"]] == ["idx (auto)", "idx (auto, qe 2)"]
-    assert invoke("evaluate", "--groups", groups_csv, "--index-dir", searcher.store.dir, "--qe", "x").exit_code == 1
+    assert cli("evaluate", "--groups", groups_csv, "--index-dir", searcher.store.dir, "--qe", "x").exit_code == 1
 
 
 def test_identical_systems_differ_by_exactly_zero(photos, groups_csv, tmp_path, fake_model):
@@ -467,8 +453,8 @@ def test_identical_systems_differ_by_exactly_zero(photos, groups_csv, tmp_path, 
     assert all(v == 0 for v in next(iter(out["differences"].values())).values())
 
 
-def test_bootstrap_ci_matches_metrics_on_per_query_values(photos, groups_csv, tmp_path, other_models):
-    searchers = [Searcher(Store.open(build(photos, tmp_path / n, m))) for n, m in (("A", "fake"), ("B", "fake-grey"))]
+def test_bootstrap_ci_matches_metrics_on_per_query_values(photos, groups_csv, tmp_path, other_models, open_store):
+    searchers = [Searcher(open_store(build(photos, tmp_path / n, m))) for n, m in (("A", "fake"), ("B", "fake-grey"))]
     labels = lbl.read_groups(groups_csv).queries
     result = compare.evaluate_all([compare.Target(s, "exact", n) for s, n in zip(searchers, "AB")], labels, (1, 10), seed=5)
     a = [r.scores["map@10"] for r in result.reports[0].records]
@@ -487,7 +473,7 @@ def test_bootstrap_ci_matches_metrics_on_per_query_values(photos, groups_csv, tm
     (["--augment", "2", "--k", "1,x"], "--k takes comma-separated integers"),
 ])
 def test_option_errors_are_one_line(shared_index, fake_model, args, message):
-    result = invoke("evaluate", "--index-dir", shared_index, *args)
+    result = cli("evaluate", "--index-dir", shared_index, *args)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
@@ -508,7 +494,7 @@ def test_target_labels_are_short_and_distinct(tmp_path):
 def test_per_query_csv_has_each_querys_ranks(photos, groups_csv, tmp_path, fake_model):
     index = build(photos, tmp_path / "idx")
     out = tmp_path / "pq.csv"
-    ok("evaluate", "--index-dir", index, "--groups", groups_csv, "--per-query", out, "--exact")
+    ok(cli("evaluate", "--index-dir", index, "--groups", groups_csv, "--per-query", out, "--exact"))
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 24
     assert list(rows[0])[:7] == ["system", "query", "kind", "num_relevant", "first_rank", "relevant_ranks",
@@ -537,7 +523,7 @@ def test_html_report_is_self_contained(photos, groups_csv, tmp_path, other_model
     a = build(photos, tmp_path / "A", "fake")
     b = build(photos, tmp_path / "B", "fake-grey", annoy=False)
     out = tmp_path / "report.html"
-    ok("evaluate", "--index-dir", a, "--index-dir", b, "--groups", groups_csv, "--report", out)
+    ok(cli("evaluate", "--index-dir", a, "--index-dir", b, "--groups", groups_csv, "--report", out))
     page = out.read_text()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert not re.search(r"(src|href)=\"(?!data:)", page)  # nothing outside the file
@@ -554,7 +540,7 @@ def test_html_report_is_self_contained(photos, groups_csv, tmp_path, other_model
 def test_html_report_of_an_augment_run_shows_the_copies(photos, tmp_path, fake_model):
     index = build(photos, tmp_path / "idx")
     out = tmp_path / "r.html"
-    ok("evaluate", "--index-dir", index, "--augment", 2, "--report", out)
+    ok(cli("evaluate", "--index-dir", index, "--augment", 2, "--report", out))
     page = out.read_text()
     assert "edit: " in page and "unreadable" not in page  # the copies were still there to thumbnail
     assert "16 edited copies of 2 indexed images (seed 0), made in " in page
@@ -573,7 +559,7 @@ def test_worst_queries_are_the_lowest_scores():
 @pytest.mark.slow
 def test_augment_run_with_the_default_model_on_sample_images(sample_copy, tmp_path):
     index = tmp_path / "idx"
-    ok("build-index", sample_copy, "--index-dir", index, "-q")
+    ok(cli("build-index", sample_copy, "--index-dir", index, "-q"))
     out = run_json("evaluate", "--index-dir", index, "--augment", 4, "--seed", 1, "-q")
     assert out["num_queries"] == 4 * len(augment.KINDS)
     # a real CNN finds a mildly edited copy's original first, nearly always
@@ -586,7 +572,7 @@ def test_augment_run_with_the_default_model_on_sample_images(sample_copy, tmp_pa
 
 
 def test_one_index_prints_a_k_by_metric_grid(shared_index, groups_csv, fake_model):
-    table = ok("evaluate", "--index-dir", shared_index, "--groups", groups_csv, "--k", "1,5")
+    table = ok(cli("evaluate", "--index-dir", shared_index, "--groups", groups_csv, "--k", "1,5"))
     lines = table.stdout.splitlines()
     assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃$", "\n".join(lines), re.M)
     grid = [line for line in lines if re.match(r"│ \d+ ", line)]
@@ -598,8 +584,8 @@ def test_one_index_prints_a_k_by_metric_grid(shared_index, groups_csv, fake_mode
     assert re.search(r"│ mrr\s+│ 1\.0000 │", table.stdout) and re.search(r"│ num_queries\s+│ 24\s+│", table.stdout)
     assert len(lines) < 20  # not one 28-row column
 
-    rows = list(csv.DictReader(io.StringIO(ok("evaluate", "--index-dir", shared_index, "--groups", groups_csv,
-                                               "--k", "1,5", "-f", "csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(ok(cli("evaluate", "--index-dir", shared_index, "--groups", groups_csv,
+                                               "--k", "1,5", "-f", "csv")).stdout)))
     assert [r["k"] for r in rows] == ["1", "5"]
     assert list(rows[0]) == ["k", *report.AT_K, "mrr", "num_queries"]
     assert float(rows[1]["precision"]) == pytest.approx(values["precision@5"], abs=1e-6)
@@ -607,20 +593,20 @@ def test_one_index_prints_a_k_by_metric_grid(shared_index, groups_csv, fake_mode
 
 
 def test_augment_run_prints_recall_by_k_and_a_grid_by_edit(shared_index, fake_model):
-    table = ok("evaluate", "--index-dir", shared_index, "--augment", 2).stdout
+    table = ok(cli("evaluate", "--index-dir", shared_index, "--augment", 2)).stdout
     assert re.search(r"┃ k\s+┃ recall\s+┃", table) and "precision" not in table
     assert re.search(r"┃ edit\s+┃ recall@1\s+┃ recall@10\s+┃ mrr\s+┃ queries\s+┃", table)
     for kind in augment.KINDS:
         assert re.search(rf"│ {kind}\s+│( \d\.\d{{4}}\s+│){{3}} 2\s+│", table), kind
-    rows = list(csv.DictReader(io.StringIO(ok("evaluate", "--index-dir", shared_index, "--augment", 2,
-                                               "-f", "csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(ok(cli("evaluate", "--index-dir", shared_index, "--augment", 2,
+                                               "-f", "csv")).stdout)))
     assert [r["k"] for r in rows] == ["1", "10"] and "crop/recall" in rows[0] and "crop/mrr" in rows[0]
 
 
 def test_evaluate_format_offers_and_takes_only_metric_formats(shared_index, fake_model):
-    help_text = invoke("evaluate", "--help").stdout
+    help_text = cli("evaluate", "--help").stdout
     assert re.search(r"table\|json\|csv", help_text) and "paths" not in help_text
-    result = invoke("evaluate", "--index-dir", shared_index, "--augment", 2, "--format", "paths")
+    result = cli("evaluate", "--index-dir", shared_index, "--augment", 2, "--format", "paths")
     assert result.exit_code != 0 and result.stdout == ""
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from tests.conftest import WRITERS, make_photo
+from tests.helpers import cli, ok
 from vsearch import indexer, raw
-from vsearch.cli import app
 from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.images import (
     DEFAULT_MAX_BYTES,
@@ -39,8 +38,6 @@ from vsearch.images import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
 RED = (220, 30, 40)
 BLUE = (30, 60, 210)
 GREEN = (40, 200, 60)
@@ -752,8 +749,7 @@ def built_index(tmp_path, fake_model) -> tuple[Path, Path]:
     for i in range(3):
         make_photo(folder / f"p{i}.jpg", seed=i)
     index_dir = tmp_path / "idx"
-    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(index_dir), "-q"])
-    assert result.exit_code == 0, result.output
+    ok(cli("build-index", folder, "--model", "fake", "--index-dir", index_dir, "-q"))
     return folder, index_dir
 
 
@@ -813,11 +809,10 @@ def test_file_swapped_for_a_fifo_mid_build_is_a_named_skip(tmp_path, fake_model,
     monkeypatch.setattr(indexer.images, "scan_folder", scan_then_swap)
     index_dir = tmp_path / "idx"
     try:
-        result = _finishes(lambda: runner.invoke(
-            app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(index_dir)]), timeout=30)
+        result = ok(_finishes(lambda: cli("build-index", folder, "--model", "fake", "--index-dir", index_dir),
+                              timeout=30))
     finally:
         _unblock(swapped)
-    assert result.exit_code == 0, (result.output, result.exception)
     assert "skipped p2.jpg: not a regular file (a FIFO)" in result.stderr
     assert "skipped 1" in result.stderr
 
@@ -920,8 +915,7 @@ def test_bombs_are_named_skips_in_a_build(bombs, tmp_path, fake_model):
     for name in BOMB_NAMES:
         (folder / name).write_bytes((bombs / name).read_bytes())
     make_photo(folder / "ok.jpg")
-    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(tmp_path / "idx")])
-    assert result.exit_code == 0, (result.output, result.exception)
+    result = ok(cli("build-index", folder, "--model", "fake", "--index-dir", tmp_path / "idx"))
     assert "embedded 1," in result.stderr and "skipped 3" in result.stderr
     for name in BOMB_NAMES:
         assert f"skipped {name}: likely decompression bomb" in result.stderr
@@ -1126,8 +1120,7 @@ def test_raw_without_rawpy_is_a_named_skip_saying_how_to_install(tmp_path, fake_
     make_photo(folder / "ok.jpg")
     with pytest.raises(ImageDecodeError, match=r"^camera RAW file: reading it needs rawpy \(pip install 'vsearch\[raw\]'\)$"):
         load_image(folder / "IMG_0001.DNG")
-    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(tmp_path / "idx")])
-    assert result.exit_code == 0, (result.output, result.exception)
+    result = ok(cli("build-index", folder, "--model", "fake", "--index-dir", tmp_path / "idx"))
     assert "skipped IMG_0001.DNG: camera RAW file: reading it needs rawpy (pip install 'vsearch[raw]')" in result.stderr
     assert "embedded 1," in result.stderr and "skipped 1" in result.stderr
 
@@ -1166,8 +1159,7 @@ def test_raw_files_are_indexed(tmp_path, fake_model, rawpy_installed):
     _write_dng(folder / "a.dng", _red_left_blue_right())
     _write_dng(folder / "b.dng", _red_left_blue_right(), preview=Image.new("RGB", (320, 240), GREEN))
     make_photo(folder / "c.jpg")
-    result = runner.invoke(app, ["build-index", str(folder), "--model", "fake", "--index-dir", str(tmp_path / "idx")])
-    assert result.exit_code == 0, (result.output, result.exception)
+    result = ok(cli("build-index", folder, "--model", "fake", "--index-dir", tmp_path / "idx"))
     assert "embedded 3," in result.stderr and "skipped 0" in result.stderr
 
 

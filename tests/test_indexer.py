@@ -23,26 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from tests.conftest import WRITERS, FakeEmbedder, make_photo
+from tests.helpers import cli, ok
 from vsearch import freshness, images, indexer, models
-from vsearch.cli import app
 from vsearch.store import CHUNK_DIR, META_FILE, Store
 
 ROOT = Path(__file__).resolve().parent.parent
-runner = CliRunner()
-
-
-def cli(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
 def summary_line(result) -> str:
     return next(ln for ln in result.stderr.splitlines() if ln.startswith("embedded "))
 

@@ -15,23 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from tests.conftest import REPO, SAMPLE_IMAGES, run_cli_reporting_torch
+from tests.helpers import cli, ok
 from vsearch import embedders, images, models, onnxmodel
-from vsearch.cli import app
 from vsearch.errors import VsearchError
 from vsearch.store import Store
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
 def photos(folder: Path, names: list[str]) -> Path:
     folder.mkdir(parents=True)
     for name in names:
@@ -47,7 +38,7 @@ def built(tmp_path_factory):
         mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
         folder = photos(base / "a", ["chelsea.jpg", "coffee.jpg", "rocket.jpg"])
         index_dir = base / "index-a"
-        ok(runner.invoke(app, ["build-index", str(folder), "--index-dir", str(index_dir), "-q"]))
+        ok(cli("build-index", folder, "--index-dir", index_dir, "-q"))
         yield base, index_dir
 
 
@@ -164,7 +155,7 @@ def test_a_damaged_cached_export_is_dropped_and_made_again(built, tmp_path, monk
     assert not cached.exists()
     # The next build that loads the model exports it again.
     folder = photos(tmp_path / "c", ["horse.png"])
-    ok(runner.invoke(app, ["embed", str(folder), "--index-dir", str(tmp_path / "index-c"), "-q"]))
+    ok(cli("embed", folder, "--index-dir", tmp_path / "index-c", "-q"))
     assert cached.is_file()
 
 

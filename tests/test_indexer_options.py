@@ -8,25 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from tests.conftest import FakeEmbedder, make_photo
+from tests.helpers import cli, ok
 from vsearch import indexer, models
-from vsearch.cli import app
 from vsearch.errors import ModelUnavailableError, VsearchError
 from vsearch.store import Store
-
-runner = CliRunner()
-
-
-def cli(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
 
 def indexed_paths(index_dir: Path) -> list[str]:
     with Store.open(index_dir) as store:

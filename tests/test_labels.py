@@ -7,22 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_photo
-from typer.testing import CliRunner
 
+from tests.conftest import make_photo
+from tests.helpers import cli
 from vsearch import augment
 from vsearch import labels as lbl
-from vsearch.cli import app
 from vsearch.errors import VsearchError
 from vsearch.search import Searcher
 from vsearch.store import Store
-
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
 
 @pytest.fixture
 def indexed(tmp_path, fake_model) -> tuple[Path, Path]:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SAMPLE_IMAGES
+from tests.helpers import cli, ok
 from vsearch import images, models
 from vsearch.errors import ModelUnavailableError, VsearchError
 
@@ -213,26 +214,17 @@ def test_model_id_survives_a_json_round_trip(lite0):
 
 @pytest.mark.slow
 def test_cli_indexes_with_a_local_checkpoint(checkpoint, tmp_path):
-    from typer.testing import CliRunner
-
-    from vsearch.cli import app
-
     _, ckpt = checkpoint
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in PHOTOS[:3]:
         shutil.copy2(SAMPLE_IMAGES / name, photos / name)
     index_dir = tmp_path / "index"
-    runner = CliRunner()
-    built = runner.invoke(app, ["build-index", str(photos), "--index-dir", str(index_dir),
-                                "--model", f"{CLIP_ARCH}:{ckpt}"])
-    assert built.exit_code == 0, built.output
+    built = ok(cli("build-index", photos, "--index-dir", index_dir, "--model", f"{CLIP_ARCH}:{ckpt}"))
     assert f"holds 3 images ({CLIP_ARCH}:{ckpt})" in built.stderr
     model = json.loads((index_dir / "meta.json").read_text())["model"]
     assert model["pretrained"] == str(ckpt) and model["weights_sha256"] == models.file_sha256(ckpt)
-    found = runner.invoke(app, ["query", str(photos / "coins.jpg"), "--index-dir", str(index_dir),
-                                "--format", "paths", "--k", "1"])
-    assert found.exit_code == 0, found.output
+    found = ok(cli("query", photos / "coins.jpg", "--index-dir", index_dir, "--format", "paths", "--k", "1"))
     assert found.stdout.strip() == str(photos / "coins.jpg")
 
 

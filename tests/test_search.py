@@ -13,24 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEmbedder, make_photo, run_cli_reporting_torch
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import FakeEmbedder, make_photo, run_cli_reporting_torch
+from tests.helpers import cli
 from vsearch import index as nn
 from vsearch import models, rerank
-from vsearch.cli import app
 from vsearch.duplicates import find_groups
 from vsearch.errors import VsearchError
 from vsearch.search import Refine, Searcher
 from vsearch.store import Store
 
-runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cli(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def solid(path: Path, colour, size=(96, 64)) -> Path:
@@ -124,8 +118,8 @@ def test_query_exact_and_approximate_agree_through_the_cli(indexed, photos):
     assert result.exit_code == 1 and "exclude each other" in result.output
 
 
-def test_auto_mode_switches_to_annoy_above_the_limit(indexed, monkeypatch):
-    searcher = Searcher(Store.open(indexed))
+def test_auto_mode_switches_to_annoy_above_the_limit(indexed, monkeypatch, open_store):
+    searcher = Searcher(open_store(indexed))
     assert not searcher.use_annoy("auto")
     monkeypatch.setattr(nn, "EXACT_LIMIT", 5)
     assert searcher.use_annoy("auto")
@@ -154,8 +148,8 @@ def test_help_does_not_import_torch():
     assert done.returncode == 0 and "NO-TORCH" in done.stderr and "query" in done.stdout
 
 
-def test_new_query_image_is_embedded_with_the_index_model(indexed, photos, fake_model, tmp_path):
-    searcher = Searcher(Store.open(indexed))
+def test_new_query_image_is_embedded_with_the_index_model(indexed, photos, fake_model, tmp_path, open_store):
+    searcher = Searcher(open_store(indexed))
     assert searcher.image_vector(photos / "p07.jpg").source == "stored"
     calls = fake_model.calls
     new = make_photo(tmp_path / "new.jpg", seed=7, quality=70)  # same picture, re-encoded
@@ -223,7 +217,7 @@ def test_combine_examples_is_normalised_mean_minus_weighted_negatives():
         rerank.combine_examples(a[None], a[None], 1.0)
 
 
-def test_negative_example_pushes_its_look_alikes_down(tmp_path, fake_model):
+def test_negative_example_pushes_its_look_alikes_down(tmp_path, fake_model, open_store):
     folder = tmp_path / "shades"
     folder.mkdir()
     solid(folder / "red.png", (200, 40, 40))
@@ -239,7 +233,7 @@ def test_negative_example_pushes_its_look_alikes_down(tmp_path, fake_model):
     hits = json.loads(result.stdout)
     assert [Path(h["path"]).name for h in hits] == ["rust.png", "wine.png"]  # negatives leave too
     # Scores are exact cosines against normalise(red - 0.5 * blue).
-    searcher = Searcher(Store.open(index_dir))
+    searcher = Searcher(open_store(index_dir))
     red, blue = (searcher.image_vector(folder / n).vector for n in ("red.png", "blue.png"))
     q = (red - 0.5 * blue) / np.linalg.norm(red - 0.5 * blue)
     for h in hits:
@@ -511,8 +505,8 @@ def test_nan_refinements_are_refused_in_one_line(indexed, photos, args, message)
         Refine(diverse=float("nan"))  # the CLI's 0..1 range check stops it first there
 
 
-def test_text_search_error_is_the_models_one(indexed):
-    searcher = Searcher(Store.open(indexed))
+def test_text_search_error_is_the_models_one(indexed, open_store):
+    searcher = Searcher(open_store(indexed))
     expected = str(models.no_text_search(searcher.meta.model, "a dog on the beach"))
     with pytest.raises(VsearchError) as caught:
         searcher.query_vector("a dog on the beach")
