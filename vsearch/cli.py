@@ -8,6 +8,7 @@ Library modules that import numpy or Pillow are imported inside the commands tha
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable
@@ -541,9 +542,10 @@ def evaluate(
     modes = _search_modes(mode, exact, len(dirs))
     expands = _expansions(qe, len(dirs))
     names = compare.target_labels(dirs, modes, expands)
-    targets = [compare.Target(Searcher(Store.open(d), device=device), m, name, e)  # type: ignore[arg-type]
-               for d, m, name, e in zip(dirs, modes, names, expands)]
-    with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
+    with contextlib.ExitStack() as opened, tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, \
+            progress_bar(quiet) as bar:
+        targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device), m, name, e)  # type: ignore[arg-type]
+                   for d, m, name, e in zip(dirs, modes, names, expands)]
         if augment is not None:
             started = time.perf_counter()
             labelled = labels.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
