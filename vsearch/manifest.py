@@ -159,6 +159,21 @@ class ManifestReader:
                     self.db.execute("ROLLBACK")
                 raise
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The block's reads see one state of the manifest: a writer's commit cannot land between
+        them (a reader checks which generations are kept, then reads one: both must agree)."""
+        if self.db.in_transaction:
+            yield
+            return
+        with sql_errors(self.path):
+            self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
+
     # --- key/value state ---------------------------------------------------------------------
 
     def get(self, key: str, default: str | None = None) -> str | None:

@@ -208,8 +208,11 @@ class IndexView:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
+        # A reader's lookups run in one read transaction; the writer reads its own working state.
+        consistent = self.manifest.snapshot() if self._lock_fd is None else contextlib.nullcontext()
         try:
-            yield
+            with consistent:
+                yield
         except GenerationGone:
             raise IndexBusyError(f"the index at {self.dir} was updated twice while this process had it open; "
                                  "open it again (run the command again)") from None
