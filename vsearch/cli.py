@@ -231,7 +231,7 @@ def query(
     dedupe: Annotated[float | None, typer.Option("--dedupe", help="Collapse results whose cosine to a better result is at least THRESHOLD (e.g. 0.92).", metavar="THRESHOLD")] = None,
     diverse: Annotated[float | None, typer.Option("--diverse", min=0.0, max=1.0, help="Maximal marginal relevance re-ranking: LAMBDA 1 = relevance only, lower = more varied.", metavar="LAMBDA")] = None,
     expand: Annotated[int, typer.Option("--qe", min=0, help="Average query expansion: re-query with the mean of the query and its top N results (0 = off).", metavar="N")] = 0,
-    verify: Annotated[int, typer.Option("--verify", min=0, metavar="N", help="Re-rank the top N by local-feature verification against the query image: finds the original of a crop or edited copy first (0 = off).")] = 0,
+    verify: Annotated[int, typer.Option("--verify", min=0, metavar="N", help="Re-rank the top N by local-feature verification against the query image: finds the original of a crop or edited copy first (0 = off; 10 is the measured trade, about 25 ms per result).")] = 0,
     html_out: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML gallery of the query and results.", dir_okay=False)] = None,
     sheet_out: Annotated[Path | None, typer.Option("--sheet", help="Also write a contact-sheet PNG of the query and results.", dir_okay=False)] = None,
     device: Device = "auto",
