@@ -376,7 +376,7 @@ def test_duplicates_gives_what_the_cli_gives(built):
     members = json.loads(ok(cli("duplicates", "--index-dir", "idx", "--format", "json", "-q")).stdout)
     assert [(m.group, m.size, str(m.path), round(m.score, 6)) for g in groups for m in g] == [
         (m["group"], m["size"], m["path"], m["score"]) for m in members]
-    assert all(isinstance(g, vsearch.DuplicateGroup) and g.representative.representative for g in groups)
+    assert all(isinstance(g, vsearch.DuplicateGroup) and g.keeper.keeper for g in groups)
     assert all(len(g) == len(g.copies) + 1 and g.members[0].group == g.number for g in groups)
     names = [{m.path.name for m in g} for g in groups]
     assert {"cat.jpg", "cat-small.png"} in names and {"dog.jpg", "dog-copy.jpg"} in names

@@ -112,7 +112,7 @@ def test_null_separates_paths_with_nul_bytes(built, photos):
     copy.write_bytes((photos / "p0.jpg").read_bytes())
     dups = ok(cli("duplicates", photos, "-f", "paths", "--null", "-q")).stdout
     listed = dups.split("\0")
-    assert listed[-1] == "" and len(listed) > 2
+    assert listed[-1] == "" and len(listed) >= 2  # the copy beyond the kept one, at least
     assert all(Path(p).is_file() for p in listed[:-1]) and {str(photos / "p0.jpg"), str(copy)} & set(listed)
 
 

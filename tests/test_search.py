@@ -390,17 +390,17 @@ def test_output_formats_for_scripts(indexed, photos):
 
 
 def test_duplicates_finds_the_planted_copies(indexed, photos):
-    result = cli("duplicates", "--index-dir", indexed, "--threshold", "0.98", "--format", "json")
+    result = cli("duplicates", "--index-dir", indexed, "--level", "similar", "--threshold", "0.98", "--format", "json")
     assert result.exit_code == 0, result.output
     members = json.loads(result.stdout)
     groups: dict[int, set[str]] = {}
     for m in members:
         groups.setdefault(m["group"], set()).add(Path(m["path"]).name)
     assert sorted(map(sorted, groups.values())) == [["p01.jpg", "p01_copy.jpg"], ["p02.jpg", "p02_small.png"]]
-    reps = [m for m in members if m["representative"]]
+    reps = [m for m in members if m["keeper"]]
     assert len(reps) == 2 and all(m["score"] == pytest.approx(1.0) for m in reps)
-    paths = cli("duplicates", "--index-dir", indexed, "--threshold", "0.98", "--format", "paths", "-q")
-    assert len(paths.stdout.splitlines()) == 2  # one per group beyond its representative
+    paths = cli("duplicates", "--index-dir", indexed, "--level", "similar", "--threshold", "0.98", "--format", "paths", "-q")
+    assert len(paths.stdout.splitlines()) == 2  # one per group beyond its keeper
 
 
 def test_duplicates_exact_and_annoy_agree_and_chain(tmp_path, fake_model, monkeypatch):
@@ -414,12 +414,12 @@ def test_duplicates_exact_and_annoy_agree_and_chain(tmp_path, fake_model, monkey
     index_dir = tmp_path / "i"
     assert cli("build-index", folder, "--index-dir", index_dir, "--model", "fake", "-q").exit_code == 0
     with Store.open(index_dir) as store:
-        exact = find_groups(store, 0.98, mode="exact")
-        approx = find_groups(store, 0.98, mode="approximate")
+        exact = find_groups(store, 0.98, level="similar", mode="exact")
+        approx = find_groups(store, 0.98, level="similar", mode="approximate")
     names = [sorted(m.path.name for m in g) for g in exact]
     assert names == [["a0.jpg", "a0_v0.jpg", "a0_v1.jpg", "a0_v2.jpg"]]
     assert [sorted(m.path.name for m in g) for g in approx] == names
-    assert exact[0][0].representative and exact[0][0].size == 4
+    assert exact[0].keeper.keeper and exact[0].keeper.size == 4
     # With FOLDER, the index is brought up to date first: a new copy joins the group.
     src.save(folder / "a0_v3.jpg", quality=75)
     result = cli("duplicates", folder, "--index-dir", index_dir, "--threshold", "0.98", "--format", "csv", "-q")

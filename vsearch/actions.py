@@ -59,9 +59,8 @@ class MemberLike(Protocol):
 
 
 def is_keeper(member: Any) -> bool:
-    """Whether a group member is the one kept. The one place that reads it: dupfind's members
-    have ``keeper``; the members of older duplicates code had ``representative``."""
-    return bool(getattr(member, "keeper", getattr(member, "representative", False)))
+    """Whether a group member is its group's keeper (the copy that stays)."""
+    return bool(member.keeper)
 
 
 @dataclass(frozen=True)

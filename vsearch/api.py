@@ -16,12 +16,10 @@ imports numpy through the library, which a caller pays for only once it uses the
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -31,12 +29,12 @@ from . import actions as act
 from . import duplicates as dup
 from . import freshness as fresh
 from . import marks
-from .duplicates import DuplicateMember
+from .duplicates import DuplicateGroup, DuplicateMember
 from .errors import VsearchError
 from .locations import default_index_dir
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from .query import QueryVector
-from .search import Hit, Refine, Searcher, SearchMode
+from .search import Hit, Refine, Searcher, SearchMode, verify_rerank
 from .store import IndexMeta, Store, file_digest
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
@@ -74,35 +72,6 @@ def _index_dir(index_dir: PathLike | None) -> Path:
 
 
 # --- records ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    """One group of near-duplicate images: the representative first, then the others by
-    falling cosine similarity to it. Iterating a group yields its :class:`DuplicateMember` s."""
-
-    members: tuple[DuplicateMember, ...]
-
-    @property
-    def number(self) -> int:
-        """The group's number: 1 is the largest group."""
-        return self.members[0].group
-
-    @property
-    def representative(self) -> DuplicateMember:
-        """The member most linked to the others (the one to keep, absent a better rule)."""
-        return self.members[0]
-
-    @property
-    def copies(self) -> tuple[DuplicateMember, ...]:
-        """Every member but the representative, most similar first."""
-        return self.members[1:]
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def __iter__(self) -> Iterator[DuplicateMember]:
-        return iter(self.members)
 
 
 # --- building --------------------------------------------------------------------------------
@@ -332,6 +301,7 @@ class Index:
         qe: int = 0,
         mode: SearchMode = "auto",
         on_missing: Callable[[list[Path]], None] | None = None,
+        verify: int = 0,
     ) -> list[Hit]:
         """The ``k`` images nearest to the query, best first, as :class:`Hit` s (rank, score, path).
 
@@ -350,6 +320,10 @@ class Index:
         ``diverse``: MMR re-ranking, 1 = relevance only, lower = more varied. ``qe``: average
         query expansion with the top ``qe`` results (0 = off). ``mode``: ``auto`` (Annoy for
         large indexes), ``exact`` or ``approximate`` (Annoy; needs one).
+        ``verify``: re-rank the top ``verify`` results by local-feature verification against
+        the query image (one image query only): copies of the query, cropped, rescaled,
+        recompressed or mirrored, come first (``vsearch query --verify N``; 0 = off;
+        :data:`vsearch.search.DEFAULT_VERIFY` is the measured choice).
         Every score is the exact cosine similarity to the query searched. A result whose file
         is gone from disk since the index was built is dropped (the next one takes its place);
         ``on_missing`` gets the list of those paths.
@@ -364,22 +338,34 @@ class Index:
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
         refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe)
-        return searcher.search(vector, k, mode, exclude_rows=own if exclude_self else [], refine=refine,
+        image = _verify_query(verify, queries, text)
+        hits = searcher.search(vector, max(k, verify), mode, exclude_rows=own if exclude_self else [], refine=refine,
                                query_rows=own, on_missing=on_missing)
+        return _verify_rerank(image, hits, verify)[:k] if image is not None else hits
 
-    def duplicates(self, threshold: float | None = None, *, mode: SearchMode = "auto",
+    def duplicates(self, threshold: float | None = None, *, level: str = "near", keep: str = "default",
+                   not_duplicates: Collection[frozenset[str]] = (), mode: SearchMode = "auto",
                    progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
-        """Groups of near-duplicate images (resized, recompressed, lightly edited copies), largest first.
+        """Groups of duplicate images, largest first, each a star around the copy to keep.
 
-        ``threshold``: the cosine similarity at or above which two images count as
-        near-duplicates (default 0.92; higher is stricter). ``mode``: ``auto``, ``exact`` or
-        ``approximate``. ``progress(done, total)`` follows the rows compared.
+        ``level``: ``exact`` (byte-identical files), ``near`` (default: copies verified by local
+        features: rescaled, recompressed, cropped, re-coloured or mirrored) or ``similar``
+        (cosine only). ``threshold``: the shortlist cosine at the near level (default 0.80),
+        the grouping cosine at the similar level (default 0.92; higher is stricter).
+        ``keep``: which copy each group keeps: ``default`` (most pixels, then largest file,
+        then oldest, then path), ``largest``, ``smallest``, ``oldest``, ``newest`` or
+        ``shortest-path``. ``not_duplicates``: pairs of content digests never grouped together.
+        ``mode``: ``auto``, ``exact`` or ``approximate``. ``progress(done, total)`` follows
+        the rows compared, then the rows grouped.
         """
         if mode not in MODES:
             raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if level not in dup.LEVELS:
+            raise VsearchError(f"level must be one of {', '.join(dup.LEVELS)} (got {level!r})")
+        if keep not in dup.KEEP_RULES:
+            raise VsearchError(f"keep must be one of {', '.join(dup.KEEP_RULES)} (got {keep!r})")
         store, _ = self._open()
-        groups = _find_groups(store, dup.DEFAULT_THRESHOLD if threshold is None else threshold, mode, progress)
-        return [DuplicateGroup(tuple(g)) for g in groups]
+        return _find_groups(store, threshold, level, keep, not_duplicates, mode, progress)
 
     def not_duplicate(self, a: PathLike, b: PathLike) -> None:
         """Record that images ``a`` and ``b`` are not duplicates: later :meth:`duplicates` calls
@@ -503,6 +489,22 @@ def _check_query_options(k: int, mode: str, not_weight: float, min_score: float 
 # --- adapters: the only calls into the search, duplicates and evaluation code ------------------
 
 
+def _verify_query(verify: int, queries: Any, text: Any) -> Path | None:
+    """The one query image that ``verify`` re-ranks against (None when verify is 0)."""
+    if isinstance(verify, bool) or not hasattr(verify, "__index__") or verify < 0:
+        raise VsearchError(f"verify must be a whole number, 0 or more (got {verify!r})")
+    if verify == 0:
+        return None
+    listed = _listed(queries)
+    if len(listed) != 1 or _listed(text) or not Path(listed[0]).expanduser().is_file():
+        raise VsearchError("--verify needs exactly one query image (not text, not several images)")
+    return Path(listed[0]).expanduser()
+
+
+def _verify_rerank(image: Path, hits: list[Hit], n: int) -> list[Hit]:
+    return verify_rerank(image, hits, n)
+
+
 def _searcher(store: Store, device: str) -> Searcher:
     return Searcher(store, device=device)
 
@@ -535,31 +537,13 @@ def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_wei
                             np.stack([v.vector for v in negatives]) if negatives else None, not_weight)
 
 
-def _find_groups(store: Store, threshold: float, mode: str,
-                 progress: Callable[[int, int], None] | None) -> list[list[DuplicateMember]]:
-    groups = dup.find_groups(store, threshold, mode=mode, progress=progress)
-    return _keep_apart(store, groups, marks.not_duplicates(store.dir))
-
-
-def _keep_apart(store: Store, groups: list[list[DuplicateMember]],
-                apart: set[frozenset[str]]) -> list[list[DuplicateMember]]:
-    """Drop from each group the members marked "not a duplicate" of its first member.
-
-    Stand-in until duplicates.find_groups takes ``not_duplicates`` itself (then this goes).
-    """
-    if not apart:
-        return groups
-    root = Path(store.meta.root)  # type: ignore[union-attr]
-    kept: list[list[DuplicateMember]] = []
-    for group in groups:
-        digests = {m.row: store.entry(m.path.relative_to(root).as_posix()) for m in group}
-        first = digests[group[0].row]
-        members = [m for m in group[:1] + [m for m in group[1:] if not (
-            first is not None and digests[m.row] is not None
-            and frozenset((first.digest, digests[m.row].digest)) in apart)]]  # type: ignore[union-attr]
-        if len(members) > 1:
-            kept.append([dataclasses.replace(m, group=len(kept) + 1, size=len(members)) for m in members])
-    return kept
+def _find_groups(store: Store, threshold: float | None, level: str, keep: str,
+                 not_duplicates: Collection[frozenset[str]], mode: str,
+                 progress: Callable[[int, int], None] | None) -> list[DuplicateGroup]:
+    # Marks recorded with --not-duplicate / Index.not_duplicate always apply.
+    apart = set(not_duplicates) | marks.not_duplicates(store.dir)
+    return dup.find_groups(store, threshold, level=level, keep=keep, not_duplicates=apart,
+                           mode=mode, progress=progress)
 
 
 def _content_digest(path: Path) -> str:

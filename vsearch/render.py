@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from enum import Enum
@@ -73,7 +74,7 @@ def records(items: Sequence[Any], fmt: Format, *, columns: Sequence[str] | None 
         writer.writeheader()
         writer.writerows(rows)
         return
-    right = {"rank", "score", "size"}
+    right = {"rank", "score", "size", "pixels", "bytes"}
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
     if not _is_tty(out):
         # A pipe or a file gets the same box without rich (about 40 ms of imports) and without
@@ -159,3 +160,27 @@ def index_summary(summary: Any, index_dir: Path, *, ann: Any = None, out: IO[str
         out.write(f"not scanned {path}: {reason}\n")
     if ann is not None:
         out.write(f"annoy index: {ann.trees} trees ({ann.file})\n")
+
+
+def duplicate_groups(groups: Sequence[Any], fmt: Format, *, columns: Sequence[str], out: IO[str] | None = None,
+                     null: bool = False) -> None:
+    """Duplicate groups as flat member records (one row each, ``group`` numbers them).
+
+    json keeps every field (``keeper`` true/false, ``mtime`` in seconds since the epoch);
+    table and csv show ``keeper`` as ``yes`` or blank and ``mtime`` as local time; ``paths``
+    lists every member but the keepers: the copies a de-duplication would remove.
+    """
+    members = [m for g in groups for m in g]
+    if fmt is Format.paths:
+        records([m for m in members if not m.keeper], fmt, out=out, null=null)
+        return
+    if fmt is Format.json:
+        records(members, fmt, out=out)
+        return
+    shown = []
+    for m in members:
+        row = _rows([m])[0]
+        row["keeper"] = "yes" if m.keeper else ""
+        row["mtime"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.mtime))
+        shown.append(row)
+    records(shown, fmt, columns=columns, out=out)

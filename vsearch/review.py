@@ -42,7 +42,7 @@ def write_review(out: Path, groups: Iterable[Iterable[Any]], *, actions: Sequenc
         commands = [act_command] + [
             f"{not_duplicate_command} {shlex.quote(str(keeper.path))} {shlex.quote(str(m.path))}"
             for m in members if m is not keeper]
-        level = ", ".join(sorted({str(getattr(m, "level", None) or "similar") for m in members if m is not keeper}))
+        level = ", ".join(sorted({m.level for m in members if m is not keeper}))
         sections.append(
             f'<section><h2>Group {members[0].group}: {len(members)} images, level {html.escape(level)}</h2>'
             f'<div class="grid">{"".join(figures)}</div>'
@@ -80,7 +80,7 @@ def _figure(member: Any, action: Action | None) -> str:
             size = None
     role = "keeper" if is_keeper(member) else "copy"
     facts = [f"{pixels[0]}x{pixels[1]} px" if pixels else "? px", _bytes(size), fmt or "?",
-             str(getattr(member, "level", None) or "similar"), f"{float(member.score):.4f}"]
+             member.level, f"{float(member.score):.4f}"]
     doing = ""
     if action is not None:
         doing = (f'<br><span class="act">move to {html.escape(str(action.target))}</span>' if action.kind == "move"
