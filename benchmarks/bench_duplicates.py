@@ -39,7 +39,7 @@ Usage (its own environment: imagededup and czkawka must not go into the project'
     /tmp/benchvenv/bin/python benchmarks/bench_duplicates.py [--originals 200] [--distractors 200]
         [--data ../shared/datasets/flowers17] [--levels exact,near,similar] [--peers imagededup,czkawka]
         [--scale] [--tiny ../shared/datasets/tiny-imagenet-val] [--cache /tmp/vsearch-bench-cache]
-        [--work DIR] [--seed 0]
+        [--work DIR] [--seed 0] [--show-false N] [--czkawka-similarity 0-50]
 
 The markdown table goes to stdout, progress to stderr. ``Index.duplicates`` is called with
 ``level=`` when the vsearch in use takes it; an older vsearch (cosine groups only) is run as
@@ -458,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--data: no labels.csv in {args.data}")
     with tempfile.TemporaryDirectory(prefix="bench-dup-") as tmp:
         work = args.work or Path(tmp)
+        if any((work / "set").glob("*")) or (work / "vsearch-index").exists():
+            # Files of an earlier run would be scored as unlabelled extras.
+            raise SystemExit(f"--work: {work} holds an earlier run's set or index; give an empty folder")
         labelled = build_set(args.data, work / "set", args.originals, args.distractors, args.repeats, args.seed)
         rows = run_vsearch(labelled.folder, work / "vsearch-index", levels)
         if "imagededup" in peers:
