@@ -320,6 +320,7 @@ DUPLICATE_COLUMNS = ["group", "size", "keeper", "level", "score", "pixels", "byt
 @user_errors
 def duplicates(
     folder: Annotated[Path | None, typer.Argument(
+        metavar="FOLDER",
         help="Bring the index up to date with this folder first (embeds new files); default: use the index as it is.",
         show_default=False)] = None,
     index_dir: IndexDir = None,
@@ -359,10 +360,8 @@ def duplicates(
 ) -> None:
     """Find groups of duplicate images: the same photo, copied, rescaled, recompressed or edited.
 
-    Each group lists its keeper first (keeper = yes, score 1.0), then its copies, each verified
-    against the keeper. Columns: pixels, file bytes, format, mtime, and level (exact = same
-    bytes, near = verified copy, similar = cosine only). `--format paths` prints every copy but
-    the keepers, one per line: the natural delete list.
+    Each group lists its keeper first (keeper = yes, score 1.0), then its copies, each verified against the keeper. Columns: pixels, file bytes, format, mtime, and level (exact = same bytes, near = verified copy, similar = cosine only). `--format paths` prints every copy but the keepers, one per line: the natural delete list.
+
     --move-to DIR or --trash acts on those copies: a dry run, unless --yes.
     """
     from . import api
