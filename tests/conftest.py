@@ -133,6 +133,28 @@ def sample_copy(tmp_path) -> Path:
     return dest
 
 
+@pytest.fixture
+def photos(tmp_path, request) -> Path:
+    """A folder of distinct photo-like JPEGs p0.jpg, p1.jpg, ...: ``PHOTOS`` of them (a module
+    constant; default 6)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(getattr(request.module, "PHOTOS", 6)):
+        make_photo(folder / f"p{i}.jpg", seed=i)
+    return folder
+
+
+@pytest.fixture
+def built(photos, fake_model, isolated_index_dir, request) -> Path:
+    """``photos`` indexed with the fake model into the default index dir (``TREES`` Annoy
+    trees, a module constant; default the CLI's)."""
+    from tests.helpers import cli, ok
+
+    trees = getattr(request.module, "TREES", None)
+    ok(cli("build-index", photos, "--model", "fake", "-q", *(("--trees", trees) if trees else ())))
+    return isolated_index_dir
+
+
 def make_photo(path: Path, size=(320, 240), seed: int = 0, quality: int = 90) -> Path:
     """A photo-like JPEG/PNG (smooth gradients plus noise) that the fake model can tell apart."""
     from PIL import Image

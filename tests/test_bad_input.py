@@ -15,22 +15,6 @@ from tests.helpers import cli, fails, ok
 from vsearch.store import MANIFEST_FILE, META_FILE
 
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(6):
-        make_photo(folder / f"p{i}.jpg", seed=i)
-    return folder
-
-
-@pytest.fixture
-def built(photos, fake_model, isolated_index_dir) -> Path:
-    """``photos`` indexed with the fake model into the default index dir."""
-    ok(cli("build-index", photos, "--model", "fake", "-q"))
-    return isolated_index_dir
-
-
 def query_works(photos: Path) -> None:
     result = cli("query", photos / "p0.jpg", "--format", "paths", "--k", "1")
     ok(result)

@@ -23,21 +23,6 @@ from vsearch.cli import app
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(6):
-        make_photo(folder / f"p{i}.jpg", seed=i)
-    return folder
-
-
-@pytest.fixture
-def built(photos, fake_model, isolated_index_dir) -> Path:
-    ok(cli("build-index", photos, "--model", "fake", "-q"))
-    return isolated_index_dir
-
-
 def vsearch(*args: object, index_dir: Path, **kwargs) -> subprocess.Popen:
     """``python -m vsearch ARGS`` in a fresh process, pipes on stdout and stderr."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "VSEARCH_INDEX_DIR": str(index_dir)}

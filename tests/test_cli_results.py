@@ -15,20 +15,15 @@ from tests.conftest import make_photo
 from tests.helpers import cli, fails, ok
 
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(5):
-        make_photo(folder / f"p{i}.jpg", seed=i)
-    (folder / "broken.jpg").write_bytes(b"not a picture")
-    return folder
+PHOTOS = 5
+TREES = 3
 
 
 @pytest.fixture
-def built(photos, fake_model, isolated_index_dir) -> Path:
-    ok(cli("build-index", photos, "--model", "fake", "-q", "--trees", "3"))
-    return isolated_index_dir
+def photos(photos) -> Path:
+    """The shared five photos and one file that is not a picture."""
+    (photos / "broken.jpg").write_bytes(b"not a picture")
+    return photos
 
 
 def info_json(*args: object) -> dict:

@@ -16,20 +16,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-from typer.testing import CliRunner
 
+from tests.helpers import cli, ok
 from tests.conftest import REPO, make_photo
 from vsearch import atomic, rerank
 from vsearch import index as nn
-from vsearch.cli import app
 from vsearch.store import Store
 
-runner = CliRunner()
-
-
-def cli(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
+#: How many photos the shared ``photos`` fixture (conftest) makes for these tests.
+PHOTOS = 5
+TREES = 3
 
 
 def one_error_line(stderr: str, pattern: str) -> None:
@@ -42,26 +38,8 @@ def temporaries(index_dir: Path) -> list[Path]:
     return [p for p in index_dir.rglob("*") if p.name.endswith(".tmp")]
 
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(5):
-        make_photo(folder / f"p{i}.jpg", seed=i)
-    return folder
-
-
-@pytest.fixture
-def built(photos, fake_model, isolated_index_dir) -> Path:
-    result = cli("build-index", photos, "--model", "fake", "-q", "--trees", "3")
-    assert result.exit_code == 0, result.stderr
-    return isolated_index_dir
-
-
 def top_hit(photos: Path, name: str) -> str:
-    result = cli("query", photos / name, "--format", "paths", "--k", "1")
-    assert result.exit_code == 0, result.stderr
-    return result.stdout.strip()
+    return ok(cli("query", photos / name, "--format", "paths", "--k", "1")).stdout.strip()
 
 
 def _full_for(monkeypatch, marker: str) -> None:

@@ -25,19 +25,9 @@ from vsearch import atomic, manifest, vectorfiles
 from vsearch.errors import VsearchError
 from vsearch.store import MANIFEST_FILE, META_FILE, Store, file_digest
 
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(5):
-        make_photo(folder / f"p{i}.jpg", seed=i)
-    return folder
-
-
-@pytest.fixture
-def built(photos, fake_model, isolated_index_dir) -> Path:
-    ok(cli("build-index", photos, "--model", "fake", "-q", "--trees", "3"))
-    return isolated_index_dir
+#: How many photos the shared ``photos`` fixture (conftest) makes for these tests.
+PHOTOS = 5
+TREES = 3
 
 
 def top_hit(photos: Path, name: str, *extra: object) -> str:

@@ -20,6 +20,12 @@ from . import atomic
 from .errors import ImageDecodeError, VsearchError
 
 THUMB_SIDE = 256
+#: The look every vsearch page shares (the gallery, the duplicates review).
+PAGE_CSS = (
+    "body { font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }\n"
+    ".grid { display: flex; flex-wrap: wrap; gap: 12px; }\n"
+    f"figure {{ margin: 0; width: {THUMB_SIDE}px; text-align: center; }}\n"
+)
 
 
 class HitLike(Protocol):
@@ -113,10 +119,7 @@ def write_html(out: Path, hits: Sequence[HitLike], *, queries: Sequence[Path | s
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-figure {{ margin: 0; width: {THUMB_SIDE}px; text-align: center; }}
-figure img, .missing, .text {{ width: {THUMB_SIDE}px; height: {THUMB_SIDE}px; object-fit: contain;
+{PAGE_CSS}figure img, .missing, .text {{ width: {THUMB_SIDE}px; height: {THUMB_SIDE}px; object-fit: contain;
   background: #eee; display: flex; align-items: center; justify-content: center; }}
 figure.query img, figure.query .text {{ outline: 3px solid #2a7; }}
 figure.negative img {{ outline: 3px solid #c33; }}

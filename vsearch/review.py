@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .actions import Action, is_keeper
-from .gallery import THUMB_SIDE, data_uri, file_uri, thumbnail, write_page
+from .gallery import PAGE_CSS, THUMB_SIDE, data_uri, file_uri, thumbnail, write_page
 
 __all__ = ["write_review"]
 
@@ -51,10 +51,7 @@ def write_review(out: Path, groups: Iterable[Iterable[Any]], *, actions: Sequenc
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-figure {{ margin: 0; width: {THUMB_SIDE}px; text-align: center; }}
-figure img, .missing {{ width: {THUMB_SIDE}px; height: {THUMB_SIDE}px; object-fit: contain; background: #eee;
+{PAGE_CSS}figure img, .missing {{ width: {THUMB_SIDE}px; height: {THUMB_SIDE}px; object-fit: contain; background: #eee;
   display: flex; align-items: center; justify-content: center; }}
 figure.keeper img {{ outline: 3px solid #2a7; }}
 figcaption {{ font-size: 13px; margin-top: 4px; word-break: break-all; }}
