@@ -120,3 +120,21 @@ def test_a_reader_open_across_one_commit_keeps_its_generation(tmp_path):
     reader.close()
     with Store.open(index_dir) as fresh:
         assert fresh.paths_by_row() == ["a.jpg", "b.jpg", "z.jpg"]
+
+
+def test_a_reader_whose_vectors_file_went_with_two_commits_is_told_to_reopen(tmp_path):
+    # A reader reads meta.json, then maps its vectors file later; two commits in between remove
+    # that file (the writer keeps only the previous generation's). That is "open it again", as a
+    # lookup that finds its generation gone, never "damaged, rebuild it" (seen once under load).
+    index_dir = tmp_path / "idx"
+    with Store.open(index_dir, write=True) as store:
+        store.bind(tmp_path / "photos", "fake")
+        store.bind_model(model_id())
+        commit(store, ["b.jpg", "c.jpg"])
+        with Store.open(index_dir) as reader:
+            commit(store, ["a.jpg"])
+            commit(store, ["d.jpg"])
+            with pytest.raises(IndexBusyError, match="open it again"):
+                reader.vectors()
+    with Store.open(index_dir) as fresh:
+        assert check_whole(fresh) == 3

@@ -214,8 +214,7 @@ class IndexView:
             with consistent:
                 yield
         except GenerationGone:
-            raise IndexBusyError(f"the index at {self.dir} was updated twice while this process had it open; "
-                                 "open it again (run the command again)") from None
+            raise IndexBusyError(self._updated_twice()) from None
 
     def entry(self, path: str) -> FileEntry | None:
         """The manifest entry for one relative path."""
@@ -277,9 +276,32 @@ class IndexView:
         if self._vectors is None:
             if self.meta is None:
                 raise IndexMissingError(f"index at {self.dir} has no committed vectors yet")
-            self._vectors = vectorfiles.load(self.dir / self.meta.vectors, (self.meta.count, self.meta.dim),
-                                             f"`vsearch build-index {self.meta.root}` repairs the index")
+            self._vectors = self._load(self.meta.vectors, (self.meta.count, self.meta.dim),
+                                       f"`vsearch build-index {self.meta.root}` repairs the index")
         return self._vectors
+
+    def _load(self, name: str, shape: tuple[int, ...], remedy: str) -> np.ndarray:
+        """A vectors file of this reader's generation. Missing because two commits landed since
+        this reader read meta.json (the writer keeps only the previous generation's files), it is
+        the same "open it again" as a manifest lookup that finds its generation gone."""
+        path = self.dir / name
+        try:
+            return vectorfiles.load(path, shape, remedy)
+        except IndexCorruptError:
+            if self._lock_fd is None and self.meta is not None and not path.exists() and self._superseded():
+                raise IndexBusyError(self._updated_twice()) from None
+            raise
+
+    def _updated_twice(self) -> str:
+        return (f"the index at {self.dir} was updated twice while this process had it open; "
+                "open it again (run the command again)")
+
+    def _superseded(self) -> bool:
+        """Whether meta.json now names a newer generation than the one this reader holds."""
+        try:
+            return self.meta is not None and read_meta(self.dir).generation > self.meta.generation
+        except VsearchError:
+            return False
 
     def search_vectors(self) -> np.ndarray:
         """The vectors that search ranks against: the DBA copy when built, else :meth:`vectors`."""
@@ -287,8 +309,7 @@ class IndexView:
         if self.meta is None or self.meta.dba is None:
             return raw
         if self._search_vectors is None:
-            self._search_vectors = vectorfiles.load(self.dir / self.meta.dba.file, raw.shape,
-                                                    "rebuild with `vsearch build-index`")
+            self._search_vectors = self._load(self.meta.dba.file, raw.shape, "rebuild with `vsearch build-index`")
         return self._search_vectors
 
     def vectors_for_generation(self, generation: int) -> np.ndarray:
@@ -313,8 +334,13 @@ class IndexView:
         path = self.ann_path()
         if path is None or self.meta is None or self.meta.ann is None:
             return None
-        return nn.AnnoySearcher(path, self.meta.dim, count=self.meta.count, trees=self.meta.ann.trees,
-                                size=self.meta.ann.size)
+        try:
+            return nn.AnnoySearcher(path, self.meta.dim, count=self.meta.count, trees=self.meta.ann.trees,
+                                    size=self.meta.ann.size)
+        except IndexCorruptError:
+            if self._lock_fd is None and not path.exists() and self._superseded():
+                raise IndexBusyError(self._updated_twice()) from None
+            raise
 
 
 class Store(IndexView):
