@@ -32,12 +32,15 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    # from vsearch.api (EvalReport: vsearch.evaluate)
+    # from vsearch.api (EvalReport: vsearch.evaluate; Action, UndoLog, UndoResult: vsearch.actions)
+    "Action",
     "DuplicateGroup",
     "DuplicateMember",
     "EvalReport",
     "Hit",
     "Index",
+    "UndoLog",
+    "UndoResult",
     "build_index",
     "default_index_dir",
     "open_index",
@@ -52,7 +55,8 @@ __all__ = [
 ]
 
 #: Where each public name not defined above lives; its module is imported on first use.
-_LAZY = {name: "api" for name in __all__ if name not in globals()} | {"EvalReport": "evaluate"}
+_LAZY = {name: "api" for name in __all__ if name not in globals()} | {
+    "EvalReport": "evaluate", "Action": "actions", "UndoLog": "actions", "UndoResult": "actions"}
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ provides them
     from .api import (
@@ -64,6 +68,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         default_index_dir,
         open_index,
     )
+    from .actions import Action, UndoLog, UndoResult
     from .evaluate import EvalReport
 
 
