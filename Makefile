@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # The edit-test loop: everything but the tests that load the real default model (marked slow).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vsearch tests benchmarks
