@@ -679,6 +679,65 @@ def _size_text(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
+@app.command(epilog=_examples(
+    "vsearch serve                       # http://127.0.0.1:8000, this machine only",
+    "vsearch serve --index-dir ~/idx/crop --port 8080 --open",
+    "Needs `pip install 'vsearch[serve]'`. Another --host needs --allow-remote: there is no login and no TLS.",
+))
+@user_errors
+def serve(
+    index_dir: IndexDir = None,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="Port.")] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Allow a --host other machines can reach (prints a warning).")] = False,
+) -> None:
+    """Serve a local web page to search the index: by an uploaded photo, a result, or text (CLIP).
+
+    Results can be marked relevant / not relevant (read them back with `vsearch judgments`).
+    """
+    try:
+        from .serve import app as web
+    except ImportError as exc:
+        raise VsearchError(f"vsearch serve needs {exc.name}: pip install 'vsearch[serve]'") from None
+    warning = web.check_host(host, allow_remote)
+    if warning:
+        _err(warning)
+    from . import api
+
+    with api.open_index(index_dir, device="cpu") as index:
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+        _err(f"serving {index.count} images ({index.model}) at {url}; Ctrl-C stops")
+        if open_browser:
+            import threading
+            import webbrowser
+
+            opener = threading.Timer(1.0, webbrowser.open, (url,))  # once uvicorn listens
+            opener.daemon = True
+            opener.start()
+        web.serve(index, host, port)
+
+
+@app.command(epilog=_examples(
+    "vsearch judgments                   # what the web page recorded",
+    "vsearch judgments -f csv > judged.csv",
+))
+@user_errors
+def judgments(
+    index_dir: IndexDir = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", metavar="FORMAT",
+                                        help="table, json or csv.")] = Format.table,
+) -> None:
+    """List the relevance judgments recorded with `vsearch serve`, oldest first (images by content digest)."""
+    from .judgments import read_judgments
+
+    if fmt is Format.paths:
+        raise VsearchError("judgments are not paths: use --format table, json or csv")
+    found = read_judgments(index_dir or default_index_dir())
+    render.records(found, fmt, columns=["time", "label", "query", "result", "result_path"], title="judgments")
+
+
 def run() -> None:
     """Console-script entry point."""
     app(prog_name="vsearch")

@@ -1,0 +1,299 @@
+"""``vsearch serve``: the Starlette app over an open index (TestClient), its security checks,
+the thumbnail cache, and judgments read back through the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+from starlette.testclient import TestClient  # noqa: E402
+
+import vsearch  # noqa: E402
+from tests.conftest import make_photo  # noqa: E402
+from tests.helpers import cli, fails, ok  # noqa: E402
+from tests.test_api import CLIP_NAME, FakeClip, make_photos  # noqa: E402
+from vsearch import models  # noqa: E402
+from vsearch.errors import VsearchError  # noqa: E402
+from vsearch.judgments import read_events, read_judgments  # noqa: E402
+from vsearch.serve import app as web  # noqa: E402
+from vsearch.serve.thumbs import ThumbCache  # noqa: E402
+from vsearch.store import file_digest  # noqa: E402
+
+BASE = "http://testserver"
+
+
+@pytest.fixture
+def indexed(tmp_path, fake_model):
+    """photos/ (as the API docs' folder) indexed with the fake model; yields (index, photos)."""
+    photos = make_photos(tmp_path / "work")
+    index = vsearch.build_index(photos, index_dir=tmp_path / "idx", model="fake")
+    yield index, photos
+    index.close()
+
+
+def client_for(index, **kwargs) -> TestClient:
+    """A client that loaded the page (so it holds the session's CSRF cookie); .token is the token."""
+    client = TestClient(web.create_app(index, **kwargs), base_url=BASE)
+    page = client.get("/")
+    assert page.status_code == 200
+    client.token = page.cookies[web.CSRF_COOKIE]  # type: ignore[attr-defined]
+    assert client.token in page.text  # type: ignore[attr-defined]
+    return client
+
+
+def post(client, url, *, origin=BASE, token=None, **kwargs):
+    headers = {"X-CSRF-Token": client.token if token is None else token}
+    if origin:
+        headers["Origin"] = origin
+    return client.post(url, headers={**headers, **kwargs.pop("headers", {})}, **kwargs)
+
+
+def row_of(index, name: str) -> int:
+    return next(h.row for h in index.query(index.root / name, k=len(index)) if h.path.name == name)
+
+
+# --- searching -----------------------------------------------------------------------------
+
+
+def test_search_by_row_returns_the_photo_and_its_copy(indexed):
+    index, photos = indexed
+    client = client_for(index)
+    dog = row_of(index, "dog.jpg")
+    got = client.get("/api/search", params={"row": dog, "k": 3}).json()
+    assert [r["path"] for r in got["results"][:2]] == ["dog.jpg", "dog-copy.jpg"]
+    excluded = client.get("/api/search", params={"row": dog, "k": 3, "exclude_self": "1"}).json()
+    assert excluded["results"][0]["path"] == "dog-copy.jpg"
+    beach = client.get("/api/search", params={"row": dog, "k": 5, "path": "beach/*"}).json()
+    assert beach["results"] and all(r["path"].startswith("beach/") for r in beach["results"])
+    assert client.get("/api/search", params={"row": dog, "k": 5, "diverse": "0.5"}).status_code == 200
+    assert client.get("/api/search", params={"row": 10_000}).status_code == 404
+    assert "diverse" in client.get("/api/search", params={"row": dog, "diverse": "7"}).json()["error"]
+
+
+def test_search_by_upload_embeds_it_and_finds_its_original(indexed, tmp_path, fake_model):
+    index, photos = indexed
+    client = client_for(index)
+    before = set(p.name for p in photos.rglob("*"))
+    calls = fake_model.calls
+    resp = post(client, "/api/search?k=3", content=(tmp_path / "work" / "new.jpg").read_bytes(),
+                headers={"Content-Type": "image/jpeg"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["results"][0]["path"] == "beach/b7.jpg"  # new.jpg is a re-encoded b7.jpg
+    assert fake_model.calls == calls + 1  # embedded with the index's model
+    assert set(p.name for p in photos.rglob("*")) == before  # nothing written into the photo folder
+
+
+def test_a_request_never_imports_torch(indexed, tmp_path):
+    index, _ = indexed
+    if "torch" in sys.modules:
+        pytest.skip("torch was imported by an earlier test in this process")
+    client = client_for(index)
+    post(client, "/api/search", content=(tmp_path / "work" / "new.jpg").read_bytes())
+    client.get("/api/search", params={"row": 0})
+    client.get("/thumb/0")
+    assert "torch" not in sys.modules
+
+
+def test_text_search_on_a_clip_index(tmp_path):
+    photos = make_photos(tmp_path / "work")
+    clip = FakeClip(CLIP_NAME, photos)
+    models.register(CLIP_NAME, lambda name, device, threads: clip)
+    try:
+        with vsearch.build_index(photos, index_dir=tmp_path / "idx", model=CLIP_NAME) as index:
+            client = client_for(index)
+            assert "const CSRF" in client.get("/").text and "TEXT = true" in client.get("/").text
+            got = client.get("/api/search", params={"text": "a cat", "k": 2}).json()
+            assert {r["path"] for r in got["results"]} == {"cat.jpg", "cat-small.png"}
+            assert got["query"] == "text:a cat"
+    finally:
+        models.unregister(CLIP_NAME)
+
+
+def test_text_search_on_an_image_only_index_is_a_clear_400(indexed):
+    index, _ = indexed
+    client = client_for(index)
+    assert "TEXT = false" in client.get("/").text
+    resp = client.get("/api/search", params={"text": "a cat"})
+    assert resp.status_code == 400 and "CLIP" in resp.json()["error"]
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+def test_oversized_upload_is_413_with_a_clear_message(indexed, tmp_path):
+    index, _ = indexed
+    client = client_for(index, max_upload_bytes=1000)
+    resp = post(client, "/api/search", content=(tmp_path / "work" / "new.jpg").read_bytes())
+    assert resp.status_code == 413 and "larger than the limit" in resp.json()["error"]
+
+
+def test_upload_over_the_pixel_cap_is_413_and_garbage_is_400(indexed):
+    index, _ = indexed
+    client = client_for(index, max_upload_pixels=100 * 100)
+    big = io.BytesIO()
+    Image.new("RGB", (200, 200)).save(big, "PNG")
+    resp = post(client, "/api/search", content=big.getvalue())
+    assert resp.status_code == 413 and "40,000 pixels" in resp.json()["error"]
+    assert post(client, "/api/search", content=b"not an image").status_code == 400
+    assert post(client, "/api/search", content=b"").status_code == 400
+
+
+# --- files: by row only ----------------------------------------------------------------------
+
+
+def test_thumbnails_and_images_are_served_by_row(indexed):
+    index, photos = indexed
+    client = client_for(index)
+    dog = row_of(index, "dog.jpg")
+    thumb = client.get(f"/thumb/{dog}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
+    assert len(list((index.index_dir / "thumbs").iterdir())) == 1
+    assert client.get(f"/thumb/{dog}").content == thumb.content  # from the cache
+    assert client.get(f"/image/{dog}").content == (photos / "dog.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("url", [
+    "/thumb/../../etc/passwd", "/thumb/..%2f..%2fetc%2fpasswd", "/image/%2e%2e/%2e%2e/etc/passwd",
+    "/image/..%2F..%2Fetc%2Fpasswd", "/thumb/-1", "/image/99999", "/thumb/1.5", "/image//etc/passwd",
+])
+def test_path_traversal_attempts_are_404(indexed, url):
+    index, _ = indexed
+    resp = client_for(index).get(url)
+    assert resp.status_code == 404
+    assert b"root:" not in resp.content
+
+
+def test_a_deleted_file_is_404(indexed):
+    index, photos = indexed
+    client = client_for(index)
+    dog = row_of(index, "dog.jpg")
+    (photos / "dog.jpg").unlink()
+    assert client.get(f"/thumb/{dog}").status_code == 404
+    assert client.get(f"/image/{dog}").status_code == 404
+
+
+def test_a_symlink_out_of_the_root_is_404(tmp_path, fake_model):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        make_photo(photos / f"p{i}.jpg", seed=i)
+    secret = make_photo(tmp_path / "secret.jpg", seed=9)
+    (photos / "link.jpg").symlink_to(secret)
+    with vsearch.build_index(photos, index_dir=tmp_path / "idx", model="fake") as index:
+        rows = {h.path.name: h.row for h in index.query(photos / "p0.jpg", k=len(index))}
+        client = client_for(index)
+        assert client.get(f"/image/{rows['p0.jpg']}").status_code == 200
+        if "link.jpg" in rows:  # the indexer may follow the link; the server must not
+            assert client.get(f"/image/{rows['link.jpg']}").status_code == 404
+            assert client.get(f"/thumb/{rows['link.jpg']}").status_code == 404
+        else:  # not indexed: then swap an indexed file for a link out of the root
+            (photos / "p1.jpg").unlink()
+            (photos / "p1.jpg").symlink_to(secret)
+            assert client.get(f"/image/{rows['p1.jpg']}").status_code == 404
+            assert client.get(f"/thumb/{rows['p1.jpg']}").status_code == 404
+
+
+def test_thumbnail_cache_stays_under_its_cap(tmp_path):
+    images = [make_photo(tmp_path / f"p{i}.jpg", seed=i) for i in range(8)]
+    cache = ThumbCache(tmp_path / "idx", cap_bytes=20_000)
+    (tmp_path / "idx").mkdir()
+    sizes = [len(cache.get(p, f"d{i}")) for i, p in enumerate(images)]
+    assert sum(sizes) > 20_000  # the cap bit
+    assert cache.size() <= 20_000
+
+
+# --- POST guards ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["", "wrong"])
+def test_post_without_the_right_csrf_token_is_403(indexed, token):
+    index, _ = indexed
+    client = client_for(index)
+    resp = post(client, "/api/judgment", token=token, json={"query": "q", "row": 0, "label": "relevant"})
+    assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
+    assert read_judgments(index.index_dir) == []
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://testserver.evil.example", None])
+def test_cross_origin_post_is_403(indexed, origin):
+    index, _ = indexed
+    client = client_for(index)
+    resp = post(client, "/api/judgment", origin=origin, json={"query": "q", "row": 0, "label": "relevant"})
+    assert resp.status_code == 403 and "cross-origin" in resp.json()["error"]
+    assert read_judgments(index.index_dir) == []
+
+
+def test_a_referer_from_this_server_is_accepted(indexed):
+    index, _ = indexed
+    client = client_for(index)
+    resp = post(client, "/api/judgment", origin=None, headers={"Referer": BASE + "/"},
+                json={"query": "q", "row": 0, "label": "relevant"})
+    assert resp.status_code == 200
+
+
+# --- judgments and clicks --------------------------------------------------------------------
+
+
+def test_judgments_round_trip_through_the_cli(indexed):
+    index, photos = indexed
+    client = client_for(index)
+    dog = row_of(index, "dog.jpg")
+    query = client.get("/api/search", params={"row": dog, "k": 3}).json()
+    copy = next(r for r in query["results"] if r["path"] == "dog-copy.jpg")
+    ok_resp = post(client, "/api/judgment", json={"query": query["query"], "row": copy["row"], "label": "relevant"})
+    assert ok_resp.status_code == 200, ok_resp.text
+    bad = post(client, "/api/judgment", json={"query": query["query"], "row": copy["row"], "label": "maybe"})
+    assert bad.status_code == 400 and "label" in bad.json()["error"]
+    listed = json.loads(ok(cli("judgments", "--index-dir", index.index_dir, "-f", "json")).stdout)
+    assert len(listed) == 1
+    assert listed[0]["label"] == "relevant" and listed[0]["result_path"] == "dog-copy.jpg"
+    digest = file_digest((photos / "dog-copy.jpg").read_bytes())
+    assert listed[0]["result"] == digest
+    assert listed[0]["query"] == file_digest((photos / "dog.jpg").read_bytes())
+    csv_out = ok(cli("judgments", "--index-dir", index.index_dir, "-f", "csv")).stdout
+    assert csv_out.splitlines()[0] == "time,label,query,result,result_path" and "dog-copy.jpg" in csv_out
+    fails(cli("judgments", "--index-dir", index.index_dir, "-f", "paths"), "not paths")
+
+
+def test_impressions_and_clicks_are_logged_with_rank(indexed):
+    index, _ = indexed
+    client = client_for(index)
+    got = client.get("/api/search", params={"row": 0, "k": 3}).json()
+    shown = [{"row": r["row"], "rank": r["rank"]} for r in got["results"]]
+    assert post(client, "/api/event", json={"kind": "impression", "query": got["query"], "results": shown}).json() == {"logged": 3}
+    post(client, "/api/event", json={"kind": "click", "query": got["query"], "results": shown[1:2]})
+    events = read_events(index.index_dir)
+    assert [(e.kind, e.rank) for e in events] == [("impression", 1), ("impression", 2), ("impression", 3), ("click", 2)]
+    assert post(client, "/api/event", json={"kind": "hover", "query": "q", "results": shown}).status_code == 400
+
+
+# --- binding ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_hosts_need_no_flag(host):
+    assert web.check_host(host, allow_remote=False) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.com"])
+def test_other_hosts_need_allow_remote_and_warn(host):
+    with pytest.raises(VsearchError, match="--allow-remote"):
+        web.check_host(host, allow_remote=False)
+    assert "warning" in web.check_host(host, allow_remote=True)
+
+
+def test_serve_defaults_to_loopback_and_refuses_a_remote_host_without_the_flag(built, monkeypatch):
+    served = []
+    monkeypatch.setattr(web, "serve", lambda index, host, port: served.append((host, port, index.count)))
+    ok(cli("serve"))
+    assert served == [("127.0.0.1", 8000, 6)]
+    fails(cli("serve", "--host", "0.0.0.0"), "--allow-remote")
+    result = ok(cli("serve", "--host", "0.0.0.0", "--allow-remote", "--port", "9000"))
+    assert "warning: serving on 0.0.0.0" in result.stderr and served[-1][:2] == ("0.0.0.0", 9000)

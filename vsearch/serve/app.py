@@ -1,0 +1,355 @@
+"""The Starlette app behind ``vsearch serve``: a search page and the JSON it calls.
+
+It holds no search logic: every answer is a call on one open :class:`vsearch.api.Index`
+(opened once by the caller and kept). Security, since it serves files from disk:
+
+* files are named by index row only, never by a path from the request; a row whose file is
+  gone, or which resolves (through a symlink) outside the indexed root, is a 404;
+* POSTs need the page's CSRF token (``X-CSRF-Token``, matching the session cookie) and an
+  ``Origin`` (or ``Referer``) naming this server;
+* an upload is capped in bytes (read as a stream, refused past the cap) and in pixels, decoded
+  by the same safe decoder as indexing, from a temporary file outside the photo folder;
+* a query embeds through the index's own model, which on the CPU is its exported ONNX file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import VsearchError
+from ..judgments import record_event, record_judgment
+from ..store import file_digest
+from .page import PAGE
+from .thumbs import ThumbCache
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_UPLOAD_PIXELS", "DEFAULT_PORT",
+           "check_host", "create_app", "serve"]
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+#: Uploads larger than this are refused (413) before they are decoded.
+DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+#: Uploads claiming more pixels than this are refused (413) before they are decoded.
+DEFAULT_MAX_UPLOAD_PIXELS = 50_000_000
+MAX_K = 200
+CSRF_COOKIE, CSRF_HEADER = "vsearch_csrf", "x-csrf-token"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, allow_remote: bool) -> str | None:
+    """Refuse a non-loopback ``host`` unless ``allow_remote``; return the warning to print then.
+
+    None for a loopback host. Raises :class:`VsearchError` for a remote one without the flag.
+    """
+    if is_loopback(host):
+        return None
+    if not allow_remote:
+        raise VsearchError(f"--host {host} would let other machines reach your photos; "
+                           "add --allow-remote if that is what you want (default: 127.0.0.1, this machine only)")
+    return (f"warning: serving on {host}: anyone who can reach this machine on the network can search your "
+            "photos and see them, and record judgments; there is no login and no TLS")
+
+
+class _Api:
+    """The one open index and what the app asks of it, serialised by a lock."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self.lock = threading.Lock()
+
+    def store(self) -> Any:
+        # The index's current generation (Index._open reopens after a build commits).
+        return self.index._open()[0]
+
+    def row_file(self, row: int) -> tuple[Path, str]:
+        """The file of ``row`` (resolved, inside the root) and its content digest; LookupError if none."""
+        with self.lock:
+            if not 0 <= row < self.index.count:
+                raise LookupError(row)
+            store = self.store()
+            rel = store.paths_of_rows([row]).get(row)
+            entry = store.entry(rel) if rel is not None else None
+            if entry is None or entry.digest is None:
+                raise LookupError(row)
+            root = Path(self.index.root).resolve()
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise LookupError(row)  # gone since indexing, or a symlink out of the root
+        return path, entry.digest
+
+    def query(self, **kwargs: Any) -> list[Any]:
+        with self.lock:
+            return self.index.query(**kwargs)
+
+    def digest_of_path(self, path: Path) -> str | None:
+        root = Path(self.index.root)
+        with self.lock:
+            entry = self.store().entry(path.relative_to(root).as_posix())
+        return entry.digest if entry is not None else None
+
+
+def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS, thumb_cache_bytes: int | None = None) -> Starlette:
+    """The web app over an open :class:`vsearch.api.Index` (which the caller closes)."""
+    api = _Api(index)
+    thumbs = ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {}))
+    tokens: set[str] = set()
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def run(request: Request) -> Response:
+            if request.method == "POST":
+                refusal = _refuse_post(request, tokens)
+                if refusal is not None:
+                    return refusal
+            try:
+                return await handler(request)
+            except VsearchError as exc:
+                return _error(400, str(exc))
+        return run
+
+    async def page(request: Request) -> Response:
+        token = request.cookies.get(CSRF_COOKIE)
+        if token not in tokens:
+            token = secrets.token_urlsafe(32)
+            tokens.add(token)
+        html = PAGE.replace("{{CSRF}}", token).replace("{{TEXT}}", "true" if index.text_search else "false")
+        response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"model": index.model, "count": index.count, "text_search": index.text_search,
+                             "root": str(index.root), "max_upload_bytes": max_upload_bytes})
+
+    async def search_get(request: Request) -> Response:
+        params = request.query_params
+        options = _options(params)
+        if "row" in params:
+            row = _int(params["row"], "row")
+            try:
+                path, digest = await run_in_threadpool(api.row_file, row)
+            except LookupError:
+                return _error(404, f"no image at row {row}")
+            hits = await run_in_threadpool(lambda: api.query(queries=path, **options))
+            return _hits(api, hits, f"{digest}")
+        if params.get("text", "").strip():
+            text = params["text"].strip()
+            hits = await run_in_threadpool(lambda: api.query(text=text, **options))
+            return _hits(api, hits, "text:" + text)
+        return _error(400, "give row= (an indexed image) or text= (CLIP indexes)")
+
+    async def search_upload(request: Request) -> Response:
+        options = _options(request.query_params)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
+            return _too_large(max_upload_bytes)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_upload_bytes:
+                return _too_large(max_upload_bytes)
+        if not data:
+            return _error(400, "the upload is empty: send the image's bytes as the request body")
+        pixels = _pixels(bytes(data))
+        if pixels is None:
+            return _error(400, "the upload is not an image vsearch can read")
+        if pixels > max_upload_pixels:
+            return _error(413, f"the upload has {pixels:,} pixels; the limit is {max_upload_pixels:,}")
+        hits = await run_in_threadpool(lambda: _query_bytes(api, bytes(data), options))
+        return _hits(api, hits, file_digest(bytes(data)))
+
+    async def thumb(request: Request) -> Response:
+        row = request.path_params["row"]
+        try:
+            path, digest = await run_in_threadpool(api.row_file, row)
+            data = await run_in_threadpool(thumbs.get, path, digest)
+        except (LookupError, VsearchError):
+            return _error(404, f"no image at row {row}")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    async def image(request: Request) -> Response:
+        row = request.path_params["row"]
+        try:
+            path, _ = await run_in_threadpool(api.row_file, row)
+        except LookupError:
+            return _error(404, f"no image at row {row}")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    async def judgment(request: Request) -> Response:
+        body = await _json(request)
+        result_row = _int(body.get("row"), "row")
+        try:
+            path, digest = await run_in_threadpool(api.row_file, result_row)
+        except LookupError:
+            return _error(404, f"no image at row {result_row}")
+        rel = path.relative_to(Path(index.root).resolve()).as_posix()
+        done = record_judgment(index.index_dir, str(body.get("query", "")), digest, str(body.get("label", "")),
+                               result_path=rel)
+        return JSONResponse(done.__dict__)
+
+    async def event(request: Request) -> Response:
+        body = await _json(request)
+        kind, query = str(body.get("kind", "")), str(body.get("query", ""))
+        shown = body.get("results")
+        if not isinstance(shown, list) or not shown or len(shown) > MAX_K:
+            return _error(400, f"results must be a list of 1 to {MAX_K} {{row, rank}} objects")
+        logged = 0
+        for item in shown:
+            row = _int(item.get("row") if isinstance(item, dict) else None, "row")
+            rank = _int(item.get("rank"), "rank")
+            try:
+                _, digest = await run_in_threadpool(api.row_file, row)
+            except LookupError:
+                continue
+            record_event(index.index_dir, kind, query, digest, rank)
+            logged += 1
+        return JSONResponse({"logged": logged})
+
+    routes = [
+        Route("/", page),
+        Route("/api/info", guarded(info)),
+        Route("/api/search", guarded(search_get), methods=["GET"]),
+        Route("/api/search", guarded(search_upload), methods=["POST"]),
+        Route("/api/judgment", guarded(judgment), methods=["POST"]),
+        Route("/api/event", guarded(event), methods=["POST"]),
+        Route("/thumb/{row:int}", thumb),
+        Route("/image/{row:int}", image),
+    ]
+    return Starlette(routes=routes)
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _too_large(cap: int) -> JSONResponse:
+    return _error(413, f"the upload is larger than the limit of {cap // (1024 * 1024)} MiB ({cap:,} bytes)")
+
+
+def _refuse_post(request: Request, tokens: set[str]) -> Response | None:
+    """403 unless the request comes from this server's own page with its session's token."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    host = request.headers.get("host")
+    if not origin or not host:
+        return _error(403, "cross-origin request refused: no Origin or Referer header")
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+        return _error(403, f"cross-origin request refused: {parts.scheme}://{parts.netloc} is not this server")
+    cookie, header = request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)
+    if not header or cookie not in tokens or not secrets.compare_digest(header, cookie or ""):
+        return _error(403, "missing or wrong CSRF token: reload the page")
+    return None
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise VsearchError(f"{name} must be a whole number (got {value!r})") from None
+
+
+def _options(params: Any) -> dict[str, Any]:
+    """The query options the page offers: k, exclude_self, path (glob), diverse."""
+    k = _int(params.get("k", 20), "k")
+    if not 1 <= k <= MAX_K:
+        raise VsearchError(f"k must be between 1 and {MAX_K} (got {k})")
+    options: dict[str, Any] = {"k": k, "exclude_self": params.get("exclude_self", "") in ("1", "true", "on")}
+    if params.get("path", "").strip():
+        options["path_glob"] = params["path"].strip()
+    if params.get("diverse", "").strip():
+        try:
+            options["diverse"] = float(params["diverse"])
+        except ValueError:
+            raise VsearchError(f"diverse must be a number between 0 and 1 (got {params['diverse']!r})") from None
+    return options
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    import json
+
+    body = await request.body()
+    if len(body) > 1024 * 1024:
+        raise VsearchError("request body too large")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise VsearchError("the request body must be JSON") from None
+    if not isinstance(data, dict):
+        raise VsearchError("the request body must be a JSON object")
+    return data
+
+
+def _pixels(data: bytes) -> int | None:
+    """Width x height an image's header claims (nothing decoded), or None for no image."""
+    import io
+
+    from PIL import Image
+
+    from .. import images  # the HEIF opener is registered by the safe decoder's module
+
+    images._register_heif()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - any failure to parse a header means "not an image"
+        return None
+    return w * h
+
+
+def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:
+    """Search by an upload, from a temporary file outside the photo folder (removed afterwards)."""
+    root = Path(api.index.root).resolve()
+    folder = Path(tempfile.gettempdir()).resolve()
+    if folder.is_relative_to(root):  # a temp dir inside the photos would put the upload among them
+        folder = Path(api.index.index_dir).resolve()
+    fd, name = tempfile.mkstemp(prefix="vsearch-upload-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return api.query(queries=Path(name), **options)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _hits(api: _Api, hits: list[Any], query_key: str) -> JSONResponse:
+    root = Path(api.index.root)
+    results = []
+    for h in hits:
+        results.append({"rank": h.rank, "score": round(float(h.score), 4), "row": h.row,
+                        "path": h.path.relative_to(root).as_posix() if h.path.is_relative_to(root) else h.path.name,
+                        "thumb": f"/thumb/{h.row}", "image": f"/image/{h.row}"})
+    return JSONResponse({"query": query_key, "results": results})
+
+
+def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``)."""
+    import uvicorn
+
+    uvicorn.run(create_app(index), host=host, port=port, log_level="warning")

@@ -1,0 +1,84 @@
+"""A bounded on-disk thumbnail cache in the index folder (``thumbs/``).
+
+A thumbnail is keyed by its image's content digest and size, so a renamed photo keeps its
+thumbnail and an edited one gets a new one. The cache is capped in bytes: after a write that
+takes it over the cap, the least recently used files (by modification time, which a hit
+refreshes) go until it is under 80 % of the cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+from .. import atomic
+
+THUMBS_DIR = "thumbs"
+#: Longest side of a thumbnail, in pixels.
+THUMB_SIDE = 256
+#: Default cap on the cache's size on disk.
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class ThumbCache:
+    """Thumbnails of indexed images, made on demand from the file on disk."""
+
+    def __init__(self, index_dir: Path, *, cap_bytes: int = DEFAULT_CACHE_BYTES, side: int = THUMB_SIDE) -> None:
+        self.folder = Path(index_dir) / THUMBS_DIR
+        self.cap_bytes = cap_bytes
+        self.side = side
+
+    def get(self, image: Path, digest: str) -> bytes:
+        """The JPEG thumbnail of ``image`` (whose content digest is ``digest``), made if missing.
+
+        Raises :class:`~vsearch.errors.VsearchError` when the image cannot be decoded.
+        """
+        path = self.folder / f"{digest}-{self.side}.jpg"
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = None
+        if data:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # a hit counts as a use
+            return data
+        data = self._make(image)
+        self.folder.mkdir(exist_ok=True)
+        atomic.write_bytes(path, data)
+        self._trim()
+        return data
+
+    def _make(self, image: Path) -> bytes:
+        from .. import images  # Pillow; the same safe decoder as indexing
+
+        img = images.load_image(image, min_side=self.side)
+        img.thumbnail((self.side, self.side))
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+    def size(self) -> int:
+        """Bytes the cache holds now."""
+        return sum(e.stat().st_size for e in _entries(self.folder))
+
+    def _trim(self) -> None:
+        entries = [(e.stat().st_mtime_ns, e.stat().st_size, Path(e.path)) for e in _entries(self.folder)]
+        total = sum(size for _, size, _ in entries)
+        if total <= self.cap_bytes:
+            return
+        for _, size, path in sorted(entries):
+            if total <= self.cap_bytes * 0.8:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+                total -= size
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return [e for e in it if e.is_file() and e.name.endswith(".jpg")]
+    except OSError:
+        return []
