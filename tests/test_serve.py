@@ -297,3 +297,96 @@ def test_serve_defaults_to_loopback_and_refuses_a_remote_host_without_the_flag(b
     fails(cli("serve", "--host", "0.0.0.0"), "--allow-remote")
     result = ok(cli("serve", "--host", "0.0.0.0", "--allow-remote", "--port", "9000"))
     assert "warning: serving on 0.0.0.0" in result.stderr and served[-1][:2] == ("0.0.0.0", 9000)
+
+
+# --- no torch on the request path, checked in a fresh process ----------------------------------
+
+_SERVE_AND_REPORT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+{register}
+import vsearch
+from starlette.testclient import TestClient
+from vsearch.serve import app as web
+with vsearch.open_index({index!r}, device="cpu") as index:
+    client = TestClient(web.create_app(index), base_url="http://testserver")
+    token = client.get("/").cookies["vsearch_csrf"]
+    before = "torch" in sys.modules
+    resp = client.post("/api/search?k=3", content=Path({upload!r}).read_bytes(),
+                       headers={{"X-CSRF-Token": token, "Origin": "http://testserver"}})
+    assert resp.status_code == 200, resp.text
+    assert client.get("/api/search", params={{"row": 0}}).status_code == 200
+    assert client.get("/thumb/0").status_code == 200
+    print(before, "torch" in sys.modules, "onnxruntime" in sys.modules, resp.json()["results"][0]["path"])
+"""
+
+_FAKE = ("from tests.conftest import FakeEmbedder\nfrom vsearch import models\n"
+         "models.register('fake', lambda n, d, t: FakeEmbedder('fake'))")
+
+
+def _serve_in_subprocess(index_dir, upload, register: str = "") -> list[str]:
+    import subprocess
+
+    from tests.conftest import REPO
+
+    code = _SERVE_AND_REPORT.format(repo=str(REPO), register=register, index=str(index_dir), upload=str(upload))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_requests_in_a_fresh_server_process_import_no_torch(indexed, tmp_path):
+    index, _ = indexed
+    before, after, _, best = _serve_in_subprocess(index.index_dir, tmp_path / "work" / "new.jpg", _FAKE)
+    assert (before, after, best) == ("False", "False", "beach/b7.jpg")
+
+
+@pytest.mark.slow
+def test_an_upload_is_embedded_through_onnx_without_torch_with_the_real_model(tmp_path):
+    from tests.conftest import SAMPLE_IMAGES
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))[:8]:
+        (photos / p.name).write_bytes(p.read_bytes())
+    vsearch.build_index(photos, index_dir=tmp_path / "idx").close()
+    upload = tmp_path / "upload.jpg"
+    Image.open(photos / "chelsea.jpg").resize((300, 200)).save(upload, quality=70)
+    before, after, onnx, best = _serve_in_subprocess(tmp_path / "idx", upload)
+    assert (before, after, onnx, best) == ("False", "False", "True", "chelsea.jpg")
+
+
+def test_vsearch_serve_starts_uvicorn_on_loopback_and_answers(built, tmp_path):
+    """The real command in a subprocess: it listens on 127.0.0.1, serves the page and searches."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "vsearch", "serve", "--index-dir", str(built), "--port", str(port)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        assert page.status_code == 200 and "vsearch" in page.text
+        got = httpx.get(f"http://127.0.0.1:{port}/api/search", params={"row": 0, "k": 3}, timeout=10).json()
+        assert len(got["results"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert f"at http://127.0.0.1:{port}/" in proc.stderr.read()
