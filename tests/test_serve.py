@@ -25,7 +25,7 @@ from vsearch.serve import app as web  # noqa: E402
 from vsearch.serve.thumbs import ThumbCache  # noqa: E402
 from vsearch.store import file_digest  # noqa: E402
 
-BASE = "http://testserver"
+BASE = "http://127.0.0.1:8000"
 
 
 @pytest.fixture
@@ -221,13 +221,23 @@ def test_post_without_the_right_csrf_token_is_403(indexed, token):
     assert read_judgments(index.index_dir) == []
 
 
-@pytest.mark.parametrize("origin", ["http://evil.example", "http://testserver.evil.example", None])
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:8000.evil.example", "http://127.0.0.1:9999", None])
 def test_cross_origin_post_is_403(indexed, origin):
     index, _ = indexed
     client = client_for(index)
     resp = post(client, "/api/judgment", origin=origin, json={"query": "q", "row": 0, "label": "relevant"})
     assert resp.status_code == 403 and "cross-origin" in resp.json()["error"]
     assert read_judgments(index.index_dir) == []
+
+
+def test_a_host_header_not_of_this_machine_is_refused(indexed):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example."""
+    index, _ = indexed
+    client = TestClient(web.create_app(index), base_url="http://evil.example:8000")
+    assert client.get("/").status_code == 400
+    assert client.get("/image/0").status_code == 400
+    remote = TestClient(web.create_app(index, allowed_hosts=["*"]), base_url="http://evil.example:8000")
+    assert remote.get("/image/0").status_code == 200
 
 
 def test_a_referer_from_this_server_is_accepted(indexed):
@@ -310,11 +320,11 @@ import vsearch
 from starlette.testclient import TestClient
 from vsearch.serve import app as web
 with vsearch.open_index({index!r}, device="cpu") as index:
-    client = TestClient(web.create_app(index), base_url="http://testserver")
+    client = TestClient(web.create_app(index), base_url="http://127.0.0.1")
     token = client.get("/").cookies["vsearch_csrf"]
     before = "torch" in sys.modules
     resp = client.post("/api/search?k=3", content=Path({upload!r}).read_bytes(),
-                       headers={{"X-CSRF-Token": token, "Origin": "http://testserver"}})
+                       headers={{"X-CSRF-Token": token, "Origin": "http://127.0.0.1"}})
     assert resp.status_code == 200, resp.text
     assert client.get("/api/search", params={{"row": 0}}).status_code == 200
     assert client.get("/thumb/0").status_code == 200

@@ -19,13 +19,15 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -45,6 +47,11 @@ DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 #: Uploads claiming more pixels than this are refused (413) before they are decoded.
 DEFAULT_MAX_UPLOAD_PIXELS = 50_000_000
 MAX_K = 200
+#: Host headers a loopback server answers: others are refused (400), which stops a DNS
+#: rebinding page (evil.example resolving to 127.0.0.1) from reading photos or posting.
+LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: Sessions (CSRF tokens) kept; the oldest is forgotten past this, so page loads cannot grow memory.
+MAX_SESSIONS = 1000
 CSRF_COOKIE, CSRF_HEADER = "vsearch_csrf", "x-csrf-token"
 
 
@@ -111,11 +118,15 @@ class _Api:
 
 
 def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS, thumb_cache_bytes: int | None = None) -> Starlette:
-    """The web app over an open :class:`vsearch.api.Index` (which the caller closes)."""
+               max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS, thumb_cache_bytes: int | None = None,
+               allowed_hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
+    """The web app over an open :class:`vsearch.api.Index` (which the caller closes).
+
+    ``allowed_hosts``: the Host header names it answers (``["*"]``: any, for --allow-remote).
+    """
     api = _Api(index)
     thumbs = ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {}))
-    tokens: set[str] = set()
+    tokens: dict[str, None] = {}  # insertion-ordered: the oldest session goes first
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def run(request: Request) -> Response:
@@ -133,7 +144,9 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         token = request.cookies.get(CSRF_COOKIE)
         if token not in tokens:
             token = secrets.token_urlsafe(32)
-            tokens.add(token)
+            tokens[token] = None
+            while len(tokens) > MAX_SESSIONS:
+                del tokens[next(iter(tokens))]
         html = PAGE.replace("{{CSRF}}", token).replace("{{TEXT}}", "true" if index.text_search else "false")
         response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
@@ -237,7 +250,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         Route("/thumb/{row:int}", thumb),
         Route("/image/{row:int}", image),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -251,7 +264,7 @@ def _too_large(cap: int) -> JSONResponse:
     return _error(413, f"the upload is larger than the limit of {cap // (1024 * 1024)} MiB ({cap:,} bytes)")
 
 
-def _refuse_post(request: Request, tokens: set[str]) -> Response | None:
+def _refuse_post(request: Request, tokens: dict[str, None]) -> Response | None:
     """403 unless the request comes from this server's own page with its session's token."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     host = request.headers.get("host")
@@ -352,4 +365,5 @@ def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Non
     """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``)."""
     import uvicorn
 
-    uvicorn.run(create_app(index), host=host, port=port, log_level="warning")
+    hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"]  # remote: check_host warned
+    uvicorn.run(create_app(index, allowed_hosts=hosts), host=host, port=port, log_level="warning")
