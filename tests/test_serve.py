@@ -156,7 +156,9 @@ def test_thumbnails_and_images_are_served_by_row(indexed):
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
     assert len(list((index.index_dir / "thumbs").iterdir())) == 1
     assert client.get(f"/thumb/{dog}").content == thumb.content  # from the cache
-    assert client.get(f"/image/{dog}").content == (photos / "dog.jpg").read_bytes()
+    image = client.get(f"/image/{dog}")
+    assert image.content == (photos / "dog.jpg").read_bytes()
+    assert image.headers["x-content-type-options"] == thumb.headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize("url", [
@@ -270,6 +272,7 @@ def test_judgments_round_trip_through_the_cli(indexed):
     csv_out = ok(cli("judgments", "--index-dir", index.index_dir, "-f", "csv")).stdout
     assert csv_out.splitlines()[0] == "time,label,query,result,result_path" and "dog-copy.jpg" in csv_out
     fails(cli("judgments", "--index-dir", index.index_dir, "-f", "paths"), "not paths")
+    fails(cli("judgments", "--index-dir", index.index_dir / "typo"), "index")
 
 
 def test_impressions_and_clicks_are_logged_with_rank(indexed):

@@ -734,7 +734,12 @@ def judgments(
 
     if fmt is Format.paths:
         raise VsearchError("judgments are not paths: use --format table, json or csv")
-    found = read_judgments(index_dir or default_index_dir())
+    from .store import Store
+
+    where = index_dir or default_index_dir()
+    with Store.open(where):  # a typo in --index-dir is an error, not an empty list
+        pass
+    found = read_judgments(where)
     render.records(found, fmt, columns=["time", "label", "query", "result", "result_path"], title="judgments")
 
 

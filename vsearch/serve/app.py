@@ -52,6 +52,8 @@ MAX_K = 200
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: Sessions (CSRF tokens) kept; the oldest is forgotten past this, so page loads cannot grow memory.
 MAX_SESSIONS = 1000
+#: On every served image: a browser must not guess another type (an "image" that sniffs as HTML).
+FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 CSRF_COOKIE, CSRF_HEADER = "vsearch_csrf", "x-csrf-token"
 
 
@@ -200,7 +202,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             data = await run_in_threadpool(thumbs.get, path, digest)
         except (LookupError, VsearchError):
             return _error(404, f"no image at row {row}")
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(data, media_type="image/jpeg", headers=FILE_HEADERS)
 
     async def image(request: Request) -> Response:
         row = request.path_params["row"]
@@ -208,7 +210,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             path, _ = await run_in_threadpool(api.row_file, row)
         except LookupError:
             return _error(404, f"no image at row {row}")
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+        return FileResponse(path, headers=FILE_HEADERS)
 
     async def judgment(request: Request) -> Response:
         body = await _json(request)
