@@ -403,3 +403,13 @@ def test_vsearch_serve_starts_uvicorn_on_loopback_and_answers(built, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert f"at http://127.0.0.1:{port}/" in proc.stderr.read()
+
+
+def test_judgments_and_events_survive_a_rebuild(built, photos):
+    from vsearch.judgments import record_event, record_judgment
+
+    record_judgment(built, "q", "r", "relevant")
+    record_event(built, "click", "q", "r", 1)
+    ok(cli("build-index", photos, "--model", "fake", "-q", "--rebuild"))
+    assert [j.label for j in read_judgments(built)] == ["relevant"]
+    assert [e.kind for e in read_events(built)] == ["click"]

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from . import atomic
 from .errors import VsearchError
+from .store import KEPT_LOGS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EVENTS_FILE", "JUDGMENTS_FILE", "LABELS", "Event", "Judgment", "read_events", "read_judgments",
            "record_event", "record_judgment"]
 
-JUDGMENTS_FILE, EVENTS_FILE = "judgments.jsonl", "events.jsonl"
+JUDGMENTS_FILE, EVENTS_FILE = KEPT_LOGS  # named in store, whose --rebuild keeps them
 #: The labels a judgment may carry.
 LABELS: tuple[str, ...] = ("relevant", "not-relevant")
 EVENT_KINDS: tuple[str, ...] = ("impression", "click")

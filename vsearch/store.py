@@ -72,6 +72,8 @@ MANIFEST_FILE = "manifest.sqlite"
 LOCK_FILE = "lock"
 #: Side records that outlive every build and ``--rebuild``: not-duplicate marks, undo logs.
 MARKS_FILE, UNDO_DIR = "marks.jsonl", "undo"
+#: What a person recorded through ``vsearch serve`` (vsearch.judgments): a rebuild keeps them.
+KEPT_LOGS = ("judgments.jsonl", "events.jsonl")
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
@@ -768,7 +770,7 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
     if kept is not None and kept[0] is not None:
         os.replace(kept[0], chunk0)
     for child in list(index_dir.iterdir()) + list((index_dir / CHUNK_DIR).iterdir()):
-        if child.name not in (LOCK_FILE, MARKS_FILE) and child.is_file() and not (kept and kept[3] and child == chunk0):
+        if child.name not in (LOCK_FILE, MARKS_FILE, *KEPT_LOGS) and child.is_file() and not (kept and kept[3] and child == chunk0):
             child.unlink()
     log.warning("warning: rebuilding the index at %s: %s", index_dir,
                 f"kept {len(kept[3])} files and their vectors" if kept and kept[3] else "no vectors could be kept")
