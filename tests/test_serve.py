@@ -238,6 +238,8 @@ def test_a_host_header_not_of_this_machine_is_refused(indexed):
     client = TestClient(web.create_app(index), base_url="http://evil.example:8000")
     assert client.get("/").status_code == 400
     assert client.get("/image/0").status_code == 400
+    for loopback in ("http://localhost:8000", "http://[::1]:8000", "http://[::1]"):
+        assert TestClient(web.create_app(index), base_url=loopback).get("/image/0").status_code == 200
     remote = TestClient(web.create_app(index, allowed_hosts=["*"]), base_url="http://evil.example:8000")
     assert remote.get("/image/0").status_code == 200
 

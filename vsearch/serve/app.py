@@ -26,11 +26,12 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import VsearchError
 from ..judgments import record_event, record_judgment
@@ -252,10 +253,32 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         Route("/thumb/{row:int}", thumb),
         Route("/image/{row:int}", image),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+    return Starlette(routes=routes, middleware=[Middleware(_HostCheck, allowed=allowed_hosts)])
 
 
 # --- checks ----------------------------------------------------------------------------------
+
+
+class _HostCheck:
+    """Answer only requests whose Host header names an allowed host (``*``: any), else 400.
+
+    Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at the first colon; this keeps IPv6.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = {h.lower() for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            host = Headers(scope=scope).get("host", "").lower()
+            name = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+            if name not in self.allowed:
+                await _error(400, "this server answers only to this machine's own address (Host header)")(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
 
 
 def _error(status: int, message: str) -> JSONResponse:
