@@ -415,3 +415,19 @@ def test_judgments_and_events_survive_a_rebuild(built, photos):
     ok(cli("build-index", photos, "--model", "fake", "-q", "--rebuild"))
     assert [j.label for j in read_judgments(built)] == ["relevant"]
     assert [e.kind for e in read_events(built)] == ["click"]
+
+
+def test_an_upload_never_lands_in_the_photo_folder_even_when_tmpdir_is_there(indexed, tmp_path, monkeypatch):
+    import tempfile
+
+    index, photos = indexed
+    monkeypatch.setenv("TMPDIR", str(photos))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    seen = []
+    real_query = index.query
+    monkeypatch.setattr(index, "query", lambda **kw: seen.append(kw["queries"]) or real_query(**kw))
+    client = client_for(index)
+    resp = post(client, "/api/search", content=(tmp_path / "work" / "new.jpg").read_bytes())
+    assert resp.status_code == 200, resp.text
+    assert seen and not seen[0].resolve().is_relative_to(photos.resolve())
+    assert not list(photos.glob("vsearch-upload-*")) and not list(index.index_dir.glob("vsearch-upload-*"))

@@ -367,6 +367,8 @@ def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:
     folder = Path(tempfile.gettempdir()).resolve()
     if folder.is_relative_to(root):  # a temp dir inside the photos would put the upload among them
         folder = Path(api.index.index_dir).resolve()
+        if folder.is_relative_to(root):
+            raise VsearchError("no place outside the photo folder for the upload: set TMPDIR to another folder")
     fd, name = tempfile.mkstemp(prefix="vsearch-upload-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
