@@ -32,7 +32,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    # from vsearch.api (EvalReport: vsearch.evaluate; Action, UndoLog, UndoResult: vsearch.actions)
+    # from vsearch.api (EvalReport: vsearch.evaluate)
     "Action",
     "DuplicateGroup",
     "DuplicateMember",
@@ -55,20 +55,21 @@ __all__ = [
 ]
 
 #: Where each public name not defined above lives; its module is imported on first use.
-_LAZY = {name: "api" for name in __all__ if name not in globals()} | {
-    "EvalReport": "evaluate", "Action": "actions", "UndoLog": "actions", "UndoResult": "actions"}
+_LAZY = {name: "api" for name in __all__ if name not in globals()} | {"EvalReport": "evaluate"}
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ provides them
     from .api import (
+        Action,
         DuplicateGroup,
         DuplicateMember,
         Hit,
         Index,
+        UndoLog,
+        UndoResult,
         build_index,
         default_index_dir,
         open_index,
     )
-    from .actions import Action, UndoLog, UndoResult
     from .evaluate import EvalReport
 
 

@@ -35,9 +35,9 @@ from .locations import default_index_dir
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from .query import QueryVector
 from .search import Hit, Refine, Searcher, SearchMode, verify_rerank
-from .store import IndexMeta, Store, file_digest
+from .store import FileEntry, IndexMeta, Store, file_digest
 
-if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (see the adapters)
+if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (imported when called)
     from .evaluate import EvalReport
     from .labels import LabelledQuery
     from .indexer import IndexSummary, Progress
@@ -141,10 +141,6 @@ def build_index(
     return index
 
 
-def _open_store(where: Path, *, write: bool = False) -> Store:
-    return Store.open(where, write=write)
-
-
 # --- an open index ---------------------------------------------------------------------------
 
 
@@ -169,9 +165,9 @@ class Index:
 
     def __init__(self, index_dir: PathLike | None = None, *, device: str = "auto") -> None:
         """Open the index at ``index_dir`` (default :func:`default_index_dir`); see :func:`open_index`."""
-        store = _open_store(_index_dir(index_dir))
+        store = Store.open(_index_dir(index_dir))
         try:
-            self._searcher: Searcher | None = _searcher(store, device)
+            self._searcher: Searcher | None = Searcher(store, device=device)
         except BaseException:
             store.close()
             raise
@@ -226,7 +222,7 @@ class Index:
     @property
     def text_search(self) -> bool:
         """Whether text queries work: the index was built with a CLIP (open_clip) model."""
-        return _supports_text(self._meta)
+        return self._meta.model.supports_text
 
     @property
     def meta(self) -> IndexMeta:
@@ -270,12 +266,12 @@ class Index:
         """The store and searcher of the latest committed generation (reopened after a build)."""
         if self._store is None or self._searcher is None:
             raise VsearchError(f"the index at {self._dir} is closed; open it again with vsearch.open_index")
-        if _committed_generation(self._store) != self._meta.generation:
+        if self._store.generation != self._meta.generation:
             # A build committed since: its manifest rows point into the new vectors, which the
             # vectors held here do not have, so read the new generation (model and root are the same).
-            store = _open_store(self._dir)
+            store = Store.open(self._dir)
             try:
-                searcher = _searcher(store, self._device)
+                searcher = Searcher(store, device=self._device)
             except BaseException:
                 store.close()
                 raise
@@ -331,17 +327,17 @@ class Index:
         _check_query_options(k, mode, not_weight, min_score, dedupe, diverse, qe)
         _, searcher = self._open()
         positives = [_query_vector(searcher, q) for q in _listed(queries)]
-        positives += [_text_vector(searcher, t) for t in _listed(text)]
+        positives += [searcher.encoder.text_vector(t) for t in _listed(text)]
         if not positives:
             raise VsearchError("nothing to search for: give a query image or text")
-        negs = [_image_vector(searcher, Path(n)) for n in _listed(negatives)]
+        negs = [searcher.image_vector(Path(n)) for n in _listed(negatives)]
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
         refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe)
         image = _verify_query(verify, queries, text)
         hits = searcher.search(vector, max(k, verify), mode, exclude_rows=own if exclude_self else [], refine=refine,
                                query_rows=own, on_missing=on_missing)
-        return _verify_rerank(image, hits, verify)[:k] if image is not None else hits
+        return verify_rerank(image, hits, verify)[:k] if image is not None else hits
 
     def duplicates(self, threshold: float | None = None, *, level: str = "near", keep: str = "default",
                    not_duplicates: Collection[frozenset[str]] = (), mode: SearchMode = "auto",
@@ -401,6 +397,18 @@ class Index:
         another index."""
         self._open()
         return act.undo(self._dir, Path(log) if log is not None else None)
+
+    def entry_of_row(self, row: int) -> FileEntry | None:
+        """The manifest entry (relative path, size, mtime, content digest) of vector ``row`` in
+        the current generation, or None when no file has that row."""
+        store, _ = self._open()
+        rel = store.paths_of_rows([row]).get(row)
+        return store.entry(rel) if rel is not None else None
+
+    def entry_of_path(self, rel: str) -> FileEntry | None:
+        """The manifest entry of a path relative to :attr:`root` (POSIX), or None."""
+        store, _ = self._open()
+        return store.entry(rel)
 
     def freshness(self) -> fresh.Freshness:
         """A quick, time-boxed look at whether :attr:`root` changed since the index was built.
@@ -486,7 +494,7 @@ def _check_query_options(k: int, mode: str, not_weight: float, min_score: float 
         raise VsearchError(f"qe must be 0 or more (got {qe!r})")
 
 
-# --- adapters: the only calls into the search, duplicates and evaluation code ------------------
+# --- helpers ----------------------------------------------------------------------------------
 
 
 def _verify_query(verify: int, queries: Any, text: Any) -> Path | None:
@@ -501,35 +509,11 @@ def _verify_query(verify: int, queries: Any, text: Any) -> Path | None:
     return Path(listed[0]).expanduser()
 
 
-def _verify_rerank(image: Path, hits: list[Hit], n: int) -> list[Hit]:
-    return verify_rerank(image, hits, n)
-
-
-def _searcher(store: Store, device: str) -> Searcher:
-    return Searcher(store, device=device)
-
-
-def _committed_generation(store: Store) -> int:
-    return store.generation
-
-
-def _supports_text(meta: IndexMeta) -> bool:
-    return meta.model.family == "open_clip"
-
-
 def _query_vector(searcher: Searcher, query: PathLike) -> QueryVector:
     """A str is an image when such a file exists, else text (the CLI's rule); a path is an image."""
     if isinstance(query, str):
         return searcher.query_vector(query)
-    return _image_vector(searcher, Path(query))
-
-
-def _image_vector(searcher: Searcher, image: Path) -> QueryVector:
-    return searcher.image_vector(image)
-
-
-def _text_vector(searcher: Searcher, text: str) -> QueryVector:
-    return searcher.encoder.text_vector(text)
+    return searcher.image_vector(Path(query))
 
 
 def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_weight: float) -> np.ndarray:
@@ -552,10 +536,12 @@ def _content_digest(path: Path) -> str:
         raise VsearchError(f"no such file: {path}")
     if not path.is_file():  # a folder, or a FIFO that would block the read
         raise VsearchError(f"{path} is not a regular file; give an image file")
-    try:
-        return file_digest(path.read_bytes())
-    except OSError as exc:
-        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    from . import images  # Pillow: only marking a pair pays for it
+
+    try:  # the one bounded reader every image read goes through (regular files, byte cap)
+        return file_digest(images.read_image_bytes(path))
+    except VsearchError as exc:
+        raise VsearchError(f"cannot read {path}: {exc}") from None
 
 
 # Evaluation makes and reads images (augmented copies, label files): its modules import Pillow,

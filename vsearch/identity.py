@@ -33,6 +33,12 @@ class ModelId:
     preprocess: Preprocess
     pooling: str  # "gem3" | "avg" | "clip"
 
+    @property
+    def supports_text(self) -> bool:
+        """Whether this model embeds text queries too (CLIP): read from the identity alone, so an
+        image-only index refuses text without loading its model."""
+        return self.family == "open_clip"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, as stored in ``meta.json``."""
         return asdict(self)

@@ -127,7 +127,7 @@ class QueryEncoder:
         """A text query's vector (CLIP indexes only; else :func:`models.no_text_search`)."""
         # Checked on the recorded identity, so an image-only index refuses text without loading
         # its model.
-        if self.meta.model.family != "open_clip":
+        if not self.meta.model.supports_text:
             raise no_text_search(self.meta.model)
         return QueryVector(self.embedder.embed_text([text])[0], "text", None)
 
@@ -138,7 +138,7 @@ class QueryEncoder:
             return self.image_vector(path)
         if _looks_like_image_path(query):
             raise VsearchError(f"query image not found: {path}")
-        if self.meta.model.family != "open_clip":
+        if not self.meta.model.supports_text:
             raise no_text_search(self.meta.model, query)
         return self.text_vector(query)
 

@@ -89,22 +89,16 @@ class _Api:
         self.index = index
         self.lock = threading.Lock()
 
-    def store(self) -> Any:
-        # The index's current generation (Index._open reopens after a build commits).
-        return self.index._open()[0]
-
     def row_file(self, row: int) -> tuple[Path, str]:
         """The file of ``row`` (resolved, inside the root) and its content digest; LookupError if none."""
         with self.lock:
             if not 0 <= row < self.index.count:
                 raise LookupError(row)
-            store = self.store()
-            rel = store.paths_of_rows([row]).get(row)
-            entry = store.entry(rel) if rel is not None else None
+            entry = self.index.entry_of_row(row)
             if entry is None or entry.digest is None:
                 raise LookupError(row)
             root = Path(self.index.root).resolve()
-        path = (root / rel).resolve()
+        path = (root / entry.path).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             raise LookupError(row)  # gone since indexing, or a symlink out of the root
         return path, entry.digest
@@ -116,7 +110,7 @@ class _Api:
     def digest_of_path(self, path: Path) -> str | None:
         root = Path(self.index.root)
         with self.lock:
-            entry = self.store().entry(path.relative_to(root).as_posix())
+            entry = self.index.entry_of_path(path.relative_to(root).as_posix())
         return entry.digest if entry is not None else None
 
 
