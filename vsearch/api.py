@@ -30,6 +30,7 @@ from . import duplicates as dup
 from . import freshness as fresh
 from . import marks
 from .duplicates import DuplicateGroup, DuplicateMember
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
 from .errors import VsearchError
 from .locations import default_index_dir
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
@@ -60,11 +61,6 @@ Action, UndoLog, UndoResult = act.Action, act.UndoLog, act.UndoResult
 #: A path given as a str or any os.PathLike (pathlib.Path included).
 PathLike = str | os.PathLike[str]
 MODES: tuple[str, ...] = get_args(SearchMode)
-#: Annoy trees built by default (the CLI's ``--trees``).
-DEFAULT_TREES = 50
-#: Images per forward pass while building (the CLI's ``--batch-size``; indexer.DEFAULT_BATCH_SIZE,
-#: not imported from there because the indexer imports Pillow).
-DEFAULT_BATCH_SIZE = 16
 
 
 def _index_dir(index_dir: PathLike | None) -> Path:

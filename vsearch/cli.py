@@ -20,10 +20,10 @@ import typer
 
 from . import __version__, render
 from .clibase import VsearchGroup, stdout_closed
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
 from .errors import VsearchError
 from .locations import default_index_dir
 from .options import (
-    BATCH_SIZE,
     K,
     BatchSize,
     Device,
@@ -158,7 +158,7 @@ def embed(
     folder: Folder,
     index_dir: IndexDir = None,
     model: ModelOpt = None,
-    batch_size: BatchSize = BATCH_SIZE,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     workers: Workers = None,
     device: Device = "auto",
     max_pixels: MaxPixels = None,
@@ -182,9 +182,9 @@ def build_index(
     folder: Folder,
     index_dir: IndexDir = None,
     trees: Annotated[int, typer.Option("--trees", metavar="N", min=1,
-                                       help="Annoy trees: more is more accurate and larger.")] = 50,
+                                       help="Annoy trees: more is more accurate and larger.")] = DEFAULT_TREES,
     model: ModelOpt = None,
-    batch_size: BatchSize = BATCH_SIZE,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     workers: Workers = None,
     device: Device = "auto",
     max_pixels: MaxPixels = None,

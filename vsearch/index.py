@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .defaults import DEFAULT_TREES
 from .errors import IndexCorruptError, IndexWriteError
 
 #: Up to this many vectors, ``auto`` search is an exact matmul; above it, Annoy (when built).
@@ -27,9 +28,6 @@ from .errors import IndexCorruptError, IndexWriteError
 #: `vsearch query` process on a 100k x 1280 (efficientnet-lite0) index took 0.55 s, exact. Past
 #: that the cost grows linearly, while Annoy answered 1M x 512 at 223 q/s with recall@10 0.98.
 EXACT_LIMIT = 100_000
-#: Annoy trees: more trees cost build time and disk, and buy recall at a given search_k. At 512-d
-#: a tree is small beside the items (1M x 512: 2.9 GB index with 50 trees, 1.95 GB of vectors).
-DEFAULT_TREES = 50
 #: Annoy returns ``CANDIDATE_FACTOR * k`` candidates, which are re-scored exactly.
 CANDIDATE_FACTOR = 4
 #: Nodes Annoy inspects per query, per candidate asked for: search_k = 250 x 4 x 10 = 10,000 for

@@ -47,13 +47,13 @@ from . import atomic, images
 from . import index as nn
 from .embedders import ModelSource, model_for_index
 from .errors import ImageDecodeError, IndexBusyError, VsearchError
+from .defaults import DEFAULT_BATCH_SIZE
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess
 from .rerank import database_side_augmentation
 from .store import LOCK_FILE, AnnInfo, DbaInfo, FileEntry, Store, ann_name, dba_name, file_digest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 16
 #: Vectors per committed chunk: what a crash can lose, and the most vectors held at once.
 DEFAULT_CHUNK_SIZE = 256
 

@@ -16,7 +16,6 @@ import typer
 from .render import Format
 
 #: Defaults that more than one command states.
-BATCH_SIZE = 16
 K = 10
 
 
