@@ -34,23 +34,34 @@ class HitLike(Protocol):
     score: float
 
 
-def thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
-    """A Pillow RGB thumbnail no larger than ``side`` x ``side``, or None if unreadable."""
-    from .images import RESAMPLE, load_image  # Pillow: only a gallery pays for it
+def load_thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
+    """A Pillow RGB thumbnail no larger than ``side`` x ``side``, decoded with the same safe
+    decoder as indexing; raises :class:`ImageDecodeError` when the file cannot be read."""
+    from .images import RESAMPLE, load_image  # Pillow: only a page that shows pictures pays for it
 
-    try:
-        img = load_image(Path(path), min_side=side)
-    except ImageDecodeError:
-        return None
+    img = load_image(Path(path), min_side=side)
     img.thumbnail((side, side), RESAMPLE)
     return img
 
 
-def data_uri(img: Any) -> str:
-    """A Pillow image as an inline ``data:image/jpeg;base64,...`` URI."""
+def thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
+    """:func:`load_thumbnail`, or None if the file is unreadable (the page shows a blank)."""
+    try:
+        return load_thumbnail(path, side)
+    except ImageDecodeError:
+        return None
+
+
+def jpeg_bytes(img: Any) -> bytes:
+    """A Pillow image as the JPEG (quality 85) every vsearch page shows."""
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def data_uri(img: Any) -> str:
+    """A Pillow image as an inline ``data:image/jpeg;base64,...`` URI."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(img)).decode("ascii")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -9,15 +9,13 @@ refreshes) go until it is under 80 % of the cap.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from pathlib import Path
 
 from .. import atomic
+from ..gallery import THUMB_SIDE, jpeg_bytes, load_thumbnail
 
 THUMBS_DIR = "thumbs"
-#: Longest side of a thumbnail, in pixels.
-THUMB_SIDE = 256
 #: Default cap on the cache's size on disk.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -51,13 +49,7 @@ class ThumbCache:
         return data
 
     def _make(self, image: Path) -> bytes:
-        from .. import images  # Pillow; the same safe decoder as indexing
-
-        img = images.load_image(image, min_side=self.side)
-        img.thumbnail((self.side, self.side))
-        out = io.BytesIO()
-        img.save(out, "JPEG", quality=85)
-        return out.getvalue()
+        return jpeg_bytes(load_thumbnail(image, self.side))
 
     def size(self) -> int:
         """Bytes the cache holds now."""
