@@ -12,17 +12,14 @@ last line from a crash is skipped when read.
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from . import atomic
+from . import sidelog
 from .errors import VsearchError
 from .store import KEPT_LOGS
-
-log = logging.getLogger(__name__)
 
 __all__ = ["EVENTS_FILE", "JUDGMENTS_FILE", "LABELS", "Event", "Judgment", "read_events", "read_judgments",
            "record_event", "record_judgment"]
@@ -72,7 +69,7 @@ def record_judgment(index_dir: Path, query: str, result: str, label: str, *,
     if label not in LABELS:
         raise VsearchError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
     judgment = Judgment(_now(), query, result, label, result_path)
-    _append(Path(index_dir) / JUDGMENTS_FILE, judgment.__dict__)
+    sidelog.append(Path(index_dir) / JUDGMENTS_FILE, judgment.__dict__)
     return judgment
 
 
@@ -85,43 +82,24 @@ def record_event(index_dir: Path, kind: str, query: str, result: str, rank: int)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise VsearchError(f"rank must be a whole number, 1 or more (got {rank!r})")
     event = Event(_now(), kind, query, result, rank)
-    _append(Path(index_dir) / EVENTS_FILE, event.__dict__)
+    sidelog.append(Path(index_dir) / EVENTS_FILE, event.__dict__)
     return event
 
 
 def read_judgments(index_dir: Path) -> list[Judgment]:
     """Every recorded judgment, oldest first (damaged lines are skipped with a warning)."""
-    return [Judgment(**r) for r in _read(Path(index_dir) / JUDGMENTS_FILE, Judgment)]
+    return sidelog.read(Path(index_dir) / JUDGMENTS_FILE, lambda record: _parse(Judgment, record))
 
 
 def read_events(index_dir: Path) -> list[Event]:
     """Every recorded impression and click, oldest first."""
-    return [Event(**r) for r in _read(Path(index_dir) / EVENTS_FILE, Event)]
+    return sidelog.read(Path(index_dir) / EVENTS_FILE, lambda record: _parse(Event, record))
 
 
-def _append(path: Path, record: dict[str, object]) -> None:
-    atomic.append_line(path, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+def _parse(kind: type, record: object) -> Any:
+    """One line's record as ``kind``; ValueError for keys ``kind`` does not have."""
+    if not isinstance(record, dict) or not set(record) <= set(kind.__dataclass_fields__):
+        raise ValueError(record)
+    return kind(**record)
 
 
-def _read(path: Path, kind: type) -> list[dict[str, object]]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
-    fields = set(kind.__dataclass_fields__)
-    out = []
-    for number, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not set(record) <= fields:
-                raise ValueError
-            kind(**record)
-        except (ValueError, TypeError):
-            log.warning("warning: %s line %d is damaged and was ignored", path, number)
-            continue
-        out.append(record)
-    return out

@@ -11,16 +11,12 @@ skipped when read. The paths are kept only to make the file readable by a person
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from pathlib import Path
 
-from . import atomic
+from . import sidelog
 from .errors import VsearchError
 from .store import MARKS_FILE
-
-log = logging.getLogger(__name__)
 
 __all__ = ["add_not_duplicate", "marks_path", "not_duplicates"]
 
@@ -46,28 +42,10 @@ def add_not_duplicate(index_dir: Path, digest_a: str, digest_b: str, *, paths: t
     record = {"a": a, "b": b, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if paths is not None:
         record["paths"] = [str(p) for p in paths]
-    atomic.append_line(marks_path(index_dir), json.dumps(record, ensure_ascii=False).encode("utf-8"))
+    sidelog.append(marks_path(index_dir), record)
 
 
 def not_duplicates(index_dir: Path) -> set[frozenset[str]]:
     """Every recorded not-duplicate pair, as a set of ``frozenset({digest_a, digest_b})``."""
-    path = marks_path(index_dir)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return set()
-    except OSError as exc:
-        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
-    pairs: set[frozenset[str]] = set()
-    for number, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            pair = frozenset((str(record["a"]), str(record["b"])))
-        except (ValueError, KeyError, TypeError):
-            log.warning("warning: %s line %d is damaged and was ignored", path, number)
-            continue
-        if len(pair) == 2:
-            pairs.add(pair)
-    return pairs
+    pairs = sidelog.read(marks_path(index_dir), lambda record: frozenset((str(record["a"]), str(record["b"]))))
+    return {pair for pair in pairs if len(pair) == 2}
