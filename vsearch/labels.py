@@ -13,6 +13,11 @@ A row repeated in a file (same paths after resolving, same relevance or group) c
 :attr:`Labels.duplicates` says how many repeats were dropped. A row with more fields than the
 header, an empty path or an empty group cell is an error that names the file and line.
 
+Judgments (``vsearch judge``, the page; vsearch.judgments): :func:`judged_labels` turns the
+latest verdict of each judged pair into labels (gain = grade; an irrelevant verdict is gain 0),
+images found through the index by content digest, and :func:`pairs_csv` writes them as a pairs
+file that :func:`read_pairs` reads back to the same labels.
+
 Augmented copies (no file): :func:`augment_labels` edits N indexed images (see augment.py);
 each copy is a query whose one relevant image is its original, or an indexed pixel duplicate of
 it (collections hold duplicates: flowers17 has 66 pairs, and without this, half of the misses
@@ -36,6 +41,7 @@ from . import index as nn
 from .atomic import write_bytes as atomic_write_bytes
 from .errors import VsearchError
 from .search import Searcher
+from .store import Store
 
 ProgressFn = Callable[[int, int], None]
 
@@ -67,11 +73,13 @@ class Labels:
 
     ``duplicates``: rows of a label file that repeated an earlier row (counted once).
     ``skipped``: indexed images picked for augmented copies whose file is no longer on disk.
+    ``notes``: what else was left out, one sentence each (judged queries that cannot be run).
     """
 
     queries: list[LabelledQuery]
     duplicates: int = 0
     skipped: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 # --- label files ----------------------------------------------------------------------------
@@ -177,6 +185,95 @@ def read_groups(path: Path) -> Labels:
     if not queries:
         raise VsearchError(f"{path}: no group has two or more members, so there is nothing to retrieve")
     return Labels(queries, duplicates)
+
+
+# --- good labels: people's judgments ----------------------------------------------------------
+
+
+def judged_labels(store: Store) -> Labels:
+    """Labels from the judgments recorded in ``store``'s index folder (the latest verdict of each
+    pair counts; gain = its grade, 0 for irrelevant).
+
+    A query is run from its indexed image (found by content digest, wherever it is now), else
+    from the file it was judged from if that still holds the same bytes. Left out, with a note
+    each: text queries (evaluation embeds images), queries whose image is gone, results no longer
+    in the index, and queries left with no relevant result (nothing to find).
+    """
+    from . import judgments as jd
+
+    verdicts = jd.latest_verdicts(jd.read_judgments(store.dir))
+    if not verdicts:
+        raise VsearchError(f"no judgments recorded in {store.dir}: record some with `vsearch judge QUERY RESULT... "
+                           "--relevant` or on the `vsearch serve` page")
+    by_query: OrderedDict[str, list] = OrderedDict()
+    for v in verdicts:
+        by_query.setdefault(v.query, []).append(v)
+    paths: dict[str, Path | None] = {}
+
+    def indexed(digest: str) -> Path | None:
+        if digest not in paths:
+            entry = store.entry_by_digest(digest)
+            paths[digest] = store.abs_path(entry.path).resolve() if entry is not None else None
+        return paths[digest]
+
+    queries: list[LabelledQuery] = []
+    text = gone = lost = empty = 0
+    for key, judged in by_query.items():
+        if key.startswith("text:"):
+            text += 1
+            continue
+        query = indexed(key) or _same_file(judged[-1].query_path, key)
+        if query is None:
+            gone += 1
+            continue
+        gains: dict[Path, float] = {}
+        for v in judged:
+            result = indexed(v.result)
+            if result is None:
+                lost += 1
+            else:
+                gains[result] = float(v.grade)
+        if not any(g > 0 for g in gains.values()):
+            empty += 1
+            continue
+        queries.append(LabelledQuery(query, gains))
+    notes = []
+    if text:
+        notes.append(f"{text} text quer{'y' if text == 1 else 'ies'} left out (evaluation runs image queries)")
+    if gone:
+        notes.append(f"{gone} quer{'y' if gone == 1 else 'ies'} left out: the image is neither in the index nor "
+                     "on disk as judged")
+    if lost:
+        notes.append(f"{lost} judged result(s) left out: no longer in the index")
+    if empty:
+        notes.append(f"{empty} quer{'y' if empty == 1 else 'ies'} left out: no relevant result judged")
+    if not queries:
+        raise VsearchError(f"none of the {len(by_query)} judged queries in {store.dir} can be scored ("
+                           f"{'; '.join(notes)}); judge some results --relevant")
+    return Labels(queries, notes=tuple(notes))
+
+
+def _same_file(path: str | None, digest: str) -> Path | None:
+    """``path`` when it still holds the bytes of ``digest``, else None."""
+    from .store import file_digest
+
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        return p.resolve() if p.is_file() and file_digest(images.read_image_bytes(p)) == digest else None
+    except (OSError, VsearchError):
+        return None
+
+
+def pairs_csv(labels: Labels) -> str:
+    """A pairs file (``query,positive,relevance``, absolute paths) holding ``labels``, every gain
+    included (0 for an irrelevant verdict): :func:`read_pairs` reads back the same labels."""
+    lines = ["query,positive,relevance"]
+    for q in labels.queries:
+        for p, gain in q.gains.items():
+            lines.append(_csv_line([str(q.query), str(p), f"{gain:g}"]))
+    return "\n".join(lines) + "\n"
 
 
 # --- cheap labels: augmented copies ------------------------------------------------------------

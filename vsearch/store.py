@@ -73,7 +73,7 @@ LOCK_FILE = "lock"
 #: Side records that outlive every build and ``--rebuild``: not-duplicate marks, undo logs.
 MARKS_FILE, UNDO_DIR = "marks.jsonl", "undo"
 #: What a person recorded through ``vsearch serve`` (vsearch.judgments): a rebuild keeps them.
-KEPT_LOGS = ("judgments.jsonl", "events.jsonl")
+KEPT_LOGS = ("judgments.jsonl", "events.jsonl", "judgments.sqlite", "judgments.sqlite-wal", "judgments.sqlite-shm")
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
