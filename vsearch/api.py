@@ -4,7 +4,10 @@
     open_index(dir)      -> Index   a committed index, read-only
     Index.query(...)     -> [Hit]   image(s), text (CLIP indexes), negatives, filters, re-ranking
     Index.duplicates()   -> [DuplicateGroup]
-    Index.evaluate(...)  -> EvalReport
+    Index.judge(q, [r])  -> [Judgment]  a person's verdicts, kept in judgments.sqlite
+    Index.evaluate(...)  -> EvalReport  on label files, edited copies, or the recorded judgments
+    log_impressions(dir, query, results) -> Shown   the click log (vsearch.clicks), with swaps
+    log_click(dir, query_id, result)     -> rank
 
 The CLI drives the library through these same functions: ``vsearch embed`` and
 ``build-index`` call :func:`build_index`, ``query`` and ``duplicates`` an :class:`Index`.
