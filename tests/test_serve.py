@@ -423,6 +423,21 @@ def test_vsearch_serve_starts_uvicorn_on_loopback_and_answers(built, tmp_path):
     assert f"at http://127.0.0.1:{port}/" in proc.stderr.read()
 
 
+def test_a_click_by_query_id_and_a_judgment_are_logged_at_the_rank_shown_after_a_swap(indexed):
+    index, _ = indexed
+    client = client_for(index, swap_fraction=1.0)
+    got = client.get("/api/search", params={"row": 0, "k": 2}).json()  # two results: ranks 1 and 2 swap
+    (logged,) = read_click_log(index.index_dir)
+    assert logged.swapped == 1 and logged.original_rank == (2, 1)
+    second = got["results"][1]
+    assert post(client, "/api/event", json={"kind": "click", "query": got["query"], "query_id": got["query_id"],
+                                            "results": [{"row": second["row"], "rank": 2}]}).json() == {"logged": 1}
+    assert read_click_log(index.index_dir)[0].clicked == {2}
+    post(client, "/api/judgment", json={"query": got["query"], "row": second["row"], "label": "not-relevant"})
+    (judged,) = read_judgments(index.index_dir)
+    assert (judged.relevant, judged.grade, judged.rank, judged.source) == (False, 0, 2, "page")
+
+
 def test_judgments_and_clicks_survive_a_rebuild(built, photos):
     from vsearch.clicks import log_click, log_impressions
     from vsearch.judgments import record_judgment
