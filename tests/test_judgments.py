@@ -114,9 +114,32 @@ def test_a_query_from_outside_the_index_and_a_text_query(built, photos, tmp_path
     assert got[0]["query"] == file_digest(outside.read_bytes()) and got[1]["query"] == "text:a red car"
     result = ok(cli("evaluate", "--judgments", "-f", "json"))
     assert json.loads(result.stdout)["num_queries"] == 1  # the outside photo, from where it was judged
-    assert "1 text query left out" in result.stderr
+    assert "1 text query left out: this index's model has no text tower" in result.stderr
     outside.unlink()
     fails(cli("evaluate", "--judgments"), "none of the 2 judged queries .* can be scored")
+
+
+def test_text_queries_are_scored_on_a_clip_index_and_exported_as_text(tmp_path):
+    from tests.test_api import CLIP_NAME, FakeClip, make_photos
+    from vsearch import models
+
+    photos = make_photos(tmp_path / "work")
+    clip = FakeClip(CLIP_NAME, photos)
+    models.register(CLIP_NAME, lambda name, device, threads: clip)
+    try:
+        idx = tmp_path / "idx"
+        vsearch.build_index(photos, index_dir=idx, model=CLIP_NAME).close()
+        ok(cli("judge", "text:a cat", photos / "cat.jpg", photos / "cat-small.png", "--relevant", "--index-dir", idx))
+        ok(cli("judge", "text:a cat", photos / "dog.jpg", "--irrelevant", "--index-dir", idx))
+        got = json.loads(ok(cli("evaluate", "--judgments", "--index-dir", idx, "--k", "2", "-f", "json")).stdout)
+        assert got["num_queries"] == 1 and got["recall@2"] == 1.0 and clip.texts[-1] == "a cat"
+        pairs = tmp_path / "pairs.csv"
+        ok(cli("judgments", "export", "--index-dir", idx, "--out", pairs))
+        assert [r["query"] for r in csv.DictReader(pairs.open())] == ["text:a cat"] * 3
+        again = json.loads(ok(cli("evaluate", "--pairs", pairs, "--index-dir", idx, "--k", "2", "-f", "json")).stdout)
+        assert again == got
+    finally:
+        models.unregister(CLIP_NAME)
 
 
 def test_the_api_records_judgments_too(built, photos):

@@ -3,7 +3,8 @@
 Two label files, both CSV; paths are absolute or relative to the folder that holds the CSV:
 
 * pairs:  ``query,positive[,relevance]``: each row adds one relevant image (gain = relevance,
-  default 1) to that query. A query may be outside the index (embedded on the fly).
+  default 1) to that query. A query may be outside the index (embedded on the fly), or
+  ``text:WORDS``, a text query (CLIP indexes).
   An optional ``augmentation`` column names the edit that made the query (``make-pairs`` writes
   it), and the metrics are then also broken down by it.
 * groups: ``path,group`` (extra columns ignored): every image is a query whose relevant images
@@ -44,6 +45,8 @@ from .search import Searcher
 from .store import Store
 
 ProgressFn = Callable[[int, int], None]
+#: How a text query is written where an image path would be (judgments, pairs files).
+TEXT_PREFIX = "text:"
 
 #: Duplicates of an augmented original are looked for among its nearest indexed neighbours with
 #: at least this cosine (a shortlist: the test itself is on pixels, so every model is scored
@@ -59,12 +62,15 @@ class LabelledQuery:
     ``kind``: the edit that made the query from its original, for augmented copies.
     ``same_as``: indexed images that stand for a relevant one (pixel duplicates of it): in a
     ranking they count as that image, once, at the first place either appears.
+    ``text``: a text query (CLIP indexes) instead of an image; ``query`` is then ``text:`` + it,
+    a name for reports, not a file.
     """
 
     query: Path
     gains: dict[Path, float]
     kind: str | None = None
     same_as: dict[Path, Path] = field(default_factory=dict)
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,13 @@ def read_pairs(path: Path) -> Labels:
     first_line: dict[tuple[Path, Path], int] = {}
     kinds: dict[Path, str] = {}
     duplicates = 0
+    texts: dict[Path, str] = {}
     for line, row in rows:
-        q = _resolve(base, row["query"], path, line)
+        if row["query"].startswith(TEXT_PREFIX):
+            q = Path(row["query"])
+            texts[q] = row["query"][len(TEXT_PREFIX):]
+        else:
+            q = _resolve(base, row["query"], path, line)
         pos = _resolve(base, row["positive"], path, line)
         rel = row.get("relevance") or "1"
         try:
@@ -155,7 +166,7 @@ def read_pairs(path: Path) -> Labels:
         first_line[q, pos] = line
         if row.get("augmentation"):
             kinds[q] = row["augmentation"]
-    return Labels([LabelledQuery(q, g, kinds.get(q)) for q, g in queries.items()], duplicates)
+    return Labels([LabelledQuery(q, g, kinds.get(q), text=texts.get(q)) for q, g in queries.items()], duplicates)
 
 
 def read_groups(path: Path) -> Labels:
@@ -197,7 +208,8 @@ def judged_labels(store: Store) -> Labels:
     A query is run from its indexed image (found by content digest, wherever it is now), else
     from the file it was judged from if that still holds the same bytes. Left out, with a note
     each: text queries (evaluation embeds images), queries whose image is gone, results no longer
-    in the index, and queries left with no relevant result (nothing to find).
+    in the index, and queries left with no relevant result (nothing to find). A text query
+    (``text:WORDS``) is run through the model's text tower; an image-only index leaves it out.
     """
     from . import judgments as jd
 
@@ -218,11 +230,12 @@ def judged_labels(store: Store) -> Labels:
 
     queries: list[LabelledQuery] = []
     text = gone = lost = empty = 0
+    has_text = store.meta is not None and store.meta.model.supports_text
     for key, judged in by_query.items():
-        if key.startswith("text:"):
+        if key.startswith(TEXT_PREFIX) and not has_text:
             text += 1
             continue
-        query = indexed(key) or _same_file(judged[-1].query_path, key)
+        query = Path(key) if key.startswith(TEXT_PREFIX) else indexed(key) or _same_file(judged[-1].query_path, key)
         if query is None:
             gone += 1
             continue
@@ -236,10 +249,11 @@ def judged_labels(store: Store) -> Labels:
         if not any(g > 0 for g in gains.values()):
             empty += 1
             continue
-        queries.append(LabelledQuery(query, gains))
+        queries.append(LabelledQuery(query, gains, text=key[len(TEXT_PREFIX):] if key.startswith(TEXT_PREFIX) else None))
     notes = []
     if text:
-        notes.append(f"{text} text quer{'y' if text == 1 else 'ies'} left out (evaluation runs image queries)")
+        notes.append(f"{text} text quer{'y' if text == 1 else 'ies'} left out: this index's model has no text "
+                     "tower (CLIP indexes have)")
     if gone:
         notes.append(f"{gone} quer{'y' if gone == 1 else 'ies'} left out: the image is neither in the index nor "
                      "on disk as judged")
@@ -272,7 +286,7 @@ def pairs_csv(labels: Labels) -> str:
     lines = ["query,positive,relevance"]
     for q in labels.queries:
         for p, gain in q.gains.items():
-            lines.append(_csv_line([str(q.query), str(p), f"{gain:g}"]))
+            lines.append(_csv_line([TEXT_PREFIX + q.text if q.text is not None else str(q.query), str(p), f"{gain:g}"]))
     return "\n".join(lines) + "\n"
 
 
