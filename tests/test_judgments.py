@@ -219,3 +219,13 @@ def test_a_foreign_database_is_not_taken_over(built, photos):
     with sqlite3.connect(built / jd.DB_FILE) as db:
         db.execute("CREATE TABLE notes (x)")
     fails(cli("judge", photos / "p0.jpg", photos / "p1.jpg", "--relevant"), "tables that are not vsearch's")
+
+
+def test_a_verdict_holds_for_every_indexed_copy_of_the_judged_bytes(built, photos):
+    ok(cli("judge", photos / "p0.jpg", photos / "p1.jpg", "--relevant", "--grade", "2"))
+    (photos / "p1-copy.jpg").write_bytes((photos / "p1.jpg").read_bytes())
+    ok(cli("build-index", photos, "--model", "fake", "-q"))
+    positives = [line.split(",")[1:] for line in ok(cli("judgments", "export")).stdout.splitlines()[1:]]
+    assert positives == [[str((photos / "p1-copy.jpg").resolve()), "2"], [str((photos / "p1.jpg").resolve()), "2"]]
+    got = json.loads(ok(cli("evaluate", "--judgments", "--k", "2", "-f", "json")).stdout)
+    assert got["recall@2"] == 1.0 and got["ndcg@2"] == pytest.approx(1.0)  # the twins rank first

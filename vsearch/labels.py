@@ -220,13 +220,10 @@ def judged_labels(store: Store) -> Labels:
     by_query: OrderedDict[str, list] = OrderedDict()
     for v in verdicts:
         by_query.setdefault(v.query, []).append(v)
-    paths: dict[str, Path | None] = {}
+    copies = _indexed_copies(store, {v.result for v in verdicts} | set(by_query))
 
     def indexed(digest: str) -> Path | None:
-        if digest not in paths:
-            entry = store.entry_by_digest(digest)
-            paths[digest] = store.abs_path(entry.path).resolve() if entry is not None else None
-        return paths[digest]
+        return copies[digest][0] if copies.get(digest) else None
 
     queries: list[LabelledQuery] = []
     text = gone = lost = empty = 0
@@ -241,10 +238,9 @@ def judged_labels(store: Store) -> Labels:
             continue
         gains: dict[Path, float] = {}
         for v in judged:
-            result = indexed(v.result)
-            if result is None:
+            if not copies.get(v.result):
                 lost += 1
-            else:
+            for result in copies.get(v.result, ()):  # a verdict on a photo holds for each copy of its bytes
                 gains[result] = float(v.grade)
         if not any(g > 0 for g in gains.values()):
             empty += 1
@@ -265,6 +261,18 @@ def judged_labels(store: Store) -> Labels:
         raise VsearchError(f"none of the {len(by_query)} judged queries in {store.dir} can be scored ("
                            f"{'; '.join(notes)}); judge some results --relevant")
     return Labels(queries, notes=tuple(notes))
+
+
+def _indexed_copies(store: Store, digests: set[str]) -> dict[str, list[Path]]:
+    """Every indexed file (absolute path) holding each of ``digests``, in path order: a verdict
+    keys the bytes, and a collection may hold them twice."""
+    found: dict[str, list[Path]] = {}
+    for entry in store.entries():  # one pass: the manifest looks a digest up one file at a time
+        if entry.digest in digests and entry.row is not None and entry.skip_reason is None:
+            committed = store.entry(entry.path)  # the reader's generation, as evaluation ranks it
+            if committed is not None and committed.row is not None:
+                found.setdefault(entry.digest, []).append(store.abs_path(entry.path).resolve())
+    return found
 
 
 def _same_file(path: str | None, digest: str) -> Path | None:
