@@ -8,6 +8,7 @@ The fake model crosses to the Ray workers as an object (it is registered only in
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -127,3 +128,16 @@ def test_engine_and_address_are_checked(folder, fake_model, tmp_path):
           r"unknown engine 'spark'; choose local or ray")
     fails(cli("embed", folder, "--index-dir", tmp_path / "b", "--address", "auto"),
           r"--address is for the Ray engine: add --engine ray")
+
+
+def test_an_address_where_no_cluster_answers_is_one_error_line_at_once(folder, tmp_path):
+    # A subprocess: this one may hold the tests' own cluster, which the engine would use instead.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "vsearch", "embed", str(folder), "--index-dir", str(tmp_path / "idx"),
+                           "--engine", "ray", "--address", "127.0.0.1:1"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one with `ray start --head` "
+        "on the head node, or leave out --address for a local one"]
+    assert not (tmp_path / "idx").exists()

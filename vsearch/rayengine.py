@@ -139,6 +139,8 @@ def _connect(ray: Any, address: str | None) -> bool:
     """Join the cluster at ``address``, or start a local one; True when this call started Ray."""
     if ray.is_initialized():  # the caller's own session (a test's local cluster, a notebook)
         return False
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
@@ -149,6 +151,21 @@ def _connect(ray: Any, address: str | None) -> bool:
         where = f"at {address}" if address else "locally"
         raise VsearchError(f"could not start or reach a Ray cluster {where}: {exc}") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a HOST:PORT (or ray://HOST:PORT) nobody answers at, at once: Ray itself retries
+    for minutes, printing a warning every few seconds. ``auto`` and other forms go to Ray as given.
+    """
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise VsearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                           "`ray start --head` on the head node, or leave out --address for a local one") from None
 
 
 def _run(ray: Any, root: Path, rels: list[str], model: ModelSpec, batch_size: int, max_pixels: int,
