@@ -8,7 +8,6 @@ The fake model crosses to the Ray workers as an object (it is registered only in
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -81,7 +80,7 @@ def test_ray_engine_gives_the_local_engines_rows_vectors_and_skips_then_updates_
     before = rows(on_ray)
     (folder / "p0.jpg").rename(folder / "renamed.jpg")
     make_photo(folder / "new.jpg", seed=99)
-    result = ok(cli("embed", folder, "--index-dir", on_ray, "--engine", "ray"))
+    result = ok(cli("embed", folder, "--index-dir", on_ray, "--engine", "ray", "--workers", "1"))
     # The corrupt file, tried again, counts as unchanged.
     assert "embedded 1, unchanged 7, moved 1," in result.stderr
     after = rows(on_ray)
@@ -116,6 +115,31 @@ def test_an_interrupted_ray_run_resumes_without_embedding_the_committed_chunk_ag
     same_index(index, local)
 
 
+class FailingEmbedder:
+    """The fake model's identity, but every batch fails (on the Ray worker that runs it)."""
+
+    def __init__(self, like) -> None:
+        self.id = like.id
+        self.supports_text = False
+
+    def embed_images(self, batch):
+        from vsearch.errors import VsearchError
+
+        raise VsearchError("the model failed on this worker")
+
+
+@pytest.mark.slow
+def test_a_failure_on_a_worker_is_one_error_line_and_leaves_no_index(ray_cluster, folder, fake_model, monkeypatch,
+                                                                     tmp_path):
+    from vsearch import models
+
+    failing = FailingEmbedder(fake_model)
+    monkeypatch.setattr(models, "_REGISTRY", {**models._REGISTRY, "fake": lambda name, device, threads: failing})
+    fails(cli("embed", folder, "--index-dir", tmp_path / "idx", "--model", "fake", "--engine", "ray", "--workers", "1"),
+          r"^error: the model failed on this worker$")
+    assert not (tmp_path / "idx").exists()
+
+
 def test_the_ray_engine_without_ray_installed_is_one_error_line(folder, fake_model, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     fails(cli("embed", folder, "--index-dir", tmp_path / "idx", "--model", "fake", "--engine", "ray"),
@@ -130,14 +154,13 @@ def test_engine_and_address_are_checked(folder, fake_model, tmp_path):
           r"--address is for the Ray engine: add --engine ray")
 
 
-def test_an_address_where_no_cluster_answers_is_one_error_line_at_once(folder, tmp_path):
-    # A subprocess: this one may hold the tests' own cluster, which the engine would use instead.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "vsearch", "embed", str(folder), "--index-dir", str(tmp_path / "idx"),
-                           "--engine", "ray", "--address", "127.0.0.1:1"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.splitlines() == [
-        "error: no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one with `ray start --head` "
-        "on the head node, or leave out --address for a local one"]
+def test_an_address_where_no_cluster_answers_is_one_error_line_at_once(folder, fake_model, monkeypatch, tmp_path):
+    import ray
+
+    # As in a fresh process: this one may hold the tests' own cluster, which the engine would use.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    fails(cli("embed", folder, "--index-dir", tmp_path / "idx", "--model", "fake", "--engine", "ray",
+              "--address", "127.0.0.1:1"),
+          r"^error: no Ray cluster answers at 127\.0\.0\.1:1 \(Connection refused\); start one with "
+          r"`ray start --head` on the head node, or leave out --address for a local one$")
     assert not (tmp_path / "idx").exists()

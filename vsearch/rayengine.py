@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import warnings
 from collections.abc import Iterator
@@ -171,9 +172,18 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def _run(ray: Any, root: Path, rels: list[str], model: ModelSpec, batch_size: int, max_pixels: int,
          known_digests: frozenset[str], settings: RaySettings) -> Iterator[Batch]:
     ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
     ctx.execution_options.preserve_order = True  # chunks hold files in scan order, as locally
     ctx.enable_progress_bars = False  # the CLI owns the progress bar
     ctx.print_on_execution_start = False
+    try:
+        yield from _execute(ray, root, rels, model, batch_size, max_pixels, known_digests, settings)
+    finally:  # the caller's own Ray Data settings, as they were
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start) = saved
+
+
+def _execute(ray: Any, root: Path, rels: list[str], model: ModelSpec, batch_size: int, max_pixels: int,
+             known_digests: frozenset[str], settings: RaySettings) -> Iterator[Batch]:
     # Ray Data's notes and its own traceback of a failure would break the CLI's one-line manners:
     # a failure reaches the user as one VsearchError (its trace at debug level, in our logger).
     for name in ("ray.data", "ray.util"):
@@ -213,7 +223,8 @@ def _map(ds: Any, ray: Any, root: Path, spec: ModelSpec, batch_size: int, max_pi
 
 
 def _worker_error(exc: Exception) -> VsearchError:
-    """A VsearchError raised in an actor (e.g. the folder is not visible there) as one line."""
+    """A failure on the workers as one line: a VsearchError raised in an actor (e.g. the folder is
+    not visible there) keeps its own message."""
     cause: Any = exc
     for _ in range(8):  # Ray wraps the actor's own exception a few levels deep
         if cause is None or isinstance(cause, VsearchError):
@@ -221,8 +232,15 @@ def _worker_error(exc: Exception) -> VsearchError:
         cause = cause.__cause__ or getattr(cause, "cause", None)
     if isinstance(cause, VsearchError):
         return VsearchError(str(cause))
-    first = str(exc).strip().splitlines()
-    return VsearchError(f"the Ray engine failed: {first[-1] if first else type(exc).__name__}")
+    # Ray Data may hand back only the remote traceback's text: find our error's line in it.
+    text = str(exc)
+    ours = re.findall(r"^vsearch\.errors\.\w+: (.+)$", text, re.MULTILINE)
+    if ours:
+        return VsearchError(ours[-1])
+    last = re.findall(r"^(\w+(?:Error|Exception)): (.+)$", text, re.MULTILINE)
+    first = text.strip().splitlines()
+    why = ": ".join(last[0]) if last else (first[0] if first else type(exc).__name__)
+    return VsearchError(f"the Ray engine failed: {why}")
 
 
 def _to_batch(out: dict[str, np.ndarray], dim: int) -> Batch:
