@@ -172,7 +172,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 def _run(ray: Any, root: Path, rels: list[str], model: ModelSpec, batch_size: int, max_pixels: int,
          known_digests: frozenset[str], settings: RaySettings) -> Iterator[Batch]:
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars,
+             getattr(ctx, "print_on_execution_start", True))  # newer Ray Data only
     ctx.execution_options.preserve_order = True  # chunks hold files in scan order, as locally
     ctx.enable_progress_bars = False  # the CLI owns the progress bar
     ctx.print_on_execution_start = False
