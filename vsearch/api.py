@@ -95,6 +95,8 @@ def build_index(
     dba: int = 0,
     rebuild: bool = False,
     on_note: Callable[[str], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> Index:
     """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
 
@@ -113,6 +115,8 @@ def build_index(
     neighbours (0 = off; needs the Annoy step, so not with ``trees=None``). ``rebuild``: start
     a damaged index afresh, keeping the vectors of unchanged files where they can be trusted.
     ``on_note``: gets a line saying what a long step (DBA) is doing.
+    ``engine``: ``local`` (this process) or ``ray`` (Ray Data model actors, the ``vsearch[ray]``
+    extra) on the Ray cluster at ``address`` (None: a local one); same index either way.
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """
@@ -131,6 +135,7 @@ def build_index(
         model=model, batch_size=batch_size, workers=workers, device=device,
         max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS,
         exclude=(exclude,) if isinstance(exclude, str) else tuple(exclude),  # one glob, not its letters
+        engine=engine, address=address,
     )
     indexer.check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
     # One writer session for all steps: no other writer can slip in between embedding and Annoy.

@@ -25,8 +25,10 @@ from .errors import VsearchError
 from .locations import default_index_dir
 from .options import (
     K,
+    Address,
     BatchSize,
     Device,
+    EngineOpt,
     Exclude,
     Folder,
     IndexDir,
@@ -165,10 +167,13 @@ def embed(
     quiet: Quiet = False,
     exclude: Exclude = None,
     rebuild: Rebuild = False,
+    engine: EngineOpt = "local",
+    address: Address = None,
 ) -> None:
     """Embed every image under FOLDER (new and changed files only) into the index."""
     with _build(folder, index_dir, quiet=quiet, model=model, batch_size=batch_size, workers=workers, device=device,
-                max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild) as index:
+                max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild,
+                engine=engine, address=address) as index:
         if not quiet:
             render.index_summary(index.summary, index.index_dir)
 
@@ -197,10 +202,13 @@ def build_index(
              "right less often (MRR 0.941 to 0.922), and scores become similarities to the averaged vectors.")] = 0,
     exclude: Exclude = None,
     rebuild: Rebuild = False,
+    engine: EngineOpt = "local",
+    address: Address = None,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     with _build(folder, index_dir, quiet=quiet, trees=trees, dba=dba, model=model, batch_size=batch_size,
-                workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild) as index:
+                workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild,
+                engine=engine, address=address) as index:
         if not quiet:
             render.index_summary(index.summary, index.index_dir, ann=index.meta.ann)
 

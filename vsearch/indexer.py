@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, images
+from . import atomic, images, rayengine
 from . import index as nn
 from .embedders import ModelSource, model_for_index
 from .errors import ImageDecodeError, IndexBusyError, VsearchError
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 #: Vectors per committed chunk: what a crash can lose, and the most vectors held at once.
 DEFAULT_CHUNK_SIZE = 256
+
+
+#: Where files are read, decoded and embedded (IndexOptions.engine).
+ENGINES = ("local", "ray")
 
 
 def default_workers() -> int:
@@ -76,7 +80,10 @@ class IndexOptions:
     ``batch_size``: images per forward pass. ``chunk_size``: vectors per committed chunk (what a
     crash can lose). ``workers``: decode threads (None: :func:`default_workers`). ``device``:
     auto, cpu, cuda or mps. ``threads``: the model runtime's CPU threads (None: its own default).
-    ``max_pixels``: images larger than this are skipped (decompression bombs). ``exclude``:
+    ``max_pixels``: images larger than this are skipped (decompression bombs). ``engine``: where
+    files are read, decoded and embedded: ``local`` (threads and the model in this process) or
+    ``ray`` (Ray Data model actors, see rayengine.py; ``workers`` is then the number of actors),
+    on the cluster at ``address`` (None: a local one). ``exclude``:
     shell-style globs (case-sensitive, ``*`` also crosses folders) for files to leave out, matched
     against the path relative to the folder, against each of its folders, and, for a pattern
     without ``/``, against each single name: ``*.png``, ``thumbs``, ``2019/raw``. A file that
@@ -91,6 +98,8 @@ class IndexOptions:
     threads: int | None = None
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     exclude: tuple[str, ...] = ()
+    engine: str = "local"
+    address: str | None = None
 
     def __post_init__(self) -> None:
         # One pattern, a list or a generator is accepted and kept as a tuple (hashable); a bare
@@ -104,6 +113,10 @@ class IndexOptions:
         for pattern in self.exclude:
             if not pattern.strip("/"):
                 raise VsearchError("--exclude needs a pattern, e.g. '*.png', 'thumbs' or '2019/raw'")
+        if self.engine not in ENGINES:
+            raise VsearchError(f"unknown engine {self.engine!r}; choose {' or '.join(ENGINES)}")
+        if self.address and self.engine != "ray":
+            raise VsearchError("--address is for the Ray engine: add --engine ray")
 
 
 @dataclass
@@ -156,6 +169,19 @@ class _Decoded:
     pixels: np.ndarray | None = None
     reuse: FileEntry | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class _EmbeddedBatch:
+    """What an engine hands back: files done, in order (each skipped, known content to reuse, or
+    embedded), and one row of ``vectors`` per embedded file, in the same order."""
+
+    files: list[_Decoded]
+    vectors: np.ndarray | None = None
+
+
+#: The seam between the pipeline and where embedding runs: pending files in, embedded batches out.
+_Engine = Callable[[list[_Candidate]], Iterator[_EmbeddedBatch]]
 
 
 def check_folder(folder: Path) -> Path:
@@ -419,7 +445,6 @@ class _Pipeline:
         root = store.root
         assert root is not None  # store.bind recorded it
         self.root = root
-        self._batch: list[_Decoded] = []
         self._records: list[tuple[str, int, int, str]] = []
         self._vectors: list[np.ndarray] = []
         known = store.model_id
@@ -432,27 +457,24 @@ class _Pipeline:
     def run(self, candidates: list[_Candidate], progress: ProgressFn | None, on_skip: SkipFn | None) -> None:
         if self.preprocess is None:  # a new index: the model decides the pixels it needs
             self._bind(self.source.get())
-        summary, done, batch_size = self.summary, 0, self.options.batch_size
-        workers = self.options.workers or default_workers()
+        engine: _Engine = self._ray_batches if self.options.engine == "ray" else self._local_batches
+        summary, done = self.summary, 0
         try:
-            for d in _ordered_map(self._work, candidates, workers, prefetch=4 * batch_size):
-                if d.error is not None:
-                    self._skip(d, on_skip)
-                elif d.reuse is not None:
-                    self._reuse(d)
-                else:
-                    self._batch.append(d)
-                    if len(self._batch) >= batch_size:
-                        self._run_batch()
-                done += 1
-                if progress and (not self._batch or done == len(candidates)):
-                    progress(Progress(done, len(candidates), summary.embedded, len(summary.skipped)))
-            self._run_batch()
+            with contextlib.closing(engine(candidates)) as batches:
+                for batch in batches:
+                    for d in batch.files:
+                        if d.error is not None:
+                            self._skip(d, on_skip)
+                        elif d.reuse is not None:
+                            self._reuse(d)
+                    self._add(batch)
+                    done += len(batch.files)
+                    if progress:
+                        progress(Progress(done, len(candidates), summary.embedded, len(summary.skipped)))
             self._flush()
         except BaseException:
             # Ctrl-C, or a failure: keep what is already embedded, so the next run resumes
-            # after it. The partial batch is dropped (it has no vectors yet).
-            self._batch.clear()
+            # after it. A partial batch is dropped (it has no vectors yet).
             try:
                 self._flush()
             except VsearchError as exc:
@@ -462,6 +484,83 @@ class _Pipeline:
             except Exception:
                 log.exception("could not save the last chunk")
             raise
+
+    def _local_batches(self, candidates: list[_Candidate]) -> Iterator[_EmbeddedBatch]:
+        """The local engine: decode in worker threads, embed in this process, batch by batch.
+
+        A skipped or known file comes back at once; decoded ones wait for a full batch.
+        """
+        batch_size = self.options.batch_size
+        workers = self.options.workers or default_workers()
+        pending: list[_Decoded] = []
+        for d in _ordered_map(self._work, candidates, workers, prefetch=4 * batch_size):
+            if d.error is not None or d.reuse is not None:
+                yield _EmbeddedBatch([d])
+                continue
+            pending.append(d)
+            if len(pending) >= batch_size:
+                yield self._embed(pending)
+                pending = []
+        if pending:
+            yield self._embed(pending)
+
+    def _embed(self, batch: list[_Decoded]) -> _EmbeddedBatch:
+        if not self.source.ready:
+            self._bind(self.source.get())
+        vectors = self.source.embed(np.stack([d.pixels for d in batch]))
+        return _EmbeddedBatch(batch, vectors)
+
+    def _ray_batches(self, candidates: list[_Candidate]) -> Iterator[_EmbeddedBatch]:
+        """The Ray engine (rayengine.py): workers read, decode and embed; this process keeps the index.
+
+        The model is resolved here once (and checked against the index); each actor then loads
+        the same one. Content already in the index is recognised by digest on the workers and
+        reused here, as the local engine does.
+        """
+        embedder = self.source.get()
+        self._bind(embedder)
+        spec = rayengine.spec_for(embedder, self.store.dir, self.options.device, self.options.threads)
+        settings = rayengine.RaySettings(self.options.address, self.options.workers)
+        with self._lock:
+            known = frozenset(e.digest for e in self.store.entries() if e.row is not None and e.digest)
+        by_rel = {c.rel: c for c in candidates}
+        todo = [c.rel for c in candidates]
+        while todo:
+            retry: list[str] = []
+            for batch in rayengine.embed_files(self.root, todo, spec, batch_size=self.options.batch_size,
+                                               max_pixels=self.options.max_pixels, known_digests=known,
+                                               settings=settings):
+                files: list[_Decoded] = []
+                for f in batch.files:
+                    c = by_rel[f.rel]
+                    if f.error is not None:
+                        files.append(_Decoded(c, f.digest, error=f.error))
+                    elif f.known:
+                        assert f.digest is not None
+                        with self._lock:
+                            reuse = self.store.entry_by_digest(f.digest)
+                        if reuse is None:  # its row went while the workers ran: embed it after all
+                            retry.append(f.rel)
+                            continue
+                        files.append(_Decoded(c, f.digest, reuse=reuse))
+                    else:
+                        files.append(_Decoded(c, f.digest))
+                yield _EmbeddedBatch(files, batch.vectors)
+            todo, known = retry, frozenset()
+
+    def _add(self, batch: _EmbeddedBatch) -> None:
+        """Hold the batch's vectors for the chunk being filled; commit the chunk once full."""
+        embedded = [d for d in batch.files if d.error is None and d.reuse is None]
+        if not embedded:
+            return
+        assert batch.vectors is not None and len(batch.vectors) == len(embedded)
+        for d in embedded:
+            c = d.candidate
+            self._records.append((c.rel, c.size, c.mtime_ns, d.digest or ""))
+        self._vectors.append(batch.vectors)
+        self.summary.embedded += len(embedded)
+        if len(self._records) >= self.options.chunk_size:
+            self._flush()
 
     def _skip(self, d: _Decoded, on_skip: SkipFn | None) -> None:
         c, reason = d.candidate, d.error
@@ -496,22 +595,6 @@ class _Pipeline:
         except ImageDecodeError as exc:
             return _Decoded(c, digest, error=str(exc))
         return _Decoded(c, digest, pixels=pixels)
-
-    def _run_batch(self) -> None:
-        if not self._batch:
-            return
-        if not self.source.ready:
-            self._bind(self.source.get())
-        pixels = np.stack([d.pixels for d in self._batch])
-        vectors = self.source.embed(pixels)
-        for d in self._batch:
-            c = d.candidate
-            self._records.append((c.rel, c.size, c.mtime_ns, d.digest or ""))
-        self._vectors.append(vectors)
-        self.summary.embedded += len(self._batch)
-        self._batch.clear()
-        if len(self._records) >= self.options.chunk_size:
-            self._flush()
 
     def _flush(self) -> None:
         if self._records:

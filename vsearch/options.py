@@ -51,3 +51,11 @@ Exclude = Annotated[list[str] | None, typer.Option(
 Rebuild = Annotated[bool, typer.Option(
     "--rebuild", help="Start the index afresh (e.g. when it is damaged), keeping the vectors of unchanged files "
                       "where they can be trusted.")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", metavar="ENGINE",
+    help="Where images are read, decoded and embedded: local (this process) or ray (Ray Data model actors, "
+         "needs pip install 'vsearch[ray]'; --workers is then the number of actors).")]
+Address = Annotated[str | None, typer.Option(
+    "--address", metavar="ADDR", show_default=False,
+    help="With --engine ray: the Ray cluster to use (e.g. auto or ray://head:10001; every machine must see "
+         "FOLDER at the same path). Default: start a local one.")]
