@@ -221,20 +221,24 @@ def _mean_shares(shares: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def _capped_rankings(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None], depth: int,
-                     mode: SearchMode, caps: Sequence[rerank.Cap[tuple[int, float]]]) -> Iterable[tuple[int, ...]]:
+                     mode: SearchMode, caps: Sequence[rerank.Cap[tuple[int, float]]]) -> list[tuple[int, ...]]:
     """Each query's top ``depth`` rows under the caps (its own row left out first, so it never
-    counts against its folder), from a candidate pool that grows as ``vsearch query``'s does."""
+    counts against its folder), from a candidate pool that grows as ``vsearch query``'s does:
+    the queries still short of ``depth`` are searched again, together, with a larger pool."""
     count = searcher.meta.count
-    pool = min(count, (depth + 1) * POOL_FACTOR)
-    for vec, own, found in zip(vectors, own_rows, _rankings(searcher, vectors, pool, mode)):
-        size = pool
-        while True:
+    out: list[tuple[int, ...]] = [() for _ in own_rows]
+    todo = list(range(len(own_rows)))
+    size = min(count, (depth + 1) * POOL_FACTOR)
+    while todo:
+        short = []
+        for i, found in zip(todo, _rankings(searcher, vectors[todo], size, mode)):
+            own = own_rows[i]
             kept = rerank.cap_per_key([(int(r), 0.0) for r in found if int(r) != own], caps, depth)
-            if len(kept) >= depth or size >= count:
-                break
-            size = min(count, size * POOL_FACTOR)
-            found = searcher.neighbours(vec, size, mode)[0]
-        yield tuple(r for r, _ in kept)
+            out[i] = tuple(r for r, _ in kept)
+            if len(kept) < depth and size < count:
+                short.append(i)
+        todo, size = short, min(count, size * POOL_FACTOR)
+    return out
 
 
 def _first_ranks(ranked: Sequence[int], relevant: dict[int, float]) -> tuple[int, ...]:

@@ -126,6 +126,8 @@ class Searcher:
         self._annoy: nn.AnnoySearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None
+        self._folders: dict[int, str] = {}
+        self._days: dict[int, datetime.date | None] = {}
 
     # --- query vectors (built by the encoder; these two are the usual way in) ----------------
 
@@ -285,15 +287,23 @@ class Searcher:
             caps.append(rerank.Cap(lambda rs: self.capture_day(rs[0]), refine.max_per_day, "--max-per-day"))
         return caps
 
-    def folder(self, row: int) -> Path:
-        """A row's folder (the parent of its path; the index root for files directly in it)."""
-        return self.path(row).parent
+    def folder(self, row: int) -> str:
+        """A row's folder, as a string: the parent of its absolute path (the index root for
+        files directly in it). A string, not a Path: it is a dictionary key in hot loops."""
+        found = self._folders.get(row)
+        if found is None:
+            # Remembered: a capped evaluation asks again for every candidate of every query.
+            found = self._folders[row] = os.path.dirname(self.path(row))
+        return found
 
     def capture_day(self, row: int) -> datetime.date | None:
-        """The day a row's photo was taken (EXIF), or None; see :func:`vsearch.images.exif_date`."""
-        from .images import exif_date  # Pillow: only --max-per-day pays for it
+        """The day a row's photo was taken (EXIF), or None; see :func:`vsearch.images.exif_date`.
+        Remembered per row for this searcher's life (one committed generation)."""
+        if row not in self._days:
+            from .images import exif_date  # Pillow: only --max-per-day pays for it
 
-        return exif_date(self.path(row))
+            self._days[row] = exif_date(self.path(row))
+        return self._days[row]
 
     def _on_disk(self, row: int) -> bool:
         """Whether a row's file is still there. Only "no such file" counts as gone: a file that
