@@ -161,6 +161,7 @@ def test_api_query_takes_the_caps_and_scores_stay_exact(albums):
     with api.open_index(index) as idx:
         plain = idx.query(root / "album" / "a0.jpg", 12, mode="exact")
         capped = idx.query(root / "album" / "a0.jpg", 6, max_per_folder=3, mode="exact")
+        assert idx.query(root / "album" / "a0.jpg", 6, max_per_folder=np.int64(3), mode="exact") == capped
     scores = {h.path: h.score for h in plain}
     assert [h.rank for h in capped] == [1, 2, 3, 4, 5, 6]
     assert max(sum(h.path.parent == f for h in capped) for f in {h.path.parent for h in capped}) == 3

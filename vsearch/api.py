@@ -453,7 +453,8 @@ class Index:
         Returns an :class:`EvalReport`: ``metrics`` maps ``recall@K``, ``hit@K``,
         ``precision@K``, ``map@K``, ``ndcg@K``, ``mrr`` and ``num_queries`` to their mean over
         queries, and ``folder_share@K`` (``day_share@K`` where results have EXIF dates) to the
-        mean share of the top K from the most common folder (day); ``records`` holds each query's expected and returned paths.
+        mean share of the top K from the most common folder (day); ``records`` holds each
+        query's expected and returned paths.
         """
         if sum(x is not None for x in (pairs, groups, augment)) != 1:
             raise VsearchError("give exactly one of pairs=, groups= or augment=")

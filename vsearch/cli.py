@@ -583,6 +583,7 @@ def evaluate(
     """Score retrieval on labelled pairs or groups, or on edited copies (--augment N).
 
     Recall, hit, precision, mAP and nDCG at each K, and MRR; side by side for several --index-dir.
+    folder_share (day_share) is how concentrated the top K are: the share from the most common folder (EXIF day).
     """
     import tempfile
     import time

@@ -107,7 +107,7 @@ class Refine:
         if self.expand < 0:
             raise VsearchError(f"--qe takes 0 or more results, not {self.expand}")
         for option, cap in (("--max-per-folder", self.max_per_folder), ("--max-per-day", self.max_per_day)):
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            if cap is not None and (isinstance(cap, bool) or not hasattr(cap, "__index__") or cap < 1):
                 raise VsearchError(f"{option} takes a whole number, 1 or more (got {cap!r})")
 
 
@@ -282,9 +282,9 @@ class Searcher:
         first (a path look-up), then the capture day (read from the file's header)."""
         caps: list[rerank.Cap[tuple[int, float]]] = []
         if refine.max_per_folder is not None:
-            caps.append(rerank.Cap(lambda rs: self.folder(rs[0]), refine.max_per_folder, "--max-per-folder"))
+            caps.append(rerank.Cap(lambda rs: self.folder(rs[0]), int(refine.max_per_folder), "--max-per-folder"))
         if refine.max_per_day is not None:
-            caps.append(rerank.Cap(lambda rs: self.capture_day(rs[0]), refine.max_per_day, "--max-per-day"))
+            caps.append(rerank.Cap(lambda rs: self.capture_day(rs[0]), int(refine.max_per_day), "--max-per-day"))
         return caps
 
     def folder(self, row: int) -> str:
