@@ -208,7 +208,7 @@ def test_augment_run_scores_copies_and_leaves_no_trace(photos, tmp_path, fake_mo
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     out = run_json("evaluate", "--index-dir", index, "--augment", 5, "--seed", 3)
     kinds = list(augment.KINDS)
-    assert list(out) == ["recall@1", "recall@10", "mrr", "num_queries"] + [
+    assert list(out) == ["recall@1", "recall@10", "mrr", "num_queries", "folder_share@1", "folder_share@10"] + [
         f"{kind}/{m}" for kind in kinds for m in ("recall@1", "recall@10", "mrr")]
     assert out["num_queries"] == 5 * len(kinds)
     assert all(0.0 <= v <= 1.0 for k, v in out.items() if k != "num_queries")
@@ -315,10 +315,10 @@ def test_make_pairs_via_subprocess(photos, tmp_path):
 def test_plain_json_keeps_exactly_the_issue3_keys(photos, groups_csv, tmp_path, fake_model):
     index = build(photos, tmp_path / "idx")
     out = run_json("evaluate", "--index-dir", index, "--groups", groups_csv)
-    assert list(out) == ISSUE3_KEYS
+    assert list(out) == ISSUE3_KEYS + ["folder_share@1", "folder_share@5", "folder_share@10"]  # issue 12
     assert out["num_queries"] == 24 and out["hit@1"] == 1.0
     with_ann = run_json("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall")
-    assert list(with_ann) == ISSUE3_KEYS + ["ann_recall@1", "ann_recall@5", "ann_recall@10"]
+    assert list(with_ann) == ISSUE3_KEYS + ["folder_share@1", "folder_share@5", "folder_share@10", "ann_recall@1", "ann_recall@5", "ann_recall@10"]
     assert all(0 <= with_ann[f"ann_recall@{k}"] <= 1 for k in (1, 5, 10))
 
 
@@ -327,8 +327,8 @@ def test_ann_recall_is_na_without_annoy(photos, groups_csv, tmp_path, fake_model
     out = run_json("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5")
     assert out["ann_recall@5"] is None
     table = ok(cli("evaluate", "--index-dir", index, "--groups", groups_csv, "--ann-recall", "--k", "5"))
-    assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃ ann_recall\s+┃", table.stdout)
-    assert re.search(r"│ 5\s+│( \d\.\d{4}\s+│){5} n/a\s+│", table.stdout)
+    assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃ folder_share\s+┃ ann_recall\s+┃", table.stdout)
+    assert re.search(r"│ 5\s+│( \d\.\d{4}\s+│){6} n/a\s+│", table.stdout)
     assert "ann_recall n/a (no Annoy index)" in table.stderr
 
 
@@ -574,20 +574,20 @@ def test_augment_run_with_the_default_model_on_sample_images(sample_copy, tmp_pa
 def test_one_index_prints_a_k_by_metric_grid(shared_index, groups_csv, fake_model):
     table = ok(cli("evaluate", "--index-dir", shared_index, "--groups", groups_csv, "--k", "1,5"))
     lines = table.stdout.splitlines()
-    assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃$", "\n".join(lines), re.M)
+    assert re.search(r"┃ k\s+┃ recall\s+┃ hit\s+┃ precision\s+┃ map\s+┃ ndcg\s+┃ folder_share\s+┃$", "\n".join(lines), re.M)
     grid = [line for line in lines if re.match(r"│ \d+ ", line)]
     assert [line.split("│")[1].strip() for line in grid] == ["1", "5"]  # one row per K
     values = run_json("evaluate", "--index-dir", shared_index, "--groups", groups_csv, "--k", "1,5")
     for k, line in zip((1, 5), grid):
         cells = [c.strip() for c in line.split("│")[2:-1]]
-        assert cells == [f"{values[f'{m}@{k}']:.4f}" for m in report.AT_K]
+        assert cells == [f"{values[f'{m}@{k}']:.4f}" for m in (*report.AT_K, "folder_share")]
     assert re.search(r"│ mrr\s+│ 1\.0000 │", table.stdout) and re.search(r"│ num_queries\s+│ 24\s+│", table.stdout)
     assert len(lines) < 20  # not one 28-row column
 
     rows = list(csv.DictReader(io.StringIO(ok(cli("evaluate", "--index-dir", shared_index, "--groups", groups_csv,
                                                "--k", "1,5", "-f", "csv")).stdout)))
     assert [r["k"] for r in rows] == ["1", "5"]
-    assert list(rows[0]) == ["k", *report.AT_K, "mrr", "num_queries"]
+    assert list(rows[0]) == ["k", *report.AT_K, "folder_share", "mrr", "num_queries"]
     assert float(rows[1]["precision"]) == pytest.approx(values["precision@5"], abs=1e-6)
     assert {r["num_queries"] for r in rows} == {"24"}
 

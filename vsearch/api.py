@@ -306,6 +306,8 @@ class Index:
         mode: SearchMode = "auto",
         on_missing: Callable[[list[Path]], None] | None = None,
         verify: int = 0,
+        max_per_folder: int | None = None,
+        max_per_day: int | None = None,
     ) -> list[Hit]:
         """The ``k`` images nearest to the query, best first, as :class:`Hit` s (rank, score, path).
 
@@ -328,6 +330,10 @@ class Index:
         the query image (one image query only): copies of the query, cropped, rescaled,
         recompressed or mirrored, come first (``vsearch query --verify N``; 0 = off;
         :data:`vsearch.search.DEFAULT_VERIFY` is the measured choice).
+        ``max_per_folder``: at most this many results from one folder (no album floods the top
+        k); ``max_per_day``: at most this many taken on one day (EXIF DateTimeOriginal, else
+        DateTime; results without a date are not capped). The next best results from other
+        folders or days fill in; fewer than ``k`` come back only when the index runs out.
         Every score is the exact cosine similarity to the query searched. A result whose file
         is gone from disk since the index was built is dropped (the next one takes its place);
         ``on_missing`` gets the list of those paths.
@@ -341,7 +347,8 @@ class Index:
         negs = [searcher.image_vector(Path(n)) for n in _listed(negatives)]
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
-        refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe)
+        refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe,
+                        max_per_folder=max_per_folder, max_per_day=max_per_day)
         image = _verify_query(verify, queries, text)
         hits = searcher.search(vector, max(k, verify), mode, exclude_rows=own if exclude_self else [], refine=refine,
                                query_rows=own, on_missing=on_missing)
@@ -475,6 +482,8 @@ class Index:
         seed: int = 0,
         ann_recall: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        max_per_folder: int | None = None,
+        max_per_day: int | None = None,
     ) -> EvalReport:
         """Score retrieval on labels; give exactly one of ``pairs``, ``groups``, ``augment`` or
         ``judgments=True`` (the verdicts recorded in the index folder, graded: nDCG uses the grades).
@@ -485,10 +494,14 @@ class Index:
         a temporary folder, removed afterwards) and score whether the original comes back.
         ``ks``: cut-offs (default 1, 5, 10; 1, 10 with ``augment``). ``mode``, ``qe``: as in
         :meth:`query`. ``ann_recall``: also measure Annoy against exact search.
+        ``max_per_folder``, ``max_per_day``: score the rankings those caps give (see
+        :meth:`query`), to measure what they cost.
 
         Returns an :class:`EvalReport`: ``metrics`` maps ``recall@K``, ``hit@K``,
         ``precision@K``, ``map@K``, ``ndcg@K``, ``mrr`` and ``num_queries`` to their mean over
-        queries; ``records`` holds each query's expected and returned paths.
+        queries, and ``folder_share@K`` (``day_share@K`` where results have EXIF dates) to the
+        mean share of the top K from the most common folder (day); ``records`` holds each
+        query's expected and returned paths.
         """
         if sum(x is not None for x in (pairs, groups, augment)) + bool(judgments) != 1:
             raise VsearchError("give exactly one of pairs=, groups=, augment= or judgments=True")
@@ -498,18 +511,19 @@ class Index:
             raise VsearchError(f"qe must be 0 or more (got {qe!r})")
         if augment is not None and (isinstance(augment, bool) or augment < 1):
             raise VsearchError(f"augment must be 1 or more (got {augment!r})")
+        caps = Refine(max_per_folder=max_per_folder, max_per_day=max_per_day)  # checks them before any work
         store, searcher = self._open()
         ks = tuple(ks) if ks is not None else ((1, 10) if augment is not None else (1, 5, 10))
         if judgments:
             from . import labels as lb
 
-            return _evaluate(searcher, lb.judged_labels(store).queries, ks, mode, qe, ann_recall, progress)
+            return _evaluate(searcher, lb.judged_labels(store).queries, ks, mode, qe, ann_recall, progress, caps)
         if augment is None:
             labels = _read_labels(pairs, groups)
-            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress)
+            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress, caps)
         with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp:
             labels = _augment_labels(searcher, augment, seed, Path(tmp))
-            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress)
+            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress, caps)
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -609,7 +623,8 @@ def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list
 
 
 def _evaluate(searcher: Searcher, labels: list[LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
-              qe: int, ann_recall: bool, progress: Callable[[int, int], None] | None) -> EvalReport:
+              qe: int, ann_recall: bool, progress: Callable[[int, int], None] | None, caps: Refine) -> EvalReport:
     from . import evaluate as ev
 
-    return ev.evaluate(searcher, labels, ks, mode, ann_recall=ann_recall, progress=progress, expand=qe)
+    return ev.evaluate(searcher, labels, ks, mode, ann_recall=ann_recall, progress=progress, expand=qe,
+                       max_per_folder=caps.max_per_folder, max_per_day=caps.max_per_day)

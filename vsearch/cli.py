@@ -29,9 +29,13 @@ from .options import (
     BatchSize,
     Device,
     EngineOpt,
+    EvalMaxPerDay,
+    EvalMaxPerFolder,
     Exclude,
     Folder,
     IndexDir,
+    MaxPerDay,
+    MaxPerFolder,
     MaxPixels,
     ModelOpt,
     Null,
@@ -243,6 +247,8 @@ def query(
     verify: Annotated[int, typer.Option("--verify", min=0, metavar="N", help="Re-rank the top N by local-feature verification against the query image: finds the original of a crop or edited copy first (0 = off; 10 is the measured trade, about 25 ms per result).")] = 0,
     html_out: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML gallery of the query and results.", dir_okay=False)] = None,
     sheet_out: Annotated[Path | None, typer.Option("--sheet", help="Also write a contact-sheet PNG of the query and results.", dir_okay=False)] = None,
+    max_per_folder: MaxPerFolder = None,
+    max_per_day: MaxPerDay = None,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -263,7 +269,8 @@ def query(
         hits = index.query(queries, k, negatives=negatives or [], not_weight=not_weight, exclude_self=exclude_self,
                            min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, qe=expand,
                            mode="exact" if exact else "approximate" if approximate else "auto",
-                           on_missing=dropped.extend, verify=verify)
+                           on_missing=dropped.extend, verify=verify,
+                           max_per_folder=max_per_folder, max_per_day=max_per_day)
     render.records(hits, fmt, columns=["rank", "score", "path"], null=null)
     if html_out or sheet_out:
         from . import gallery
@@ -515,12 +522,32 @@ def _expansions(qe: str | None, n: int) -> list[int]:
     return values
 
 
+def _caps(option: str, text: str | None, n: int) -> list[int | None]:
+    """One re-ranking cap per --index-dir (None = off): ``2``, or ``off,2`` to compare."""
+    if text is None:
+        return [None] * n
+    out: list[int | None] = []
+    for item in _per_index(option, text, n, "caps"):
+        if item.lower() in ("off", "none"):
+            out.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise VsearchError(f"{option} takes a whole number, 1 or more, or 'off' (got {item!r})")
+        out.append(value)
+    return out
+
+
 @app.command(epilog=_examples(
     "vsearch evaluate --groups labels.csv    # a CSV of path,group",
     "vsearch evaluate --augment 200          # no labels: do edited copies find their originals?",
     "vsearch evaluate --index-dir A --index-dir B --groups labels.csv   # A/B, with a CI",
     "vsearch evaluate --judgments            # on verdicts recorded with vsearch judge",
     "vsearch evaluate --clicks               # the page's click log, position bias removed",
+    "vsearch evaluate --index-dir A --index-dir A --groups labels.csv --max-per-folder off,3   # what a cap costs",
 ))
 @user_errors
 def evaluate(
@@ -564,12 +591,15 @@ def evaluate(
                                          "queries beside what came back.", show_default=False)] = None,
     per_query: Annotated[Path | None, typer.Option(
         "--per-query", dir_okay=False, help="Write each query's ranks and metrics as CSV.", show_default=False)] = None,
+    max_per_folder: EvalMaxPerFolder = None,
+    max_per_day: EvalMaxPerDay = None,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
     """Score retrieval on labelled pairs or groups, or on edited copies (--augment N).
 
     Recall, hit, precision, mAP and nDCG at each K, and MRR; side by side for several --index-dir.
+    folder_share (day_share) is how concentrated the top K are: the share from the most common folder (EXIF day).
     """
     import tempfile
     import time
@@ -595,11 +625,17 @@ def evaluate(
     dirs = index_dirs or [default_index_dir()]
     modes = _search_modes(mode, exact, len(dirs))
     expands = _expansions(qe, len(dirs))
-    names = compare.target_labels(dirs, modes, expands)
+    folder_caps = _caps("--max-per-folder", max_per_folder, len(dirs))
+    day_caps = _caps("--max-per-day", max_per_day, len(dirs))
+    # A cap shows in the column label beside the mode, so that X with and without it differ.
+    shown_modes = [m + "".join(f", max {n} {c}" for c, n in (("per folder", f), ("per day", d)) if n)
+                   for m, f, d in zip(modes, folder_caps, day_caps)]
+    names = compare.target_labels(dirs, shown_modes, expands)
     with contextlib.ExitStack() as opened, tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, \
             progress_bar(quiet) as bar:
-        targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device), m, name, e)  # type: ignore[arg-type]
-                   for d, m, name, e in zip(dirs, modes, names, expands)]
+        targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device), m, name, e,  # type: ignore[arg-type]
+                                  f, day)
+                   for d, m, name, e, f, day in zip(dirs, modes, names, expands, folder_caps, day_caps)]
         if augment is not None:
             started = time.perf_counter()
             labelled = labels.augment_labels(targets[0].searcher, augment, seed, Path(tmp))

@@ -34,6 +34,8 @@ class Target:
     mode: SearchMode = "auto"
     label: str = ""
     expand: int = 0  # average query expansion top-n (0 = off)
+    max_per_folder: int | None = None  # re-ranking caps (None = off), as query --max-per-folder
+    max_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ def evaluate_all(targets: Sequence[Target], labels: Sequence[LabelledQuery], ks:
     for t in targets:
         cache = caches.setdefault(json.dumps(t.searcher.meta.model.to_dict(), sort_keys=True), {})
         reports.append(evaluate(t.searcher, labels, ks, t.mode, ann_recall=ann_recall, label=t.label,
-                                progress=progress, cache=cache, expand=t.expand))
+                                progress=progress, cache=cache, expand=t.expand,
+                                max_per_folder=t.max_per_folder, max_per_day=t.max_per_day))
     comparisons = []
     base = reports[0]
     a = [r.scores[headline] for r in base.records]

@@ -7,23 +7,30 @@ its results.
 What approximate search costs: ``ann_recall@K`` = |Annoy top K ∩ exact top K| / K for the same
 query vectors (the query's own entry left out of both), averaged over queries; it is None
 where an index has no Annoy index.
+
+How concentrated the results are: ``folder_share@K`` is the share of a query's top K that
+comes from its most common folder, averaged over queries (1/K at best, 1.0 when one album
+fills the top K); ``day_share@K`` the same for the most common capture day (EXIF), reported
+when any result has a date. ``max_per_folder`` / ``max_per_day`` score the rankings those
+re-ranking caps give (``query --max-per-folder``), so what they cost in recall can be measured.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import index as nn
-from . import metrics
+from . import metrics, rerank
 from .errors import VsearchError
 from .labels import LabelledQuery
-from .search import Searcher, SearchMode
+from .search import POOL_FACTOR, Refine, Searcher, SearchMode
 
 #: Depth of the ranking that ``mrr`` looks into: a first relevant item below it scores 0.
 MRR_DEPTH = 100
@@ -113,7 +120,7 @@ def check_ks(ks: Sequence[int]) -> None:
 def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[int] = (1, 5, 10),
              mode: SearchMode = "auto", *, ann_recall: bool = False, label: str = "",
              progress: ProgressFn | None = None, cache: dict[Path, np.ndarray] | None = None,
-             expand: int = 0) -> EvalReport:
+             expand: int = 0, max_per_folder: int | None = None, max_per_day: int | None = None) -> EvalReport:
     """Run every labelled query against the index and score the rankings.
 
     ``expand``: average query expansion with the top ``expand`` results (0 = off), as
@@ -122,9 +129,11 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     ``ann_recall``: also measure Annoy against exact search on the same query vectors (when the
     index has an Annoy index). ``progress(done, total)`` follows the queries being embedded.
     ``cache``: see :func:`query_vectors`; only share one between indexes of the same model.
+    ``max_per_folder``, ``max_per_day``: rank as ``vsearch query`` does with those caps.
     """
     started = time.perf_counter()
     check_ks(ks)
+    caps = searcher.caps(Refine(max_per_folder=max_per_folder, max_per_day=max_per_day))
     if not labels:
         raise VsearchError("no labelled queries to evaluate")
     wanted = {p for q in labels for p in q.gains}
@@ -156,10 +165,13 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
             for v, q in zip(vectors, queries)
         ])
     depth = max(max(ks), MRR_DEPTH)
-    results, records = [], []
-    for q, found in zip(labels, _rankings(searcher, vectors, depth + 1, mode)):
-        own = rows.get(q.query)
+    own_rows = [rows.get(q.query) for q in labels]
+    rankings = (_capped_rankings(searcher, vectors, own_rows, depth, mode, caps) if caps
+                else _rankings(searcher, vectors, depth + 1, mode))
+    results, records, shares = [], [], []
+    for q, found, own in zip(labels, rankings, own_rows):
         ranked = tuple(int(r) for r in found if own is None or int(r) != own)[:depth]
+        shares.append(concentration(searcher, ranked, ks))
         if q.same_as:
             alias = {rows[a]: rows[p] for a, p in q.same_as.items() if a in rows and p in rows}
             ranked = tuple(alias.get(r, r) for r in ranked)
@@ -171,9 +183,10 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
             query=q.query, kind=q.kind, expected=expected,
             returned=tuple(searcher.path(r) for r in ranked[:KEEP_RETURNED]),
             relevant_ranks=_first_ranks(ranked, gains),
-            depth=depth, scores=metrics.score_query(result, ks),
+            depth=depth, scores={**metrics.score_query(result, ks), **shares[-1]},
         ))
     summary = metrics.summarize(results, ks)
+    summary.update(_mean_shares(shares))
     ann = None
     if ann_recall and searcher.store.ann_path() is not None:
         ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
@@ -183,6 +196,56 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
         by_kind=_by_kind(records, ks), label=label or searcher.store.dir.name, index_dir=searcher.store.dir,
         model=meta.model.name, mode=mode, count=meta.count, annoy_trees=meta.ann.trees if meta.ann else None,
     )
+
+
+def top_share(keys: Sequence[Hashable | None], k: int) -> float:
+    """The share of the first ``k`` results that hold the most common key: 1.0 when they all
+    share one, 1/k when all differ. A None key (no date known) counts in the denominator but
+    never as a key; no results, or no key at all, scores 0.0."""
+    top = keys[:k]
+    counts = Counter(key for key in top if key is not None)
+    return max(counts.values()) / len(top) if counts else 0.0
+
+
+def concentration(searcher: Searcher, ranked: Sequence[int], ks: Sequence[int]) -> dict[str, float]:
+    """``folder_share@K`` for each K, and ``day_share@K`` when any of the top results has a
+    capture date (read from the file headers, once per file per process)."""
+    top = ranked[:max(ks)]
+    folders = [searcher.folder(r) for r in top]
+    days = [searcher.capture_day(r) for r in top]
+    out = {f"folder_share@{k}": top_share(folders, k) for k in ks}
+    if any(d is not None for d in days):
+        out.update({f"day_share@{k}": top_share(days, k) for k in ks})
+    return out
+
+
+def _mean_shares(shares: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean of each share over queries; ``day_share@K`` only when some query's results have
+    dates (a query whose results have none counts as 0 for it)."""
+    keys = list(dict.fromkeys(key for s in shares for key in s))
+    keys.sort(key=lambda key: not key.startswith("folder_"))  # folders first, each in K order
+    return {key: float(np.mean([s.get(key, 0.0) for s in shares])) for key in keys}
+
+
+def _capped_rankings(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None], depth: int,
+                     mode: SearchMode, caps: Sequence[rerank.Cap[tuple[int, float]]]) -> list[tuple[int, ...]]:
+    """Each query's top ``depth`` rows under the caps (its own row left out first, so it never
+    counts against its folder), from a candidate pool that grows as ``vsearch query``'s does:
+    the queries still short of ``depth`` are searched again, together, with a larger pool."""
+    count = searcher.meta.count
+    out: list[tuple[int, ...]] = [() for _ in own_rows]
+    todo = list(range(len(own_rows)))
+    size = min(count, (depth + 1) * POOL_FACTOR)
+    while todo:
+        short = []
+        for i, found in zip(todo, _rankings(searcher, vectors[todo], size, mode)):
+            own = own_rows[i]
+            kept = rerank.cap_per_key([(int(r), 0.0) for r in found if int(r) != own], caps, depth)
+            out[i] = tuple(r for r, _ in kept)
+            if len(kept) < depth and size < count:
+                short.append(i)
+        todo, size = short, min(count, size * POOL_FACTOR)
+    return out
 
 
 def _first_ranks(ranked: Sequence[int], relevant: dict[int, float]) -> tuple[int, ...]:

@@ -59,3 +59,23 @@ Address = Annotated[str | None, typer.Option(
     "--address", metavar="ADDR", show_default=False,
     help="With --engine ray: the Ray cluster to use (e.g. auto or ray://head:10001; every machine must see "
          "FOLDER at the same path). Default: start a local one.")]
+
+# Re-ranking caps against concentration (query; evaluate takes one value per --index-dir).
+_CAPS_HELP = ("The next best results from elsewhere fill in. Costs recall when a folder (day) really holds most "
+              "of what matches: see docs/rules.md.")
+MaxPerFolder = Annotated[int | None, typer.Option(
+    "--max-per-folder", metavar="N", min=1, show_default=False,
+    help="At most N results from one folder (a result's parent folder), so no album floods the results. "
+         + _CAPS_HELP)]
+MaxPerDay = Annotated[int | None, typer.Option(
+    "--max-per-day", metavar="N", min=1, show_default=False,
+    help="At most N results taken on one day (EXIF DateTimeOriginal, else DateTime, read from the file's "
+         "header). Files without a date are not capped. " + _CAPS_HELP)]
+EvalMaxPerFolder = Annotated[str | None, typer.Option(
+    "--max-per-folder", metavar="N", show_default=False,
+    help="Score the rankings `query --max-per-folder N` gives; comma-separated, one per --index-dir, 'off' for "
+         "none, to measure the cost (e.g. --index-dir X --index-dir X --max-per-folder off,2).")]
+EvalMaxPerDay = Annotated[str | None, typer.Option(
+    "--max-per-day", metavar="N", show_default=False,
+    help="Score the rankings `query --max-per-day N` gives (files without an EXIF date are not capped); "
+         "comma-separated, one per --index-dir, 'off' for none.")]

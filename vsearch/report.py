@@ -33,6 +33,8 @@ from .render import EvalFormat, Format
 
 #: The metrics measured at each cut-off K: the columns of the grid, in order.
 AT_K = ("recall", "hit", "precision", "map", "ndcg")
+#: How concentrated the top K are (evaluate.concentration): columns after those, where measured.
+SHARES = ("folder_share", "day_share")
 
 #: Worst queries shown per system in the HTML report.
 WORST_QUERIES = 10
@@ -57,6 +59,7 @@ def shown_metrics(report: EvalReport, ks: Sequence[int], *, augmented: bool, ann
         out: dict[str, Any] = {f"recall@{k}": report.metrics[f"recall@{k}"] for k in ks}
         out["mrr"] = report.metrics["mrr"]
         out["num_queries"] = report.metrics["num_queries"]
+        out.update({f"{m}@{k}": report.metrics[f"{m}@{k}"] for m in shares(report) for k in ks})
     else:
         out = dict(report.metrics)
     for kind, values in report.by_kind.items():
@@ -69,12 +72,18 @@ def shown_metrics(report: EvalReport, ks: Sequence[int], *, augmented: bool, ann
     return out
 
 
+def shares(report: EvalReport) -> tuple[str, ...]:
+    """The concentration columns a report has: ``folder_share`` (share of the top K from the
+    most common folder), then ``day_share`` where results had EXIF dates."""
+    return tuple(m for m in SHARES if any(key.startswith(f"{m}@") for key in report.metrics))
+
+
 def metric_grid(report: EvalReport, ks: Sequence[int], *, augmented: bool, ann: bool,
                 missing: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per K, one column per metric measured at K: ``k``, recall, hit, precision, map,
     ndcg (recall alone for augmented copies: with one relevant image, the others add nothing),
-    then ``ann_recall`` with ``ann`` (``missing`` where there is no Annoy index)."""
-    names = ("recall",) if augmented else AT_K
+    the concentration shares (:func:`shares`), then ``ann_recall`` with ``ann`` (``missing`` where there is no Annoy index)."""
+    names = (("recall",) if augmented else AT_K) + shares(report)
     rows = []
     for k in ks:
         row: dict[str, Any] = {"k": k, **{m: report.metrics[f"{m}@{k}"] for m in names}}

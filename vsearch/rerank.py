@@ -23,6 +23,8 @@ options for browsing by category: ``--qe 3`` alone, or ``build-index --dba 5`` w
 * :func:`combine_examples`: several positive and negative example vectors -> one query.
 * :func:`path_matcher`: ``--path GLOB``.
 * :func:`dedupe`: collapse near-duplicates among the results to their best-scoring member.
+* :func:`cap_per_key`: at most N results per folder or per capture day (``--max-per-folder``,
+  ``--max-per-day``), so that no album floods the top k; the next best from elsewhere fill in.
 * :func:`mmr`: maximal marginal relevance (Carbonell & Goldstein 1998), for ``--diverse``.
 * :func:`average_query_expansion`: AQE (Chum et al. 2007): re-query with the mean of the query
   and its top-n results.
@@ -33,8 +35,10 @@ options for browsing by category: ``--qe 3`` alone, or ``build-index --dba 5`` w
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -43,6 +47,8 @@ from .errors import VsearchError
 #: Weight of the negatives' mean against the positives' mean (Rocchio's idea, one knob):
 #: 0.5 pushes results away from the negatives without letting a single negative dominate.
 DEFAULT_NEGATIVE_WEIGHT = 0.5
+
+T = TypeVar("T")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -118,6 +124,51 @@ def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
         kept.append(i)
         counts.append(1)
     return np.asarray(kept, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Cap(Generic[T]):
+    """A re-ranking rule: at most ``limit`` results share one value of ``key`` (their folder,
+    their capture day). ``key`` returning None leaves that result uncapped (no date known)."""
+
+    key: Callable[[T], Hashable | None]
+    limit: int
+    option: str = "the cap"  # the flag, for the error message
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise VsearchError(f"{self.option} takes a whole number, 1 or more (got {self.limit!r})")
+
+
+def cap_per_key(items: Sequence[T], caps: Sequence[Cap[T]], k: int | None = None) -> list[T]:
+    """``items`` (ranked best first) with every result that would break a cap left out.
+
+    Greedy in rank order: a result is kept when, for every cap, fewer than ``cap.limit`` kept
+    results share its key; a kept result counts against each cap. So the order is kept and
+    the next best results from other keys fill in. Stops once ``k`` are kept (None: the whole
+    list); fewer than ``k`` come back when ``items`` run out. Keys are asked for only of the
+    results looked at, each cap's only while the earlier ones let the result through (a cheap
+    folder before a date read from the file).
+    """
+    if not caps:
+        return list(items[:k] if k is not None else items)
+    counts: list[dict[Hashable, int]] = [{} for _ in caps]
+    kept: list[T] = []
+    for item in items:
+        if k is not None and len(kept) >= k:
+            break
+        keys: list[Hashable | None] = []
+        for cap, seen in zip(caps, counts):
+            key = cap.key(item)
+            if key is not None and seen.get(key, 0) >= cap.limit:
+                break
+            keys.append(key)
+        else:
+            kept.append(item)
+            for key, seen in zip(keys, counts):
+                if key is not None:
+                    seen[key] = seen.get(key, 0) + 1
+    return kept
 
 
 def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarray:

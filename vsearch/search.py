@@ -4,7 +4,8 @@
                       (query.py: QueryEncoder)
                    -> combine positives and negatives -> [average query expansion]
                    -> exact or Annoy search (Annoy candidates re-scored exactly)
-                   -> filters (exclude, min score, path glob) -> [dedupe] -> [MMR]
+                   -> filters (exclude, min score, path glob) -> [dedupe]
+                   -> [caps: max per folder, max per capture day] -> [MMR]
                    -> drop results whose file is gone since indexing (refilled) -> hits
                    -> [verify: the top N re-ranked by local-feature verification (verify.py)]
 
@@ -20,6 +21,7 @@ negatives and query expansion) and those vectors.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -79,7 +81,10 @@ class Refine:
     ``min_score``: drop results below this cosine. ``path_glob``: keep only matching paths
     (see :func:`rerank.path_matcher`). ``dedupe``: collapse results whose cosine to a better one
     is at least this. ``diverse``: MMR lambda (1 = relevance only). ``expand``: average query
-    expansion over the top-n results (0 = off).
+    expansion over the top-n results (0 = off). ``max_per_folder``: at most this many results
+    from one folder (a result's parent folder); ``max_per_day``: at most this many taken on one
+    day (EXIF DateTimeOriginal, else DateTime; results with no date are not capped). The next
+    best candidates fill in for those left out (:func:`rerank.cap_per_key`).
     """
 
     min_score: float | None = None
@@ -87,6 +92,8 @@ class Refine:
     dedupe: float | None = None
     diverse: float | None = None
     expand: int = 0
+    max_per_folder: int | None = None
+    max_per_day: int | None = None
 
     def __post_init__(self) -> None:
         # NaN compares false with everything: a nan --min-score would silently keep nothing
@@ -99,6 +106,9 @@ class Refine:
             raise VsearchError(f"--diverse takes a number from 0 to 1, not {self.diverse}")
         if self.expand < 0:
             raise VsearchError(f"--qe takes 0 or more results, not {self.expand}")
+        for option, cap in (("--max-per-folder", self.max_per_folder), ("--max-per-day", self.max_per_day)):
+            if cap is not None and (isinstance(cap, bool) or not hasattr(cap, "__index__") or cap < 1):
+                raise VsearchError(f"{option} takes a whole number, 1 or more (got {cap!r})")
 
 
 class Searcher:
@@ -116,6 +126,8 @@ class Searcher:
         self._annoy: nn.AnnoySearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None
+        self._folders: dict[int, str] = {}
+        self._days: dict[int, datetime.date | None] = {}
 
     # --- query vectors (built by the encoder; these two are the usual way in) ----------------
 
@@ -219,10 +231,11 @@ class Searcher:
         drop = {int(r) for r in exclude_rows}
         query = self.expand(vector, refine.expand, mode, drop | {int(r) for r in query_rows})
         keep = self._filter(refine)
+        caps = self.caps(refine)
         gone: list[int] = []
         there: set[int] = set()
         for _ in range(REFILL_ROUNDS + 1):
-            picked = self._pick(query, k, mode, drop | set(gone), refine, keep)
+            picked = self._pick(query, k, mode, drop | set(gone), refine, keep, caps)
             missing = [r for r, _ in picked if r not in there and not self._on_disk(r)]
             there.update(r for r, _ in picked if r not in missing)
             if not missing:
@@ -236,11 +249,12 @@ class Searcher:
         return self.hits([r for r, _ in picked], [s for _, s in picked])
 
     def _pick(self, query: np.ndarray, k: int, mode: SearchMode, drop: set[int], refine: Refine,
-              keep: Callable[[int, float], bool] | None) -> list[tuple[int, float]]:
-        """The top k (row, score) after filters, dedupe and MMR, growing the pool as needed."""
+              keep: Callable[[int, float], bool] | None,
+              caps: Sequence[rerank.Cap[tuple[int, float]]] = ()) -> list[tuple[int, float]]:
+        """The top k (row, score) after filters, dedupe, caps and MMR, growing the pool as needed."""
         count = self.meta.count
         want = max(k, MMR_POOL) if refine.diverse is not None else k
-        plain = keep is None and refine.dedupe is None and refine.diverse is None
+        plain = keep is None and refine.dedupe is None and refine.diverse is None and not caps
         pool = k + len(drop) if plain else max(want * POOL_FACTOR, want + len(drop))
         while True:
             rows, scores = self.neighbours(query, min(pool, count), mode)
@@ -249,6 +263,10 @@ class Searcher:
             if refine.dedupe is not None and picked:
                 kept, _ = rerank.dedupe(self._raw([r for r, _ in picked]), refine.dedupe)
                 picked = [picked[i] for i in kept]
+            if caps:
+                # Before MMR, the whole pool is capped (any subset MMR picks then keeps the caps);
+                # else only as far as the k wanted, so a date is read for few candidates.
+                picked = rerank.cap_per_key(picked, caps, None if refine.diverse is not None else want)
             exhausted = (pool >= count or len(rows) < min(pool, count)
                          or (refine.min_score is not None and len(scores) and scores[-1] < refine.min_score))
             if len(picked) >= want or exhausted:
@@ -258,6 +276,34 @@ class Searcher:
             order = rerank.mmr(query, self._raw([r for r, _ in picked]), k, refine.diverse)
             picked = [picked[i] for i in order]
         return picked[:k]
+
+    def caps(self, refine: Refine) -> list[rerank.Cap[tuple[int, float]]]:
+        """The re-ranking caps ``refine`` asks for, on (row, score) candidates: the folder
+        first (a path look-up), then the capture day (read from the file's header)."""
+        caps: list[rerank.Cap[tuple[int, float]]] = []
+        if refine.max_per_folder is not None:
+            caps.append(rerank.Cap(lambda rs: self.folder(rs[0]), int(refine.max_per_folder), "--max-per-folder"))
+        if refine.max_per_day is not None:
+            caps.append(rerank.Cap(lambda rs: self.capture_day(rs[0]), int(refine.max_per_day), "--max-per-day"))
+        return caps
+
+    def folder(self, row: int) -> str:
+        """A row's folder, as a string: the parent of its absolute path (the index root for
+        files directly in it). A string, not a Path: it is a dictionary key in hot loops."""
+        found = self._folders.get(row)
+        if found is None:
+            # Remembered: a capped evaluation asks again for every candidate of every query.
+            found = self._folders[row] = os.path.dirname(self.path(row))
+        return found
+
+    def capture_day(self, row: int) -> datetime.date | None:
+        """The day a row's photo was taken (EXIF), or None; see :func:`vsearch.images.exif_date`.
+        Remembered per row for this searcher's life (one committed generation)."""
+        if row not in self._days:
+            from .images import exif_date  # Pillow: only --max-per-day pays for it
+
+            self._days[row] = exif_date(self.path(row))
+        return self._days[row]
 
     def _on_disk(self, row: int) -> bool:
         """Whether a row's file is still there. Only "no such file" counts as gone: a file that
