@@ -174,8 +174,8 @@ function groupBox(g) {
     for (const [d, m, nd] of cards) { d.classList.toggle("keeper", m === k); nd.hidden = m === k; }
     trash.textContent = `Trash ${what}`; move.textContent = `Move ${what} to the folder`;
   }
-  update();
   sec.append(h, grid, acts);
+  update();
   return sec;
 }
 async function act(g, k, action) {
