@@ -193,6 +193,9 @@ def test_search_by_upload_then_click_a_result_to_search_by_it(site, page, tmp_pa
     search_by_upload(page, site.url, edited_upload(site.photos, tmp_path), exclude_self=False)
     hits = page.locator(".hit")
     assert ORIGINAL in hits.first.inner_text() or COPY in hits.first.inner_text()
+    # Every thumbnail in view loaded (chelsea.jpg and its copy share one, asked for at once).
+    assert page.evaluate("Array.from(document.querySelectorAll('.hit img')).slice(0, 12)"
+                         ".every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(tmp_path / "serve-search.png"))
     assert (tmp_path / "serve-search.png").stat().st_size > 10_000
     # Click a result that is not the upload's photo: the page searches by it, so it comes first.
