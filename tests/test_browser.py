@@ -31,7 +31,9 @@ pytest.importorskip("starlette", reason="the page needs starlette and uvicorn: p
 pytest.importorskip("uvicorn", reason="the page needs starlette and uvicorn: pip install -e '.[test]'")
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="Playwright is not installed: pip install playwright (in the test extra)")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: The system's Chromium; VSEARCH_CHROMIUM names another build.
+CHROMIUM = (os.environ.get("VSEARCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+            or "/usr/bin/chromium")
 if not Path(CHROMIUM).is_file():
     pytest.skip("Chromium is not installed: apt-get install -y chromium (.ci/run does it first)",
                 allow_module_level=True)
@@ -225,6 +227,12 @@ def test_trash_a_copy_from_the_duplicates_page_then_undo(site, page, tmp_path):
     page.screenshot(path=str(tmp_path / "serve-duplicates.png"))
     group = page.locator(".group").filter(has=page.locator(f'.member[data-path="{COPY}"]'))
     assert group.locator(".member.keeper").get_attribute("data-path") == ORIGINAL  # the suggested keeper
+    # Picking the other member as keeper moves the mark (and its "not a duplicate" button) over.
+    group.locator(f'.member[data-path="{COPY}"] input[type=radio]').check()
+    assert group.locator(".member.keeper").get_attribute("data-path") == COPY
+    assert group.locator(f'.member[data-path="{ORIGINAL}"] button.notdup').is_visible()
+    group.locator(f'.member[data-path="{ORIGINAL}"] input[type=radio]').check()
+    assert group.locator(".member.keeper").get_attribute("data-path") == ORIGINAL
     group.get_by_role("button", name="Trash 1 copy").click()
     sync_api.expect(page.locator("#msg")).to_contain_text("1 file sent to the trash", timeout=WAIT_MS)
     assert not (site.photos / COPY).exists() and (site.photos / ORIGINAL).is_file()
