@@ -315,3 +315,27 @@ def test_choose_keeper_puts_the_chosen_member_first(lib):
     (action,) = index.plan_actions([swapped], trash=True)
     assert action.source == photos / "p2.jpg" and action.keeper == photos / "sub" / "p2_small.png"
 
+
+
+def test_groups_are_found_once_per_commit_and_marks(lib, monkeypatch, tmp_path):
+    """Near duplicates take long to find: the page keeps them until the index commits or a mark is added."""
+    index, photos = lib
+    calls = []
+    real = index.duplicates
+    monkeypatch.setattr(index, "duplicates", lambda *a, **kw: calls.append(kw["level"]) or real(*a, **kw))
+    client = client_for(index)
+    first = groups_of(client)
+    assert groups_of(client) == first and groups_of(client, level="exact") == [] and groups_of(client) == first
+    assert calls == ["near", "exact"]  # back to near: remembered
+    group = group_with(first, "p1.jpg")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert post(client, "/api/duplicates/act", json=act_body(group, "move", move_to=str(dest))).status_code == 200
+    assert calls == ["near", "exact"]  # acted on the remembered groups
+    assert names(groups_of(client)) == [GROUPS[1]] and calls[-1] == "near"  # the commit: found again
+    a, b = group_with(groups_of(client), "p2.jpg")["members"]
+    post(client, "/api/duplicates/not-duplicate",
+         json={"a": {"row": a["row"], "digest": a["digest"]}, "b": {"row": b["row"], "digest": b["digest"]}})
+    assert groups_of(client) == [] and len(calls) == 4  # the mark: found again
+    groups_of(client, fresh="1")
+    assert len(calls) == 5  # the "Find duplicates" button looks again anyway

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from ..api import DuplicateGroup, choose_keeper
 from ..errors import VsearchError
+from ..store import MARKS_FILE, META_FILE
 from .common import error, read_json, whole_number
 
 #: Groups sent to the page at most (largest first); the answer says how many there are.
@@ -59,13 +60,15 @@ def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Cal
     wrapper); ``guarded`` adds the app's POST checks (CSRF token, same origin) and error answers."""
     index = api.index
 
-    def groups_now(query: GroupQuery) -> list[DuplicateGroup]:
-        with api.lock:
-            return query.find(index)
+    found = FoundGroups(Path(index.index_dir))
+
+    def groups_now(query: GroupQuery, fresh: bool) -> list[DuplicateGroup]:
+        with api.lock:  # the near level can take a while; searches wait (the Index is not thread-safe)
+            return found.get(query, index, fresh=fresh)
 
     def act_now(query: GroupQuery, shown: list[Member], keeper_row: int, move_to: Path | None) -> Any:
         with api.lock:
-            group = _the_group(query.find(index), shown)
+            group = _the_group(found.get(query, index), shown)
             keeper = next((m for m in group if m.row == keeper_row), None)
             if keeper is None:
                 raise VsearchError(f"the keeper (row {keeper_row}) is not a member of this group")
@@ -83,10 +86,11 @@ def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Cal
 
     async def groups(request: Request) -> Response:
         query = _group_query(request.query_params)
-        found = await run_in_threadpool(groups_now, query)
+        fresh = request.query_params.get("fresh", "") in ("1", "true")
+        groups = await run_in_threadpool(groups_now, query, fresh)
         root = Path(index.root)
         return JSONResponse({"level": query.level, "keep": query.keep, "threshold": query.threshold,
-                             "total": len(found), "groups": [_group_json(g, root) for g in found[:MAX_GROUPS]]})
+                             "total": len(groups), "groups": [_group_json(g, root) for g in groups[:MAX_GROUPS]]})
 
     async def act(request: Request) -> Response:
         body = await read_json(request)
@@ -129,6 +133,52 @@ def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Cal
         Route("/api/duplicates/not-duplicate", guarded(not_duplicate), methods=["POST"]),
         Route("/api/undo", guarded(undo), methods=["POST"]),
     ]
+
+
+# --- the groups, found once per commit ----------------------------------------------------------
+
+
+class FoundGroups:
+    """The groups last found for each :class:`GroupQuery`, kept while the index folder's commit
+    record (``meta.json``) and not-duplicate marks (``marks.jsonl``) stay the same file.
+
+    Finding near duplicates verifies every shortlisted pair (about 45 s for 1,360 photos here),
+    so switching the level back, or acting on a group, must not find them all again. A commit
+    (an action here, a build or ``vsearch duplicates --yes`` elsewhere) or a new mark replaces
+    those files, and the next request finds the groups again. A file changed on disk without a
+    commit is caught by :meth:`Index.apply_actions`, which checks every copy before touching any.
+    """
+
+    #: Queries remembered (level x keep rule fits; thresholds vary).
+    KEPT = 12
+
+    def __init__(self, index_dir: Path) -> None:
+        self.index_dir = index_dir
+        self.found: dict[GroupQuery, tuple[tuple[Any, ...], list[DuplicateGroup]]] = {}
+
+    def stamp(self) -> tuple[Any, ...]:
+        """What identifies the index's commit and marks now (inode, size, mtime of each file)."""
+        parts: list[Any] = []
+        for name in (META_FILE, MARKS_FILE):
+            try:
+                st = (self.index_dir / name).stat()
+                parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                parts.append(None)
+        return tuple(parts)
+
+    def get(self, query: GroupQuery, index: Any, *, fresh: bool = False) -> list[DuplicateGroup]:
+        """The groups for ``query``: remembered, unless the stamp changed or ``fresh``."""
+        stamp = self.stamp()  # before finding: a commit meanwhile makes the next call find again
+        kept = self.found.get(query)
+        if kept is not None and kept[0] == stamp and not fresh:
+            return kept[1]
+        groups = query.find(index)
+        self.found = {q: v for q, v in self.found.items() if v[0] == stamp and q != query}
+        while len(self.found) >= self.KEPT:
+            del self.found[next(iter(self.found))]
+        self.found[query] = (stamp, groups)
+        return groups
 
 
 # --- the group a request names ---------------------------------------------------------------

@@ -128,9 +128,10 @@ async function post(url, body) {
                               headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF}});
   return [r.ok, await r.json()];
 }
-async function load() {
+async function load(fresh) {
   $("groups").textContent = "finding duplicates..."; $("count").textContent = "";
-  const r = await fetch("/api/duplicates?" + query()), data = await r.json();
+  const p = query(); if (fresh === true) p.set("fresh", "1");
+  const r = await fetch("/api/duplicates?" + p), data = await r.json();
   $("groups").textContent = "";
   if (!r.ok) { say(data.error, true); return; }
   shown = data;
@@ -196,8 +197,8 @@ $("undo").onclick = async () => {
   const [ok, data] = await post("/api/undo", {});
   say(ok ? data.message : data.error, !ok); if (ok) await load();
 };
-$("find").onclick = load;
-for (const id of ["level", "keep"]) $(id).onchange = load;
+$("find").onclick = () => load(true);  // look again, even if the index did not change
+for (const id of ["level", "keep"]) $(id).onchange = () => load();
 load();
 </script></body></html>
 """.replace("{{NAV}}", NAV)
