@@ -34,6 +34,10 @@ MAX_GROUPS = 500
 MAX_MEMBERS = 10_000
 
 
+class StaleGroup(Exception):
+    """What the page showed is not what the index holds now (answered 409, nothing done)."""
+
+
 @dataclass(frozen=True)
 class GroupQuery:
     """How the groups were found: ``Index.duplicates``'s level, keep rule and threshold."""
@@ -102,7 +106,7 @@ def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Cal
         keeper = whole_number(body.get("keeper"), "keeper")
         try:
             done = await run_in_threadpool(act_now, _group_query(body), shown, keeper, move_to)
-        except LookupError:
+        except StaleGroup:
             return _stale()
         count = done.moved + done.trashed
         files = f"{count} file{'s' if count != 1 else ''}"
@@ -117,7 +121,7 @@ def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Cal
             raise VsearchError("a and b are the same image")
         try:
             await run_in_threadpool(mark_now, a, b)
-        except LookupError:
+        except StaleGroup:
             return _stale()
         return JSONResponse({"recorded": True})
 
@@ -185,23 +189,23 @@ class FoundGroups:
 
 
 def _the_group(groups: list[DuplicateGroup], shown: list[Member]) -> DuplicateGroup:
-    """The group whose members are exactly ``shown``; LookupError (409) when none is any more."""
+    """The group whose members are exactly ``shown``; :class:`StaleGroup` (409) when none is any more."""
     wanted = {(m.row, m.digest) for m in shown}
     for group in groups:
         if {(m.row, m.digest) for m in group} == wanted:
             return group
-    raise LookupError("stale group")
+    raise StaleGroup("stale group")
 
 
 def _file_of(api: Any, member: Member) -> Path:
-    """The indexed file the page showed as ``member``; LookupError (409) when the row now holds
-    another file or none."""
+    """The indexed file the page showed as ``member``; :class:`StaleGroup` (409) when the row now
+    holds another file or none."""
     try:
         path, digest = api.row_file(member.row)
     except LookupError:
-        raise LookupError("stale row") from None
+        raise StaleGroup("stale row") from None
     if digest != member.digest:
-        raise LookupError("stale row")
+        raise StaleGroup("stale row")
     return path
 
 
