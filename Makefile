@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vsearch evaluate --groups sample_images/groups.csv --index-dir $(DEMO_INDEX)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 # The edit-test loop: everything but the tests that load the real default model (marked slow).
 test-fast: $(STAMP)

@@ -349,6 +349,7 @@ with vsearch.open_index({index!r}, device="cpu") as index:
     assert resp.status_code == 200, resp.text
     assert client.get("/api/search", params={{"row": 0}}).status_code == 200
     assert client.get("/thumb/0").status_code == 200
+    assert client.get("/api/duplicates").status_code == 200  # the near level verifies with OpenCV, not torch
     print(before, "torch" in sys.modules, "onnxruntime" in sys.modules, resp.json()["results"][0]["path"])
 """
 
@@ -464,3 +465,27 @@ def test_an_upload_never_lands_in_the_photo_folder_even_when_tmpdir_is_there(ind
     assert resp.status_code == 200, resp.text
     assert seen and not seen[0].resolve().is_relative_to(photos.resolve())
     assert not list(photos.glob("vsearch-upload-*")) and not list(index.index_dir.glob("vsearch-upload-*"))
+
+
+def test_thumbnails_of_one_digest_made_at_once_all_succeed(tmp_path):
+    """Two indexed files with the same bytes share one thumbnail: the page asks for both at once."""
+    import threading
+
+    image = make_photo(tmp_path / "p.jpg", size=(1600, 1200))
+    (tmp_path / "idx").mkdir()
+    cache = ThumbCache(tmp_path / "idx")
+    barrier, got, errors = threading.Barrier(8), [], []
+
+    def fetch():
+        barrier.wait()
+        try:
+            got.append(cache.get(image, "same-digest"))
+        except Exception as exc:  # noqa: BLE001 - the test reports any failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(got) == 8 and len(set(got)) == 1

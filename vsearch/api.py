@@ -19,6 +19,7 @@ imports numpy through the library, which a caller pays for only once it uses the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -57,6 +58,7 @@ __all__ = [
     "UndoLog",
     "UndoResult",
     "build_index",
+    "choose_keeper",
     "default_index_dir",
     "log_click",
     "log_impressions",
@@ -75,6 +77,25 @@ def _index_dir(index_dir: PathLike | None) -> Path:
 
 
 # --- records ---------------------------------------------------------------------------------
+
+
+def choose_keeper(group: DuplicateGroup, keeper: PathLike) -> DuplicateGroup:
+    """``group`` with the member at path ``keeper`` as the copy to keep, instead of the one the
+    keep rule suggested: what a person picks on the duplicates page, before
+    :meth:`Index.plan_actions`. The new keeper comes first (score 1.0, the group's level); the
+    old one takes the new keeper's level and cosine (the tie between the two is symmetric); the
+    other members keep theirs, which were measured against the old keeper. Raises
+    :class:`VsearchError` when no member has that path."""
+    chosen = Path(keeper)
+    pick = next((m for m in group.members if m.path == chosen), None)
+    if pick is None:
+        raise VsearchError(f"{chosen} is not in duplicate group {group.number}")
+    if pick.keeper:
+        return group
+    old = group.keeper
+    first = dataclasses.replace(pick, keeper=True, level=group.level, score=1.0)
+    second = dataclasses.replace(old, keeper=False, level=pick.level, score=pick.score)
+    return DuplicateGroup((first, second, *(m for m in group.copies if m is not pick)))
 
 
 # --- building --------------------------------------------------------------------------------

@@ -762,6 +762,8 @@ def serve(
     """Serve a local web page to search the index: by an uploaded photo, a result, or text (CLIP).
 
     Results can be marked relevant / not relevant (read them back with `vsearch judgments`).
+
+    /duplicates reviews the groups of `vsearch duplicates`; its trash and move use the undo log.
     """
     try:
         from .serve import app as web

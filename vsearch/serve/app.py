@@ -1,12 +1,15 @@
-"""The Starlette app behind ``vsearch serve``: a search page and the JSON it calls.
+"""The Starlette app behind ``vsearch serve``: a search page, a duplicates page (``dupes.py``)
+and the JSON they call.
 
 It holds no search logic: every answer is a call on one open :class:`vsearch.api.Index`
 (opened once by the caller and kept). Security, since it serves files from disk:
 
 * files are named by index row only, never by a path from the request; a row whose file is
   gone, or which resolves (through a symlink) outside the indexed root, is a 404;
-* POSTs need the page's CSRF token (``X-CSRF-Token``, matching the session cookie) and an
-  ``Origin`` (or ``Referer``) naming this server;
+* POSTs (every change: judgments, logs, moving or trashing copies, undo) need the page's CSRF
+  token (``X-CSRF-Token``, matching the session cookie) and an ``Origin`` (or ``Referer``)
+  naming this server;
+* files change only through the library's undo-logged actions, on groups the library found;
 * an upload is capped in bytes (read as a stream, refused past the cap) and in pixels, decoded
   by the same safe decoder as indexing, from a temporary file outside the photo folder;
 * a query embeds through the index's own model, which on the CPU is its exported ONNX file.
@@ -37,7 +40,11 @@ from .. import clicks
 from ..errors import VsearchError
 from ..judgments import record_judgment
 from ..store import file_digest
-from .page import PAGE
+from .common import error as _error
+from .common import read_json as _json
+from .common import whole_number as _int
+from .dupes import duplicate_routes
+from .page import DUPLICATES_PAGE, SEARCH_PAGE
 from .thumbs import ThumbCache
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_UPLOAD_PIXELS", "DEFAULT_PORT",
@@ -80,7 +87,8 @@ def check_host(host: str, allow_remote: bool) -> str | None:
         raise VsearchError(f"--host {host} would let other machines reach your photos; "
                            "add --allow-remote if that is what you want (default: 127.0.0.1, this machine only)")
     return (f"warning: serving on {host}: anyone who can reach this machine on the network can search your "
-            "photos and see them, and record judgments; there is no login and no TLS")
+            "photos and see them, record judgments, and move duplicates to the trash or to a folder; "
+            "there is no login and no TLS")
 
 
 class _Api:
@@ -143,17 +151,20 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                 return _error(400, str(exc))
         return run
 
-    async def page(request: Request) -> Response:
-        token = request.cookies.get(CSRF_COOKIE)
-        if token not in tokens:
-            token = secrets.token_urlsafe(32)
-            tokens[token] = None
-            while len(tokens) > MAX_SESSIONS:
-                del tokens[next(iter(tokens))]
-        html = PAGE.replace("{{CSRF}}", token).replace("{{TEXT}}", "true" if index.text_search else "false")
-        response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
-        return response
+    def page_of(template: str) -> Callable[[Request], Any]:
+        """A page handler: the HTML with this session's CSRF token (made on the first visit)."""
+        async def page(request: Request) -> Response:
+            token = request.cookies.get(CSRF_COOKIE)
+            if token not in tokens:
+                token = secrets.token_urlsafe(32)
+                tokens[token] = None
+                while len(tokens) > MAX_SESSIONS:
+                    del tokens[next(iter(tokens))]
+            html = template.replace("{{CSRF}}", token).replace("{{TEXT}}", "true" if index.text_search else "false")
+            response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
+            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+            return response
+        return page
 
     async def info(request: Request) -> Response:
         return JSONResponse({"model": index.model, "count": index.count, "text_search": index.text_search,
@@ -256,7 +267,9 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         return JSONResponse({"logged": logged})
 
     routes = [
-        Route("/", page),
+        Route("/", page_of(SEARCH_PAGE)),
+        Route("/duplicates", page_of(DUPLICATES_PAGE)),
+        *duplicate_routes(api, guarded),
         Route("/api/info", guarded(info)),
         Route("/api/search", guarded(search_get), methods=["GET"]),
         Route("/api/search", guarded(search_upload), methods=["POST"]),
@@ -293,10 +306,6 @@ class _HostCheck:
 
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 def _too_large(cap: int) -> JSONResponse:
     return _error(413, f"the upload is larger than the limit of {cap // (1024 * 1024)} MiB ({cap:,} bytes)")
 
@@ -316,15 +325,6 @@ def _refuse_post(request: Request, tokens: dict[str, None]) -> Response | None:
     return None
 
 
-def _int(value: Any, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise VsearchError(f"{name} must be a whole number (got {value!r})") from None
-
-
 def _options(params: Any) -> dict[str, Any]:
     """The query options the page offers: k, exclude_self, path (glob), diverse."""
     k = _int(params.get("k", 20), "k")
@@ -339,21 +339,6 @@ def _options(params: Any) -> dict[str, Any]:
         except ValueError:
             raise VsearchError(f"diverse must be a number between 0 and 1 (got {params['diverse']!r})") from None
     return options
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    import json
-
-    body = await request.body()
-    if len(body) > 1024 * 1024:
-        raise VsearchError("request body too large")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise VsearchError("the request body must be JSON") from None
-    if not isinstance(data, dict):
-        raise VsearchError("the request body must be a JSON object")
-    return data
 
 
 def _pixels(data: bytes) -> int | None:

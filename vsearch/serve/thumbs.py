@@ -4,12 +4,17 @@ A thumbnail is keyed by its image's content digest and size, so a renamed photo 
 thumbnail and an edited one gets a new one. The cache is capped in bytes: after a write that
 takes it over the cap, the least recently used files (by modification time, which a hit
 refreshes) go until it is under 80 % of the cap.
+
+The page asks for many thumbnails at once, from several threads, and two indexed files with the
+same bytes share one thumbnail: one thread makes a given thumbnail while the others wait for it
+(the atomic write's temporary name is per process, so two writers of one file would collide).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from .. import atomic
@@ -27,6 +32,8 @@ class ThumbCache:
         self.folder = Path(index_dir) / THUMBS_DIR
         self.cap_bytes = cap_bytes
         self.side = side
+        self._guard = threading.Lock()  # over _making, and over trimming
+        self._making: dict[str, threading.Lock] = {}  # thumbnail name -> its maker's lock
 
     def get(self, image: Path, digest: str) -> bytes:
         """The JPEG thumbnail of ``image`` (whose content digest is ``digest``), made if missing.
@@ -34,18 +41,20 @@ class ThumbCache:
         Raises :class:`~vsearch.errors.VsearchError` when the image cannot be decoded.
         """
         path = self.folder / f"{digest}-{self.side}.jpg"
-        try:
-            data = path.read_bytes()
-        except OSError:
-            data = None
+        data = _read(path)
         if data:
-            with contextlib.suppress(OSError):
-                os.utime(path)  # a hit counts as a use
             return data
-        data = self._make(image)
-        self.folder.mkdir(exist_ok=True)
-        atomic.write_bytes(path, data)
-        self._trim()
+        with self._guard:
+            making = self._making.setdefault(path.name, threading.Lock())
+        with making:
+            data = _read(path)  # made by the thread this one waited for
+            if not data:
+                data = self._make(image)
+                self.folder.mkdir(exist_ok=True)
+                atomic.write_bytes(path, data)
+        with self._guard:
+            self._making.pop(path.name, None)  # a later miss finds the file (or makes it again)
+            self._trim()
         return data
 
     def _make(self, image: Path) -> bytes:
@@ -56,7 +65,11 @@ class ThumbCache:
         return sum(e.stat().st_size for e in _entries(self.folder))
 
     def _trim(self) -> None:
-        entries = [(e.stat().st_mtime_ns, e.stat().st_size, Path(e.path)) for e in _entries(self.folder)]
+        entries = []
+        for e in _entries(self.folder):
+            with contextlib.suppress(OSError):  # gone meanwhile (another process trimming)
+                st = e.stat()
+                entries.append((st.st_mtime_ns, st.st_size, Path(e.path)))
         total = sum(size for _, size, _ in entries)
         if total <= self.cap_bytes:
             return
@@ -74,3 +87,15 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
             return [e for e in it if e.is_file() and e.name.endswith(".jpg")]
     except OSError:
         return []
+
+
+def _read(path: Path) -> bytes | None:
+    """A cached thumbnail's bytes (its use noted), or None when there is none."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if data:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # a hit counts as a use
+    return data or None

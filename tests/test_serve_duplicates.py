@@ -1,0 +1,341 @@
+"""The duplicates page of ``vsearch serve`` (TestClient): groups from the library, a keeper a person
+picks, "not a duplicate", moving or trashing the copies through the undo-logged actions, undo,
+and the guards on every POST that changes files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+import vsearch  # noqa: E402
+from tests.conftest import make_photo  # noqa: E402
+from tests.helpers import cli, ok  # noqa: E402
+from tests.test_actions import index_rows, tree_bytes  # noqa: E402
+from tests.test_serve import client_for, post  # noqa: E402
+from vsearch.api import choose_keeper  # noqa: E402
+from vsearch.errors import VsearchError  # noqa: E402
+
+#: The groups of the fixture: a re-encoded copy of p1 and a half-size PNG of p2 (as tests/test_actions.py).
+GROUPS = [["p1.jpg", "p1_copy.jpg"], ["p2.jpg", "sub/p2_small.png"]]
+FIND = {"threshold": "0.98"}
+
+
+@pytest.fixture
+def lib(tmp_path, fake_model):
+    """(index, photos): eight distinct photos and two planted copies, indexed with the fake model."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i in range(8):
+        make_photo(photos / f"p{i}.jpg", seed=i)
+    Image.open(photos / "p1.jpg").save(photos / "p1_copy.jpg", quality=60)
+    Image.open(photos / "p2.jpg").resize((160, 120)).save(photos / "sub" / "p2_small.png")
+    index = vsearch.build_index(photos, index_dir=tmp_path / "idx", model="fake")
+    yield index, photos
+    index.close()
+
+
+@pytest.fixture
+def trash(tmp_path, monkeypatch) -> Path:
+    """The freedesktop home trash, in tmp (send2trash's module copy of XDG_DATA_HOME too)."""
+    from send2trash import plat_other
+
+    home, data = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir(exist_ok=True)
+    data.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(data))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(data / "Trash"))
+    monkeypatch.setattr(plat_other, "HOMETRASH", str(data / "Trash"))
+    return data / "Trash"
+
+
+def groups_of(client, **params) -> list[dict]:
+    resp = client.get("/api/duplicates", params={**FIND, **params})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["groups"]
+
+
+def names(groups: list[dict]) -> list[list[str]]:
+    return sorted(sorted(m["path"] for m in g["members"]) for g in groups)
+
+
+def group_with(groups: list[dict], path: str) -> dict:
+    return next(g for g in groups if any(m["path"] == path for m in g["members"]))
+
+
+def act_body(group: dict, action: str, keeper: str | None = None, **extra) -> dict:
+    """What the page posts to act on ``group`` (keeping the member at path ``keeper``, default the suggested)."""
+    chosen = next(m for m in group["members"] if (m["path"] == keeper if keeper else m["keeper"]))
+    return {"level": "near", "keep": "default", "threshold": 0.98, "action": action, "keeper": chosen["row"],
+            "members": [{"row": m["row"], "digest": m["digest"]} for m in group["members"]], **extra}
+
+
+# --- the groups ------------------------------------------------------------------------------
+
+
+def test_the_page_lists_the_groups_with_keeper_size_pixels_level_and_thumbnail(lib):
+    index, photos = lib
+    client = client_for(index)
+    page = client.get("/duplicates")
+    assert page.status_code == 200 and client.token in page.text and 'href="/"' in page.text
+    assert 'href="/duplicates"' in client.get("/").text  # the search page links to it
+    groups = groups_of(client)
+    assert names(groups) == GROUPS
+    p2 = group_with(groups, "p2.jpg")
+    keeper, copy = p2["members"]
+    assert (keeper["keeper"], keeper["path"], copy["keeper"], copy["path"]) == (True, "p2.jpg", False, "sub/p2_small.png")
+    assert (keeper["pixels"], copy["pixels"]) == (320 * 240, 160 * 120)
+    assert copy["bytes"] == (photos / "sub" / "p2_small.png").stat().st_size and copy["format"] == "PNG"
+    assert copy["level"] == "near" and 0.98 <= copy["score"] <= 1
+    thumb = client.get(copy["thumb"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert client.get(copy["image"]).content == (photos / "sub" / "p2_small.png").read_bytes()
+
+
+def test_level_and_keep_rule_selectors(lib):
+    index, photos = lib
+    client = client_for(index)
+    assert groups_of(client, level="exact") == []  # no byte-identical files
+    (photos / "p5_again.jpg").write_bytes((photos / "p5.jpg").read_bytes())
+    with vsearch.build_index(photos, index_dir=index.index_dir, model="fake"):
+        pass
+    exact = groups_of(client, level="exact")
+    assert names(exact) == [["p5.jpg", "p5_again.jpg"]] and exact[0]["level"] == "exact"
+    newest = group_with(groups_of(client, keep="newest"), "p2.jpg")
+    assert newest["members"][0]["path"] == "sub/p2_small.png" and newest["members"][0]["keeper"]
+    for bad, word in (({"level": "close"}, "level"), ({"keep": "best"}, "keep"), ({"threshold": "x"}, "threshold")):
+        resp = client.get("/api/duplicates", params=bad)
+        assert resp.status_code == 400 and word in resp.json()["error"]
+
+
+# --- guards ----------------------------------------------------------------------------------
+
+ENDPOINTS = ["/api/duplicates/act", "/api/duplicates/not-duplicate", "/api/undo"]
+
+
+def _body(url: str, groups: list[dict], dest: Path) -> dict:
+    group = group_with(groups, "p1.jpg")
+    if url.endswith("act"):
+        return act_body(group, "move", move_to=str(dest))
+    if url.endswith("not-duplicate"):
+        a, b = group["members"]
+        return {"a": {"row": a["row"], "digest": a["digest"]}, "b": {"row": b["row"], "digest": b["digest"]}}
+    return {}
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+@pytest.mark.parametrize("token", ["", "wrong"])
+def test_a_change_without_the_right_csrf_token_is_403_and_changes_nothing(lib, tmp_path, url, token):
+    index, photos = lib
+    client = client_for(index)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    ok_body = _body(url, groups_of(client), dest)
+    before = tree_bytes(photos, index.index_dir, dest)
+    resp = post(client, url, token=token, json=ok_body)
+    assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
+    assert tree_bytes(photos, index.index_dir, dest) == before
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:9999", None])
+def test_a_cross_origin_change_is_403_and_changes_nothing(lib, tmp_path, url, origin):
+    index, photos = lib
+    client = client_for(index)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    ok_body = _body(url, groups_of(client), dest)
+    before = tree_bytes(photos, index.index_dir, dest)
+    resp = post(client, url, origin=origin, json=ok_body)
+    assert resp.status_code == 403 and "cross-origin" in resp.json()["error"]
+    assert tree_bytes(photos, index.index_dir, dest) == before
+
+
+def test_changes_need_post(lib):
+    index, _ = lib
+    client = client_for(index)
+    for url in ENDPOINTS:
+        assert client.get(url).status_code == 405
+
+
+# --- moving, the keeper, undo ------------------------------------------------------------------
+
+
+def test_move_then_undo_restores_every_byte_and_the_index_rows(lib, tmp_path, fake_model):
+    index, photos = lib
+    client = client_for(index)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    files, rows, calls = tree_bytes(photos), index_rows(index.index_dir), fake_model.calls
+    group = group_with(groups_of(client), "p2.jpg")
+    resp = post(client, "/api/duplicates/act", json=act_body(group, "move", move_to=str(dest)))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["moved"] == 1 and "1 file moved to" in resp.json()["message"]
+    assert not (photos / "sub" / "p2_small.png").exists()
+    assert (dest / "sub" / "p2_small.png").read_bytes() == files[str(photos / "sub" / "p2_small.png")]
+    assert names(groups_of(client)) == [GROUPS[0]]  # the index followed the move
+    assert "sub/p2_small.png" not in index_rows(index.index_dir)
+    # The same undo log as the CLI's: `vsearch undo` would reverse it too.
+    (log,) = (index.index_dir / "undo").iterdir()
+    assert resp.json()["log"] == str(log) and json.loads(log.read_text().splitlines()[0])["format"] == "vsearch-undo"
+
+    undone = post(client, "/api/undo", json={})
+    assert undone.status_code == 200 and undone.json()["restored"] == 1
+    assert tree_bytes(photos) == files and not [p for p in dest.rglob("*") if p.is_file()]
+    assert index_rows(index.index_dir) == rows and fake_model.calls == calls  # nothing embedded
+    assert names(groups_of(client)) == GROUPS
+    again = post(client, "/api/undo", json={})
+    assert again.status_code == 400 and "nothing to undo" in again.json()["error"]
+
+
+def test_a_keeper_the_person_picks_stays_and_the_suggested_one_moves(lib, tmp_path):
+    index, photos = lib
+    client = client_for(index)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    group = group_with(groups_of(client), "p1.jpg")
+    assert group["members"][0]["path"] == "p1.jpg"  # suggested: the larger file
+    resp = post(client, "/api/duplicates/act", json=act_body(group, "move", keeper="p1_copy.jpg", move_to=str(dest)))
+    assert resp.status_code == 200, resp.text
+    assert (photos / "p1_copy.jpg").exists() and not (photos / "p1.jpg").exists() and (dest / "p1.jpg").is_file()
+
+
+def test_a_keeper_outside_the_group_is_refused(lib, tmp_path):
+    index, photos = lib
+    client = client_for(index)
+    groups = groups_of(client)
+    body = act_body(group_with(groups, "p1.jpg"), "trash")
+    body["keeper"] = group_with(groups, "p2.jpg")["members"][0]["row"]
+    before = tree_bytes(photos)
+    resp = post(client, "/api/duplicates/act", json=body)
+    assert resp.status_code == 400 and "keeper" in resp.json()["error"]
+    assert tree_bytes(photos) == before
+
+
+def test_a_group_that_changed_since_the_page_showed_it_is_409(lib, tmp_path):
+    index, photos = lib
+    client = client_for(index)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    group = group_with(groups_of(client), "p1.jpg")
+    forged = act_body(group, "move", move_to=str(dest))
+    forged["members"].append({"row": 0, "digest": "0" * 32})  # a member the group does not have
+    before = tree_bytes(photos)
+    resp = post(client, "/api/duplicates/act", json=forged)
+    assert resp.status_code == 409 and "changed" in resp.json()["error"]
+    assert tree_bytes(photos) == before
+
+
+def test_trash_then_undo(lib, trash, fake_model):
+    index, photos = lib
+    client = client_for(index)
+    files, rows, calls = tree_bytes(photos), index_rows(index.index_dir), fake_model.calls
+    group = group_with(groups_of(client), "p1.jpg")
+    resp = post(client, "/api/duplicates/act", json=act_body(group, "trash"))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["trashed"] == 1 and "sent to the trash" in resp.json()["message"]
+    assert not (photos / "p1_copy.jpg").exists()
+    assert [p.name for p in (trash / "files").iterdir()] == ["p1_copy.jpg"]
+    assert post(client, "/api/undo", json={}).status_code == 200
+    assert tree_bytes(photos) == files and index_rows(index.index_dir) == rows and fake_model.calls == calls
+    assert not list((trash / "files").iterdir())
+
+
+@pytest.mark.parametrize("where", ["index", "indexsub", "file", "missing", "relative", "empty", "root-parent"])
+def test_bad_move_folders_are_refused_and_change_nothing(lib, tmp_path, where):
+    index, photos = lib
+    client = client_for(index)
+    (index.index_dir / "sub").mkdir()
+    folder = {"index": str(index.index_dir), "indexsub": str(index.index_dir / "sub"),
+              "file": str(photos / "p3.jpg"), "missing": str(tmp_path / "nowhere"), "relative": "dest",
+              "empty": "  ", "root-parent": str(tmp_path)}[where]
+    group = group_with(groups_of(client), "p1.jpg")
+    before = tree_bytes(photos, index.index_dir)
+    resp = post(client, "/api/duplicates/act", json=act_body(group, "move", move_to=folder))
+    assert resp.status_code == 400, resp.text
+    message = resp.json()["error"]
+    expected = {"index": "index folder", "indexsub": "index folder", "file": "is a file", "missing": "does not exist",
+                "relative": "full path", "empty": "type the folder", "root-parent": "holds the indexed folder"}[where]
+    assert expected in message
+    assert tree_bytes(photos, index.index_dir) == before
+
+
+def test_bad_action_bodies_are_400(lib):
+    index, _ = lib
+    client = client_for(index)
+    group = group_with(groups_of(client), "p1.jpg")
+    for body, word in (({**act_body(group, "trash"), "action": "delete"}, "action"),
+                       ({**act_body(group, "trash"), "members": "all"}, "members"),
+                       ({**act_body(group, "trash"), "keeper": "x"}, "keeper")):
+        resp = post(client, "/api/duplicates/act", json=body)
+        assert resp.status_code == 400 and word in resp.json()["error"]
+
+
+# --- not a duplicate -------------------------------------------------------------------------
+
+
+def test_not_a_duplicate_is_recorded_and_the_groups_reload_without_the_pair(lib):
+    index, photos = lib
+    client = client_for(index)
+    a, b = group_with(groups_of(client), "p1.jpg")["members"]
+    resp = post(client, "/api/duplicates/not-duplicate",
+                json={"a": {"row": a["row"], "digest": a["digest"]}, "b": {"row": b["row"], "digest": b["digest"]}})
+    assert resp.status_code == 200 and resp.json() == {"recorded": True}
+    assert names(groups_of(client)) == [GROUPS[1]]
+    # The library's own record: the CLI keeps them apart as well.
+    listed = json.loads(ok(cli("duplicates", "--index-dir", index.index_dir, "--threshold", "0.98", "-f", "json",
+                               "-q")).stdout)
+    assert {Path(m["path"]).name for m in listed} == {"p2.jpg", "p2_small.png"}
+    stale = post(client, "/api/duplicates/not-duplicate",
+                 json={"a": {"row": a["row"], "digest": "0" * 32}, "b": {"row": b["row"], "digest": b["digest"]}})
+    assert stale.status_code == 409
+
+
+# --- the library function the page needs --------------------------------------------------------
+
+
+def test_choose_keeper_puts_the_chosen_member_first(lib):
+    index, photos = lib
+    (group,) = [g for g in index.duplicates(0.98) if g.keeper.path.name == "p2.jpg"]
+    swapped = choose_keeper(group, photos / "sub" / "p2_small.png")
+    assert [m.path.name for m in swapped] == ["p2_small.png", "p2.jpg"]
+    assert [m.keeper for m in swapped] == [True, False]
+    assert swapped.members[1].score == group.members[1].score and swapped.keeper.score == 1.0
+    assert choose_keeper(group, photos / "p2.jpg") is group
+    with pytest.raises(VsearchError, match="not in duplicate group"):
+        choose_keeper(group, photos / "p1.jpg")
+    (action,) = index.plan_actions([swapped], trash=True)
+    assert action.source == photos / "p2.jpg" and action.keeper == photos / "sub" / "p2_small.png"
+
+
+
+def test_groups_are_found_once_per_commit_and_marks(lib, monkeypatch, tmp_path):
+    """Near duplicates take long to find: the page keeps them until the index commits or a mark is added."""
+    index, photos = lib
+    calls = []
+    real = index.duplicates
+    monkeypatch.setattr(index, "duplicates", lambda *a, **kw: calls.append(kw["level"]) or real(*a, **kw))
+    client = client_for(index)
+    first = groups_of(client)
+    assert groups_of(client) == first and groups_of(client, level="exact") == [] and groups_of(client) == first
+    assert calls == ["near", "exact"]  # back to near: remembered
+    group = group_with(first, "p1.jpg")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert post(client, "/api/duplicates/act", json=act_body(group, "move", move_to=str(dest))).status_code == 200
+    assert calls == ["near", "exact"]  # acted on the remembered groups
+    assert names(groups_of(client)) == [GROUPS[1]] and calls[-1] == "near"  # the commit: found again
+    a, b = group_with(groups_of(client), "p2.jpg")["members"]
+    post(client, "/api/duplicates/not-duplicate",
+         json={"a": {"row": a["row"], "digest": a["digest"]}, "b": {"row": b["row"], "digest": b["digest"]}})
+    assert groups_of(client) == [] and len(calls) == 4  # the mark: found again
+    groups_of(client, fresh="1")
+    assert len(calls) == 5  # the "Find duplicates" button looks again anyway
