@@ -36,6 +36,8 @@ from .options import (
     OutputFormat,
     Quiet,
     Rebuild,
+    Refit,
+    Vectors,
     Workers,
 )
 from .render import EvalFormat, Format
@@ -197,10 +199,13 @@ def build_index(
              "right less often (MRR 0.941 to 0.922), and scores become similarities to the averaged vectors.")] = 0,
     exclude: Exclude = None,
     rebuild: Rebuild = False,
+    vectors: Vectors = None,
+    refit: Refit = False,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     with _build(folder, index_dir, quiet=quiet, trees=trees, dba=dba, model=model, batch_size=batch_size,
-                workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild) as index:
+                workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild,
+                vectors=vectors, refit=refit) as index:
         if not quiet:
             render.index_summary(index.summary, index.index_dir, ann=index.meta.ann)
 

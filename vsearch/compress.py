@@ -57,20 +57,22 @@ class VectorFormat:
         """Whether this format has a search copy (everything but fp32)."""
         return self.kind != "fp32"
 
-    def check(self, model_dim: int, count: int) -> None:
+    def check(self, model_dim: int, count: int | None = None) -> None:
         """Refuse a PCA that cannot be fitted: D not below the model's dimension, or above
-        the number of vectors."""
+        the number of vectors (``count``; None: not known yet)."""
         if self.kind != "pca" or self.dim is None:
             return
         if self.dim >= model_dim:
             raise VsearchError(f"--vectors {self.name}: {self.dim} dimensions is not fewer than the model's "
                                f"{model_dim}; choose a smaller D, or fp32/fp16")
-        if self.dim > count:
+        if count is not None and self.dim > count:
             raise VsearchError(f"--vectors {self.name}: a PCA to {self.dim} dimensions needs at least {self.dim} "
                                f"images, the index holds {count}; choose a smaller D, or fp32/fp16")
 
 
 FP32 = VectorFormat("fp32", "fp32")
+#: The format of a new index (an existing one keeps its own). See docs/compression.md.
+DEFAULT_FORMAT = "fp32"
 
 
 def parse_format(text: str) -> VectorFormat:
@@ -247,4 +249,4 @@ def encode(x: np.ndarray, fmt: VectorFormat, pca: Pca | None) -> np.ndarray:
     return to_space(x, fmt, pca).astype(fmt.dtype, copy=False)
 
 
-__all__ = ["ALLOWED", "FP32", "Pca", "VectorFormat", "encode", "fit_pca", "parse_format", "to_space"]
+__all__ = ["ALLOWED", "DEFAULT_FORMAT", "FP32", "Pca", "VectorFormat", "encode", "fit_pca", "parse_format", "to_space"]

@@ -80,7 +80,7 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     indexes that share a model embed an out-of-index query once. Returns the vectors and how
     many queries were embedded now.
     """
-    out = np.zeros((len(queries), searcher.meta.dim), dtype=np.float32)
+    out = np.zeros((len(queries), searcher.store.space_dim), dtype=np.float32)
     todo = []
     for i, q in enumerate(queries):
         if q in known:
