@@ -117,7 +117,7 @@ def evaluate_all(targets: Sequence[Target], labels: Sequence[LabelledQuery], ks:
     caches: dict[str, dict[Path, np.ndarray]] = {}
     reports = []
     for t in targets:
-        cache = caches.setdefault(json.dumps(t.searcher.meta.model.to_dict(), sort_keys=True) + t.searcher.store.space_id, {})
+        cache = caches.setdefault(json.dumps(t.searcher.meta.model.to_dict(), sort_keys=True), {})
         reports.append(evaluate(t.searcher, labels, ks, t.mode, ann_recall=ann_recall, label=t.label,
                                 progress=progress, cache=cache, expand=t.expand))
     comparisons = []

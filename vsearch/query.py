@@ -107,13 +107,16 @@ class QueryEncoder:
         vector = self.store.to_space(self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None]))[0]
         return QueryVector(vector, "embedded", None)
 
-    def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None) -> np.ndarray:
+    def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None, raw: bool = False) -> np.ndarray:
         """Embed several query images in one forward pass (no stored-row look-up), mapped into
-        the search space: float32 (N, :attr:`Store.space_dim`)."""
+        the search space: float32 (N, :attr:`Store.space_dim`); ``raw``: the model's own vectors
+        (N, model dim), e.g. to share between indexes of one model (map each with
+        :meth:`Store.to_space`)."""
         if not images:
-            return np.zeros((0, self.store.space_dim), dtype=np.float32)
+            return np.zeros((0, self.meta.dim if raw else self.store.space_dim), dtype=np.float32)
         pixels = np.stack([self.query_pixels(Path(p), max_pixels=max_pixels) for p in images])
-        return self.store.to_space(self.embedder.embed_images(pixels))
+        vectors = self.embedder.embed_images(pixels)
+        return vectors if raw else self.store.to_space(vectors)
 
     def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
         """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
