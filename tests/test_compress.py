@@ -315,3 +315,88 @@ def test_evaluate_side_by_side_across_formats(tmp_path, fake_model):
     _build(photos, pca, "--vectors", "pca8w")
     out = ok(cli("evaluate", "--index-dir", plain, "--index-dir", pca, "--augment", "3", "-f", "json")).stdout
     assert "recall@1" in out
+
+
+SLOW_IMAGES = ["astronaut.jpg", "brick.jpg", "camera.jpg", "chelsea.jpg", "clock.jpg", "coffee.jpg", "coins.jpg",
+               "grass.jpg", "gravel.jpg", "horse.png", "rocket.jpg", "retina.jpg"]
+
+
+@pytest.mark.slow
+def test_stored_row_onnx_and_torch_agree_in_every_format(tmp_path, monkeypatch):
+    """The real default model: one image through the stored row, ONNX Runtime and torch lands
+    on the same vector in each format's space (PCA and whitening applied alike)."""
+    import shutil
+
+    from tests.conftest import SAMPLE_IMAGES
+    from vsearch import onnxmodel
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in SLOW_IMAGES:
+        shutil.copy(SAMPLE_IMAGES / name, photos / name)
+    query = tmp_path / "q" / "coffee.jpg"
+    query.parent.mkdir()
+    query.write_bytes((photos / "coffee.jpg").read_bytes() + b"\0")  # same pixels, not a stored file
+    index_dir = tmp_path / "idx"
+    ok(cli("build-index", photos, "--index-dir", index_dir, "-q"))
+    for fmt in ["fp32", "fp16", "pca8", "pca8w"]:
+        ok(cli("build-index", photos, "--index-dir", index_dir, "-q", "--vectors", fmt))
+        got = {}
+        for runtime in ("onnx", "torch"):
+            if runtime == "torch":
+                monkeypatch.setenv("VSEARCH_TORCH", "1")
+            with Store.open(index_dir) as store:
+                searcher = Searcher(store, device="cpu")
+                got["stored"] = searcher.image_vector(photos / "coffee.jpg")
+                got[runtime] = searcher.image_vector(query)
+                is_onnx = isinstance(searcher.encoder.embedder, onnxmodel.OnnxEmbedder)
+                assert is_onnx == (runtime == "onnx")
+            monkeypatch.delenv("VSEARCH_TORCH", raising=False)
+        assert got["stored"].source == "stored" and got["onnx"].source == got["torch"].source == "embedded"
+        tol = 1e-3 if fmt == "fp16" else 1e-5
+        for runtime in ("onnx", "torch"):
+            diff = np.abs(got[runtime].vector - got["stored"].vector).max()
+            assert diff < tol, (fmt, runtime, diff)
+
+
+def test_info_shows_the_format_and_the_search_copy_size(tmp_path, fake_model):
+    photos = _photos(tmp_path / "photos", 12)
+    index_dir = tmp_path / "idx"
+    _build(photos, index_dir, "--vectors", "pca8w")
+    info = json.loads(ok(cli("info", "--index-dir", index_dir, "-f", "json")).stdout)
+    meta = _meta(index_dir)["vectors_format"]
+    assert info["vectors_format"] == "pca8w"
+    assert info["search_copy_bytes"] == sum((index_dir / meta[k]).stat().st_size for k in ("file", "transform"))
+
+
+def test_each_write_of_a_pca_commit_failing_leaves_the_old_generation(tmp_path, fake_model, monkeypatch):
+    """Fault injection (ENOSPC at each write in turn) through a commit that makes a search copy
+    and fits a PCA: one error line, no temporaries, and the previous generation still answers."""
+    import shutil
+
+    from tests.test_store_faults import _count_writes, no_temporaries
+
+    photos = _photos(tmp_path / "photos", 12)
+    index_dir = tmp_path / "idx"
+    _build(photos, index_dir, "--vectors", "pca8w", "--trees", "2")
+    make_photo(photos / "new.jpg", seed=50)
+    template = tmp_path / "template"
+    shutil.copytree(index_dir, template)
+    args = ("--vectors", "pca6w", "--trees", "2")  # a new fit and a new copy, in the same commit
+    with monkeypatch.context() as m:
+        writes = _count_writes(m)
+        _build(photos, index_dir, *args)
+    total = writes[0]
+    assert total >= 10
+    for fail_at in range(1, total + 1):
+        shutil.rmtree(index_dir)
+        shutil.copytree(template, index_dir)
+        with monkeypatch.context() as m:
+            _count_writes(m, fail_at)
+            fails(cli("build-index", photos, "--index-dir", index_dir, "--model", "fake", "-q", *args),
+                  "no space left on device writing")
+        assert not no_temporaries(index_dir), fail_at
+        hits = json.loads(ok(cli("query", photos / "p01.jpg", "--index-dir", index_dir, "-f", "json", "-k", "1")).stdout)
+        assert Path(hits[0]["path"]).name == "p01.jpg", fail_at
+    _build(photos, index_dir, *args)
+    assert _meta(index_dir)["vectors_format"]["name"] == "pca6w" and _meta(index_dir)["count"] == 13

@@ -669,6 +669,9 @@ def _index_details(store: Any, freshness: Any) -> dict[str, Any]:
         "freshness": warning.removeprefix("warning: ") if warning else
         ("up to date" if freshness.complete else "no change seen (checked part of the folder)"),
         "annoy_trees": meta.ann.trees if meta.ann else None,
+        "vectors_format": meta.vectors_format.name if meta.vectors_format else "fp32",
+        "search_copy_bytes": size(*((meta.vectors_format.file, meta.vectors_format.transform)
+                                    if meta.vectors_format else ())),
         "vectors_bytes": size(meta.vectors, meta.dba.file if meta.dba else None),
         "ann_bytes": size(meta.ann.file if meta.ann else None),
         "manifest_bytes": sum(p.stat().st_size for p in files if p.name.startswith("manifest")),
