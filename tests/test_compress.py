@@ -400,3 +400,23 @@ def test_each_write_of_a_pca_commit_failing_leaves_the_old_generation(tmp_path, 
         assert Path(hits[0]["path"]).name == "p01.jpg", fail_at
     _build(photos, index_dir, *args)
     assert _meta(index_dir)["vectors_format"]["name"] == "pca6w" and _meta(index_dir)["count"] == 13
+
+
+def test_rebuild_keeps_the_format(tmp_path, fake_model):
+    photos = _photos(tmp_path / "photos", 12)
+    index_dir = tmp_path / "idx"
+    _build(photos, index_dir, "--vectors", "pca8w")
+    calls = fake_model.calls
+    _build(photos, index_dir, "--rebuild")
+    assert _meta(index_dir)["vectors_format"]["name"] == "pca8w"
+    assert fake_model.calls == calls  # the raw vectors were kept, the copy made from them
+
+
+def test_exact_search_over_a_float16_copy_matches_float32():
+    from vsearch import index as nn
+
+    x = _unit(40_000, 16)
+    q = x[:3]
+    rows16, scores16 = nn.exact_search(x.astype(np.float16), q, 5)
+    rows32, scores32 = nn.exact_search(x, q, 5)
+    assert (rows16[:, 0] == rows32[:, 0]).all() and np.abs(scores16 - scores32).max() < 2e-3

@@ -785,12 +785,15 @@ def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False) -> 
     except OSError as exc:
         raise atomic.write_error(exc, index_dir) or exc from None
     try:
+        old_format = _format_before_rebuild(index_dir) if rebuild else None
         kept = rebuild_files(index_dir) if rebuild else None
         manifest = Manifest.open(index_dir / MANIFEST_FILE, write=True)
         store = cls(index_dir, manifest, None, lock_fd)
         if kept is not None:
             store._rebuilt = True
             manifest.restore(*kept[1:])
+            if old_format is not None:  # a rebuild keeps the search copy's format (not its PCA)
+                manifest.set(FORMAT_KEY, old_format)
         if (index_dir / META_FILE).exists():
             store.meta = read_meta(index_dir)
             check_bound(index_dir, manifest, store.meta)  # counts that disagree, the writer repairs
@@ -799,6 +802,15 @@ def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False) -> 
         os.close(lock_fd)
         raise
     return store
+
+
+def _format_before_rebuild(index_dir: Path) -> str | None:
+    """The vector format a damaged index was built with, when its meta.json still says."""
+    with contextlib.suppress(VsearchError, OSError):
+        if (index_dir / META_FILE).exists():
+            info = read_meta(index_dir).vectors_format
+            return info.name if info else "fp32"
+    return None
 
 
 def _recover(store: Store) -> None:
