@@ -118,6 +118,8 @@ def build_index(
     on_note: Callable[[str], None] | None = None,
     engine: str = "local",
     address: str | None = None,
+    vectors: str | None = None,
+    refit: bool = False,
 ) -> Index:
     """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
 
@@ -138,6 +140,9 @@ def build_index(
     ``on_note``: gets a line saying what a long step (DBA) is doing.
     ``engine``: ``local`` (this process) or ``ray`` (Ray Data model actors, the ``vsearch[ray]``
     extra) on the Ray cluster at ``address`` (None: a local one); same index either way.
+    ``vectors``: the format
+    search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.compress`; default the index's own,
+    fp32 for a new one); a change remakes only the search copy. ``refit``: fit its PCA again.
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """
@@ -156,7 +161,7 @@ def build_index(
         model=model, batch_size=batch_size, workers=workers, device=device,
         max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS,
         exclude=(exclude,) if isinstance(exclude, str) else tuple(exclude),  # one glob, not its letters
-        engine=engine, address=address,
+        engine=engine, address=address, vectors=vectors, refit=refit,
     )
     indexer.check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
     # One writer session for all steps: no other writer can slip in between embedding and Annoy.

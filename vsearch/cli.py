@@ -42,6 +42,8 @@ from .options import (
     OutputFormat,
     Quiet,
     Rebuild,
+    Refit,
+    Vectors,
     Workers,
 )
 from .render import EvalFormat, Format
@@ -208,11 +210,13 @@ def build_index(
     rebuild: Rebuild = False,
     engine: EngineOpt = "local",
     address: Address = None,
+    vectors: Vectors = None,
+    refit: Refit = False,
 ) -> None:
     """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
     with _build(folder, index_dir, quiet=quiet, trees=trees, dba=dba, model=model, batch_size=batch_size,
                 workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild,
-                engine=engine, address=address) as index:
+                engine=engine, address=address, vectors=vectors, refit=refit) as index:
         if not quiet:
             render.index_summary(index.summary, index.index_dir, ann=index.meta.ann)
 
@@ -730,6 +734,9 @@ def _index_details(store: Any, freshness: Any) -> dict[str, Any]:
         "freshness": warning.removeprefix("warning: ") if warning else
         ("up to date" if freshness.complete else "no change seen (checked part of the folder)"),
         "annoy_trees": meta.ann.trees if meta.ann else None,
+        "vectors_format": meta.vectors_format.name if meta.vectors_format else "fp32",
+        "search_copy_bytes": size(*((meta.vectors_format.file, meta.vectors_format.transform)
+                                    if meta.vectors_format else ())),
         "vectors_bytes": size(meta.vectors, meta.dba.file if meta.dba else None),
         "ann_bytes": size(meta.ann.file if meta.ann else None),
         "manifest_bytes": sum(p.stat().st_size for p in files if p.name.startswith("manifest")),
