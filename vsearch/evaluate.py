@@ -80,7 +80,7 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     indexes that share a model embed an out-of-index query once. Returns the vectors and how
     many queries were embedded now.
     """
-    out = np.zeros((len(queries), searcher.meta.dim), dtype=np.float32)
+    out = np.zeros((len(queries), searcher.vectors.shape[1]), dtype=np.float32)  # the head may change it
     todo = []
     for i, q in enumerate(queries):
         if q in known:
@@ -168,7 +168,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
         ))
     summary = metrics.summarize(results, ks)
     ann = None
-    if ann_recall and searcher.store.ann_path() is not None:
+    if ann_recall and searcher.store.ann_path() is not None and not searcher.adapted:  # Annoy: raw space
         ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
     meta = searcher.meta
     return EvalReport(

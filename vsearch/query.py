@@ -38,14 +38,22 @@ class QueryVector:
 
 
 class QueryEncoder:
-    """Builds query vectors for one committed index. The model is loaded on first need only."""
+    """Builds query vectors for one committed index. The model is loaded on first need only.
 
-    def __init__(self, store: Store, *, device: str = "auto", threads: int | None = None) -> None:
+    ``adapter``: with a trained head in the index (``vsearch train``), every query vector and
+    :attr:`vectors` are in the head's projected space (on by default; False: the raw space).
+    """
+
+    def __init__(self, store: Store, *, device: str = "auto", threads: int | None = None,
+                 adapter: bool = True) -> None:
         if store.meta is None:
             raise VsearchError(f"index at {store.dir} has no vectors yet")
         self.store = store
         self.meta = store.meta
-        self.vectors = store.vectors()
+        #: The trained head applied to every query vector, or None (none trained, or turned off).
+        self.head = store.head() if adapter else None
+        #: The stored vectors in query space: the head's projected copy when a head applies.
+        self.vectors = store.projected_vectors() if self.head is not None else store.vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
@@ -100,14 +108,19 @@ class QueryEncoder:
         if row is not None:
             return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
         vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])[0]
-        return QueryVector(vector, "embedded", None)
+        return QueryVector(self.to_query_space(vector), "embedded", None)
+
+    def to_query_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Embedded vectors (one or a batch, from torch, ONNX or the text tower) into the space
+        the stored vectors are searched in: the one place the trained head applies to a query."""
+        return vectors if self.head is None else self.head.apply(vectors)
 
     def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None) -> np.ndarray:
         """Embed several query images in one forward pass (no stored-row look-up): float32 (N, dim)."""
         if not images:
-            return np.zeros((0, self.meta.dim), dtype=np.float32)
+            return np.zeros((0, self.vectors.shape[1]), dtype=np.float32)
         pixels = np.stack([self.query_pixels(Path(p), max_pixels=max_pixels) for p in images])
-        return self.embedder.embed_images(pixels)
+        return self.to_query_space(self.embedder.embed_images(pixels))
 
     def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
         """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
@@ -129,7 +142,7 @@ class QueryEncoder:
         # its model.
         if not self.meta.model.supports_text:
             raise no_text_search(self.meta.model)
-        return QueryVector(self.embedder.embed_text([text])[0], "text", None)
+        return QueryVector(self.to_query_space(self.embedder.embed_text([text])[0]), "text", None)
 
     def query_vector(self, query: str) -> QueryVector:
         """An existing file is an image query; anything else is text (CLIP indexes only)."""

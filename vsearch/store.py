@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic, vectorfiles
+from . import __version__, adapter, atomic, vectorfiles
 from . import index as nn
 from .errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
 from .identity import ModelId
@@ -77,7 +77,7 @@ KEPT_LOGS = ("judgments.jsonl", "events.jsonl")
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
-__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AnnInfo", "DbaInfo", "FileEntry", "IndexMeta", "Store",
+__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AdapterInfo", "AnnInfo", "DbaInfo", "FileEntry", "IndexMeta", "Store",
            "ann_name", "atomic_save_npy", "dba_name", "file_digest"]
 
 
@@ -100,6 +100,23 @@ class DbaInfo:
 
 
 @dataclass(frozen=True)
+class AdapterInfo:
+    """A trained projection head (``vsearch train``; see ``adapter``): its file and identity.
+
+    ``trained_on``: how many positive pairs it was fitted on.
+    """
+
+    file: str
+    sha256: str
+    dim_in: int
+    dim_out: int
+    trained_on: int
+    epochs: int
+    seed: int
+    judgments: int = 0  # judged pairs among them (--use-judgments)
+
+
+@dataclass(frozen=True)
 class IndexMeta:
     """What ``meta.json`` commits."""
 
@@ -113,6 +130,7 @@ class IndexMeta:
     ann: AnnInfo | None
     updated: str
     dba: DbaInfo | None = None  # optional key: absent from meta.json when not built
+    adapter: AdapterInfo | None = None  # optional key: absent until `vsearch train`
 
     def to_dict(self) -> dict[str, Any]:
         ann = None if self.ann is None else {k: v for k, v in vars(self.ann).items() if v is not None}
@@ -122,23 +140,26 @@ class IndexMeta:
             "count": self.count, "dim": self.dim, "skipped": self.skipped, "vectors": self.vectors,
             "manifest": MANIFEST_FILE, "ann": ann, "updated": self.updated,
             **({"dba": vars(self.dba).copy()} if self.dba is not None else {}),
+            **({"adapter": vars(self.adapter).copy()} if self.adapter is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexMeta:
         """Inverse of :meth:`to_dict`; a value of the wrong type raises TypeError."""
-        ann, dba = data.get("ann"), data.get("dba")
+        ann, dba, head = data.get("ann"), data.get("dba"), data.get("adapter")
         meta = cls(
             generation=int(data["generation"]), model=ModelId.from_dict(data["model"]), root=data["root"],
             count=int(data["count"]), dim=int(data["dim"]), skipped=int(data.get("skipped", 0)),
             vectors=data["vectors"], ann=AnnInfo(**ann) if ann else None, updated=data.get("updated", ""),
-            dba=DbaInfo(**dba) if dba else None,
+            dba=DbaInfo(**dba) if dba else None, adapter=AdapterInfo(**head) if head else None,
         )
-        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba) if x is not None]
+        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba, meta.adapter) if x is not None]
         if not isinstance(meta.root, str) or not all(isinstance(n, str) and "/" not in n for n in names):
             raise TypeError("root and file names must be strings")
         if meta.count < 0 or meta.dim != meta.model.dim:
             raise ValueError(f"count {meta.count}, dim {meta.dim} for a {meta.model.dim}-d model")
+        if meta.adapter is not None and meta.adapter.dim_in != meta.dim:
+            raise ValueError(f"adapter takes {meta.adapter.dim_in}-d vectors, the index holds {meta.dim}-d")
         return meta
 
 
@@ -171,6 +192,8 @@ class IndexView:
         self._lock_fd = lock_fd
         self._vectors: np.ndarray | None = None
         self._search_vectors: np.ndarray | None = None
+        self._head: adapter.Head | None = None
+        self._projected: np.ndarray | None = None
         self._rebuilt = False
 
     @property
@@ -314,6 +337,26 @@ class IndexView:
             self._search_vectors = self._load(self.meta.dba.file, raw.shape, "rebuild with `vsearch build-index`")
         return self._search_vectors
 
+    def head(self) -> adapter.Head | None:
+        """The trained projection head ``meta.json`` names (checked by hash), or None."""
+        info = self.meta.adapter if self.meta is not None else None
+        if info is None:
+            return None
+        if self._head is None or self._head.sha256 != info.sha256:
+            self._head = adapter.Head.load(self.dir / info.file, sha256=info.sha256, dim_in=info.dim_in,
+                                           dim_out=info.dim_out)
+        return self._head
+
+    def projected_vectors(self) -> np.ndarray:
+        """The committed vectors through the trained head (the cached copy), shape (count, dim_out)."""
+        head = self.head()
+        if head is None:
+            raise IndexMissingError(f"index at {self.dir} has no trained head; run `vsearch train`")
+        assert self.meta is not None
+        if self._projected is None:
+            self._projected = adapter.load_projected(self.dir, head, self.vectors(), self.meta.vectors)
+        return self._projected
+
     def vectors_for_generation(self, generation: int) -> np.ndarray:
         """The vectors file of one generation (empty array for generation 0)."""
         if generation == 0:
@@ -391,8 +434,7 @@ class Store(IndexView):
 
     def close(self) -> None:
         """Release the lock and the database."""
-        self._vectors = None
-        self._search_vectors = None
+        self._vectors = self._search_vectors = self._projected = None
         self.manifest.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -530,10 +572,28 @@ class Store(IndexView):
         """
         if self.meta is not None and self.meta.generation != meta.generation:
             self.manifest.set("previous_files", json.dumps(sorted(_files_of(self.meta))))
+        meta = self._with_projected(meta)
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
-        self._vectors = self._search_vectors = None
+        self._vectors = self._search_vectors = self._projected = None
         remove_stale(self)
+
+    def _with_projected(self, meta: IndexMeta) -> IndexMeta:
+        """Before ``meta`` is committed: the trained head's projected copy of its vectors, written
+        now (a new generation's rows); a head that can no longer be read is dropped with a
+        warning, never a failed build."""
+        if meta.adapter is None:
+            return meta
+        info = meta.adapter
+        try:
+            head = adapter.Head.load(self.dir / info.file, sha256=info.sha256, dim_in=info.dim_in,
+                                     dim_out=info.dim_out)
+        except IndexCorruptError as exc:
+            log.warning("warning: %s; the index is committed without it", exc)
+            return dataclasses.replace(meta, adapter=None)
+        vectors = vectorfiles.load(self.dir / meta.vectors, (meta.count, meta.dim), rebuild_hint(meta.root))
+        adapter.write_projected(self.dir, head, vectors, meta.vectors)
+        return meta
 
 
 def read_meta(index_dir: Path) -> IndexMeta:
@@ -590,7 +650,10 @@ def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
 
 
 def _files_of(meta: IndexMeta) -> set[str]:
-    return {meta.vectors} | {x.file for x in (meta.ann, meta.dba) if x is not None}
+    files = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.adapter) if x is not None}
+    if meta.adapter is not None:
+        files.add(adapter.projected_name(meta.vectors, meta.adapter.sha256))
+    return files
 
 
 def remove_stale(store: Store) -> None:
@@ -665,7 +728,8 @@ def _recover(store: Store) -> None:
         log.info("finishing the interrupted commit of generation %d", gen)
         store.write_meta(IndexMeta(
             generation=gen, model=model, root=str(root), count=manifest.row_count(), dim=model.dim,
-            skipped=manifest.skipped_count(), vectors=vectors.name, ann=None, updated=_now()))
+            skipped=manifest.skipped_count(), vectors=vectors.name, ann=None, updated=_now(),
+            adapter=meta.adapter if meta else None))
     manifest.ensure_snapshot()
     _drop_unreadable_chunks(store)
     _drop_unreadable_vectors(store)
@@ -740,7 +804,8 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
                 target.unlink()
         raise
     meta = IndexMeta(generation=new_gen, model=model, root=str(root), count=len(sources), dim=model.dim,
-                     skipped=skipped, vectors=target.name, ann=None, updated=_now())
+                     skipped=skipped, vectors=target.name, ann=None, updated=_now(),
+                     adapter=store.meta.adapter if store.meta is not None else None)  # a trained head stays
     store.write_meta(meta)
     return meta
 
