@@ -168,3 +168,42 @@ def test_an_index_without_a_head_reads_as_before(built):
     assert "adapter" not in meta_of(built)
     with api.open_index(built) as index:
         assert not index.adapted and index.query(SAMPLE_IMAGES / "horse.png", 3)
+
+
+@pytest.mark.slow
+def test_stored_torch_and_onnx_paths_apply_the_head_alike(tmp_path, monkeypatch, open_store):
+    from vsearch import onnxmodel
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"):
+        shutil.copy(SAMPLE_IMAGES / name, folder / name)
+    index_dir = tmp_path / "index"
+    ok(cli("build-index", folder, "--index-dir", index_dir, "-q"))
+    ok(cli("train", "--index-dir", index_dir, "--views", 1, "--epochs", 2, "--dim", 32, "-q"))
+    outside = tmp_path / "outside.jpg"  # the same pixels as an indexed photo, not its digest
+    outside.write_bytes((folder / "coffee.jpg").read_bytes() + b"\0" * 8)
+    searcher = Searcher(open_store(index_dir), device="cpu")
+    stored = searcher.image_vector(folder / "coffee.jpg")
+    onnx = searcher.image_vector(outside)
+    assert isinstance(searcher.encoder.embedder, onnxmodel.OnnxEmbedder)
+    monkeypatch.setenv("VSEARCH_TORCH", "1")
+    torch_searcher = Searcher(open_store(index_dir), device="cpu")
+    torch_vec = torch_searcher.image_vector(outside)
+    assert not isinstance(torch_searcher.encoder.embedder, onnxmodel.OnnxEmbedder)
+    assert (stored.source, onnx.source, torch_vec.source) == ("stored", "embedded", "embedded")
+    assert stored.vector.shape == onnx.vector.shape == torch_vec.vector.shape == (32,)
+    # The head is one numpy function on every path: what differs is only the model's own
+    # ONNX-vs-torch difference, which the export keeps within 1e-4 (onnxmodel.py).
+    np.testing.assert_allclose(onnx.vector, torch_vec.vector, atol=1e-5)
+    np.testing.assert_allclose(stored.vector, onnx.vector, atol=1e-5)
+
+
+def test_index_train_through_the_api_and_an_open_index_follows(built, photos):
+    with api.open_index(built) as index:
+        assert not index.adapted
+        result = index.train(epochs=1, dim=8, views=1, seed=3)
+        assert index.adapted and result.adapter.dim_out == 8
+        assert index.query(photos / "p4.jpg", 1)[0].path == photos / "p4.jpg"
+    with api.open_index(built, adapter=False) as index:
+        assert not index.adapted

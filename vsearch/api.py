@@ -455,6 +455,30 @@ class Index:
         store, _ = self._open()
         return fresh.check(store)
 
+    # --- learning --------------------------------------------------------------------------
+
+    def train(self, *, epochs: int = 10, dim: int | None = None, seed: int = 0, views: int = 2,
+              use_judgments: bool = False, progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
+        """Fit a projection head on this index and commit it (see :func:`train`); this index's
+        next searches go through it (when opened with ``adapter=True``, the default)."""
+        self._open()
+        result = train(self._dir, epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments,
+                       device=self._device, progress=progress)
+        self._reopen()
+        return result
+
+    def _reopen(self) -> None:
+        """Read ``meta.json`` again (a head trained or removed keeps the generation)."""
+        store = Store.open(self._dir)
+        try:
+            searcher = Searcher(store, device=self._device, adapter=self._adapter)
+        except BaseException:
+            store.close()
+            raise
+        if self._store is not None:
+            self._store.close()
+        self._store, self._searcher, self._meta = store, searcher, store.meta  # type: ignore[assignment]
+
     # --- scoring ---------------------------------------------------------------------------
 
     def evaluate(
