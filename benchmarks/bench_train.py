@@ -22,8 +22,9 @@ apart; ``--copies`` held-out images get edited copies (augment.py's eight kinds)
 their original (recall@1, mrr). Each system is compared with the raw vectors by a paired
 bootstrap over queries (metrics.paired_bootstrap_ci, as compare.py does).
 
-Systems: raw; self-supervised; judgments only; both; and a blend of raw and head scores
-(``alpha`` raw + (1 - alpha) head) for each head.
+Systems: raw; the fits' common start (the top-``dim`` principal directions, untrained);
+self-supervised; judgments only; both; and a blend of raw and head scores (``alpha`` raw +
+(1 - alpha) head) for each head.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch import augment, metrics  # noqa: E402
+from vsearch import adapter, augment, metrics  # noqa: E402
 from vsearch import train as tr  # noqa: E402
 from vsearch.query import QueryEncoder  # noqa: E402
 from vsearch.store import Store  # noqa: E402
@@ -170,8 +171,9 @@ def run(store: Store, args: argparse.Namespace) -> None:
     if args.max_train:
         view_rows = np.sort(np.random.default_rng(args.seed).permutation(train_rows)[: args.max_train])
     started = time.perf_counter()
-    owner, views = embed_cached(args.cache, f"views{args.views}-s{args.seed}-n{len(view_rows)}", lambda: tr.embed_views(
-        encoder, [root / paths[r] for r in view_rows], args.views, args.seed))
+    owner, views = embed_cached(args.cache, f"views-v2-{args.views}-s{args.seed}-n{len(view_rows)}",
+                                lambda: tr.embed_views(encoder, [root / paths[r] for r in view_rows], args.views,
+                                                       args.seed, keys=view_rows))
     timing["views_embed_s"] = time.perf_counter() - started
     timing["views"] = len(owner)
 
@@ -234,6 +236,10 @@ def run(store: Store, args: argparse.Namespace) -> None:
         return out
 
     systems = {"raw": evaluate(db_raw, db_raw, copy_vecs)}
+    # The start of every fit, untrained: what the projection to dim alone does.
+    start = adapter.Head(w0)
+    systems[f"start (top-{args.dim} directions, untrained)"] = evaluate(
+        start.apply(db_raw), start.apply(db_raw), start.apply(copy_vecs))
     for name, head in heads.items():
         db_h = head.apply(db_raw)
         cp_h = head.apply(copy_vecs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vsearch.api as api
-from tests.conftest import SAMPLE_IMAGES, make_photo
+from tests.conftest import SAMPLE_IMAGES, make_photo, run_cli_reporting_torch
 from tests.helpers import cli, fails, ok
 from vsearch import judgments
 from vsearch.search import Searcher
@@ -197,6 +197,12 @@ def test_stored_torch_and_onnx_paths_apply_the_head_alike(tmp_path, monkeypatch,
     # ONNX-vs-torch difference, which the export keeps within 1e-4 (onnxmodel.py).
     np.testing.assert_allclose(onnx.vector, torch_vec.vector, atol=1e-5)
     np.testing.assert_allclose(stored.vector, onnx.vector, atol=1e-5)
+    # The stored-vector and new-photo paths through the head still import no torch.
+    monkeypatch.delenv("VSEARCH_TORCH")
+    for query in (folder / "coffee.jpg", outside):
+        proc = run_cli_reporting_torch("query", query, "--index-dir", index_dir, "-f", "paths", "-k", 1)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == str(folder / "coffee.jpg") and proc.stderr.strip().endswith("NO-TORCH")
 
 
 def test_index_train_through_the_api_and_an_open_index_follows(built, photos):

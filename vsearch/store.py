@@ -14,6 +14,10 @@ Layout (format version 1)::
       vectors.GGGGGG.dbaN.npy  optional: database-side augmented copy of the vectors (build-index
                             --dba N); searched instead of the raw vectors, which stay the
                             stored-vector fast path's source. Annoy is then built over it.
+      head.<sha12>.npz      optional: a projection head fitted by ``vsearch train`` (``adapter``),
+                            named with its hash in meta.json's ``adapter`` key
+      vectors.GGGGGG.head-<sha12>.npy  that head's projected copy of the generation's vectors,
+                            written before each meta.json that names the head (so at every commit)
       lock                  flock'd by the one writer
       marks.jsonl           "not a duplicate" marks by content digest (``marks``); outlives --rebuild
       undo/NNNN-DATE.jsonl  undo logs of ``duplicates --move-to/--trash --yes`` (``actions``); likewise

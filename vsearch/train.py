@@ -1,7 +1,8 @@
 """Contrastive adaptation: a small linear projection head fitted on an index's frozen embeddings.
 
-    positives  edited views of the collection's own photos (augment.py's seeded edits, embedded
-               with the index's model as a new query photo would be: ONNX where it can), each
+    positives  edited views of the collection's own photos (augment.py's seeded edits, made in
+               memory and embedded with the index's model as a new query photo would be: ONNX
+               where it can), each
                paired with its original's stored vector; with ``use_judgments``, relevant judged
                pairs too, and irrelevant judged results as hard negatives of their query
     loss       symmetric InfoNCE (NT-Xent) with in-batch negatives at temperature ``tau``;
@@ -21,15 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from . import adapter, augment
+from . import adapter, augment, images
 from .errors import VsearchError
 from .query import QueryEncoder
 from .store import AdapterInfo, Store
@@ -40,8 +43,9 @@ log = logging.getLogger(__name__)
 VIEW_KINDS: tuple[str, ...] = ("all", "crop", "colour", "rotate", "blur", "downscale", "jpeg", "flip")
 #: Length of the projected vectors unless --dim says otherwise (or the vectors are shorter).
 DEFAULT_DIM = 256
-#: Originals edited per temporary folder (bounds the disk used by the views in flight).
-VIEW_CHUNK = 64
+#: Long side (pixels) a photo is reduced to before its views are edited: twice the model's
+#: 224 input, so a crop still has the pixels the model sees, at a fifth of the work at 1024.
+VIEW_SIDE = 448
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -105,47 +109,58 @@ class Pairs:
 
 
 def embed_views(encoder: QueryEncoder, originals: Sequence[Path], views: int, seed: int, *,
+                keys: Sequence[int] | None = None, workers: int = 2,
                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``views`` edited copies of each original, embedded by the index's model (raw space).
 
     Returns (which original each view is of: int64 (n,), vectors float32 (n, dim)). An original
-    that cannot be read is skipped with a warning. Deterministic under ``seed``.
+    that cannot be read is skipped with a warning. View ``k`` of original ``i`` is edited with
+    a generator seeded by (``seed``, ``keys[i]``, k) (keys default to positions; ``train``
+    passes index rows), so a view does not depend on which other photos are trained on.
+
+    The edits are augment.py's, made in memory on the photo reduced to :data:`VIEW_SIDE` on its
+    long side (every edit's strength is relative to the image size), then framed as the model
+    expects: no copy is written or decoded again.
     """
     if encoder.head is not None:
         raise ValueError("views are embedded in the raw space: give an encoder with adapter=False")
+    keys = list(range(len(originals))) if keys is None else [int(k) for k in keys]
     kinds = list(VIEW_KINDS[:views])
+    pre = encoder.meta.model.preprocess
     owner: list[int] = []
     vecs: list[np.ndarray] = []
-    for start in range(0, len(originals), VIEW_CHUNK):
-        chunk = list(originals[start:start + VIEW_CHUNK])
-        with tempfile.TemporaryDirectory(prefix="vsearch-train-") as tmp:
-            # One seed per chunk: make_copies keys each copy on (seed, position in the chunk, kind).
-            made = _copies(chunk, Path(tmp), seed * 1_000_003 + start // VIEW_CHUNK, kinds)
-            where = {p: start + i for i, p in enumerate(chunk)}
-            for b in range(0, len(made), 16):
-                batch = made[b:b + 16]
-                vecs.append(encoder.embed_images([c.copy for c in batch]))
-                owner.extend(where[c.original] for c in batch)
-        if progress:
-            progress(min(start + VIEW_CHUNK, len(originals)), len(originals))
+
+    def edit(i: int) -> list[np.ndarray]:
+        try:
+            img = images.load_image(originals[i], min_side=VIEW_SIDE)
+        except VsearchError as exc:
+            log.warning("warning: no views of %s: %s", originals[i], exc)
+            return []
+        img.thumbnail((VIEW_SIDE, VIEW_SIDE), Image.Resampling.LANCZOS)
+        return [images.to_model_array(augment.KINDS[kind](img, np.random.default_rng(
+            [seed, keys[i], list(augment.KINDS).index(kind)])), pre.size, pre.framing) for kind in kinds]
+
+    batch_photos = max(1, 16 // max(1, len(kinds)))
+    # Pillow releases the GIL in decode, resize and filters, ONNX Runtime in its forward pass:
+    # the next photos are edited in threads while a batch is embedded (a bounded window ahead).
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead: deque[tuple[int, Future[list[np.ndarray]]]] = deque()
+        following = 0
+        while ahead or following < len(originals):
+            while following < len(originals) and len(ahead) < 4 * batch_photos:
+                ahead.append((following, pool.submit(edit, following)))
+                following += 1
+            batch = [ahead.popleft() for _ in range(min(batch_photos, len(ahead)))]
+            made = [(i, job.result()) for i, job in batch]
+            pixels = [p for _, views_of in made for p in views_of]
+            if pixels:
+                vecs.append(encoder.embedder.embed_images(np.stack(pixels)))
+                owner.extend(i for i, views_of in made for _ in views_of)
+            if progress:
+                progress(batch[-1][0] + 1, len(originals))
     if not vecs:
         return np.zeros(0, dtype=np.int64), np.zeros((0, encoder.meta.dim), dtype=np.float32)
     return np.asarray(owner, dtype=np.int64), np.concatenate(vecs).astype(np.float32)
-
-
-def _copies(chunk: list[Path], folder: Path, seed: int, kinds: list[str]) -> list[augment.AugmentedCopy]:
-    try:
-        return augment.make_copies(chunk, folder, seed=seed, kinds=kinds)
-    except VsearchError:
-        pass  # one unreadable original: make the others one by one, in the same positions
-    made = []
-    for i, p in enumerate(chunk):
-        try:
-            made += [dataclasses.replace(c, original=p)
-                     for c in augment.make_copies([p], folder / str(i), seed=seed * 7919 + i, kinds=kinds)]
-        except VsearchError as exc:
-            log.warning("warning: no views of %s: %s", p, exc)
-    return made
 
 
 def judged_rows(store: Store) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -154,6 +169,9 @@ def judged_rows(store: Store) -> tuple[list[tuple[int, int]], list[tuple[int, in
     from . import judgments  # read through one function: the judgments store may change shape
 
     found = judgments.read_judgments(store.dir)
+    latest = getattr(judgments, "latest_verdicts", None)  # a later verdict on a pair replaces an earlier one
+    if latest is not None:
+        found = latest(found)
     cache: dict[str, int | None] = {}
 
     def row(digest: str) -> int | None:
@@ -367,7 +385,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
         if options.views:
             paths = [store.abs_path(p) for p in store.paths_by_row()]
             encoder = QueryEncoder(store, device=device, adapter=False)
-            owner, views = embed_views(encoder, paths, options.views, options.seed,
+            owner, views = embed_views(encoder, paths, options.views, options.seed, keys=rows,
                                        progress=(lambda d, t: progress("views", d, t)) if progress else None)
         embed_s = time.perf_counter() - started
         started = time.perf_counter()
