@@ -213,3 +213,19 @@ def test_index_train_through_the_api_and_an_open_index_follows(built, photos):
         assert index.query(photos / "p4.jpg", 1)[0].path == photos / "p4.jpg"
     with api.open_index(built, adapter=False) as index:
         assert not index.adapted
+
+
+def test_the_head_works_on_a_compressed_search_space(built, photos, tmp_path, open_store):
+    ok(cli("build-index", photos, "--model", "fake", "--vectors", "pca10w", "-q"))
+    ok(cli("train", "--index-dir", built, "--views", 1, "--epochs", 2, "--dim", 8, "-q"))
+    meta = meta_of(built)
+    assert meta["adapter"]["dim_in"] == 10 and meta["vectors_format"]["dim"] == 10
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes((photos / "p3.jpg").read_bytes() + b"\0" * 8)
+    searcher = Searcher(open_store(built))
+    stored, embedded = searcher.image_vector(photos / "p3.jpg"), searcher.image_vector(outside)
+    assert (stored.source, embedded.source) == ("stored", "embedded") and stored.vector.shape == (8,)
+    np.testing.assert_allclose(stored.vector, embedded.vector, atol=1e-5)
+    # Another search space leaves the head behind, with the remedy.
+    ok(cli("build-index", photos, "--model", "fake", "--vectors", "pca6", "-q"))
+    assert "adapter" not in meta_of(built)

@@ -77,23 +77,25 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     """Vectors for all queries: stored rows where indexed, the rest embedded in batches.
 
     ``cache``: vectors already embedded by the same model (read, and filled with new ones), so
-    indexes that share a model embed an out-of-index query once. Returns the vectors and how
-    many queries were embedded now.
+    indexes that share a model embed an out-of-index query once (it holds the model's own
+    vectors; each index maps them into its search space). Returns the vectors and how many
+    queries were embedded now.
     """
-    out = np.zeros((len(queries), searcher.vectors.shape[1]), dtype=np.float32)  # the head may change it
+    out = np.zeros((len(queries), searcher.vectors.shape[1]), dtype=np.float32)  # search space, or the head's
     todo = []
     for i, q in enumerate(queries):
         if q in known:
             out[i] = searcher.vectors[known[q]]
         elif cache is not None and q in cache:
-            out[i] = cache[q]
+            out[i] = searcher.encoder.to_query_space(cache[q])
         else:
             todo.append(i)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
-        out[idx] = searcher.encoder.embed_images([queries[i] for i in idx])
+        raw = searcher.encoder.embed_images([queries[i] for i in idx], raw=True)
+        out[idx] = searcher.encoder.to_query_space(raw)
         if cache is not None:
-            cache.update((queries[i], out[i].copy()) for i in idx)
+            cache.update((queries[i], v) for i, v in zip(idx, raw))
         if on_embed:
             on_embed(len(idx))
     return out, len(todo)

@@ -58,6 +58,8 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 
     query than single queries.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if vectors.dtype != np.float32:  # a float16 search copy: each block is converted for the matmul
+        block = min(block, 16384)
     n = len(vectors)
     k = min(k, n)
     if k <= 0:

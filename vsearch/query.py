@@ -9,6 +9,10 @@ Three sources, cheapest first:
 * **text**: a text query, embedded with a CLIP index's text tower.
 
 :class:`QueryEncoder` knows nothing of search; :class:`vsearch.search.Searcher` owns one.
+
+Every query vector is in the index's *search space*: the stored row is read from the search copy
+(float16 or PCA, when the index was built with ``--vectors``), and an embedded vector, from torch
+or ONNX alike, goes through :meth:`Store.to_space`, the same transform the copy was made with.
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class QueryEncoder:
         self.meta = store.meta
         #: The trained head applied to every query vector, or None (none trained, or turned off).
         self.head = store.head() if adapter else None
-        #: The stored vectors in query space: the head's projected copy when a head applies.
-        self.vectors = store.projected_vectors() if self.head is not None else store.vectors()
+        #: The stored vectors in query space: the search space (the compressed copy when there is
+        #: one), or the trained head's projected copy of it when a head applies.
+        self.vectors = store.projected_vectors() if self.head is not None else store.space_vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
@@ -107,20 +112,27 @@ class QueryEncoder:
         row = self.stored_row(image)
         if row is not None:
             return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
-        vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])[0]
-        return QueryVector(self.to_query_space(vector), "embedded", None)
+        vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])
+        return QueryVector(self.to_query_space(vector)[0], "embedded", None)
 
     def to_query_space(self, vectors: np.ndarray) -> np.ndarray:
-        """Embedded vectors (one or a batch, from torch, ONNX or the text tower) into the space
-        the stored vectors are searched in: the one place the trained head applies to a query."""
-        return vectors if self.head is None else self.head.apply(vectors)
+        """The model's own vectors (one or a batch, from torch, ONNX or the text tower) into the
+        space the stored vectors are searched in: the index's search-space transform
+        (:meth:`Store.to_space`), then the trained head when one applies. The one place both
+        happen to a query."""
+        space = self.store.to_space(vectors)
+        return space if self.head is None else self.head.apply(space)
 
-    def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None) -> np.ndarray:
-        """Embed several query images in one forward pass (no stored-row look-up): float32 (N, dim)."""
+    def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None, raw: bool = False) -> np.ndarray:
+        """Embed several query images in one forward pass (no stored-row look-up), mapped into
+        the search space: float32 (N, :attr:`Store.space_dim`); ``raw``: the model's own vectors
+        (N, model dim), e.g. to share between indexes of one model (map each with
+        :meth:`Store.to_space`)."""
         if not images:
-            return np.zeros((0, self.vectors.shape[1]), dtype=np.float32)
+            return np.zeros((0, self.meta.dim if raw else self.vectors.shape[1]), dtype=np.float32)
         pixels = np.stack([self.query_pixels(Path(p), max_pixels=max_pixels) for p in images])
-        return self.to_query_space(self.embedder.embed_images(pixels))
+        vectors = self.embedder.embed_images(pixels)
+        return vectors if raw else self.to_query_space(vectors)
 
     def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
         """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
@@ -142,7 +154,7 @@ class QueryEncoder:
         # its model.
         if not self.meta.model.supports_text:
             raise no_text_search(self.meta.model)
-        return QueryVector(self.to_query_space(self.embedder.embed_text([text])[0]), "text", None)
+        return QueryVector(self.to_query_space(self.embedder.embed_text([text]))[0], "text", None)
 
     def query_vector(self, query: str) -> QueryVector:
         """An existing file is an image query; anything else is text (CLIP indexes only)."""

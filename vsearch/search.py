@@ -11,11 +11,12 @@
 The stored-vector path imports neither torch nor the model, so querying with a photo that is
 already in the collection is instant.
 
-Which vectors: ``Searcher.vectors`` are the raw stored embeddings (what a query image maps to,
-and what dedupe and MMR compare); ``Searcher.search_vectors`` are what results are ranked and
-scored against: the database-side augmented copy when the index was built with ``--dba N``,
-else the raw vectors. Scores are exact cosines between the query actually searched (after
-negatives and query expansion) and those vectors.
+Which vectors: ``Searcher.vectors`` are the stored embeddings in the search space (the raw
+vectors, or their compressed copy when the index was built with ``--vectors fp16|pcaD[w]``: what
+a query image maps to, and what dedupe and MMR compare); ``Searcher.search_vectors`` are what
+results are ranked and scored against: the database-side augmented copy when the index was
+built with ``--dba N``, else those same vectors. Scores are exact cosines, in the search space,
+between the query actually searched (after negatives and query expansion) and those vectors.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ class Searcher:
         """Top-k (rows, exact cosine scores) for one vector."""
         if self.use_annoy(mode):
             if self._annoy is None:
-                self._annoy = nn.AnnoySearcher(self.store.ann_path(), self.meta.dim)
+                self._annoy = nn.AnnoySearcher(self.store.ann_path(), self.store.space_dim)
             return nn.approximate_search(self._annoy, self.search_vectors, vector, k, search_k=search_k)
         rows, scores = nn.exact_search(self.search_vectors, vector[None], k)
         return rows[0], scores[0]

@@ -113,7 +113,8 @@ def embed_views(encoder: QueryEncoder, originals: Sequence[Path], views: int, se
                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``views`` edited copies of each original, embedded by the index's model (raw space).
 
-    Returns (which original each view is of: int64 (n,), vectors float32 (n, dim)). An original
+    Returns (which original each view is of: int64 (n,), the model's own vectors float32 (n, dim):
+    map them with ``Store.to_space`` into a compressed search space). An original
     that cannot be read is skipped with a warning. View ``k`` of original ``i`` is edited with
     a generator seeded by (``seed``, ``keys[i]``, k) (keys default to positions; ``train``
     passes index rows), so a view does not depend on which other photos are trained on.
@@ -366,11 +367,12 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
         if store.meta is None or store.meta.count == 0:
             raise VsearchError(f"index at {store.dir} holds no vectors yet; run `vsearch build-index FOLDER` first")
         meta = store.meta
-        options.check(meta.dim)
+        dim_in = meta.space_dim  # the head works on the search space (after --vectors' transform)
+        options.check(dim_in)
         if options.dim is None:
-            options = dataclasses.replace(options, dim=min(DEFAULT_DIM, meta.dim))
+            options = dataclasses.replace(options, dim=min(DEFAULT_DIM, dim_in))
         assert options.dim is not None
-        vectors = store.vectors()
+        vectors = np.asarray(store.space_vectors(), dtype=np.float32)
         started = time.perf_counter()
         relevant: list[tuple[int, int]] = []
         irrelevant: list[tuple[int, int]] = []
@@ -380,19 +382,20 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
                 raise VsearchError(f"--use-judgments: no relevant judged pair of indexed images in {store.dir}; "
                                    "judge some results first (vsearch judge / vsearch serve)")
         owner = np.zeros(0, dtype=np.int64)
-        views = np.zeros((0, meta.dim), dtype=np.float32)
+        views = np.zeros((0, dim_in), dtype=np.float32)
         rows = np.arange(meta.count)
         if options.views:
             paths = [store.abs_path(p) for p in store.paths_by_row()]
             encoder = QueryEncoder(store, device=device, adapter=False)
             owner, views = embed_views(encoder, paths, options.views, options.seed, keys=rows,
                                        progress=(lambda d, t: progress("views", d, t)) if progress else None)
+            views = store.to_space(views) if len(views) else np.zeros((0, dim_in), dtype=np.float32)
         embed_s = time.perf_counter() - started
         started = time.perf_counter()
         pairs = make_pairs(vectors, owner, views, rows, relevant, irrelevant)
         head, losses = fit_head(pairs, initial_head(vectors, options.dim), options)
         fit_s = time.perf_counter() - started
-        info = AdapterInfo(file=adapter.head_name(head.sha256), sha256=head.sha256, dim_in=meta.dim,
+        info = AdapterInfo(file=adapter.head_name(head.sha256), sha256=head.sha256, dim_in=dim_in,
                            dim_out=options.dim, trained_on=len(pairs.anchors), epochs=options.epochs,
                            seed=options.seed, judgments=2 * len(relevant))
         head.save(store.dir / info.file)
