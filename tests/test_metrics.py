@@ -462,3 +462,39 @@ def test_bootstrap_result_independent_of_batching(monkeypatch: pytest.MonkeyPatc
 def test_bootstrap_rejects_bad_input(a: list[float], b: list[float], kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         paired_bootstrap_ci(a, b, **kwargs)  # type: ignore[arg-type]
+
+
+# --- graded relevance (judgments' grades are nDCG's gains) -----------------------------------
+
+
+def test_integer_grades_hand_case_with_an_irrelevant_verdict() -> None:
+    # Grades as `vsearch judge --grade` records them: 0 for an irrelevant verdict.
+    result = QueryResult("q", ("x", "b", "a", "c"), {"a": 3, "b": 1, "x": 0})
+    scores = score_query(result, [3])
+    dcg = 1 / math.log2(3) + 3 / math.log2(4)
+    assert scores["ndcg@3"] == pytest.approx(dcg / (3 + 1 / math.log2(3)))  # ~0.6845
+    assert scores["precision@3"] == pytest.approx(2 / 3)  # binary: a and b relevant, x not
+    assert scores["mrr"] == pytest.approx(1 / 2)
+
+
+@PROPERTY_SETTINGS
+@given(ranking_case(), st.floats(min_value=0.5, max_value=10.0))
+def test_graded_ndcg_ignores_the_scale_of_the_grades(case: tuple[list[int], dict[int, float], int],
+                                                     scale: float) -> None:
+    ranked, gains, k = case
+    scaled = {item: gain * scale for item, gain in gains.items()}
+    assert ndcg_at_k(ranked, scaled, k) == pytest.approx(ndcg_at_k(ranked, gains, k), abs=1e-9)
+
+
+@PROPERTY_SETTINGS
+@given(ranking_case(), st.integers(min_value=0, max_value=24))
+def test_putting_the_higher_grade_first_never_lowers_graded_ndcg(case: tuple[list[int], dict[int, float], int],
+                                                                 at: int) -> None:
+    ranked, gains, k = case
+    if at + 1 >= len(ranked):
+        return
+    a, b = ranked[at], ranked[at + 1]
+    if gains.get(a, 0.0) >= gains.get(b, 0.0):
+        return
+    better = ranked[:at] + [b, a] + ranked[at + 2:]
+    assert ndcg_at_k(better, gains, k) >= ndcg_at_k(ranked, gains, k) - 1e-12

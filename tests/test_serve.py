@@ -20,7 +20,8 @@ from tests.helpers import cli, fails, ok  # noqa: E402
 from tests.test_api import CLIP_NAME, FakeClip, make_photos  # noqa: E402
 from vsearch import models  # noqa: E402
 from vsearch.errors import VsearchError  # noqa: E402
-from vsearch.judgments import read_events, read_judgments  # noqa: E402
+from vsearch.clicks import read_click_log  # noqa: E402
+from vsearch.judgments import read_judgments  # noqa: E402
 from vsearch.serve import app as web  # noqa: E402
 from vsearch.serve.thumbs import ThumbCache  # noqa: E402
 from vsearch.store import file_digest  # noqa: E402
@@ -267,12 +268,15 @@ def test_judgments_round_trip_through_the_cli(indexed):
     assert bad.status_code == 400 and "label" in bad.json()["error"]
     listed = json.loads(ok(cli("judgments", "--index-dir", index.index_dir, "-f", "json")).stdout)
     assert len(listed) == 1
-    assert listed[0]["label"] == "relevant" and listed[0]["result_path"] == "dog-copy.jpg"
+    assert listed[0]["relevant"] is True and listed[0]["result_path"] == "dog-copy.jpg"
+    assert listed[0]["source"] == "page" and listed[0]["grade"] == 1
+    assert listed[0]["rank"] == next(r["rank"] for r in query["results"] if r["row"] == copy["row"])
     digest = file_digest((photos / "dog-copy.jpg").read_bytes())
     assert listed[0]["result"] == digest
     assert listed[0]["query"] == file_digest((photos / "dog.jpg").read_bytes())
     csv_out = ok(cli("judgments", "--index-dir", index.index_dir, "-f", "csv")).stdout
-    assert csv_out.splitlines()[0] == "time,label,query,result,result_path" and "dog-copy.jpg" in csv_out
+    assert csv_out.splitlines()[0] == "time,relevant,grade,rank,source,query,result,result_path"
+    assert "dog-copy.jpg" in csv_out
     fails(cli("judgments", "--index-dir", index.index_dir, "-f", "paths"), "not paths")
     fails(cli("judgments", "--index-dir", index.index_dir / "typo"), "index")
 
@@ -284,9 +288,21 @@ def test_impressions_and_clicks_are_logged_with_rank(indexed):
     shown = [{"row": r["row"], "rank": r["rank"]} for r in got["results"]]
     assert post(client, "/api/event", json={"kind": "impression", "query": got["query"], "results": shown}).json() == {"logged": 3}
     post(client, "/api/event", json={"kind": "click", "query": got["query"], "results": shown[1:2]})
-    events = read_events(index.index_dir)
-    assert [(e.kind, e.rank) for e in events] == [("impression", 1), ("impression", 2), ("impression", 3), ("click", 2)]
+    (logged,) = read_click_log(index.index_dir)  # the search logged its impressions; the page's post adds none
+    assert logged.query_id == got["query_id"] and len(logged.shown) == 3 and logged.clicked == {2}
     assert post(client, "/api/event", json={"kind": "hover", "query": "q", "results": shown}).status_code == 400
+
+
+def test_the_page_shows_a_swapped_pair_on_its_share_of_searches(indexed):
+    index, _ = indexed
+    client = TestClient(web.create_app(index, swap_fraction=1.0), base_url=BASE)
+    plain = [h.row for h in index.query(queries=index.root / "dog.jpg", k=4)]
+    got = client.get("/api/search", params={"row": plain[0], "k": 4}).json()
+    (logged,) = read_click_log(index.index_dir)
+    k = logged.swapped
+    assert k in (1, 2, 3)
+    expected = plain[:k - 1] + [plain[k], plain[k - 1]] + plain[k + 1:]
+    assert [r["row"] for r in got["results"]] == expected and [r["rank"] for r in got["results"]] == [1, 2, 3, 4]
 
 
 # --- binding ---------------------------------------------------------------------------------
@@ -407,14 +423,31 @@ def test_vsearch_serve_starts_uvicorn_on_loopback_and_answers(built, tmp_path):
     assert f"at http://127.0.0.1:{port}/" in proc.stderr.read()
 
 
-def test_judgments_and_events_survive_a_rebuild(built, photos):
-    from vsearch.judgments import record_event, record_judgment
+def test_a_click_by_query_id_and_a_judgment_are_logged_at_the_rank_shown_after_a_swap(indexed):
+    index, _ = indexed
+    client = client_for(index, swap_fraction=1.0)
+    got = client.get("/api/search", params={"row": 0, "k": 2}).json()  # two results: ranks 1 and 2 swap
+    (logged,) = read_click_log(index.index_dir)
+    assert logged.swapped == 1 and logged.original_rank == (2, 1)
+    second = got["results"][1]
+    assert post(client, "/api/event", json={"kind": "click", "query": got["query"], "query_id": got["query_id"],
+                                            "results": [{"row": second["row"], "rank": 2}]}).json() == {"logged": 1}
+    assert read_click_log(index.index_dir)[0].clicked == {2}
+    post(client, "/api/judgment", json={"query": got["query"], "row": second["row"], "label": "not-relevant"})
+    (judged,) = read_judgments(index.index_dir)
+    assert (judged.relevant, judged.grade, judged.rank, judged.source) == (False, 0, 2, "page")
 
-    record_judgment(built, "q", "r", "relevant")
-    record_event(built, "click", "q", "r", 1)
+
+def test_judgments_and_clicks_survive_a_rebuild(built, photos):
+    from vsearch.clicks import log_click, log_impressions
+    from vsearch.judgments import record_judgment
+
+    record_judgment(built, "q", "r", True)
+    shown = log_impressions(built, "q", ["r", "s"], swap_fraction=0)
+    log_click(built, shown.query_id, "s")
     ok(cli("build-index", photos, "--model", "fake", "-q", "--rebuild"))
     assert [j.label for j in read_judgments(built)] == ["relevant"]
-    assert [e.kind for e in read_events(built)] == ["click"]
+    assert [q.clicked for q in read_click_log(built)] == [{2}]
 
 
 def test_an_upload_never_lands_in_the_photo_folder_even_when_tmpdir_is_there(indexed, tmp_path, monkeypatch):

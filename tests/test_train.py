@@ -12,9 +12,7 @@ import pytest
 import vsearch.api as api
 from tests.conftest import SAMPLE_IMAGES, make_photo, run_cli_reporting_torch
 from tests.helpers import cli, fails, ok
-from vsearch import judgments
 from vsearch.search import Searcher
-from vsearch.store import Store
 
 PHOTOS = 12
 TRAIN = ("--views", 2, "--epochs", 3, "--dim", 16, "-q")
@@ -144,11 +142,9 @@ def test_remove_puts_the_raw_vectors_back(trained, photos):
 
 
 def test_judgments_add_positives_and_hard_negatives(built, photos):
-    with Store.open(built) as store:
-        digest = {Path(e.path).name: e.digest for e in store.entries()}
-    judgments.record_judgment(built, digest["p0.jpg"], digest["p5.jpg"], "relevant")
-    judgments.record_judgment(built, digest["p0.jpg"], digest["p6.jpg"], "not-relevant")
-    judgments.record_judgment(built, "text:a cat", digest["p6.jpg"], "relevant")  # text: not an image pair
+    ok(cli("judge", photos / "p0.jpg", photos / "p5.jpg", photos / "p7.jpg", "--irrelevant", "-q"))
+    ok(cli("judge", photos / "p0.jpg", photos / "p5.jpg", "--relevant", "-q"))  # the latest verdict counts
+    ok(cli("judge", "text:a red photo", photos / "p6.jpg", "--relevant", "-q"))  # text: not an image pair
     result = api.train(built, epochs=2, dim=16, views=0, use_judgments=True, seed=1)
     assert (result.view_pairs, result.judged_pairs, result.hard_negatives) == (0, 2, 1)
     assert meta_of(built)["adapter"]["judgments"] == 2

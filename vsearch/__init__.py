@@ -43,6 +43,8 @@ __all__ = [
     "UndoResult",
     "build_index",
     "default_index_dir",
+    "log_click",
+    "log_impressions",
     "open_index",
     # from vsearch.errors
     "ImageDecodeError",
@@ -68,6 +70,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         UndoResult,
         build_index,
         default_index_dir,
+        log_click,
+        log_impressions,
         open_index,
     )
     from .evaluate import EvalReport

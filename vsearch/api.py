@@ -4,7 +4,10 @@
     open_index(dir)      -> Index   a committed index, read-only
     Index.query(...)     -> [Hit]   image(s), text (CLIP indexes), negatives, filters, re-ranking
     Index.duplicates()   -> [DuplicateGroup]
-    Index.evaluate(...)  -> EvalReport
+    Index.judge(q, [r])  -> [Judgment]  a person's verdicts, kept in judgments.sqlite
+    Index.evaluate(...)  -> EvalReport  on label files, edited copies, or the recorded judgments
+    log_impressions(dir, query, results) -> Shown   the click log (vsearch.clicks), with swaps
+    log_click(dir, query_id, result)     -> rank
 
 The CLI drives the library through these same functions: ``vsearch embed`` and
 ``build-index`` call :func:`build_index`, ``query`` and ``duplicates`` an :class:`Index`.
@@ -28,7 +31,9 @@ import numpy as np
 from . import actions as act
 from . import duplicates as dup
 from . import freshness as fresh
+from . import judgments as jd
 from . import marks
+from .clicks import log_click, log_impressions
 from .duplicates import DuplicateGroup, DuplicateMember
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
 from .errors import VsearchError
@@ -54,6 +59,8 @@ __all__ = [
     "UndoResult",
     "build_index",
     "default_index_dir",
+    "log_click",
+    "log_impressions",
     "open_index",
 ]
 
@@ -411,6 +418,39 @@ class Index:
         digests = [_content_digest(Path(p).expanduser()) for p in (a, b)]
         marks.add_not_duplicate(self._dir, *digests, paths=(str(a), str(b)))
 
+    def judge(self, query: PathLike, results: Sequence[PathLike], *, relevant: bool, grade: int | None = None,
+              source: str = "cli") -> list[jd.Judgment]:
+        """Record that each of ``results`` is (or is not) relevant to ``query``, in one go.
+
+        ``query``: an image file (in the index or not), or a ``"text:..."`` string for a text
+        query. ``results``: image files in the index. Verdicts are keyed by the files' contents,
+        so they survive renames (``judgments.sqlite`` in the index folder). ``grade``: graded
+        relevance, the gain of nDCG (default 1 relevant, 0 not). A result that is not in the
+        index or cannot be read raises :class:`VsearchError`, and nothing is recorded.
+        """
+        store, _ = self._open()
+        listed = _listed(results)
+        if not listed:
+            raise VsearchError("give at least one result image to judge")
+        if isinstance(query, str) and query.startswith("text:") and not Path(query).exists():
+            query_key, query_path = query, None
+        else:
+            q = Path(query).expanduser()
+            query_key, query_path = _content_digest(q), str(q.resolve())
+        root = self.root.resolve()
+        verdicts = []
+        for r in listed:
+            path = Path(r).expanduser()
+            digest = _content_digest(path)
+            entry = store.entry_by_digest(digest)
+            if entry is None:
+                raise VsearchError(f"{path} is not in the index at {self._dir} (judged results must be indexed images; "
+                                   "run vsearch build-index first); nothing was recorded")
+            resolved = path.resolve()
+            rel = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else entry.path
+            verdicts.append(jd.Verdict(query_key, digest, relevant, grade, None, rel, query_path))
+        return jd.record_judgments(self._dir, verdicts, source=source)
+
     def plan_actions(self, groups: Sequence[DuplicateGroup], *, move_to: PathLike | None = None,
                      trash: bool = False) -> list[Action]:
         """What acting on ``groups`` would do, changing nothing: move every copy that is not its
@@ -492,6 +532,7 @@ class Index:
         pairs: PathLike | None = None,
         groups: PathLike | None = None,
         augment: int | None = None,
+        judgments: bool = False,
         ks: Sequence[int] | None = None,
         mode: SearchMode = "auto",
         qe: int = 0,
@@ -499,7 +540,8 @@ class Index:
         ann_recall: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> EvalReport:
-        """Score retrieval on labels; give exactly one of ``pairs``, ``groups`` or ``augment``.
+        """Score retrieval on labels; give exactly one of ``pairs``, ``groups``, ``augment`` or
+        ``judgments=True`` (the verdicts recorded in the index folder, graded: nDCG uses the grades).
 
         ``pairs``: a CSV of ``query,positive[,relevance]``. ``groups``: a CSV of ``path,group``
         (each member is a query against the rest of its group). ``augment``: no labels needed:
@@ -512,16 +554,20 @@ class Index:
         ``precision@K``, ``map@K``, ``ndcg@K``, ``mrr`` and ``num_queries`` to their mean over
         queries; ``records`` holds each query's expected and returned paths.
         """
-        if sum(x is not None for x in (pairs, groups, augment)) != 1:
-            raise VsearchError("give exactly one of pairs=, groups= or augment=")
+        if sum(x is not None for x in (pairs, groups, augment)) + bool(judgments) != 1:
+            raise VsearchError("give exactly one of pairs=, groups=, augment= or judgments=True")
         if mode not in MODES:
             raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
         if isinstance(qe, bool) or qe < 0:
             raise VsearchError(f"qe must be 0 or more (got {qe!r})")
         if augment is not None and (isinstance(augment, bool) or augment < 1):
             raise VsearchError(f"augment must be 1 or more (got {augment!r})")
-        _, searcher = self._open()
+        store, searcher = self._open()
         ks = tuple(ks) if ks is not None else ((1, 10) if augment is not None else (1, 5, 10))
+        if judgments:
+            from . import labels as lb
+
+            return _evaluate(searcher, lb.judged_labels(store).queries, ks, mode, qe, ann_recall, progress)
         if augment is None:
             labels = _read_labels(pairs, groups)
             return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress)

@@ -530,6 +530,8 @@ def _expansions(qe: str | None, n: int) -> list[int]:
     "vsearch evaluate --groups labels.csv    # a CSV of path,group",
     "vsearch evaluate --augment 200          # no labels: do edited copies find their originals?",
     "vsearch evaluate --index-dir A --index-dir B --groups labels.csv   # A/B, with a CI",
+    "vsearch evaluate --judgments            # on verdicts recorded with vsearch judge",
+    "vsearch evaluate --clicks               # the page's click log, position bias removed",
 ))
 @user_errors
 def evaluate(
@@ -544,6 +546,12 @@ def evaluate(
         help="No labels needed: pick N indexed images, query with edited copies of each (crop, flip, rotate, colour, "
              "blur, downscale, jpeg, all; made in a temporary folder, never indexed) and score whether the "
              "original comes back.")] = None,
+    judged: Annotated[bool, typer.Option(
+        "--judgments", help="Score on the verdicts recorded with `vsearch judge` or the page (in the first "
+                            "--index-dir), graded: nDCG uses the grades.")] = False,
+    clicks: Annotated[bool, typer.Option(
+        "--clicks", help="Report the page's click log instead: click-through by rank, per-rank propensities "
+                         "estimated from its swapped pairs, and the position-debiased (IPW) click metric.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --augment's picks and edits, and the bootstrap.")] = 0,
     k: Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated. Default: 1,5,10; 1,10 with --augment.",
                                              show_default=False)] = None,
@@ -585,8 +593,19 @@ def evaluate(
     from .search import Searcher
     from .store import Store
 
-    if sum(x is not None for x in (pairs, groups, augment)) != 1:
-        raise VsearchError("give exactly one of --pairs FILE, --groups FILE or --augment N")
+    if clicks:
+        if sum(x is not None for x in (pairs, groups, augment)) or judged or len(index_dirs or []) > 1:
+            raise VsearchError("--clicks reports one index's click log: give no labels and one --index-dir")
+        from . import clicks as cl
+        from . import propensity
+
+        with Store.open(index_dirs[0] if index_dirs else default_index_dir()) as store:
+            logged = cl.read_click_log(store.dir)
+        report.render_clicks(propensity.click_report(logged, cl.SWAP_DEPTH), fmt, quiet=quiet)
+        return
+    if sum(x is not None for x in (pairs, groups, augment)) + judged != 1:
+        raise VsearchError("give exactly one of --pairs FILE, --groups FILE or --augment N "
+                          "(or --judgments: the verdicts recorded with vsearch judge)")
     ks = _parse_ks(k or ("1,10" if augment else "1,5,10"))
     dirs = index_dirs or [default_index_dir()]
     modes = _search_modes(mode, exact, len(dirs))
@@ -606,6 +625,9 @@ def evaluate(
             labelled = labels.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
             source = (f"{len(labelled.queries)} edited copies of {augment - len(labelled.skipped)} indexed images "
                       f"(seed {seed}), made in {time.perf_counter() - started:.1f}s")
+        elif judged:
+            labelled = labels.judged_labels(targets[0].searcher.store)
+            source = f"judgments in {dirs[0]}"
         else:
             labelled = labels.read_pairs(pairs) if pairs is not None else labels.read_groups(groups)  # type: ignore[arg-type]
             source = f"labels: {pairs or groups}"
@@ -796,28 +818,99 @@ def serve(
         web.serve(index, host, port)
 
 
+class JudgmentsAction(str, Enum):
+    """What `vsearch judgments` does."""
+
+    list = "list"
+    export = "export"
+
+
 @app.command(epilog=_examples(
-    "vsearch judgments                   # what the web page recorded",
+    "vsearch judge cat.jpg photos/cat2.jpg photos/cat3.jpg --relevant",
+    "vsearch judge cat.jpg photos/dog.jpg --irrelevant",
+    "vsearch judge cat.jpg photos/cat-closeup.jpg --relevant --grade 2   # graded: nDCG's gain",
+    "vsearch evaluate --judgments          # score the index on what was judged",
+))
+@user_errors
+def judge(
+    query: Annotated[str, typer.Argument(metavar="QUERY", show_default=False,
+                                         help="The query: an image file, or text:WORDS for a text query.")],
+    results: Annotated[list[Path], typer.Argument(metavar="RESULT...", show_default=False,
+                                                  help="Indexed image files judged for QUERY.")],
+    relevant: Annotated[bool | None, typer.Option(
+        "--relevant/--irrelevant", show_default=False, help="The verdict on every RESULT (one is required).")] = None,
+    grade: Annotated[int | None, typer.Option(
+        "--grade", min=0, show_default=False,
+        help="Graded relevance, the gain nDCG uses (default 1 with --relevant, 0 with --irrelevant).")] = None,
+    index_dir: IndexDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Record a person's verdict: each RESULT is (or is not) relevant to QUERY.
+
+    Kept in the index folder (judgments.sqlite), keyed by the images' contents, so verdicts survive
+    renames and rebuilds. `vsearch evaluate --judgments` scores the index on them.
+    """
+    if relevant is None:
+        raise VsearchError("give the verdict: --relevant or --irrelevant")
+    from . import api
+
+    with api.open_index(index_dir) as index:
+        done = index.judge(query, results, relevant=relevant, grade=grade)
+    if not quiet:
+        _err(f"recorded {len(done)} verdict(s): {'relevant' if relevant else 'irrelevant'}"
+             f" (grade {done[0].grade})")
+
+
+@app.command(epilog=_examples(
+    "vsearch judgments                   # every verdict, oldest first",
     "vsearch judgments -f csv > judged.csv",
+    "vsearch judgments export --out pairs.csv && vsearch evaluate --pairs pairs.csv",
 ))
 @user_errors
 def judgments(
+    action: Annotated[JudgmentsAction, typer.Argument(
+        help="list: every verdict (images by content digest); export: a pairs CSV "
+             "(query,positive,relevance, current paths) that `vsearch evaluate --pairs` reads.")] = JudgmentsAction.list,
     index_dir: IndexDir = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", metavar="FORMAT",
-                                        help="table, json or csv.")] = Format.table,
+    fmt: Annotated[Format | None, typer.Option("--format", "-f", metavar="FORMAT", show_default=False,
+                                               help="list: table, json or csv; export: csv.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False, show_default=False,
+                                             help="export: write the CSV here (default: stdout).")] = None,
+    quiet: Quiet = False,
 ) -> None:
-    """List the relevance judgments recorded with `vsearch serve`, oldest first (images by content digest)."""
-    from .judgments import read_judgments
-
-    if fmt is Format.paths:
-        raise VsearchError("judgments are not paths: use --format table, json or csv")
+    """List the relevance judgments recorded with `vsearch judge` or `vsearch serve`, or export them."""
+    from . import judgments as jd
     from .store import Store
 
     where = index_dir or default_index_dir()
+    if action is JudgmentsAction.export:
+        if fmt not in (None, Format.csv):
+            raise VsearchError("judgments export writes csv (a pairs file): --format csv")
+        from . import atomic, labels
+
+        with Store.open(where) as store:
+            found = labels.judged_labels(store)
+        text = labels.pairs_csv(found)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            atomic.write_bytes(out.expanduser(), text.encode("utf-8"))
+        if not quiet:
+            for note in found.notes:
+                _err(f"note: {note}")
+            _err(f"{len(found.queries)} queries, {sum(len(q.gains) for q in found.queries)} pairs"
+                 + (f" written to {out}" if out is not None else ""))
+        return
+    if out is not None:
+        raise VsearchError("--out is for `vsearch judgments export`")
+    fmt = fmt or Format.table
+    if fmt is Format.paths:
+        raise VsearchError("judgments are not paths: use --format table, json or csv")
     with Store.open(where):  # a typo in --index-dir is an error, not an empty list
         pass
-    found = read_judgments(where)
-    render.records(found, fmt, columns=["time", "label", "query", "result", "result_path"], title="judgments")
+    found_judgments = jd.read_judgments(where)
+    render.records(found_judgments, fmt, columns=["time", "relevant", "grade", "rank", "source", "query", "result",
+                                                  "result_path"], title="judgments")
 
 
 def run() -> None:

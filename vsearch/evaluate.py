@@ -73,8 +73,11 @@ class EvalReport:
 
 def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path, int],
                   batch_size: int = 16, on_embed: Callable[[int], None] | None = None,
-                  cache: dict[Path, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+                  cache: dict[Path, np.ndarray] | None = None,
+                  texts: dict[int, str] | None = None) -> tuple[np.ndarray, int]:
     """Vectors for all queries: stored rows where indexed, the rest embedded in batches.
+
+    ``texts``: queries (by position) that are text, embedded by the model's text tower.
 
     ``cache``: vectors already embedded by the same model (read, and filled with new ones), so
     indexes that share a model embed an out-of-index query once (it holds the model's own
@@ -84,7 +87,9 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     out = np.zeros((len(queries), searcher.vectors.shape[1]), dtype=np.float32)  # search space, or the head's
     todo = []
     for i, q in enumerate(queries):
-        if q in known:
+        if texts and i in texts:
+            out[i] = searcher.encoder.text_vector(texts[i]).vector
+        elif q in known:
             out[i] = searcher.vectors[known[q]]
         elif cache is not None and q in cache:
             out[i] = searcher.encoder.to_query_space(cache[q])
@@ -136,7 +141,9 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
             "index their folder first (vsearch build-index FOLDER)"
         )
     queries = [q.query for q in labels]
-    to_embed = sum(1 for q in queries if q not in rows and (cache is None or q not in cache))
+    texts = {i: q.text for i, q in enumerate(labels) if q.text is not None}
+    to_embed = sum(1 for i, q in enumerate(queries)
+                   if i not in texts and q not in rows and (cache is None or q not in cache))
     done = [0]
 
     def on_embed(n: int) -> None:
@@ -144,7 +151,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
         if progress:
             progress(done[0], to_embed)
 
-    vectors, embedded = query_vectors(searcher, queries, rows, on_embed=on_embed, cache=cache)
+    vectors, embedded = query_vectors(searcher, queries, rows, on_embed=on_embed, cache=cache, texts=texts)
     if expand:
         vectors = np.stack([
             searcher.expand(v, expand, mode, exclude_rows=[rows[q]] if q in rows else [])

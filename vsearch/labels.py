@@ -3,7 +3,8 @@
 Two label files, both CSV; paths are absolute or relative to the folder that holds the CSV:
 
 * pairs:  ``query,positive[,relevance]``: each row adds one relevant image (gain = relevance,
-  default 1) to that query. A query may be outside the index (embedded on the fly).
+  default 1) to that query. A query may be outside the index (embedded on the fly), or
+  ``text:WORDS``, a text query (CLIP indexes).
   An optional ``augmentation`` column names the edit that made the query (``make-pairs`` writes
   it), and the metrics are then also broken down by it.
 * groups: ``path,group`` (extra columns ignored): every image is a query whose relevant images
@@ -12,6 +13,11 @@ Two label files, both CSV; paths are absolute or relative to the folder that hol
 A row repeated in a file (same paths after resolving, same relevance or group) counts once;
 :attr:`Labels.duplicates` says how many repeats were dropped. A row with more fields than the
 header, an empty path or an empty group cell is an error that names the file and line.
+
+Judgments (``vsearch judge``, the page; vsearch.judgments): :func:`judged_labels` turns the
+latest verdict of each judged pair into labels (gain = grade; an irrelevant verdict is gain 0),
+images found through the index by content digest, and :func:`pairs_csv` writes them as a pairs
+file that :func:`read_pairs` reads back to the same labels.
 
 Augmented copies (no file): :func:`augment_labels` edits N indexed images (see augment.py);
 each copy is a query whose one relevant image is its original, or an indexed pixel duplicate of
@@ -36,8 +42,11 @@ from . import index as nn
 from .atomic import write_bytes as atomic_write_bytes
 from .errors import VsearchError
 from .search import Searcher
+from .store import Store
 
 ProgressFn = Callable[[int, int], None]
+#: How a text query is written where an image path would be (judgments, pairs files).
+TEXT_PREFIX = "text:"
 
 #: Duplicates of an augmented original are looked for among its nearest indexed neighbours with
 #: at least this cosine (a shortlist: the test itself is on pixels, so every model is scored
@@ -53,12 +62,15 @@ class LabelledQuery:
     ``kind``: the edit that made the query from its original, for augmented copies.
     ``same_as``: indexed images that stand for a relevant one (pixel duplicates of it): in a
     ranking they count as that image, once, at the first place either appears.
+    ``text``: a text query (CLIP indexes) instead of an image; ``query`` is then ``text:`` + it,
+    a name for reports, not a file.
     """
 
     query: Path
     gains: dict[Path, float]
     kind: str | None = None
     same_as: dict[Path, Path] = field(default_factory=dict)
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,13 @@ class Labels:
 
     ``duplicates``: rows of a label file that repeated an earlier row (counted once).
     ``skipped``: indexed images picked for augmented copies whose file is no longer on disk.
+    ``notes``: what else was left out, one sentence each (judged queries that cannot be run).
     """
 
     queries: list[LabelledQuery]
     duplicates: int = 0
     skipped: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 # --- label files ----------------------------------------------------------------------------
@@ -126,8 +140,13 @@ def read_pairs(path: Path) -> Labels:
     first_line: dict[tuple[Path, Path], int] = {}
     kinds: dict[Path, str] = {}
     duplicates = 0
+    texts: dict[Path, str] = {}
     for line, row in rows:
-        q = _resolve(base, row["query"], path, line)
+        if row["query"].startswith(TEXT_PREFIX):
+            q = Path(row["query"])
+            texts[q] = row["query"][len(TEXT_PREFIX):]
+        else:
+            q = _resolve(base, row["query"], path, line)
         pos = _resolve(base, row["positive"], path, line)
         rel = row.get("relevance") or "1"
         try:
@@ -147,7 +166,7 @@ def read_pairs(path: Path) -> Labels:
         first_line[q, pos] = line
         if row.get("augmentation"):
             kinds[q] = row["augmentation"]
-    return Labels([LabelledQuery(q, g, kinds.get(q)) for q, g in queries.items()], duplicates)
+    return Labels([LabelledQuery(q, g, kinds.get(q), text=texts.get(q)) for q, g in queries.items()], duplicates)
 
 
 def read_groups(path: Path) -> Labels:
@@ -177,6 +196,106 @@ def read_groups(path: Path) -> Labels:
     if not queries:
         raise VsearchError(f"{path}: no group has two or more members, so there is nothing to retrieve")
     return Labels(queries, duplicates)
+
+
+# --- good labels: people's judgments ----------------------------------------------------------
+
+
+def judged_labels(store: Store) -> Labels:
+    """Labels from the judgments recorded in ``store``'s index folder (the latest verdict of each
+    pair counts; gain = its grade, 0 for irrelevant).
+
+    A query is run from its indexed image (found by content digest, wherever it is now), else
+    from the file it was judged from if that still holds the same bytes. Left out, with a note
+    each: text queries (evaluation embeds images), queries whose image is gone, results no longer
+    in the index, and queries left with no relevant result (nothing to find). A text query
+    (``text:WORDS``) is run through the model's text tower; an image-only index leaves it out.
+    """
+    from . import judgments as jd
+
+    verdicts = jd.latest_verdicts(jd.read_judgments(store.dir))
+    if not verdicts:
+        raise VsearchError(f"no judgments recorded in {store.dir}: record some with `vsearch judge QUERY RESULT... "
+                           "--relevant` or on the `vsearch serve` page")
+    by_query: OrderedDict[str, list] = OrderedDict()
+    for v in verdicts:
+        by_query.setdefault(v.query, []).append(v)
+    copies = _indexed_copies(store, {v.result for v in verdicts} | set(by_query))
+
+    def indexed(digest: str) -> Path | None:
+        return copies[digest][0] if copies.get(digest) else None
+
+    queries: list[LabelledQuery] = []
+    text = gone = lost = empty = 0
+    has_text = store.meta is not None and store.meta.model.supports_text
+    for key, judged in by_query.items():
+        if key.startswith(TEXT_PREFIX) and not has_text:
+            text += 1
+            continue
+        query = Path(key) if key.startswith(TEXT_PREFIX) else indexed(key) or _same_file(judged[-1].query_path, key)
+        if query is None:
+            gone += 1
+            continue
+        gains: dict[Path, float] = {}
+        for v in judged:
+            if not copies.get(v.result):
+                lost += 1
+            for result in copies.get(v.result, ()):  # a verdict on a photo holds for each copy of its bytes
+                gains[result] = float(v.grade)
+        if not any(g > 0 for g in gains.values()):
+            empty += 1
+            continue
+        queries.append(LabelledQuery(query, gains, text=key[len(TEXT_PREFIX):] if key.startswith(TEXT_PREFIX) else None))
+    notes = []
+    if text:
+        notes.append(f"{text} text quer{'y' if text == 1 else 'ies'} left out: this index's model has no text "
+                     "tower (CLIP indexes have)")
+    if gone:
+        notes.append(f"{gone} quer{'y' if gone == 1 else 'ies'} left out: the image is neither in the index nor "
+                     "on disk as judged")
+    if lost:
+        notes.append(f"{lost} judged result(s) left out: no longer in the index")
+    if empty:
+        notes.append(f"{empty} quer{'y' if empty == 1 else 'ies'} left out: no relevant result judged")
+    if not queries:
+        raise VsearchError(f"none of the {len(by_query)} judged queries in {store.dir} can be scored ("
+                           f"{'; '.join(notes)}); judge some results --relevant")
+    return Labels(queries, notes=tuple(notes))
+
+
+def _indexed_copies(store: Store, digests: set[str]) -> dict[str, list[Path]]:
+    """Every indexed file (absolute path) holding each of ``digests``, in path order: a verdict
+    keys the bytes, and a collection may hold them twice."""
+    found: dict[str, list[Path]] = {}
+    for entry in store.entries():  # one pass: the manifest looks a digest up one file at a time
+        if entry.digest in digests and entry.row is not None and entry.skip_reason is None:
+            committed = store.entry(entry.path)  # the reader's generation, as evaluation ranks it
+            if committed is not None and committed.row is not None:
+                found.setdefault(entry.digest, []).append(store.abs_path(entry.path).resolve())
+    return found
+
+
+def _same_file(path: str | None, digest: str) -> Path | None:
+    """``path`` when it still holds the bytes of ``digest``, else None."""
+    from .store import file_digest
+
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        return p.resolve() if p.is_file() and file_digest(images.read_image_bytes(p)) == digest else None
+    except (OSError, VsearchError):
+        return None
+
+
+def pairs_csv(labels: Labels) -> str:
+    """A pairs file (``query,positive,relevance``, absolute paths) holding ``labels``, every gain
+    included (0 for an irrelevant verdict): :func:`read_pairs` reads back the same labels."""
+    lines = ["query,positive,relevance"]
+    for q in labels.queries:
+        for p, gain in q.gains.items():
+            lines.append(_csv_line([TEXT_PREFIX + q.text if q.text is not None else str(q.query), str(p), f"{gain:g}"]))
+    return "\n".join(lines) + "\n"
 
 
 # --- cheap labels: augmented copies ------------------------------------------------------------

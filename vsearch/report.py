@@ -164,6 +164,8 @@ def _render_notes(ev: Evaluation, *, source: str, labels: Labels | None, quiet: 
         more = f" and {len(labels.skipped) - 3} more" if len(labels.skipped) > 3 else ""
         err.write(f"skipped {len(labels.skipped)} picked image(s) no longer on disk: {shown}{more} "
                   "(run vsearch build-index to refresh)\n")
+    for note in labels.notes if labels is not None else ():
+        err.write(f"note: {note}\n")
     if quiet:
         return
     err.write(f"{source}; {ev.reports[0].metrics['num_queries']} queries in {ev.elapsed_s:.1f}s\n")
@@ -459,3 +461,41 @@ def render_html(ev: Evaluation, *, title: str = "vsearch evaluation", source: st
 def write_html(path: Path, ev: Evaluation, *, title: str = "vsearch evaluation", source: str = "") -> None:
     """Write :func:`render_html` to ``path`` (atomically)."""
     _write(path, render_html(ev, title=title, source=source), atomic_write_bytes)
+
+
+# --- clicks ----------------------------------------------------------------------------------
+
+
+def render_clicks(rep: Any, fmt: EvalFormat | Format, *, quiet: bool = False, out: IO[str] | None = None,
+                  err: IO[str] | None = None) -> None:
+    """Print ``vsearch evaluate --clicks``: click-through and estimated propensity by rank (table,
+    csv; json adds the summary), then raw CTR@K against the debiased (IPW) estimate.
+
+    ``rep``: a :class:`vsearch.propensity.ClickReport`.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    if fmt not in set(EvalFormat):
+        raise VsearchError(f"a click report prints as {', '.join(f.value for f in EvalFormat)}, not {fmt.value}")
+    fmt = Format(fmt.value)
+    rows = [{"rank": r.rank, "impressions": r.impressions, "clicks": r.clicks, "ctr": r.ctr, "swaps": r.swaps,
+             "propensity": r.propensity if r.propensity is not None else "n/a"} for r in rep.by_rank]
+    summary: dict[str, Any] = {"lists": rep.lists, "swapped_lists": rep.swapped_lists, "clicks": rep.clicks,
+                               "k": rep.depth}
+    if rep.depth:
+        summary.update({f"ctr@{rep.depth}": rep.ctr, f"ipw@{rep.depth}": rep.ipw})
+    if fmt is Format.json:
+        render.mapping({**summary, "by_rank": [{**r, "propensity": r["propensity"] if r["propensity"] != "n/a"
+                                                else None} for r in rows]}, fmt, out=out)
+    else:
+        if rows:
+            render.records(rows, fmt, title="clicks by rank", out=out)
+        if fmt is Format.table or not rows:
+            render.mapping(summary, fmt, out=out)
+    if rep.depth == 0:
+        err.write("note: no propensity could be estimated yet: it needs lists with a swapped pair and clicks "
+                  "(the logger swaps a pair on a fraction of queries); ctr and ipw are n/a until then\n")
+    elif not quiet:
+        err.write(f"{rep.lists} lists ({rep.swapped_lists} with a swapped pair), {rep.clicks} clicks; "
+                  f"propensities estimated from the swaps for ranks 1-{rep.depth}, relative to rank 1; "
+                  f"ipw@{rep.depth}: mean clicks per result in the top {rep.depth}, each weighted by "
+                  "1/propensity (position-debiased)\n")

@@ -83,7 +83,7 @@ LOCK_FILE = "lock"
 #: Side records that outlive every build and ``--rebuild``: not-duplicate marks, undo logs.
 MARKS_FILE, UNDO_DIR = "marks.jsonl", "undo"
 #: What a person recorded through ``vsearch serve`` (vsearch.judgments): a rebuild keeps them.
-KEPT_LOGS = ("judgments.jsonl", "events.jsonl")
+KEPT_LOGS = ("judgments.jsonl", "events.jsonl", "judgments.sqlite", "judgments.sqlite-wal", "judgments.sqlite-shm")
 #: Manifest keys (the writer's working state): the format its commits make, and its fitted PCA.
 FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.

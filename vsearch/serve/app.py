@@ -33,8 +33,9 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import clicks
 from ..errors import VsearchError
-from ..judgments import record_event, record_judgment
+from ..judgments import record_judgment
 from ..store import file_digest
 from .page import PAGE
 from .thumbs import ThumbCache
@@ -88,6 +89,7 @@ class _Api:
     def __init__(self, index: Any) -> None:
         self.index = index
         self.lock = threading.Lock()
+        self.swap_fraction = 0.0
 
     def row_file(self, row: int) -> tuple[Path, str]:
         """The file of ``row`` (resolved, inside the root) and its content digest; LookupError if none."""
@@ -116,12 +118,16 @@ class _Api:
 
 def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS, thumb_cache_bytes: int | None = None,
-               allowed_hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
+               allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
+               swap_fraction: float = 0.0) -> Starlette:
     """The web app over an open :class:`vsearch.api.Index` (which the caller closes).
 
     ``allowed_hosts``: the Host header names it answers (``["*"]``: any, for --allow-remote).
+    ``swap_fraction``: share of searches shown with one adjacent pair swapped (vsearch.clicks);
+    :func:`serve` (the page people use) passes the page's, 0.1, so position bias can be measured.
     """
     api = _Api(index)
+    api.swap_fraction = swap_fraction
     thumbs = ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {}))
     tokens: dict[str, None] = {}  # insertion-ordered: the oldest session goes first
 
@@ -215,13 +221,19 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         except LookupError:
             return _error(404, f"no image at row {result_row}")
         rel = path.relative_to(Path(index.root).resolve()).as_posix()
-        done = record_judgment(index.index_dir, str(body.get("query", "")), digest, str(body.get("label", "")),
-                               result_path=rel)
-        return JSONResponse(done.__dict__)
+        query, label = str(body.get("query", "")), str(body.get("label", ""))
+        if label not in ("relevant", "not-relevant"):
+            raise VsearchError(f"label must be relevant or not-relevant (got {label!r})")
+        shown = await run_in_threadpool(clicks.latest_shown, index.index_dir, query, digest) if query else None
+        done = record_judgment(index.index_dir, query, digest, label == "relevant", source="page",
+                               rank=shown[1] if shown else None, result_path=rel)
+        return JSONResponse({**done.__dict__, "label": label})
 
     async def event(request: Request) -> Response:
         body = await _json(request)
         kind, query = str(body.get("kind", "")), str(body.get("query", ""))
+        if kind not in ("impression", "click"):
+            raise VsearchError(f"kind must be impression or click (got {kind!r})")
         shown = body.get("results")
         if not isinstance(shown, list) or not shown or len(shown) > MAX_K:
             return _error(400, f"results must be a list of 1 to {MAX_K} {{row, rank}} objects")
@@ -233,7 +245,13 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                 _, digest = await run_in_threadpool(api.row_file, row)
             except LookupError:
                 continue
-            record_event(index.index_dir, kind, query, digest, rank)
+            if kind == "click":  # impressions were logged when the search answered (in _hits)
+                qid = body.get("query_id")
+                found = (_int(qid, "query_id"), rank) if qid is not None else \
+                    await run_in_threadpool(clicks.latest_shown, index.index_dir, query, digest)
+                if found is None:
+                    continue
+                await run_in_threadpool(clicks.log_click, index.index_dir, found[0], digest)
             logged += 1
         return JSONResponse({"logged": logged})
 
@@ -373,18 +391,34 @@ def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:
 
 
 def _hits(api: _Api, hits: list[Any], query_key: str) -> JSONResponse:
+    """The results as the page shows them, logged as impressions (clicks.log_impressions): on a
+    share of searches one adjacent pair is swapped, to measure position bias."""
     root = Path(api.index.root)
-    results = []
-    for h in hits:
-        results.append({"rank": h.rank, "score": round(float(h.score), 4), "row": h.row,
+    results, query_id = [], None
+    digests = [_digest_of_hit(api, h) for h in hits]
+    if hits and None not in digests:
+        shown = clicks.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]
+                                       swap_fraction=api.swap_fraction)
+        hits, query_id = [hits[i] for i in shown.order], shown.query_id
+    for rank, h in enumerate(hits, start=1):
+        results.append({"rank": rank, "score": round(float(h.score), 4), "row": h.row,
                         "path": h.path.relative_to(root).as_posix() if h.path.is_relative_to(root) else h.path.name,
                         "thumb": f"/thumb/{h.row}", "image": f"/image/{h.row}"})
-    return JSONResponse({"query": query_key, "results": results})
+    return JSONResponse({"query": query_key, "query_id": query_id, "results": results})
 
 
-def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+def _digest_of_hit(api: _Api, hit: Any) -> str | None:
+    try:
+        return api.row_file(hit.row)[1]
+    except LookupError:
+        return None
+
+
+def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          swap_fraction: float = clicks.DEFAULT_SWAP_FRACTION) -> None:
     """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``)."""
     import uvicorn
 
     hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"]  # remote: check_host warned
-    uvicorn.run(create_app(index, allowed_hosts=hosts), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(index, allowed_hosts=hosts, swap_fraction=swap_fraction), host=host, port=port,
+                log_level="warning")
