@@ -65,7 +65,7 @@ def read_labels(path: Path, root: Path) -> dict[str, str]:
 def split(classes: np.ndarray, seed: int) -> tuple[set[str], np.ndarray]:
     """(class-A names, train mask by row): half the classes judged, half of each class's images train."""
     rng = np.random.default_rng(seed)
-    names = sorted(set(classes))
+    names = sorted(set(classes) - {""})  # unlabelled images take no part
     judged = set(rng.permutation(names)[: len(names) // 2].tolist())
     train = np.zeros(len(classes), dtype=bool)
     for c in names:
@@ -162,7 +162,7 @@ def run(store: Store, args: argparse.Namespace) -> None:
     judged_classes, train = split(classes, args.seed)
     in_a = np.asarray([c in judged_classes for c in classes])
     train_rows = np.flatnonzero(train)
-    held = np.flatnonzero(~train)
+    held = np.flatnonzero(~train & (classes != ""))
     encoder = QueryEncoder(store, device="cpu", adapter=False)
     timing: dict[str, float] = {}
 
@@ -171,7 +171,7 @@ def run(store: Store, args: argparse.Namespace) -> None:
     if args.max_train:
         view_rows = np.sort(np.random.default_rng(args.seed).permutation(train_rows)[: args.max_train])
     started, cpu = time.perf_counter(), time.process_time()
-    owner, views = embed_cached(args.cache, f"views-v2-{args.views}-s{args.seed}-n{len(view_rows)}",
+    owner, views = embed_cached(args.cache, f"{args.index.name}-views-v2-{args.views}-s{args.seed}-n{len(view_rows)}",
                                 lambda: tr.embed_views(encoder, [root / paths[r] for r in view_rows], args.views,
                                                        args.seed, keys=view_rows))
     timing["views_embed_s"] = time.perf_counter() - started
@@ -189,7 +189,7 @@ def run(store: Store, args: argparse.Namespace) -> None:
                                    for i in range(0, len(made), 16)])
             return np.asarray([where[c.original] for c in made]), vecs
 
-    copy_orig, copy_vecs = embed_cached(args.cache, f"copies-s{args.seed}-n{len(picked)}", make_copies)
+    copy_orig, copy_vecs = embed_cached(args.cache, f"{args.index.name}-copies-s{args.seed}-n{len(picked)}", make_copies)
 
     # Simulated judgments: class-A train images only.
     pool = np.flatnonzero(train & in_a)
