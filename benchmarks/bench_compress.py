@@ -15,6 +15,11 @@ Usage::
         --groups /work/shared/datasets/flowers17/labels.csv --work /tmp/bench-compress/flowers \
         [--formats fp32,fp16,pca128,pca128w,pca256,pca256w,pca512,pca512w] [--augment 200]
 
+``--synthetic N`` instead times the PCA fit, the projection and Annoy (raw against 256-d) on N
+clustered 1280-d unit vectors (1,000 clusters, seeded)::
+
+    python benchmarks/bench_compress.py --synthetic 100000
+
 It prints one JSON object: per format the copy's bytes, the seconds to make it (PCA fit
 included) and to build Annoy (``--trees``) over it, and the evaluate figures (mrr, recall@10,
 map@10, and the paired bootstrap CI of the headline metric against the first format).
@@ -74,15 +79,50 @@ def evaluate(dirs: list[Path], extra: list[str]) -> dict:
     return json.loads(done.stdout)
 
 
+def synthetic(n: int, dim: int = 1280, d: int = 256, trees: int = DEFAULT_TREES) -> dict:
+    """PCA fit / projection / Annoy build times on ``n`` clustered synthetic vectors."""
+    import tempfile
+
+    import numpy as np
+
+    from vsearch import index as nn
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(1000, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 1000, n)] + 0.8 * rng.normal(size=(n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out: dict = {"n": n, "dim": dim, "pca_dim": d}
+    started = time.perf_counter()
+    pca = compress.fit_pca(x, d, whiten=False)
+    out["fit_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    y = pca.apply(x)
+    out["apply_s"] = round(time.perf_counter() - started, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, v in ((f"pca{d}", y), ("fp32", x)):
+            path = Path(tmp) / f"{name}.ann"
+            started = time.perf_counter()
+            nn.build_annoy(v, path, trees)
+            out[f"annoy_{name}_s"] = round(time.perf_counter() - started, 2)
+            out[f"annoy_{name}_bytes"] = path.stat().st_size
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--index-dir", type=Path, required=True)
+    ap.add_argument("--index-dir", type=Path)
+    ap.add_argument("--synthetic", type=int, default=0)
     ap.add_argument("--groups", type=Path)
     ap.add_argument("--augment", type=int, default=0)
-    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--work", type=Path)
     ap.add_argument("--formats", default="fp32,fp16,pca128,pca128w,pca256,pca256w,pca512,pca512w")
     ap.add_argument("--trees", type=int, default=DEFAULT_TREES)
     args = ap.parse_args()
+    if args.synthetic:
+        print(json.dumps(synthetic(args.synthetic, trees=args.trees)))
+        return
+    if args.index_dir is None or args.work is None:
+        ap.error("--index-dir and --work are needed (or --synthetic N)")
     formats = args.formats.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     out: dict = {"index": str(args.index_dir), "formats": []}

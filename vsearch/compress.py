@@ -129,7 +129,7 @@ class Pca:
 
         Works block by block (``BLOCK`` rows), so a memory-mapped input is never copied whole.
         """
-        x = np.asarray(x) if not isinstance(x, np.memmap) else x
+        x = np.asarray(x)  # a memory map stays one (a view, no copy)
         one = x.ndim == 1
         rows = x[None] if one else x
         if rows.ndim != 2 or rows.shape[1] != self.in_dim:

@@ -405,12 +405,6 @@ class IndexView:
         info = self.meta.vectors_format
         return self.meta.dim if info is None else info.dim
 
-    @property
-    def space_id(self) -> str:
-        """Names the search space: two indexes of one model with the same id map a query alike."""
-        info = self.meta.vectors_format if self.meta is not None else None
-        return "fp32" if info is None else f"{info.name}:{info.sha256 or ''}"
-
     def transform(self) -> compress.Pca | None:
         """The PCA of the committed search copy (None for fp32/fp16), checked against the SHA-256
         that ``meta.json`` recorded: a transform that is not the one the copy was made with
