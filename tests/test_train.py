@@ -89,7 +89,7 @@ def test_evaluate_compares_with_and_without_the_head(trained, photos, tmp_path):
     out = ok(cli("evaluate", "--index-dir", trained, "--index-dir", trained, "--adapter", "off,on",
                  "--groups", groups, "-f", "json", "-q")).stdout
     result = json.loads(out)
-    assert "adapter off" in json.dumps(result)
+    assert "adapter off" in json.dumps(result) and "adapter on" in json.dumps(result)
     fails(cli("evaluate", "--index-dir", trained, "--adapter", "maybe", "--groups", groups), "--adapter takes on or off")
 
 

@@ -613,8 +613,8 @@ def evaluate(
     adapters = _per_index("--adapter", adapter, len(dirs), "settings")
     if any(a not in ("on", "off") for a in adapters):
         raise VsearchError(f"--adapter takes on or off, comma-separated (got {adapter!r})")
-    names = compare.target_labels(dirs, [m if a == "on" else f"{m}, adapter off" for m, a in zip(modes, adapters)],
-                                  expands)
+    names = compare.target_labels(  # "adapter on/off" in the column label whenever it is not the default for all
+        dirs, [m if adapters == ["on"] * len(dirs) else f"{m}, adapter {a}" for m, a in zip(modes, adapters)], expands)
     with contextlib.ExitStack() as opened, tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, \
             progress_bar(quiet) as bar:
         targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device, adapter=a == "on"),
