@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for
     from .evaluate import EvalReport
     from .labels import LabelledQuery
     from .indexer import IndexSummary, Progress
+    from .train import TrainResult
 
 __all__ = [
     "Action",
@@ -175,17 +176,45 @@ def build_index(
     return index
 
 
+# --- learning --------------------------------------------------------------------------------
+
+
+def train(index_dir: PathLike | None = None, *, epochs: int = 10, dim: int | None = None, seed: int = 0, views: int = 2,
+          use_judgments: bool = False, device: str = "auto",
+          progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
+    """Fit a projection head on the index's vectors and commit it in the index (``vsearch train``).
+
+    Positives: ``views`` edited copies of each photo (augment.py's seeded edits, embedded with
+    the index's model); with ``use_judgments``, relevant judged pairs too, and irrelevant ones
+    as hard negatives. The same ``seed`` gives the same head. Queries, duplicates and evaluate
+    then go through it unless opened with ``adapter=False``. ``dim``: the projected length
+    (default 256, or the vectors' own when shorter). ``progress(stage, done, total)``.
+    """
+    from . import train as tr
+
+    options = tr.TrainOptions(epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments)
+    return tr.train(_index_dir(index_dir), options, device=device, progress=progress)
+
+
+def remove_head(index_dir: PathLike | None = None) -> bool:
+    """Drop the index's trained head (searches use the raw vectors again); whether there was one."""
+    from . import train as tr
+
+    return tr.remove_head(_index_dir(index_dir))
+
+
 # --- an open index ---------------------------------------------------------------------------
 
 
-def open_index(index_dir: PathLike | None = None, *, device: str = "auto") -> Index:
+def open_index(index_dir: PathLike | None = None, *, device: str = "auto", adapter: bool = True) -> Index:
     """Open the committed index at ``index_dir`` (default :func:`default_index_dir`) for reading.
 
     ``device`` is where a query image that is not in the index gets embedded (auto, cpu, cuda,
-    mps); the model is loaded only when such a query comes. Raises
-    :class:`~vsearch.errors.IndexMissingError` when there is no index there.
+    mps); the model is loaded only when such a query comes. ``adapter``: search through the
+    index's trained projection head when it has one (``vsearch train``); False searches the raw
+    vectors. Raises :class:`~vsearch.errors.IndexMissingError` when there is no index there.
     """
-    return Index(index_dir, device=device)
+    return Index(index_dir, device=device, adapter=adapter)
 
 
 class Index:
@@ -197,11 +226,12 @@ class Index:
     block) to release its files. ``len(index)`` is the number of images it holds.
     """
 
-    def __init__(self, index_dir: PathLike | None = None, *, device: str = "auto") -> None:
+    def __init__(self, index_dir: PathLike | None = None, *, device: str = "auto", adapter: bool = True) -> None:
         """Open the index at ``index_dir`` (default :func:`default_index_dir`); see :func:`open_index`."""
         store = Store.open(_index_dir(index_dir))
+        self._adapter = adapter
         try:
-            self._searcher: Searcher | None = Searcher(store, device=device)
+            self._searcher: Searcher | None = Searcher(store, device=device, adapter=adapter)
         except BaseException:
             store.close()
             raise
@@ -259,6 +289,11 @@ class Index:
         return self._meta.model.supports_text
 
     @property
+    def adapted(self) -> bool:
+        """Whether searches go through a trained projection head (one exists and ``adapter`` is on)."""
+        return self._searcher is not None and self._searcher.adapted
+
+    @property
     def meta(self) -> IndexMeta:
         """Everything ``meta.json`` records: model identity, counts, files, generation, time."""
         return self._meta
@@ -305,7 +340,7 @@ class Index:
             # vectors held here do not have, so read the new generation (model and root are the same).
             store = Store.open(self._dir)
             try:
-                searcher = Searcher(store, device=self._device)
+                searcher = Searcher(store, device=self._device, adapter=self._adapter)
             except BaseException:
                 store.close()
                 raise
@@ -401,8 +436,13 @@ class Index:
             raise VsearchError(f"level must be one of {', '.join(dup.LEVELS)} (got {level!r})")
         if keep not in dup.KEEP_RULES:
             raise VsearchError(f"keep must be one of {', '.join(dup.KEEP_RULES)} (got {keep!r})")
-        store, _ = self._open()
-        return _find_groups(store, threshold, level, keep, not_duplicates, mode, progress)
+        store, searcher = self._open()
+        vectors = None
+        if searcher.adapted:  # the trained head's copy; the Annoy file is in the raw space
+            if mode == "approximate":
+                raise VsearchError("approximate duplicates need the raw vectors' Annoy index: use --adapter off")
+            vectors, mode = searcher.vectors, "exact"
+        return _find_groups(store, threshold, level, keep, not_duplicates, mode, progress, vectors)
 
     def not_duplicate(self, a: PathLike, b: PathLike) -> None:
         """Record that images ``a`` and ``b`` are not duplicates: later :meth:`duplicates` calls
@@ -492,6 +532,30 @@ class Index:
         """
         store, _ = self._open()
         return fresh.check(store)
+
+    # --- learning --------------------------------------------------------------------------
+
+    def train(self, *, epochs: int = 10, dim: int | None = None, seed: int = 0, views: int = 2,
+              use_judgments: bool = False, progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
+        """Fit a projection head on this index and commit it (see :func:`train`); this index's
+        next searches go through it (when opened with ``adapter=True``, the default)."""
+        self._open()
+        result = train(self._dir, epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments,
+                       device=self._device, progress=progress)
+        self._reopen()
+        return result
+
+    def _reopen(self) -> None:
+        """Read ``meta.json`` again (a head trained or removed keeps the generation)."""
+        store = Store.open(self._dir)
+        try:
+            searcher = Searcher(store, device=self._device, adapter=self._adapter)
+        except BaseException:
+            store.close()
+            raise
+        if self._store is not None:
+            self._store.close()
+        self._store, self._searcher, self._meta = store, searcher, store.meta  # type: ignore[assignment]
 
     # --- scoring ---------------------------------------------------------------------------
 
@@ -610,11 +674,12 @@ def _combine(positives: list[QueryVector], negatives: list[QueryVector], not_wei
 
 def _find_groups(store: Store, threshold: float | None, level: str, keep: str,
                  not_duplicates: Collection[frozenset[str]], mode: str,
-                 progress: Callable[[int, int], None] | None) -> list[DuplicateGroup]:
+                 progress: Callable[[int, int], None] | None,
+                 vectors: np.ndarray | None = None) -> list[DuplicateGroup]:
     # Marks recorded with --not-duplicate / Index.not_duplicate always apply.
     apart = set(not_duplicates) | marks.not_duplicates(store.dir)
     return dup.find_groups(store, threshold, level=level, keep=keep, not_duplicates=apart,
-                           mode=mode, progress=progress)
+                           mode=mode, progress=progress, vectors=vectors)
 
 
 def _content_digest(path: Path) -> str:

@@ -50,6 +50,18 @@ from .render import EvalFormat, Format
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+class AdapterSwitch(str, Enum):
+    """Whether a search goes through the index's trained projection head (``vsearch train``)."""
+
+    on = "on"
+    off = "off"
+
+
+AdapterOpt = Annotated[AdapterSwitch, typer.Option(
+    "--adapter", case_sensitive=False,
+    help="on: search through the head `vsearch train` fitted, when the index has one; off: the raw vectors.")]
+
 app = typer.Typer(
     cls=VsearchGroup,
     help="Visual search over local image folders: index a folder, then find the pictures that look like a photo.",
@@ -254,6 +266,7 @@ def query(
     max_per_folder: MaxPerFolder = None,
     max_per_day: MaxPerDay = None,
     device: Device = "auto",
+    adapter: AdapterOpt = AdapterSwitch.on,
     quiet: Quiet = False,
 ) -> None:
     """Print the K images nearest to the query: rank, cosine similarity and path.
@@ -265,7 +278,7 @@ def query(
     if exact and approximate:
         raise VsearchError("--exact and --approximate exclude each other")
     _check_utf8(queries, negatives or [])
-    with api.open_index(index_dir, device=device) as index:
+    with api.open_index(index_dir, device=device, adapter=adapter is AdapterSwitch.on) as index:
         stale = index.freshness().warning()  # a cheap, time-boxed look: an index is never silently stale
         if stale:
             _err(stale)
@@ -375,6 +388,7 @@ def duplicates(
         help="Also write a review page: each group's thumbnails side by side, the keeper, sizes, level, and the "
              "commands that act on it.")] = None,
     device: Device = "auto",
+    adapter: AdapterOpt = AdapterSwitch.on,
     quiet: Quiet = False,
 ) -> None:
     """Find groups of duplicate images: the same photo, copied, rescaled, recompressed or edited.
@@ -393,7 +407,7 @@ def duplicates(
         with _build(folder, index_dir, quiet=quiet, device=device) as index:
             if not quiet:
                 render.index_summary(index.summary, index.index_dir)
-    with api.open_index(index_dir, device=device) as index:
+    with api.open_index(index_dir, device=device, adapter=adapter is AdapterSwitch.on) as index:
         if not_duplicate is not None:
             index.not_duplicate(*not_duplicate)
             if not quiet:
@@ -597,6 +611,10 @@ def evaluate(
         "--per-query", dir_okay=False, help="Write each query's ranks and metrics as CSV.", show_default=False)] = None,
     max_per_folder: EvalMaxPerFolder = None,
     max_per_day: EvalMaxPerDay = None,
+    adapter: Annotated[str, typer.Option(
+        "--adapter", metavar="on|off", help="Search through the index's trained head (`vsearch train`) when it has one; "
+                                           "comma-separated, one per --index-dir, to compare (e.g. --index-dir X "
+                                           "--index-dir X --adapter off,on).")] = "on",
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -631,15 +649,20 @@ def evaluate(
     expands = _expansions(qe, len(dirs))
     folder_caps = _caps("--max-per-folder", max_per_folder, len(dirs))
     day_caps = _caps("--max-per-day", max_per_day, len(dirs))
-    # A cap shows in the column label beside the mode, so that X with and without it differ.
+    adapters = _per_index("--adapter", adapter, len(dirs), "settings")
+    if any(a not in ("on", "off") for a in adapters):
+        raise VsearchError(f"--adapter takes on or off, comma-separated (got {adapter!r})")
+    # A cap, or the adapter when it is not on for all, shows in the column label beside the mode,
+    # so that X with and without it differ.
     shown_modes = [m + "".join(f", max {n} {c}" for c, n in (("per folder", f), ("per day", d)) if n)
-                   for m, f, d in zip(modes, folder_caps, day_caps)]
+                   + ("" if adapters == ["on"] * len(dirs) else f", adapter {a}")
+                   for m, f, d, a in zip(modes, folder_caps, day_caps, adapters)]
     names = compare.target_labels(dirs, shown_modes, expands)
     with contextlib.ExitStack() as opened, tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, \
             progress_bar(quiet) as bar:
-        targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device), m, name, e,  # type: ignore[arg-type]
-                                  f, day)
-                   for d, m, name, e, f, day in zip(dirs, modes, names, expands, folder_caps, day_caps)]
+        targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device, adapter=a == "on"),
+                                  m, name, e, f, day)  # type: ignore[arg-type]
+                   for d, m, name, e, f, day, a in zip(dirs, modes, names, expands, folder_caps, day_caps, adapters)]
         if augment is not None:
             started = time.perf_counter()
             labelled = labels.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
@@ -660,6 +683,52 @@ def evaluate(
             report.write_html(html_report, result, source=source)
     report.render_evaluation(result, fmt, ann_recall=ann_recall, source=source, labels=labelled, quiet=quiet,
                              written=[p for p in (per_query, html_report) if p is not None])
+
+
+@app.command(epilog=_examples(
+    "vsearch train                        # a head from edited views of the collection's own photos",
+    "vsearch train --use-judgments        # and from the judged pairs (relevant: positives; irrelevant: hard negatives)",
+    "vsearch evaluate --index-dir X --index-dir X --adapter off,on --groups labels.csv   # did it help? (A/B, CI)",
+    "vsearch train --remove               # back to the raw vectors",
+))
+@user_errors
+def train(
+    index_dir: IndexDir = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N", help="Passes over the pairs.")] = 10,
+    dim: Annotated[int | None, typer.Option("--dim", min=1, metavar="D", show_default=False,
+                                            help="Length of the projected vectors (default 256).")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the views' edits and the fit: the same seed "
+                                                           "gives the same head.")] = 0,
+    views: Annotated[int, typer.Option("--views", min=0, metavar="V",
+                                       help="Edited views of each photo used as positives (0: judgments only).")] = 2,
+    use_judgments: Annotated[bool, typer.Option(
+        "--use-judgments", help="Add judged pairs: relevant ones as positives, irrelevant ones as hard negatives.")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Drop the trained head from the index instead.")] = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Fit a small projection head on the index's vectors (contrastive, InfoNCE) and save it in the index.
+
+    Queries, duplicates and evaluate then search through it (--adapter off: the raw vectors).
+    Nothing changes until you train: measure with `vsearch evaluate --adapter off,on` before you keep it.
+    """
+    from . import api
+
+    where = index_dir or default_index_dir()
+    if remove:
+        removed = api.remove_head(where)
+        if not quiet:
+            _err("trained head removed" if removed else "no trained head to remove")
+        return
+    with progress_bar(quiet) as bar:
+        result = api.train(where, epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments,
+                           device=device, progress=lambda stage, done, total: bar.update(done, total))
+    if not quiet:
+        a = result.adapter
+        _err(f"trained a {a.dim_in} -> {a.dim_out} head on {a.trained_on} pairs ({result.view_pairs} views, "
+             f"{result.judged_pairs} judged, {result.hard_negatives} hard negatives), {a.epochs} epochs: loss "
+             f"{result.loss_start:.3f} -> {result.loss_end:.3f}; views {result.embed_s:.1f}s, fit {result.fit_s:.1f}s; "
+             f"saved as {a.file}")
 
 
 @app.command("make-pairs", epilog=_examples(

@@ -140,7 +140,7 @@ class _File:
 def find_groups(store: Store, threshold: float | None = None, *, level: str = "near", keep: str = "default",
                 not_duplicates: Collection[frozenset[str]] = (), links: int = MAX_LINKS, mode: str = "auto",
                 progress: Callable[[int, int], None] | None = None,
-                verifier: Verifier | None = None) -> list[DuplicateGroup]:
+                verifier: Verifier | None = None, vectors: np.ndarray | None = None) -> list[DuplicateGroup]:
     """Duplicate groups at ``level`` (exact, near or similar), largest first; see the module notes.
 
     ``threshold``: the shortlist cosine (near, default 0.80) or the grouping cosine (similar,
@@ -161,7 +161,8 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     meta = store.meta
     if meta is None:
         raise VsearchError(f"index at {store.dir} has no vectors yet")
-    vectors = store.space_vectors()  # the images' own vectors (not DBA), in the search space
+    # the images' own vectors (not DBA), in the search space; or a trained head's projected copy
+    vectors = store.space_vectors() if vectors is None else vectors
     files = _files(store)
     marks = {frozenset(p) for p in not_duplicates}
     adjacency: dict[int, set[int]] = {}

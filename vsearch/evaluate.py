@@ -91,7 +91,7 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     vectors; each index maps them into its search space). Returns the vectors and how many
     queries were embedded now.
     """
-    out = np.zeros((len(queries), searcher.store.space_dim), dtype=np.float32)
+    out = np.zeros((len(queries), searcher.vectors.shape[1]), dtype=np.float32)  # search space, or the head's
     todo = []
     for i, q in enumerate(queries):
         if texts and i in texts:
@@ -99,13 +99,13 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
         elif q in known:
             out[i] = searcher.vectors[known[q]]
         elif cache is not None and q in cache:
-            out[i] = searcher.store.to_space(cache[q])
+            out[i] = searcher.encoder.to_query_space(cache[q])
         else:
             todo.append(i)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
         raw = searcher.encoder.embed_images([queries[i] for i in idx], raw=True)
-        out[idx] = searcher.store.to_space(raw)
+        out[idx] = searcher.encoder.to_query_space(raw)
         if cache is not None:
             cache.update((queries[i], v) for i, v in zip(idx, raw))
         if on_embed:
@@ -190,7 +190,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     summary = metrics.summarize(results, ks)
     summary.update(_mean_shares(shares))
     ann = None
-    if ann_recall and searcher.store.ann_path() is not None:
+    if ann_recall and searcher.store.ann_path() is not None and not searcher.adapted:  # Annoy: raw space
         ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
     meta = searcher.meta
     return EvalReport(

@@ -42,15 +42,23 @@ class QueryVector:
 
 
 class QueryEncoder:
-    """Builds query vectors for one committed index. The model is loaded on first need only."""
+    """Builds query vectors for one committed index. The model is loaded on first need only.
 
-    def __init__(self, store: Store, *, device: str = "auto", threads: int | None = None) -> None:
+    ``adapter``: with a trained head in the index (``vsearch train``), every query vector and
+    :attr:`vectors` are in the head's projected space (on by default; False: the raw space).
+    """
+
+    def __init__(self, store: Store, *, device: str = "auto", threads: int | None = None,
+                 adapter: bool = True) -> None:
         if store.meta is None:
             raise VsearchError(f"index at {store.dir} has no vectors yet")
         self.store = store
         self.meta = store.meta
-        #: The stored vectors in the search space (the compressed copy when there is one).
-        self.vectors = store.space_vectors()
+        #: The trained head applied to every query vector, or None (none trained, or turned off).
+        self.head = store.head() if adapter else None
+        #: The stored vectors in query space: the search space (the compressed copy when there is
+        #: one), or the trained head's projected copy of it when a head applies.
+        self.vectors = store.projected_vectors() if self.head is not None else store.space_vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
@@ -104,8 +112,16 @@ class QueryEncoder:
         row = self.stored_row(image)
         if row is not None:
             return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
-        vector = self.store.to_space(self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None]))[0]
-        return QueryVector(vector, "embedded", None)
+        vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])
+        return QueryVector(self.to_query_space(vector)[0], "embedded", None)
+
+    def to_query_space(self, vectors: np.ndarray) -> np.ndarray:
+        """The model's own vectors (one or a batch, from torch, ONNX or the text tower) into the
+        space the stored vectors are searched in: the index's search-space transform
+        (:meth:`Store.to_space`), then the trained head when one applies. The one place both
+        happen to a query."""
+        space = self.store.to_space(vectors)
+        return space if self.head is None else self.head.apply(space)
 
     def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None, raw: bool = False) -> np.ndarray:
         """Embed several query images in one forward pass (no stored-row look-up), mapped into
@@ -113,10 +129,10 @@ class QueryEncoder:
         (N, model dim), e.g. to share between indexes of one model (map each with
         :meth:`Store.to_space`)."""
         if not images:
-            return np.zeros((0, self.meta.dim if raw else self.store.space_dim), dtype=np.float32)
+            return np.zeros((0, self.meta.dim if raw else self.vectors.shape[1]), dtype=np.float32)
         pixels = np.stack([self.query_pixels(Path(p), max_pixels=max_pixels) for p in images])
         vectors = self.embedder.embed_images(pixels)
-        return vectors if raw else self.store.to_space(vectors)
+        return vectors if raw else self.to_query_space(vectors)
 
     def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
         """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
@@ -138,7 +154,7 @@ class QueryEncoder:
         # its model.
         if not self.meta.model.supports_text:
             raise no_text_search(self.meta.model)
-        return QueryVector(self.store.to_space(self.embedder.embed_text([text]))[0], "text", None)
+        return QueryVector(self.to_query_space(self.embedder.embed_text([text]))[0], "text", None)
 
     def query_vector(self, query: str) -> QueryVector:
         """An existing file is an image query; anything else is text (CLIP indexes only)."""

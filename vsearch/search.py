@@ -115,15 +115,20 @@ class Refine:
 class Searcher:
     """Search one committed index. The model is loaded only if a query needs embedding."""
 
-    def __init__(self, store: Store, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, store: Store, *, device: str = "auto", threads: int | None = None,
+                 adapter: bool = True) -> None:
         if store.meta is None:
             raise VsearchError(f"index at {store.dir} has no vectors yet")
         self.store = store
         self.meta = store.meta
-        #: Builds query vectors (stored row, new image, text) in this index's space.
-        self.encoder = QueryEncoder(store, device=device, threads=threads)
+        #: Builds query vectors (stored row, new image, text) in this index's space; with a
+        #: trained head (``adapter``, on by default when there is one), in the head's space.
+        self.encoder = QueryEncoder(store, device=device, threads=threads, adapter=adapter)
         self.vectors = self.encoder.vectors
-        self.search_vectors = store.search_vectors()
+        # The head's space has its own copy of the vectors, searched exactly (the Annoy file and
+        # a DBA copy are in the raw space).
+        self.adapted = self.encoder.head is not None
+        self.search_vectors = self.vectors if self.adapted else store.search_vectors()
         self._annoy: nn.AnnoySearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None
@@ -145,6 +150,11 @@ class Searcher:
     def use_annoy(self, mode: SearchMode) -> bool:
         """Whether a search in ``mode`` goes through Annoy."""
         if mode == "exact":
+            return False
+        if self.adapted:
+            if mode == "approximate":
+                raise VsearchError("--approximate: the Annoy index is over the raw vectors, not the trained head's; "
+                                   "search exactly, or use --adapter off")
             return False
         has_ann = self.store.ann_path() is not None
         if mode == "approximate":
@@ -320,7 +330,7 @@ class Searcher:
     def _raw(self, rows: Sequence[int]) -> np.ndarray:
         rows_arr = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows_arr)
-        out = np.empty((len(rows_arr), self.store.space_dim), dtype=np.float32)
+        out = np.empty((len(rows_arr), self.vectors.shape[1]), dtype=np.float32)
         out[order] = np.asarray(self.vectors[rows_arr[order]])
         return out
 

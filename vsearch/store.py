@@ -20,6 +20,10 @@ Layout (format version 1)::
       vectors.GGGGGG.dbaN.npy  optional: database-side augmented copy of the vectors (build-index
                             --dba N), in the search space (of the search copy when there is one);
                             searched instead of them. Annoy is then built over it.
+      head.<sha12>.npz      optional: a projection head fitted by ``vsearch train`` (``adapter``) on
+                            the search space, named with its hash in meta.json's ``adapter`` key
+      <search vectors>.head-<sha12>.npy  that head's projected copy of the generation's search-space
+                            vectors, written before each meta.json that names the head (every commit)
       lock                  flock'd by the one writer
       marks.jsonl           "not a duplicate" marks by content digest (``marks``); outlives --rebuild
       undo/NNNN-DATE.jsonl  undo logs of ``duplicates --move-to/--trash --yes`` (``actions``); likewise
@@ -63,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic, compress, vectorfiles
+from . import __version__, adapter, atomic, compress, vectorfiles
 from . import index as nn
 from .errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
 from .identity import ModelId
@@ -85,7 +89,8 @@ FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
-__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AnnInfo", "DbaInfo", "FileEntry", "FormatInfo", "IndexMeta", "Store",
+__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AdapterInfo", "AnnInfo", "DbaInfo", "FileEntry", "FormatInfo",
+           "IndexMeta", "Store",
            "ann_name", "atomic_save_npy", "dba_name", "file_digest"]
 
 
@@ -136,6 +141,23 @@ class FormatInfo:
 
 
 @dataclass(frozen=True)
+class AdapterInfo:
+    """A trained projection head (``vsearch train``; see ``adapter``): its file and identity.
+
+    ``trained_on``: how many positive pairs it was fitted on.
+    """
+
+    file: str
+    sha256: str
+    dim_in: int
+    dim_out: int
+    trained_on: int
+    epochs: int
+    seed: int
+    judgments: int = 0  # judged pairs among them (--use-judgments)
+
+
+@dataclass(frozen=True)
 class IndexMeta:
     """What ``meta.json`` commits."""
 
@@ -150,6 +172,17 @@ class IndexMeta:
     updated: str
     dba: DbaInfo | None = None  # optional key: absent from meta.json when not built
     vectors_format: FormatInfo | None = None  # optional key: absent for fp32 (no search copy)
+    adapter: AdapterInfo | None = None  # optional key: absent until `vsearch train`
+
+    @property
+    def space_dim(self) -> int:
+        """Dimensions of the search space: the search copy's, else the model's."""
+        return self.dim if self.vectors_format is None else self.vectors_format.dim
+
+    @property
+    def space_file(self) -> str:
+        """The file of the search-space vectors: the search copy, else the raw vectors."""
+        return self.vectors if self.vectors_format is None else self.vectors_format.file
 
     def to_dict(self) -> dict[str, Any]:
         ann = None if self.ann is None else {k: v for k, v in vars(self.ann).items() if v is not None}
@@ -160,19 +193,21 @@ class IndexMeta:
             "manifest": MANIFEST_FILE, "ann": ann, "updated": self.updated,
             **({"dba": vars(self.dba).copy()} if self.dba is not None else {}),
             **({"vectors_format": vars(self.vectors_format).copy()} if self.vectors_format is not None else {}),
+            **({"adapter": vars(self.adapter).copy()} if self.adapter is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexMeta:
         """Inverse of :meth:`to_dict`; a value of the wrong type raises TypeError."""
-        ann, dba, fmt = data.get("ann"), data.get("dba"), data.get("vectors_format")
+        ann, dba, fmt, head = data.get("ann"), data.get("dba"), data.get("vectors_format"), data.get("adapter")
         meta = cls(
             generation=int(data["generation"]), model=ModelId.from_dict(data["model"]), root=data["root"],
             count=int(data["count"]), dim=int(data["dim"]), skipped=int(data.get("skipped", 0)),
             vectors=data["vectors"], ann=AnnInfo(**ann) if ann else None, updated=data.get("updated", ""),
             dba=DbaInfo(**dba) if dba else None, vectors_format=FormatInfo(**fmt) if fmt else None,
+            adapter=AdapterInfo(**head) if head else None,
         )
-        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba) if x is not None]
+        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba, meta.adapter) if x is not None]
         if not isinstance(meta.root, str) or not all(isinstance(n, str) and "/" not in n for n in names):
             raise TypeError("root and file names must be strings")
         if meta.count < 0 or meta.dim != meta.model.dim:
@@ -182,6 +217,8 @@ class IndexMeta:
                 meta.vectors_format.check(meta.dim)
             except VsearchError as exc:  # a format name this vsearch does not know
                 raise ValueError(str(exc)) from None
+        if meta.adapter is not None and meta.adapter.dim_in != meta.space_dim:
+            raise ValueError(f"adapter takes {meta.adapter.dim_in}-d vectors, the search space has {meta.space_dim}")
         return meta
 
 
@@ -216,6 +253,8 @@ class IndexView:
         self._search_vectors: np.ndarray | None = None
         self._space_vectors: np.ndarray | None = None
         self._pca: compress.Pca | None = None
+        self._head: adapter.Head | None = None
+        self._projected: np.ndarray | None = None
         self._rebuilt = False
 
     @property
@@ -416,6 +455,26 @@ class IndexView:
                                               dtype=space.dtype)
         return self._search_vectors
 
+    def head(self) -> adapter.Head | None:
+        """The trained projection head ``meta.json`` names (checked by hash), or None."""
+        info = self.meta.adapter if self.meta is not None else None
+        if info is None:
+            return None
+        if self._head is None or self._head.sha256 != info.sha256:
+            self._head = adapter.Head.load(self.dir / info.file, sha256=info.sha256, dim_in=info.dim_in,
+                                           dim_out=info.dim_out)
+        return self._head
+
+    def projected_vectors(self) -> np.ndarray:
+        """The committed vectors through the trained head (the cached copy), shape (count, dim_out)."""
+        head = self.head()
+        if head is None:
+            raise IndexMissingError(f"index at {self.dir} has no trained head; run `vsearch train`")
+        assert self.meta is not None
+        if self._projected is None:
+            self._projected = adapter.load_projected(self.dir, head, self.space_vectors(), self.meta.space_file)
+        return self._projected
+
     def vectors_for_generation(self, generation: int) -> np.ndarray:
         """The vectors file of one generation (empty array for generation 0)."""
         if generation == 0:
@@ -493,7 +552,7 @@ class Store(IndexView):
 
     def close(self) -> None:
         """Release the lock and the database."""
-        self._vectors = self._search_vectors = self._space_vectors = self._pca = None
+        self._vectors = self._search_vectors = self._space_vectors = self._pca = self._projected = None
         self.manifest.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -668,10 +727,34 @@ class Store(IndexView):
         """
         if self.meta is not None and self.meta.generation != meta.generation:
             self.manifest.set("previous_files", json.dumps(sorted(_files_of(self.meta))))
+        meta = self._with_projected(meta)
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
-        self._vectors = self._search_vectors = self._space_vectors = self._pca = None
+        self._vectors = self._search_vectors = self._space_vectors = self._pca = self._projected = None
         remove_stale(self)
+
+    def _with_projected(self, meta: IndexMeta) -> IndexMeta:
+        """Before ``meta`` is committed: the trained head's projected copy of its vectors, written
+        now (a new generation's rows); a head that can no longer be read is dropped with a
+        warning, never a failed build."""
+        if meta.adapter is None:
+            return meta
+        info = meta.adapter
+        try:
+            head = adapter.Head.load(self.dir / info.file, sha256=info.sha256, dim_in=info.dim_in,
+                                     dim_out=info.dim_out)
+        except IndexCorruptError as exc:
+            log.warning("warning: %s; the index is committed without it", exc)
+            return dataclasses.replace(meta, adapter=None)
+        if info.dim_in != meta.space_dim:  # e.g. --vectors changed the search space since training
+            log.warning("warning: the trained head takes %d-d vectors, the search space now has %d; the index is "
+                        "committed without it (run `vsearch train` again)", info.dim_in, meta.space_dim)
+            return dataclasses.replace(meta, adapter=None)
+        fmt = meta.vectors_format
+        vectors = vectorfiles.load(self.dir / meta.space_file, (meta.count, meta.space_dim), rebuild_hint(meta.root),
+                                   **({"dtype": fmt.dtype} if fmt is not None else {}))
+        adapter.write_projected(self.dir, head, vectors, meta.space_file)
+        return meta
 
 
 def read_meta(index_dir: Path) -> IndexMeta:
@@ -728,9 +811,11 @@ def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
 
 
 def _files_of(meta: IndexMeta) -> set[str]:
-    names = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.vectors_format) if x is not None}
+    names = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.vectors_format, meta.adapter) if x is not None}
     if meta.vectors_format is not None and meta.vectors_format.transform:
         names.add(meta.vectors_format.transform)
+    if meta.adapter is not None:
+        names.add(adapter.projected_name(meta.space_file, meta.adapter.sha256))
     return names
 
 
@@ -820,7 +905,8 @@ def _recover(store: Store) -> None:
         log.info("finishing the interrupted commit of generation %d", gen)
         store.write_meta(IndexMeta(
             generation=gen, model=model, root=str(root), count=manifest.row_count(), dim=model.dim,
-            skipped=manifest.skipped_count(), vectors=vectors.name, ann=None, updated=_now()))
+            skipped=manifest.skipped_count(), vectors=vectors.name, ann=None, updated=_now(),
+            adapter=meta.adapter if meta else None))
     manifest.ensure_snapshot()
     _drop_unreadable_chunks(store)
     _drop_unreadable_vectors(store)
@@ -921,7 +1007,8 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
                     (store.dir / copy.file).unlink()
         raise
     meta = IndexMeta(generation=new_gen, model=model, root=str(root), count=len(sources), dim=model.dim,
-                     skipped=skipped, vectors=target.name, ann=None, updated=_now(), vectors_format=copy)
+                     skipped=skipped, vectors=target.name, ann=None, updated=_now(), vectors_format=copy,
+                     adapter=store.meta.adapter if store.meta is not None else None)  # a trained head stays
     store.write_meta(meta)
     return meta
 
