@@ -338,15 +338,8 @@ class Index:
         if self._store.generation != self._meta.generation:
             # A build committed since: its manifest rows point into the new vectors, which the
             # vectors held here do not have, so read the new generation (model and root are the same).
-            store = Store.open(self._dir)
-            try:
-                searcher = Searcher(store, device=self._device, adapter=self._adapter)
-            except BaseException:
-                store.close()
-                raise
-            self._store.close()
-            self._store, self._searcher, self._meta = store, searcher, store.meta  # type: ignore[assignment]
-        return self._store, self._searcher
+            self._reopen()
+        return self._store, self._searcher  # type: ignore[return-value]
 
     # --- searching -------------------------------------------------------------------------
 
