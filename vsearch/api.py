@@ -88,6 +88,7 @@ def build_index(
     dba: int = 0,
     rebuild: bool = False,
     on_note: Callable[[str], None] | None = None,
+    approximate: str = "auto",
 ) -> Index:
     """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
 
@@ -105,7 +106,10 @@ def build_index(
     are skipped (default 200 million). ``dba``: database-side augmentation with that many
     neighbours (0 = off; needs the Annoy step, so not with ``trees=None``). ``rebuild``: start
     a damaged index afresh, keeping the vectors of unchanged files where they can be trusted.
-    ``on_note``: gets a line saying what a long step (DBA) is doing.
+    ``on_note``: gets a line saying what a long step (DBA) is doing. ``approximate``: the
+    approximate index built after embedding: ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or
+    ``auto`` (Annoy up to :data:`vsearch.index.IVFPQ_FROM` vectors, IVF-PQ above when faiss is
+    installed); it replaces the other kind's.
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """
@@ -115,9 +119,15 @@ def build_index(
         raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
     if batch_size < 1:
         raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
+    if approximate not in ("auto", "annoy", "ivfpq"):
+        raise VsearchError(f"--index takes auto, annoy or ivfpq, not {approximate!r}")
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
     from . import images, indexer  # Pillow: only a build pays for it
+    if approximate == "ivfpq":
+        from .ivfpq import load_faiss
+
+        load_faiss()  # missing faiss: one line before any work, not after the embedding
 
     where = _index_dir(index_dir)
     options = indexer.IndexOptions(
@@ -131,7 +141,7 @@ def build_index(
         summary = indexer.update(store, Path(folder), options, progress=progress)
         if trees is not None:
             indexer.build_dba(store, dba, progress=on_note)
-            indexer.build_ann(store, trees)
+            indexer.build_approximate(store, approximate, trees)
     index = Index(where, device=device)
     index._summary = summary
     return index

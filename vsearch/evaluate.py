@@ -168,7 +168,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
         ))
     summary = metrics.summarize(results, ks)
     ann = None
-    if ann_recall and searcher.store.ann_path() is not None:
+    if ann_recall and searcher.approximate_kind is not None:  # Annoy or IVF-PQ
         ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
     meta = searcher.meta
     return EvalReport(
