@@ -89,6 +89,8 @@ def build_index(
     rebuild: bool = False,
     on_note: Callable[[str], None] | None = None,
     approximate: str = "auto",
+    vectors: str | None = None,
+    refit: bool = False,
 ) -> Index:
     """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
 
@@ -106,7 +108,9 @@ def build_index(
     are skipped (default 200 million). ``dba``: database-side augmentation with that many
     neighbours (0 = off; needs the Annoy step, so not with ``trees=None``). ``rebuild``: start
     a damaged index afresh, keeping the vectors of unchanged files where they can be trusted.
-    ``on_note``: gets a line saying what a long step (DBA) is doing. ``approximate``: the
+    ``on_note``: gets a line saying what a long step (DBA) is doing. ``vectors``: the format
+    search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.compress`; default the index's own,
+    fp32 for a new one); a change remakes only the search copy. ``refit``: fit its PCA again. ``approximate``: the
     approximate index built after embedding: ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or
     ``auto`` (Annoy up to :data:`vsearch.index.IVFPQ_FROM` vectors, IVF-PQ above when faiss is
     installed); it replaces the other kind's.
@@ -134,6 +138,7 @@ def build_index(
         model=model, batch_size=batch_size, workers=workers, device=device,
         max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS,
         exclude=(exclude,) if isinstance(exclude, str) else tuple(exclude),  # one glob, not its letters
+        vectors=vectors, refit=refit,
     )
     indexer.check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
     # One writer session for all steps: no other writer can slip in between embedding and Annoy.

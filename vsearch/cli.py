@@ -36,6 +36,8 @@ from .options import (
     OutputFormat,
     Quiet,
     Rebuild,
+    Refit,
+    Vectors,
     Workers,
 )
 from .render import EvalFormat, Format
@@ -202,11 +204,13 @@ def build_index(
         help="The approximate index: annoy, ivfpq (faiss IVF-PQ, 64 bytes a vector; needs "
              "pip install 'vsearch[scale]'), or auto: Annoy below 250,000 images, IVF-PQ from there when faiss is "
              "installed (docs/scaling.md). Up to 100,000 images a query is exact anyway.")] = "auto",
+    vectors: Vectors = None,
+    refit: Refit = False,
 ) -> None:
     """Embed what is missing under FOLDER, then build the approximate index (Annoy or IVF-PQ) beside the embeddings."""
     with _build(folder, index_dir, quiet=quiet, trees=trees, dba=dba, model=model, batch_size=batch_size,
                 workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild,
-                approximate=approximate) as index:
+                approximate=approximate, vectors=vectors, refit=refit) as index:
         if not quiet:
             render.index_summary(index.summary, index.index_dir, ann=index.meta.ann)
             if index.meta.ivfpq is not None:
@@ -673,6 +677,9 @@ def _index_details(store: Any, freshness: Any) -> dict[str, Any]:
         "freshness": warning.removeprefix("warning: ") if warning else
         ("up to date" if freshness.complete else "no change seen (checked part of the folder)"),
         "annoy_trees": meta.ann.trees if meta.ann else None,
+        "vectors_format": meta.vectors_format.name if meta.vectors_format else "fp32",
+        "search_copy_bytes": size(*((meta.vectors_format.file, meta.vectors_format.transform)
+                                    if meta.vectors_format else ())),
         "vectors_bytes": size(meta.vectors, meta.dba.file if meta.dba else None),
         "ann_bytes": size(meta.ann.file if meta.ann else meta.ivfpq.file if meta.ivfpq else None),
         "manifest_bytes": sum(p.stat().st_size for p in files if p.name.startswith("manifest")),

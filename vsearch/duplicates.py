@@ -161,7 +161,7 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     meta = store.meta
     if meta is None:
         raise VsearchError(f"index at {store.dir} has no vectors yet")
-    vectors = store.vectors()  # raw embeddings: duplicates are about the images, not DBA
+    vectors = store.space_vectors()  # the images' own vectors (not DBA), in the search space
     files = _files(store)
     marks = {frozenset(p) for p in not_duplicates}
     adjacency: dict[int, set[int]] = {}

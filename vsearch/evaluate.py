@@ -77,23 +77,25 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
     """Vectors for all queries: stored rows where indexed, the rest embedded in batches.
 
     ``cache``: vectors already embedded by the same model (read, and filled with new ones), so
-    indexes that share a model embed an out-of-index query once. Returns the vectors and how
-    many queries were embedded now.
+    indexes that share a model embed an out-of-index query once (it holds the model's own
+    vectors; each index maps them into its search space). Returns the vectors and how many
+    queries were embedded now.
     """
-    out = np.zeros((len(queries), searcher.meta.dim), dtype=np.float32)
+    out = np.zeros((len(queries), searcher.store.space_dim), dtype=np.float32)
     todo = []
     for i, q in enumerate(queries):
         if q in known:
             out[i] = searcher.vectors[known[q]]
         elif cache is not None and q in cache:
-            out[i] = cache[q]
+            out[i] = searcher.store.to_space(cache[q])
         else:
             todo.append(i)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
-        out[idx] = searcher.encoder.embed_images([queries[i] for i in idx])
+        raw = searcher.encoder.embed_images([queries[i] for i in idx], raw=True)
+        out[idx] = searcher.store.to_space(raw)
         if cache is not None:
-            cache.update((queries[i], out[i].copy()) for i in idx)
+            cache.update((queries[i], v) for i, v in zip(idx, raw))
         if on_embed:
             on_embed(len(idx))
     return out, len(todo)

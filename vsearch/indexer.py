@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic, images
+from . import atomic, compress, images
 from . import index as nn
 from .embedders import ModelSource, model_for_index
 from .errors import ImageDecodeError, IndexBusyError, VsearchError
@@ -51,7 +51,7 @@ from .defaults import DEFAULT_BATCH_SIZE
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess
 from .rerank import database_side_augmentation
 from . import ivfpq
-from .store import LOCK_FILE, AnnInfo, DbaInfo, FileEntry, IvfpqInfo, Store, ann_name, dba_name, file_digest
+from .store import FORMAT_KEY, LOCK_FILE, AnnInfo, DbaInfo, FileEntry, IvfpqInfo, Store, ann_name, dba_name, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class IndexOptions:
     against the path relative to the folder, against each of its folders, and, for a pattern
     without ``/``, against each single name: ``*.png``, ``thumbs``, ``2019/raw``. A file that
     an exclusion leaves out leaves the index too; exclusions apply to the run that gives them.
+    ``vectors``: the search copy's format (``compress.parse_format``: fp32, fp16, pcaD, pcaDw;
+    None: the index's own, :data:`compress.DEFAULT_FORMAT` for a new index); a change remakes
+    only the search copy. ``refit``: fit the PCA again on the current vectors.
     """
 
     model: str | None = None
@@ -92,8 +95,12 @@ class IndexOptions:
     threads: int | None = None
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     exclude: tuple[str, ...] = ()
+    vectors: str | None = None
+    refit: bool = False
 
     def __post_init__(self) -> None:
+        if self.vectors is not None:
+            compress.parse_format(self.vectors)  # a bad name fails before anything is embedded
         # One pattern, a list or a generator is accepted and kept as a tuple (hashable); a bare
         # string must not become a tuple of one-character patterns ("*" would exclude everything).
         exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
@@ -312,11 +319,26 @@ def update(
     # Files gone from disk (or now excluded) leave the index.
     summary.removed = store.mark_deleted(gone)
     store.record_dirs(dirs.items())
+    _choose_format(store, options)
     if store.pending_changes():
-        store.consolidate()
+        store.consolidate()  # makes the search copy too
+    elif store.search_copy_stale():
+        store.refresh_search_copy()  # another --vectors, or --refit: no image embedded again
     summary.total = store.meta.count if store.meta else 0
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _choose_format(store: Store, options: IndexOptions) -> None:
+    """Record the search copy's format: the one asked for, else the index's own, else (a new
+    index) the default; refuse a PCA the model cannot take before anything is committed."""
+    fmt = compress.parse_format(options.vectors) if options.vectors is not None else None
+    if fmt is None and store.manifest.get(FORMAT_KEY) is None:
+        # A new index takes the default; one built before formats existed stays fp32.
+        fmt = compress.parse_format(compress.DEFAULT_FORMAT if store.meta is None else "fp32")
+    if fmt is not None and store.model_id is not None:
+        fmt.check(store.model_id.dim)  # D below the model's dimension; the count is checked at the commit
+    store.choose_format(fmt, refit=options.refit)
 
 
 def _walk(store: Store, root: Path, exclude: tuple[str, ...],
@@ -582,10 +604,12 @@ def build_ann(store: Store, trees: int) -> AnnInfo:
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
     if (meta.ann is not None and meta.ann.trees == trees
-            and _ann_intact(store.dir / meta.ann.file, meta.dim, meta.count)):
+            and _ann_intact(store.dir / meta.ann.file, store.space_dim, meta.count)):
         return meta.ann
     info = AnnInfo(file=ann_name(meta.generation), trees=trees)
-    nn.build_annoy(store.vectors(), store.dir / info.file, trees)
+    # Over the search space (the compressed copy when there is one): its candidates are
+    # re-scored against those vectors, and a 256-d PCA builds far faster than 1,280-d.
+    nn.build_annoy(store.space_vectors(), store.dir / info.file, trees)
     store.set_ann(info)
     return info
 
@@ -662,13 +686,13 @@ class _RowWriter:
     """Stands in for the output array of ``database_side_augmentation``: each block of rows it
     assigns, in order, is written to ``out`` as float32 bytes."""
 
-    def __init__(self, out: Any, dim: int) -> None:
-        self._out, self._dim, self._rows = out, dim, 0
+    def __init__(self, out: Any, dim: int, dtype: Any = np.float32) -> None:
+        self._out, self._dim, self._rows, self._dtype = out, dim, 0, dtype
 
     def __setitem__(self, rows: slice, block: np.ndarray) -> None:
         if rows.start != self._rows:  # the file is written front to back
             raise ValueError(f"rows {rows.start}: written out of order (next is {self._rows})")
-        self._out.write(np.ascontiguousarray(block, dtype=np.float32).reshape(-1, self._dim).tobytes())
+        self._out.write(np.ascontiguousarray(block, dtype=self._dtype).reshape(-1, self._dim).tobytes())
         self._rows = rows.stop
 
 
@@ -679,6 +703,10 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     vectors and records it in ``meta.json``; search then ranks against it (and Annoy, rebuilt
     afterwards, indexes it). ``neighbours=0`` drops an existing copy. The raw vectors are left as
     they are: a query image still maps to the vector it would get if embedded now.
+
+    With a compressed format it is computed in the search space, over the search copy, and
+    stored in the copy's dtype: queries are mapped into that space, so that is where their
+    neighbours are; and RAM at query time stays the compressed size.
     """
     meta = store.meta
     if meta is None:
@@ -692,14 +720,14 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     info = DbaInfo(file=dba_name(meta.generation, neighbours), neighbours=neighbours)
     if meta.dba == info and (store.dir / info.file).exists():
         return info
-    raw = store.vectors()
+    raw = store.space_vectors()
     annoy = None
     tmp_ann = store.dir / f".dba-neighbours.{os.getpid()}.ann.tmp"
     if meta.count > nn.EXACT_LIMIT:
         if progress:
             progress(f"dba: building a temporary Annoy index over {meta.count} vectors")
         nn.build_annoy(raw, tmp_ann)
-        annoy = nn.AnnoySearcher(tmp_ann, meta.dim)
+        annoy = nn.AnnoySearcher(tmp_ann, raw.shape[1])
     try:
         if progress:
             progress(f"dba: finding {neighbours} neighbours of each of {meta.count} vectors")
@@ -713,9 +741,9 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     # through a map is a SIGBUS, where a write fails with ENOSPC and becomes one error line.
     with atomic.open_replacing(store.dir / info.file) as out:
         np.lib.format.write_array_header_1_0(out, {  # type: ignore[arg-type]
-            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "descr": np.lib.format.dtype_to_descr(raw.dtype),
             "fortran_order": False, "shape": raw.shape})
-        database_side_augmentation(raw, rows, _RowWriter(out, raw.shape[1]))  # type: ignore[arg-type]
+        database_side_augmentation(raw, rows, _RowWriter(out, raw.shape[1], raw.dtype))  # type: ignore[arg-type]
     store.set_dba(info)
     return info
 

@@ -48,6 +48,16 @@ Exclude = Annotated[list[str] | None, typer.Option(
     "--exclude", metavar="GLOB", show_default=False,
     help="Leave out files whose path under FOLDER, one of its folders, or (without '/') any name in it matches "
          "GLOB, e.g. '*.png', 'thumbs', '2019/raw' (repeatable; case-sensitive). Excluded files leave the index.")]
+# --- compressed search vectors (issue 11): build-index --vectors / --refit ---
+Vectors = Annotated[str | None, typer.Option(
+    "--vectors", metavar="FORMAT", show_default=False,
+    help="How search stores the vectors: fp32, fp16 (half the memory), pcaD (PCA to D dimensions, fitted on the "
+         "collection) or pcaDw (whitened), e.g. pca256w; add -fp16 to store a PCA as float16. Default: the index's "
+         "own, fp32 for a new one. A change remakes only the search copy (no re-embedding); the raw vectors stay.")]
+Refit = Annotated[bool, typer.Option(
+    "--refit", help="Fit the PCA of --vectors pcaD[w] again on the current vectors (it is fitted once, at the first "
+                    "build with that format, and reused by later runs).")]
+
 Rebuild = Annotated[bool, typer.Option(
     "--rebuild", help="Start the index afresh (e.g. when it is damaged), keeping the vectors of unchanged files "
                       "where they can be trusted.")]

@@ -9,6 +9,10 @@ Three sources, cheapest first:
 * **text**: a text query, embedded with a CLIP index's text tower.
 
 :class:`QueryEncoder` knows nothing of search; :class:`vsearch.search.Searcher` owns one.
+
+Every query vector is in the index's *search space*: the stored row is read from the search copy
+(float16 or PCA, when the index was built with ``--vectors``), and an embedded vector, from torch
+or ONNX alike, goes through :meth:`Store.to_space`, the same transform the copy was made with.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class QueryEncoder:
             raise VsearchError(f"index at {store.dir} has no vectors yet")
         self.store = store
         self.meta = store.meta
-        self.vectors = store.vectors()
+        #: The stored vectors in the search space (the compressed copy when there is one).
+        self.vectors = store.space_vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
@@ -99,15 +104,19 @@ class QueryEncoder:
         row = self.stored_row(image)
         if row is not None:
             return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
-        vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])[0]
+        vector = self.store.to_space(self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None]))[0]
         return QueryVector(vector, "embedded", None)
 
-    def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None) -> np.ndarray:
-        """Embed several query images in one forward pass (no stored-row look-up): float32 (N, dim)."""
+    def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None, raw: bool = False) -> np.ndarray:
+        """Embed several query images in one forward pass (no stored-row look-up), mapped into
+        the search space: float32 (N, :attr:`Store.space_dim`); ``raw``: the model's own vectors
+        (N, model dim), e.g. to share between indexes of one model (map each with
+        :meth:`Store.to_space`)."""
         if not images:
-            return np.zeros((0, self.meta.dim), dtype=np.float32)
+            return np.zeros((0, self.meta.dim if raw else self.store.space_dim), dtype=np.float32)
         pixels = np.stack([self.query_pixels(Path(p), max_pixels=max_pixels) for p in images])
-        return self.embedder.embed_images(pixels)
+        vectors = self.embedder.embed_images(pixels)
+        return vectors if raw else self.store.to_space(vectors)
 
     def query_pixels(self, image: Path, *, max_pixels: int | None = None) -> np.ndarray:
         """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
@@ -129,7 +138,7 @@ class QueryEncoder:
         # its model.
         if not self.meta.model.supports_text:
             raise no_text_search(self.meta.model)
-        return QueryVector(self.embedder.embed_text([text])[0], "text", None)
+        return QueryVector(self.store.to_space(self.embedder.embed_text([text]))[0], "text", None)
 
     def query_vector(self, query: str) -> QueryVector:
         """An existing file is an image query; anything else is text (CLIP indexes only)."""

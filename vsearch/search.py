@@ -11,11 +11,12 @@
 The stored-vector path imports neither torch nor the model, so querying with a photo that is
 already in the collection is instant.
 
-Which vectors: ``Searcher.vectors`` are the raw stored embeddings (what a query image maps to,
-and what dedupe and MMR compare); ``Searcher.search_vectors`` are what results are ranked and
-scored against: the database-side augmented copy when the index was built with ``--dba N``,
-else the raw vectors. Scores are exact cosines between the query actually searched (after
-negatives and query expansion) and those vectors.
+Which vectors: ``Searcher.vectors`` are the stored embeddings in the search space (the raw
+vectors, or their compressed copy when the index was built with ``--vectors fp16|pcaD[w]``: what
+a query image maps to, and what dedupe and MMR compare); ``Searcher.search_vectors`` are what
+results are ranked and scored against: the database-side augmented copy when the index was
+built with ``--dba N``, else those same vectors. Scores are exact cosines, in the search space,
+between the query actually searched (after negatives and query expansion) and those vectors.
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ class Searcher:
     def _raw(self, rows: Sequence[int]) -> np.ndarray:
         rows_arr = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows_arr)
-        out = np.empty((len(rows_arr), self.meta.dim), dtype=np.float32)
+        out = np.empty((len(rows_arr), self.store.space_dim), dtype=np.float32)
         out[order] = np.asarray(self.vectors[rows_arr[order]])
         return out
 

@@ -13,9 +13,15 @@ Layout (format version 1)::
                             records its size in bytes, checked before Annoy maps the file
       index.GGGGGG.ivfpq    or IVF-PQ (faiss, ``build-index --index ivfpq``) over the vectors search
                             ranks against; meta.json ("ivfpq") records its parameters, size, sha256
+      vectors.GGGGGG.FORMAT[.HASH].npy  optional: the search copy in a compressed format
+                            (build-index --vectors fp16|pcaD[w]; ``compress``): what search, the
+                            stored-vector fast path, MMR/dedupe and Annoy read instead of the raw
+                            vectors, which stay the source of truth (refits, DBA, merges, undo)
+      pca.HASH.npz          the PCA the search copy was made with (meta.json records its SHA-256);
+                            fitted once, reused by incremental runs, refitted with --refit
       vectors.GGGGGG.dbaN.npy  optional: database-side augmented copy of the vectors (build-index
-                            --dba N); searched instead of the raw vectors, which stay the
-                            stored-vector fast path's source. Annoy is then built over it.
+                            --dba N), in the search space (of the search copy when there is one);
+                            searched instead of them. Annoy is then built over it.
       lock                  flock'd by the one writer
       marks.jsonl           "not a duplicate" marks by content digest (``marks``); outlives --rebuild
       undo/NNNN-DATE.jsonl  undo logs of ``duplicates --move-to/--trash --yes`` (``actions``); likewise
@@ -59,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic, vectorfiles
+from . import __version__, atomic, compress, vectorfiles
 from . import index as nn
 from .ivfpq import IvfpqSearcher
 from .errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
@@ -77,10 +83,13 @@ LOCK_FILE = "lock"
 MARKS_FILE, UNDO_DIR = "marks.jsonl", "undo"
 #: What a person recorded through ``vsearch serve`` (vsearch.judgments): a rebuild keeps them.
 KEPT_LOGS = ("judgments.jsonl", "events.jsonl")
+#: Manifest keys (the writer's working state): the format its commits make, and its fitted PCA.
+FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
-__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AnnInfo", "DbaInfo", "FileEntry", "IndexMeta", "IvfpqInfo", "Store",
+__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AnnInfo", "DbaInfo", "FileEntry", "FormatInfo", "IndexMeta", "IvfpqInfo",
+           "Store",
            "ann_name", "atomic_save_npy", "dba_name", "file_digest"]
 
 
@@ -125,6 +134,34 @@ class DbaInfo:
 
 
 @dataclass(frozen=True)
+class FormatInfo:
+    """The search copy of one generation's vectors in a compressed format (``compress``).
+
+    ``name``: the format (``fp16``, ``pca256w`` ...); ``file``: the copy, (count, ``dim``) of
+    ``dtype``; ``transform``: the PCA file it was made with and ``sha256``, that PCA's
+    :attr:`~vsearch.compress.Pca.digest` (both None for fp16).
+    """
+
+    name: str
+    file: str
+    dim: int
+    dtype: str
+    transform: str | None = None
+    sha256: str | None = None
+
+    def check(self, model_dim: int) -> None:
+        """ValueError when the record contradicts itself or the model (name, dim, dtype, transform)."""
+        fmt = compress.parse_format(self.name)
+        want_dim = fmt.dim if fmt.dim is not None else model_dim
+        names = [self.file] + ([self.transform] if self.transform is not None else [])
+        if (not fmt.compressed or self.dim != want_dim or self.dtype != fmt.dtype
+                or (fmt.kind == "pca") != (self.transform is not None and self.sha256 is not None)
+                or not all(isinstance(n, str) and n and "/" not in n for n in names)):
+            raise ValueError(f"vectors_format {self.name}: dim {self.dim}, dtype {self.dtype}, "
+                             f"transform {self.transform} do not fit a {model_dim}-d model")
+
+
+@dataclass(frozen=True)
 class IndexMeta:
     """What ``meta.json`` commits."""
 
@@ -139,6 +176,7 @@ class IndexMeta:
     updated: str
     dba: DbaInfo | None = None  # optional key: absent from meta.json when not built
     ivfpq: IvfpqInfo | None = None  # optional key, likewise
+    vectors_format: FormatInfo | None = None  # optional key: absent for fp32 (no search copy)
 
     def to_dict(self) -> dict[str, Any]:
         ann = None if self.ann is None else {k: v for k, v in vars(self.ann).items() if v is not None}
@@ -149,17 +187,18 @@ class IndexMeta:
             "manifest": MANIFEST_FILE, "ann": ann, "updated": self.updated,
             **({"dba": vars(self.dba).copy()} if self.dba is not None else {}),
             **({"ivfpq": vars(self.ivfpq).copy()} if self.ivfpq is not None else {}),
+            **({"vectors_format": vars(self.vectors_format).copy()} if self.vectors_format is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexMeta:
         """Inverse of :meth:`to_dict`; a value of the wrong type raises TypeError."""
-        ann, dba = data.get("ann"), data.get("dba")
+        ann, dba, fmt = data.get("ann"), data.get("dba"), data.get("vectors_format")
         meta = cls(
             generation=int(data["generation"]), model=ModelId.from_dict(data["model"]), root=data["root"],
             count=int(data["count"]), dim=int(data["dim"]), skipped=int(data.get("skipped", 0)),
             vectors=data["vectors"], ann=AnnInfo(**ann) if ann else None, updated=data.get("updated", ""),
-            dba=DbaInfo(**dba) if dba else None,
+            dba=DbaInfo(**dba) if dba else None, vectors_format=FormatInfo(**fmt) if fmt else None,
             ivfpq=IvfpqInfo(**data["ivfpq"]) if data.get("ivfpq") else None,
         )
         names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba, meta.ivfpq) if x is not None]
@@ -167,6 +206,11 @@ class IndexMeta:
             raise TypeError("root and file names must be strings")
         if meta.count < 0 or meta.dim != meta.model.dim:
             raise ValueError(f"count {meta.count}, dim {meta.dim} for a {meta.model.dim}-d model")
+        if meta.vectors_format is not None:
+            try:
+                meta.vectors_format.check(meta.dim)
+            except VsearchError as exc:  # a format name this vsearch does not know
+                raise ValueError(str(exc)) from None
         return meta
 
 
@@ -199,6 +243,8 @@ class IndexView:
         self._lock_fd = lock_fd
         self._vectors: np.ndarray | None = None
         self._search_vectors: np.ndarray | None = None
+        self._space_vectors: np.ndarray | None = None
+        self._pca: compress.Pca | None = None
         self._rebuilt = False
 
     @property
@@ -310,13 +356,13 @@ class IndexView:
                                        f"`vsearch build-index {self.meta.root}` repairs the index")
         return self._vectors
 
-    def _load(self, name: str, shape: tuple[int, ...], remedy: str) -> np.ndarray:
+    def _load(self, name: str, shape: tuple[int, ...], remedy: str, dtype: Any = np.float32) -> np.ndarray:
         """A vectors file of this reader's generation. Missing because two commits landed since
         this reader read meta.json (the writer keeps only the previous generation's files), it is
         the same "open it again" as a manifest lookup that finds its generation gone."""
         path = self.dir / name
         try:
-            return vectorfiles.load(path, shape, remedy)
+            return vectorfiles.load(path, shape, remedy, dtype=dtype)
         except IndexCorruptError:
             if self._lock_fd is None and self.meta is not None and not path.exists() and self._superseded():
                 raise IndexBusyError(self._updated_twice()) from None
@@ -333,13 +379,76 @@ class IndexView:
         except VsearchError:
             return False
 
+    # --- the search space: the compressed search copy, when there is one ----------------------
+
+    @property
+    def vector_format(self) -> compress.VectorFormat:
+        """The format of the committed search copy (fp32: none, search reads the raw vectors)."""
+        info = self.meta.vectors_format if self.meta is not None else None
+        return compress.FP32 if info is None else compress.parse_format(info.name)
+
+    @property
+    def space_dim(self) -> int:
+        """Dimensions of the search space: the search copy's, else the model's."""
+        if self.meta is None:
+            return self.model_id.dim if self.model_id else 0
+        info = self.meta.vectors_format
+        return self.meta.dim if info is None else info.dim
+
+    @property
+    def space_id(self) -> str:
+        """Names the search space: two indexes of one model with the same id map a query alike."""
+        info = self.meta.vectors_format if self.meta is not None else None
+        return "fp32" if info is None else f"{info.name}:{info.sha256 or ''}"
+
+    def transform(self) -> compress.Pca | None:
+        """The PCA of the committed search copy (None for fp32/fp16), checked against the SHA-256
+        that ``meta.json`` recorded: a transform that is not the one the copy was made with
+        would put queries in another space than the stored vectors."""
+        info = self.meta.vectors_format if self.meta is not None else None
+        if info is None or info.transform is None:
+            return None
+        if self._pca is None:
+            remedy = rebuild_hint(self.meta.root if self.meta else "FOLDER")
+            pca = compress.Pca.load(self.dir / info.transform, remedy=remedy)
+            if pca.digest != info.sha256 or pca.dim != info.dim or pca.in_dim != self.space_in_dim:
+                raise IndexCorruptError(f"the vector transform {self.dir / info.transform} is not the one "
+                                        f"meta.json records for the {info.name} vectors; {remedy}")
+            self._pca = pca
+        return self._pca
+
+    @property
+    def space_in_dim(self) -> int:
+        """The raw vectors' (the model's) dimension."""
+        return self.meta.dim if self.meta is not None else (self.model_id.dim if self.model_id else 0)
+
+    def to_space(self, x: np.ndarray) -> np.ndarray:
+        """Raw model vectors (n, D) or one (D,) mapped into the search space (float32): the one
+        place a query (embedded by torch or ONNX) gets the transform the search copy was made with."""
+        return compress.to_space(x, self.vector_format, self.transform())
+
+    def space_vectors(self) -> np.ndarray:
+        """Every committed vector in the search space, memory-mapped: the search copy when there
+        is one (float16 or PCA), else :meth:`vectors`. What a stored query row, MMR, dedupe and
+        duplicate shortlisting read."""
+        info = self.meta.vectors_format if self.meta is not None else None
+        if info is None:
+            return self.vectors()
+        if self._space_vectors is None:
+            assert self.meta is not None
+            self.transform()  # a PCA copy is only good with its own transform
+            self._space_vectors = self._load(info.file, (self.meta.count, info.dim),
+                                             rebuild_hint(self.meta.root), dtype=info.dtype)
+        return self._space_vectors
+
     def search_vectors(self) -> np.ndarray:
-        """The vectors that search ranks against: the DBA copy when built, else :meth:`vectors`."""
-        raw = self.vectors()
+        """The vectors that search ranks against: the DBA copy when built, else :meth:`space_vectors`."""
+        space = self.space_vectors()
         if self.meta is None or self.meta.dba is None:
-            return raw
+            return space
         if self._search_vectors is None:
-            self._search_vectors = self._load(self.meta.dba.file, raw.shape, "rebuild with `vsearch build-index`")
+            self._search_vectors = self._load(self.meta.dba.file, space.shape, "rebuild with `vsearch build-index`",
+                                              dtype=space.dtype)
         return self._search_vectors
 
     def vectors_for_generation(self, generation: int) -> np.ndarray:
@@ -365,7 +474,7 @@ class IndexView:
         if path is None or self.meta is None or self.meta.ann is None:
             return None
         try:
-            return nn.AnnoySearcher(path, self.meta.dim, count=self.meta.count, trees=self.meta.ann.trees,
+            return nn.AnnoySearcher(path, self.space_dim, count=self.meta.count, trees=self.meta.ann.trees,
                                     size=self.meta.ann.size)
         except IndexCorruptError:
             if self._lock_fd is None and not path.exists() and self._superseded():
@@ -381,7 +490,7 @@ class IndexView:
             return None
         path = self.dir / info.file
         try:
-            return IvfpqSearcher(path, info.dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
+            return IvfpqSearcher(path, self.space_dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
                                  sha256=info.sha256, nprobe=info.nprobe)
         except IndexCorruptError:
             if self._lock_fd is None and not path.exists() and self._superseded():
@@ -445,8 +554,7 @@ class Store(IndexView):
 
     def close(self) -> None:
         """Release the lock and the database."""
-        self._vectors = None
-        self._search_vectors = None
+        self._vectors = self._search_vectors = self._space_vectors = self._pca = None
         self.manifest.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -584,6 +692,44 @@ class Store(IndexView):
         assert self.meta is not None
         self.write_meta(dataclasses.replace(self.meta, dba=dba, ann=None, ivfpq=None))
 
+    # --- the search copy (writer) ------------------------------------------------------------
+
+    def wanted_format(self) -> compress.VectorFormat:
+        """The format this index's commits make (the manifest records it; fp32 when never set)."""
+        return compress.parse_format(self.manifest.get(FORMAT_KEY) or "fp32")
+
+    def choose_format(self, fmt: compress.VectorFormat | None, *, refit: bool = False) -> None:
+        """Record the format the next commits make (None: keep the index's); ``refit`` forgets
+        the fitted PCA, so the next copy fits one again on the current vectors."""
+        self._require_writer()
+        if fmt is not None:
+            self.manifest.set(FORMAT_KEY, fmt.name)
+        if refit or (fmt is not None and fmt.kind != "pca"):  # a later PCA fits on the vectors of then
+            self.manifest.set(TRANSFORM_KEY, "")
+
+    def search_copy_stale(self) -> bool:
+        """Whether the committed search copy is not the one asked for: another format, or a PCA
+        refitted or forgotten since (e.g. ``--refit``, or a commit finished by repair)."""
+        if self.meta is None:
+            return False
+        want, have = self.wanted_format(), self.meta.vectors_format
+        if not want.compressed:
+            return have is not None
+        if have is None or have.name != want.name:
+            return True
+        return want.kind == "pca" and have.transform != self.manifest.get(TRANSFORM_KEY)
+
+    def refresh_search_copy(self) -> IndexMeta:
+        """Make the committed generation's search copy again in :meth:`wanted_format`, from the
+        raw vectors (no image is embedded again). The Annoy index and the DBA copy, made over
+        the old copy, are dropped: the next ``build-index`` step makes them again."""
+        self._require_writer()
+        assert self.meta is not None
+        info = make_search_copy(self, self.vectors(), self.meta.generation)
+        self.write_meta(dataclasses.replace(self.meta, vectors_format=info, ann=None, dba=None, ivfpq=None,
+                                            updated=_now()))
+        return self.meta
+
     def write_meta(self, meta: IndexMeta) -> None:
         """Commit ``meta``: replace ``meta.json``, then drop files no generation kept needs.
 
@@ -593,7 +739,7 @@ class Store(IndexView):
             self.manifest.set("previous_files", json.dumps(sorted(_files_of(self.meta))))
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
-        self._vectors = self._search_vectors = None
+        self._vectors = self._search_vectors = self._space_vectors = self._pca = None
         remove_stale(self)
 
 
@@ -651,7 +797,10 @@ def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
 
 
 def _files_of(meta: IndexMeta) -> set[str]:
-    return {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.ivfpq) if x is not None}
+    names = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.vectors_format, meta.ivfpq) if x is not None}
+    if meta.vectors_format is not None and meta.vectors_format.transform:
+        names.add(meta.vectors_format.transform)
+    return names
 
 
 def remove_stale(store: Store) -> None:
@@ -660,10 +809,12 @@ def remove_stale(store: Store) -> None:
     if store._lock_fd is None:
         return
     keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, MARKS_FILE, UNDO_DIR, *json.loads(store.manifest.get("previous_files", "[]"))}
+    keep.add(store.manifest.get(TRANSFORM_KEY) or "")  # the writer's PCA, reused by the next commit
     if store.meta is not None:
         keep |= _files_of(store.meta)
     for child in store.dir.iterdir():
-        stale = child.name.endswith(".tmp") or vectorfiles.generation_of(child.name) is not None
+        stale = (child.name.endswith(".tmp") or vectorfiles.generation_of(child.name) is not None
+                 or vectorfiles.is_transform(child.name))
         if child.name not in keep and stale:
             with contextlib.suppress(OSError):
                 child.unlink()
@@ -730,6 +881,7 @@ def _recover(store: Store) -> None:
     manifest.ensure_snapshot()
     _drop_unreadable_chunks(store)
     _drop_unreadable_vectors(store)
+    _remake_unreadable_search_copy(store)
     remove_stale(store)
 
 
@@ -767,6 +919,24 @@ def _drop_unreadable_vectors(store: Store) -> None:
     consolidate(store)
 
 
+def _remake_unreadable_search_copy(store: Store) -> None:
+    """A search copy or transform that cannot be read (or does not match meta.json) is made
+    again from the raw vectors, the transform fitted again: nothing is lost, nothing embedded."""
+    if store.meta is None or store.meta.vectors_format is None:
+        return
+    try:
+        store.space_vectors()
+        return
+    except IndexCorruptError as exc:
+        log.warning("warning: %s; making the %s search copy again", exc, store.meta.vectors_format.name)
+    store._space_vectors = store._pca = None
+    if store.meta.vectors_format.transform is not None:
+        store.manifest.set(TRANSFORM_KEY, "")
+    if store.manifest.get(FORMAT_KEY) is None:
+        store.manifest.set(FORMAT_KEY, store.meta.vectors_format.name)
+    store.refresh_search_copy()
+
+
 def consolidate(store: Store, block: int = 4096) -> IndexMeta:
     """Merge committed vectors and pending chunks into a new generation, in path order.
 
@@ -787,23 +957,68 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
         return store.meta
     sources = manifest.merge_sources()
     target = store.dir / vectorfiles.vectors_name(new_gen)
+    copy: FormatInfo | None = None
     try:
         vectorfiles.merge(
             target, [(None, row) if chunk is None else (None, chunk_row) if chunk == FROM_VECTORS else (chunk, chunk_row)
                      for _id, row, chunk, chunk_row in sources],
             model.dim, store.vectors,
             lambda n: np.load(vectorfiles.chunk_path(store.dir, n), mmap_mode="r"), block)
+        # The search copy is part of the commit: made before the manifest moves, so a reader
+        # never finds a generation without the copy meta.json names.
+        copy = make_search_copy(store, vectorfiles.load(target, (len(sources), model.dim), rebuild_hint(root)),
+                                new_gen)
         skipped = manifest.skipped_count()
         manifest.commit_generation(new_gen, [src[0] for src in sources], skipped)
     except BaseException:
         with contextlib.suppress(OSError):
             if manifest.generation != new_gen:
                 target.unlink()
+                if copy is not None:
+                    (store.dir / copy.file).unlink()
         raise
     meta = IndexMeta(generation=new_gen, model=model, root=str(root), count=len(sources), dim=model.dim,
-                     skipped=skipped, vectors=target.name, ann=None, updated=_now())
+                     skipped=skipped, vectors=target.name, ann=None, updated=_now(), vectors_format=copy)
     store.write_meta(meta)
     return meta
+
+
+def make_search_copy(store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
+    """Write the search copy of ``raw`` (one generation's vectors) in the store's wanted format,
+    block by block; None for fp32 (search reads the raw vectors). A PCA is fitted only when
+    the index has none for this format (first build, ``--refit``, another D or whitening)."""
+    fmt = store.wanted_format()
+    if not fmt.compressed:
+        return None
+    model = store.model_id
+    assert model is not None
+    fmt.check(model.dim, len(raw))
+    pca, transform = _pca_for(store, fmt, raw) if fmt.kind == "pca" else (None, None)
+    dim = model.dim if fmt.dim is None else fmt.dim
+    name = vectorfiles.search_copy_name(generation, fmt.name, pca.digest[:8] if pca else "")
+    step = compress.BLOCK
+    vectorfiles.write_blocks(store.dir / name, (len(raw), dim), fmt.dtype,
+                             (compress.encode(raw[i:i + step], fmt, pca) for i in range(0, len(raw), step)))
+    return FormatInfo(fmt.name, name, dim, fmt.dtype, transform, pca.digest if pca else None)
+
+
+def _pca_for(store: Store, fmt: compress.VectorFormat, raw: np.ndarray) -> tuple[compress.Pca, str]:
+    """The index's PCA for ``fmt`` (fitted at the first build, then reused), or a new fit on
+    ``raw`` (a seeded sample) when it has none that fits."""
+    known = store.manifest.get(TRANSFORM_KEY)
+    if known:
+        try:
+            pca = compress.Pca.load(store.dir / known)
+            if pca.dim == fmt.dim and (pca.scale is not None) == fmt.whiten and pca.in_dim == raw.shape[1]:
+                return pca, known
+        except IndexCorruptError as exc:  # the raw vectors are the truth: a refit loses nothing
+            log.warning("warning: %s; fitting it again", exc)
+    log.info("fitting a PCA to %d dimensions on %d vectors", fmt.dim, min(len(raw), compress.DEFAULT_SAMPLE))
+    pca = compress.fit_pca(raw, fmt.dim or 0, whiten=fmt.whiten)
+    name = vectorfiles.transform_name(pca.digest)
+    pca.save(store.dir / name)
+    store.manifest.set(TRANSFORM_KEY, name)
+    return pca, name
 
 
 def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:

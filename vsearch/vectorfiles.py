@@ -1,6 +1,6 @@
 """The vector files of an index: their names, checked loads, and merging a new generation.
 
-Every file is a plain ``.npy`` of float32 (rows, dim). Writes go through ``atomic`` with
+Every file is a plain ``.npy`` of float32 (rows, dim); a compressed search copy may be float16. Writes go through ``atomic`` with
 ordinary buffered writes, never a writable memory map: on a full disk a write through a map
 is a SIGBUS (``Bus error``) that no handler can turn into a message, where a ``write`` fails
 with ENOSPC and becomes one error line.
@@ -9,7 +9,8 @@ with ENOSPC and becomes one error line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,22 @@ def vectors_name(generation: int) -> str:
 def dba_name(generation: int, neighbours: int) -> str:
     """File name of the database-side augmented vectors for one generation."""
     return f"vectors.{generation:06d}.dba{neighbours}.npy"
+
+
+def search_copy_name(generation: int, fmt: str, tag: str = "") -> str:
+    """File name of one generation's search copy in format ``fmt`` (``tag``: the transform's
+    short hash, so a refit never overwrites a copy a reader may still map)."""
+    return f"vectors.{generation:06d}.{fmt}{'.' + tag if tag else ''}.npy"
+
+
+def transform_name(digest: str) -> str:
+    """File name of a PCA transform (``compress.Pca``), by its digest."""
+    return f"pca.{digest[:16]}.npz"
+
+
+def is_transform(name: str) -> bool:
+    """Whether ``name`` is a transform file's name (see :func:`transform_name`)."""
+    return name.startswith("pca.") and name.endswith(".npz")
 
 
 def ann_name(generation: int) -> str:
@@ -53,14 +70,16 @@ def save(path: Path, array: np.ndarray) -> None:
         np.save(out, np.ascontiguousarray(array, dtype=np.float32))  # type: ignore[arg-type]
 
 
-def load(path: Path, shape: tuple[int, int] | None, remedy: str) -> np.ndarray:
-    """Memory-map a float32 ``.npy`` read-only; refuse one that cannot be read or has another shape."""
+def load(path: Path, shape: tuple[int, int] | None, remedy: str, dtype: Any = np.float32) -> np.ndarray:
+    """Memory-map a ``.npy`` of ``dtype`` (float32 unless said) read-only; refuse one that cannot
+    be read or has another shape or dtype."""
     try:
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise IndexCorruptError(f"cannot read {path}: {exc}; {remedy}") from None
-    if array.dtype != np.float32 or array.ndim != 2 or (shape is not None and array.shape != shape):
-        want = f"({shape[0]}, {shape[1]}) float32" if shape else "float32 rows"
+    dtype = np.dtype(dtype)
+    if array.dtype != dtype or array.ndim != 2 or (shape is not None and array.shape != shape):
+        want = f"({shape[0]}, {shape[1]}) {dtype}" if shape else f"{dtype} rows"
         raise IndexCorruptError(f"{path} holds {array.shape} {array.dtype}, but meta.json says {want}; {remedy}")
     return array
 
@@ -76,6 +95,22 @@ def chunk_problem(path: Path, rows: int, dim: int) -> str | None:
     if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim or array.shape[0] < rows:
         return f"damaged (holds {array.shape} {array.dtype})"
     return None
+
+
+def write_blocks(target: Path, shape: tuple[int, int], dtype: Any, blocks: Iterable[np.ndarray]) -> None:
+    """Write a ``.npy`` of ``shape`` and ``dtype`` at ``target`` from ``blocks`` of rows, in order,
+    with buffered writes (memory: one block), atomically."""
+    dtype = np.dtype(dtype)
+    rows = 0
+    with atomic.open_replacing(target) as out:
+        np.lib.format.write_array_header_1_0(out, {  # type: ignore[arg-type]
+            "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype=dtype).reshape(-1, shape[1])
+            rows += len(block)
+            out.write(block.tobytes())
+        if rows != shape[0]:
+            raise ValueError(f"{target}: wrote {rows} rows, expected {shape[0]}")
 
 
 def merge(target: Path, sources: Sequence[tuple[int | None, int | None]], dim: int,

@@ -1,0 +1,102 @@
+"""Compressed search vectors (``build-index --vectors``): quality, bytes and build times per format.
+
+For each format, a private copy of an existing index gets that format's search copy (no image
+is embedded again: only the copy, its PCA and the Annoy index over it are made, timed apart),
+then ``vsearch evaluate`` scores every copy side by side on the same queries, exact search:
+
+* ``groups``: every labelled image queries the collection (same group = relevant);
+* ``augment``: ``--augment N`` edited copies (crop, flip, rotate, colour, blur, downscale, jpeg)
+  of N indexed images, each embedded once and mapped into each copy's space; the original must
+  come back.
+
+Usage::
+
+    python benchmarks/bench_compress.py --index-dir /work/cache/flowers17-index \
+        --groups /work/shared/datasets/flowers17/labels.csv --work /tmp/bench-compress/flowers \
+        [--formats fp32,fp16,pca128,pca128w,pca256,pca256w,pca512,pca512w] [--augment 200]
+
+It prints one JSON object: per format the copy's bytes, the seconds to make it (PCA fit
+included) and to build Annoy (``--trees``) over it, and the evaluate figures (mrr, recall@10,
+map@10, and the paired bootstrap CI of the headline metric against the first format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from vsearch import compress, indexer  # noqa: E402
+from vsearch.defaults import DEFAULT_TREES  # noqa: E402
+from vsearch.store import Store  # noqa: E402
+
+
+def make_copy(source: Path, target: Path, fmt: str, trees: int) -> dict:
+    """``source`` copied to ``target`` with a ``fmt`` search copy and Annoy over it; timings."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    with Store.open(target, write=True) as store:
+        store.set_ann(None)  # measure every Annoy build, fp32's too
+        started = time.perf_counter()
+        store.choose_format(compress.parse_format(fmt), refit=True)
+        store.refresh_search_copy()
+        copy_s = time.perf_counter() - started
+        started = time.perf_counter()
+        info = indexer.build_ann(store, trees)
+        ann_s = time.perf_counter() - started
+        meta = store.meta
+        assert meta is not None
+        fmt_info = meta.vectors_format
+        vectors = target / (fmt_info.file if fmt_info else meta.vectors)
+        return {"format": fmt, "count": meta.count, "dim": store.space_dim,
+                "dtype": fmt_info.dtype if fmt_info else "float32", "bytes": vectors.stat().st_size,
+                "copy_s": round(copy_s, 2), "annoy_s": round(ann_s, 2),
+                "annoy_bytes": (target / info.file).stat().st_size}
+
+
+def evaluate(dirs: list[Path], extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "vsearch", "evaluate", "-f", "json", "--mode", ",".join(["exact"] * len(dirs))]
+    for d in dirs:
+        cmd += ["--index-dir", str(d)]
+    done = subprocess.run(cmd + extra, capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"evaluate failed: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index-dir", type=Path, required=True)
+    ap.add_argument("--groups", type=Path)
+    ap.add_argument("--augment", type=int, default=0)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--formats", default="fp32,fp16,pca128,pca128w,pca256,pca256w,pca512,pca512w")
+    ap.add_argument("--trees", type=int, default=DEFAULT_TREES)
+    args = ap.parse_args()
+    formats = args.formats.split(",")
+    args.work.mkdir(parents=True, exist_ok=True)
+    out: dict = {"index": str(args.index_dir), "formats": []}
+    dirs = []
+    for fmt in formats:
+        dirs.append(args.work / fmt)
+        out["formats"].append(make_copy(args.index_dir, dirs[-1], fmt, args.trees))
+        print(json.dumps(out["formats"][-1]), file=sys.stderr)
+    if args.groups:
+        out["groups"] = evaluate(dirs, ["--groups", str(args.groups)])
+    if args.augment:
+        out["augment"] = evaluate(dirs, ["--augment", str(args.augment), "--seed", "0"])
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
