@@ -34,7 +34,10 @@ if TYPE_CHECKING:  # faiss itself is imported only when an IVF-PQ index is built
 #: that the cost grows linearly, while Annoy answered 1M x 512 at 223 q/s with recall@10 0.98.
 EXACT_LIMIT = 100_000
 #: From this many vectors, ``build-index --index auto`` builds IVF-PQ (faiss) instead of Annoy.
-#: Measured (benchmarks/bench_scale.py, docs/scaling.md): PROVISIONAL, set from the run below.
+#: Chosen by memory (benchmarks/bench_scale.py, docs/scaling.md): at 100k x 1280 Annoy's index
+#: was 583 MB (5.8 KB a vector, beside the 5.1 KB of float32 it re-scores against) and IVF-PQ's
+#: 15 MB, with builds of 68 s and 86 s. From 250k, Annoy plus its vectors pass 2.7 GB and
+#: grow to 11 GB at 1M, over the 4 GB target; IVF-PQ stays at 72 bytes a vector plus its lists.
 IVFPQ_FROM = 250_000
 #: Annoy returns ``CANDIDATE_FACTOR * k`` candidates, which are re-scored exactly.
 CANDIDATE_FACTOR = 4
