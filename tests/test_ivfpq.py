@@ -189,3 +189,17 @@ def test_only_an_ivfpq_index_imports_faiss(photos, tmp_path, fake_model):
         assert proc.returncode == 0, proc.stderr
         assert f"FAISS {kind == 'ivfpq'}" in proc.stderr
         assert Path(proc.stdout.splitlines()[0]).name == "g2_0.jpg"
+
+
+def test_duplicates_use_the_ivfpq_index_when_approximate(photos, tmp_path, fake_model):
+    """duplicates' approximate neighbour graph comes from whichever approximate index was built."""
+    import vsearch
+
+    index = tmp_path / "idx"
+    build(photos, index, "--index", "ivfpq")
+    with vsearch.open_index(index) as opened:
+        approx = opened.duplicates(level="similar", mode="approximate")
+        exact = opened.duplicates(level="similar", mode="exact")
+    assert approx and sum(len(g.members) for g in approx) >= 24  # every copy is in a group
+    assert sorted(sorted(m.path.name for m in g.members) for g in approx) == \
+        sorted(sorted(m.path.name for m in g.members) for g in exact)
