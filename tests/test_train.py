@@ -157,7 +157,7 @@ def test_use_judgments_without_any_is_one_error_line(built):
 
 
 def test_approximate_search_through_a_head_is_refused(trained, photos):
-    fails(cli("query", photos / "p0.jpg", "--approximate"), r"Annoy index is over the raw vectors.*--adapter off")
+    fails(cli("query", photos / "p0.jpg", "--approximate"), r"approximate index is over the raw vectors.*--adapter off")
 
 
 def test_an_index_without_a_head_reads_as_before(built):

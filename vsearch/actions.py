@@ -282,13 +282,15 @@ def _commit(store: Store, previous: Any) -> None:
     if not store.pending_changes():
         return
     store.consolidate()
-    if previous.dba is not None or previous.ann is not None:
+    if previous.dba is not None or previous.ann is not None or previous.ivfpq is not None:
         from . import indexer  # Annoy and DBA builds; Pillow comes with it
 
         if previous.dba is not None:
             indexer.build_dba(store, previous.dba.neighbours)
         if previous.ann is not None:
             indexer.build_ann(store, previous.ann.trees)
+        if previous.ivfpq is not None:
+            indexer.build_ivfpq(store)
 
 
 # --- undoing ---------------------------------------------------------------------------------

@@ -119,6 +119,7 @@ def build_index(
     on_note: Callable[[str], None] | None = None,
     engine: str = "local",
     address: str | None = None,
+    approximate: str = "auto",
     vectors: str | None = None,
     refit: bool = False,
 ) -> Index:
@@ -143,7 +144,10 @@ def build_index(
     extra) on the Ray cluster at ``address`` (None: a local one); same index either way.
     ``vectors``: the format
     search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.compress`; default the index's own,
-    fp32 for a new one); a change remakes only the search copy. ``refit``: fit its PCA again.
+    fp32 for a new one); a change remakes only the search copy. ``refit``: fit its PCA again. ``approximate``: the
+    approximate index built after embedding: ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or
+    ``auto`` (Annoy up to :data:`vsearch.index.IVFPQ_FROM` vectors, IVF-PQ above when faiss is
+    installed); it replaces the other kind's.
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """
@@ -153,9 +157,15 @@ def build_index(
         raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
     if batch_size < 1:
         raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
+    if approximate not in ("auto", "annoy", "ivfpq"):
+        raise VsearchError(f"--index takes auto, annoy or ivfpq, not {approximate!r}")
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
     from . import images, indexer  # Pillow: only a build pays for it
+    if approximate == "ivfpq":
+        from .ivfpq import load_faiss
+
+        load_faiss()  # missing faiss: one line before any work, not after the embedding
 
     where = _index_dir(index_dir)
     options = indexer.IndexOptions(
@@ -170,7 +180,7 @@ def build_index(
         summary = indexer.update(store, Path(folder), options, progress=progress)
         if trees is not None:
             indexer.build_dba(store, dba, progress=on_note)
-            indexer.build_ann(store, trees)
+            indexer.build_approximate(store, approximate, trees)
     index = Index(where, device=device)
     index._summary = summary
     return index

@@ -222,15 +222,23 @@ def build_index(
     rebuild: Rebuild = False,
     engine: EngineOpt = "local",
     address: Address = None,
+    approximate: Annotated[str, typer.Option(
+        "--index", metavar="KIND",
+        help="The approximate index: annoy, ivfpq (faiss IVF-PQ, 64 bytes a vector; needs "
+             "pip install 'vsearch[scale]'), or auto: Annoy below 250,000 images, IVF-PQ from there when faiss is "
+             "installed (docs/scaling.md). Up to 100,000 images a query is exact anyway.")] = "auto",
     vectors: Vectors = None,
     refit: Refit = False,
 ) -> None:
-    """Embed what is missing under FOLDER, then build the Annoy index beside the embeddings."""
+    """Embed what is missing under FOLDER, then build the approximate index (Annoy or IVF-PQ) beside the embeddings."""
     with _build(folder, index_dir, quiet=quiet, trees=trees, dba=dba, model=model, batch_size=batch_size,
                 workers=workers, device=device, max_pixels=max_pixels, exclude=exclude or (), rebuild=rebuild,
-                engine=engine, address=address, vectors=vectors, refit=refit) as index:
+                engine=engine, address=address, approximate=approximate, vectors=vectors, refit=refit) as index:
         if not quiet:
             render.index_summary(index.summary, index.index_dir, ann=index.meta.ann)
+            if index.meta.ivfpq is not None:
+                info = index.meta.ivfpq
+                _err(f"ivfpq index: {info.nlist} lists, {info.m} bytes a vector, {info.nprobe} probed ({info.file})")
 
 
 @app.command(epilog=_examples(
@@ -807,7 +815,7 @@ def _index_details(store: Any, freshness: Any) -> dict[str, Any]:
         "search_copy_bytes": size(*((meta.vectors_format.file, meta.vectors_format.transform)
                                     if meta.vectors_format else ())),
         "vectors_bytes": size(meta.vectors, meta.dba.file if meta.dba else None),
-        "ann_bytes": size(meta.ann.file if meta.ann else None),
+        "ann_bytes": size(meta.ann.file if meta.ann else meta.ivfpq.file if meta.ivfpq else None),
         "manifest_bytes": sum(p.stat().st_size for p in files if p.name.startswith("manifest")),
         "total_bytes": sum(p.stat().st_size for p in files),
     }

@@ -250,14 +250,14 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
     annoy = None
     use_annoy = mode == "approximate" or (mode == "auto" and count > nn.EXACT_LIMIT)
     if use_annoy:
-        if store.ann_path() is None or meta.dba is not None:
+        if store.approximate_kind() is None or meta.dba is not None:  # Annoy or IVF-PQ
             if mode == "approximate":
                 raise VsearchError(
                     f"--approximate: index at {store.dir} has no Annoy index over its raw vectors; "
                     "run `vsearch build-index` (without --dba)"
                 )
         else:
-            annoy = store.annoy()
+            annoy = store.approximate()
     step = 8192
     for start in range(0, count, step):
         stop = min(start + step, count)
@@ -271,7 +271,7 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
 
 
 def _neighbours_of(vectors: np.ndarray, rows: np.ndarray, links: int,
-                   annoy: nn.AnnoySearcher | None) -> tuple[np.ndarray, np.ndarray]:
+                   annoy: nn.ApproximateSearcher | None) -> tuple[np.ndarray, np.ndarray]:
     q = np.asarray(vectors[rows[0]:rows[-1] + 1], dtype=np.float32)
     k = min(links + 1, len(vectors))
     if annoy is None:

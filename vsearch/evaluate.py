@@ -190,7 +190,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     summary = metrics.summarize(results, ks)
     summary.update(_mean_shares(shares))
     ann = None
-    if ann_recall and searcher.store.ann_path() is not None and not searcher.adapted:  # Annoy: raw space
+    if ann_recall and searcher.approximate_kind is not None and not searcher.adapted:  # Annoy or IVF-PQ: search space
         ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
     meta = searcher.meta
     return EvalReport(

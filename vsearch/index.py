@@ -1,11 +1,12 @@
-"""Nearest neighbours over unit vectors: exact (one BLAS matmul) and approximate (Annoy).
+"""Nearest neighbours over unit vectors: exact (one BLAS matmul) and approximate (Annoy, or
+IVF-PQ through faiss: :mod:`vsearch.ivfpq`).
 
 Both return (rows, cosine scores), best first. Nothing here knows about files or models.
 
-Approximate search never prints an approximate score: Annoy only proposes
-``CANDIDATE_FACTOR * k`` candidate rows, and those are re-scored by an exact dot product with the
-stored vectors, so the only error Annoy can make is to miss a true neighbour (measured as
-recall@10 against exact search in ``benchmarks/bench_search.py``).
+Approximate search never prints an approximate score: Annoy (or IVF-PQ) only proposes
+``factor * k`` candidate rows, and those are re-scored by an exact dot product with the
+stored vectors, so the only error it can make is to miss a true neighbour (measured as
+recall@10 against exact search in ``benchmarks/bench_search.py`` and ``bench_scale.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -22,12 +24,21 @@ from . import atomic
 from .defaults import DEFAULT_TREES
 from .errors import IndexCorruptError, IndexWriteError
 
+if TYPE_CHECKING:  # faiss itself is imported only when an IVF-PQ index is built or opened
+    from .ivfpq import IvfpqSearcher
+
 #: Up to this many vectors, ``auto`` search is an exact matmul; above it, Annoy (when built).
 #: Measured (benchmarks/bench_search.py, 2 shared cores): one exact query is a pass over all
 #: vectors: 10.6 ms at 100k x 512 on a quiet box, 227 ms at 1M x 512 on a loaded one; the whole
 #: `vsearch query` process on a 100k x 1280 (efficientnet-lite0) index took 0.55 s, exact. Past
 #: that the cost grows linearly, while Annoy answered 1M x 512 at 223 q/s with recall@10 0.98.
 EXACT_LIMIT = 100_000
+#: From this many vectors, ``build-index --index auto`` builds IVF-PQ (faiss) instead of Annoy.
+#: Chosen by memory (benchmarks/bench_scale.py, docs/scaling.md): at 100k x 1280 Annoy's index
+#: was 583 MB (5.8 KB a vector, beside the 5.1 KB of float32 it re-scores against) and IVF-PQ's
+#: 15 MB, with builds of 68 s and 86 s. From 250k, Annoy plus its vectors pass 2.7 GB and
+#: grow to 11 GB at 1M, over the 4 GB target; IVF-PQ stays at 72 bytes a vector plus its lists.
+IVFPQ_FROM = 250_000
 #: Annoy returns ``CANDIDATE_FACTOR * k`` candidates, which are re-scored exactly.
 CANDIDATE_FACTOR = 4
 #: Nodes Annoy inspects per query, per candidate asked for: search_k = 250 x 4 x 10 = 10,000 for
@@ -67,7 +78,8 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 
     best_rows = np.zeros((len(queries), 0), dtype=np.int64)
     best_scores = np.zeros((len(queries), 0), dtype=np.float32)
     for start in range(0, n, block):
-        scores = queries @ np.asarray(vectors[start:start + block]).T
+        # float32 for BLAS: a float16 search copy would otherwise take numpy's slow mixed-type loop
+        scores = queries @ np.asarray(vectors[start:start + block], dtype=np.float32).T
         kk = min(k, scores.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         rows = np.concatenate([best_rows, part + start], axis=1)
@@ -84,7 +96,7 @@ def rescore(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray) -> np.ndar
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
     order = np.argsort(rows)  # sorted reads are kinder to a memory map
-    picked = np.asarray(vectors[rows[order]])
+    picked = np.asarray(vectors[rows[order]], dtype=np.float32)
     scores = np.empty(len(rows), dtype=np.float32)
     scores[order] = picked @ np.asarray(query, dtype=np.float32)
     return scores
@@ -197,6 +209,9 @@ def check_annoy_file(path: Path, dim: int, *, count: int | None = None, trees: i
 class AnnoySearcher:
     """A saved Annoy index, memory-mapped (checked first with :func:`check_annoy_file`)."""
 
+    #: Candidates per result for :func:`approximate_search`.
+    candidate_factor = CANDIDATE_FACTOR
+
     def __init__(self, path: Path, dim: int, *, count: int | None = None, trees: int | None = None,
                  size: int | None = None) -> None:
         from annoy import AnnoyIndex
@@ -222,35 +237,55 @@ class AnnoySearcher:
         return self._ann.get_n_items()
 
 
-def approximate_search(searcher: AnnoySearcher, vectors: np.ndarray, query: np.ndarray, k: int,
-                       search_k: int | None = None, factor: int = CANDIDATE_FACTOR) -> tuple[np.ndarray, np.ndarray]:
-    """Annoy shortlist of ``factor * k`` rows, re-scored exactly: every score returned is exact.
+#: Either approximate index: both propose candidate rows, re-scored here exactly.
+ApproximateSearcher = Union[AnnoySearcher, "IvfpqSearcher"]
 
-    ``search_k=None`` uses :func:`default_search_k`; ``-1`` is Annoy's own default.
+
+def _candidates(searcher: ApproximateSearcher, query: np.ndarray, n: int, search_k: int | None) -> np.ndarray:
+    if isinstance(searcher, AnnoySearcher):
+        return searcher.candidates(query, n, search_k=default_search_k(n) if search_k is None else search_k)
+    return searcher.candidates(query, n)  # IVF-PQ: nprobe as recorded in meta.json
+
+
+def approximate_search(searcher: ApproximateSearcher, vectors: np.ndarray, query: np.ndarray, k: int,
+                       search_k: int | None = None, factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A shortlist of ``factor * k`` rows (default: the searcher's ``candidate_factor``),
+    re-scored exactly: every score returned is exact.
+
+    ``search_k`` is Annoy's (``None``: :func:`default_search_k`; ``-1``: Annoy's own default);
+    IVF-PQ ignores it and probes the lists its index records.
     """
-    n = max(k * factor, k)
-    if search_k is None:
-        search_k = default_search_k(n)
-    rows = searcher.candidates(query, n, search_k=search_k)
+    n = max(k * (factor or searcher.candidate_factor), k)
+    rows = _candidates(searcher, query, n, search_k)
+    return _best(vectors, query, rows, k)
+
+
+def _best(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = rescore(vectors, query, rows)
     order = np.argsort(-scores, kind="stable")[:k]
     return rows[order], scores[order]
 
 
-def approximate_search_batch(searcher: AnnoySearcher, vectors: np.ndarray, queries: np.ndarray, k: int,
-                             search_k: int | None = None, factor: int = CANDIDATE_FACTOR,
+def approximate_search_batch(searcher: ApproximateSearcher, vectors: np.ndarray, queries: np.ndarray, k: int,
+                             search_k: int | None = None, factor: int | None = None,
                              threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`approximate_search` for each row of ``queries``, in threads: (rows, scores) (Q, <=k).
 
-    Annoy releases the GIL while it searches, so threads use every core. Rows a query could not
-    fill (an index smaller than k) are -1 with score -inf.
+    Annoy releases the GIL while it searches, so threads use every core; IVF-PQ proposes every
+    query's candidates in one faiss call (its own threads). Rows a query could not fill (an
+    index smaller than k) are -1 with score -inf.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     out_rows = np.full((len(queries), k), -1, dtype=np.int64)
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    n = max(k * (factor or searcher.candidate_factor), k)
+    shortlist = None if isinstance(searcher, AnnoySearcher) else searcher.candidates_batch(queries, n)
 
     def one(i: int) -> None:
-        rows, scores = approximate_search(searcher, vectors, queries[i], k, search_k, factor)
+        if shortlist is None:
+            rows, scores = approximate_search(searcher, vectors, queries[i], k, search_k, factor)
+        else:
+            rows, scores = _best(vectors, queries[i], shortlist[i], k)
         out_rows[i, :len(rows)] = rows
         out_scores[i, :len(rows)] = scores
 
@@ -259,7 +294,7 @@ def approximate_search_batch(searcher: AnnoySearcher, vectors: np.ndarray, queri
     return out_rows, out_scores
 
 
-def neighbour_graph(vectors: np.ndarray, n: int, *, annoy: AnnoySearcher | None = None,
+def neighbour_graph(vectors: np.ndarray, n: int, *, annoy: ApproximateSearcher | None = None,
                     block_elements: int = 1 << 25, search_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``n`` nearest other rows: (rows (N, n), exact scores (N, n)), best first.
 

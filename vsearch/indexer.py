@@ -50,7 +50,8 @@ from .errors import ImageDecodeError, IndexBusyError, VsearchError
 from .defaults import DEFAULT_BATCH_SIZE
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess
 from .rerank import database_side_augmentation
-from .store import FORMAT_KEY, LOCK_FILE, AnnInfo, DbaInfo, FileEntry, Store, ann_name, dba_name, file_digest
+from . import ivfpq
+from .store import FORMAT_KEY, LOCK_FILE, AnnInfo, DbaInfo, FileEntry, IvfpqInfo, Store, ann_name, dba_name, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -704,6 +705,63 @@ def _ann_intact(path: Path, dim: int, count: int) -> bool:
         return False
 
 
+#: What ``build-index --index`` may build: ``auto`` picks by size (:func:`approximate_kind`).
+INDEX_KINDS = ("auto", "annoy", "ivfpq")
+
+
+def approximate_kind(kind: str, count: int) -> str:
+    """The approximate index ``--index KIND`` builds for ``count`` vectors: ``auto`` is Annoy up
+    to ``index.IVFPQ_FROM`` vectors and IVF-PQ above (Annoy when faiss is not installed)."""
+    if kind not in INDEX_KINDS:
+        raise VsearchError(f"--index takes {', '.join(INDEX_KINDS)}, not {kind!r}")
+    if kind != "auto":
+        return kind
+    if count < nn.IVFPQ_FROM:
+        return "annoy"
+    try:
+        ivfpq.load_faiss()
+    except ivfpq.FaissMissingError:
+        log.warning("warning: %d vectors: an IVF-PQ index would build faster and smaller than Annoy; "
+                    "pip install 'vsearch[scale]' to have it", count)
+        return "annoy"
+    return "ivfpq"
+
+
+def build_approximate(store: Store, kind: str, trees: int) -> AnnInfo | IvfpqInfo:
+    """Build the approximate index ``kind`` (see :func:`approximate_kind`) for the committed
+    vectors; it replaces the other kind's, if any."""
+    if store.meta is None:
+        raise VsearchError(f"index at {store.dir} holds no vectors yet")
+    if approximate_kind(kind, store.meta.count) == "ivfpq":
+        return build_ivfpq(store)
+    return build_ann(store, trees)
+
+
+def build_ivfpq(store: Store, *, seed: int = 0) -> IvfpqInfo:
+    """Build the IVF-PQ index over the vectors search ranks against (skipped when an intact one
+    with the same parameters exists); faiss is needed (one error line without it)."""
+    meta = store.meta
+    if meta is None:
+        raise VsearchError(f"index at {store.dir} holds no vectors yet")
+    vectors = store.search_vectors()
+    params = ivfpq.choose_params(meta.count, vectors.shape[1], seed=seed)
+    old = meta.ivfpq
+    if old is not None and (old.nlist, old.m, old.nbits, old.train, old.dim, old.seed) == (
+            params.nlist, params.m, params.nbits, params.train, vectors.shape[1], seed):
+        try:
+            ivfpq.read_checked(store.dir / old.file, size=old.size, sha256=old.sha256)
+            return old
+        except VsearchError:
+            pass  # damaged: built again below
+    ivfpq.load_faiss()  # before any work: one line when it is missing
+    file = ivfpq.ivfpq_name(meta.generation)
+    size, sha256 = ivfpq.build_file(vectors, store.dir / file, params)
+    info = IvfpqInfo(file=file, nlist=params.nlist, m=params.m, nbits=params.nbits, nprobe=params.nprobe,
+                     train=params.train, dim=int(vectors.shape[1]), size=size, sha256=sha256, seed=seed)
+    store.set_ivfpq(info)
+    return info
+
+
 
 
 
@@ -778,7 +836,11 @@ __all__ = [
     "IndexSummary",
     "ModelId",
     "Progress",
+    "INDEX_KINDS",
+    "approximate_kind",
     "build_ann",
+    "build_approximate",
+    "build_ivfpq",
     "build_dba",
     "check_folder",
     "default_workers",

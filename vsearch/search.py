@@ -3,7 +3,7 @@
     query image(s) -> stored vector (file already indexed: no model)  |  embed with the index's model
                       (query.py: QueryEncoder)
                    -> combine positives and negatives -> [average query expansion]
-                   -> exact or Annoy search (Annoy candidates re-scored exactly)
+                   -> exact, Annoy or IVF-PQ search (approximate candidates re-scored exactly)
                    -> filters (exclude, min score, path glob) -> [dedupe]
                    -> [caps: max per folder, max per capture day] -> [MMR]
                    -> drop results whose file is gone since indexing (refilled) -> hits
@@ -129,7 +129,7 @@ class Searcher:
         # a DBA copy are in the raw space).
         self.adapted = self.encoder.head is not None
         self.search_vectors = self.vectors if self.adapted else store.search_vectors()
-        self._annoy: nn.AnnoySearcher | None = None
+        self._approximate: nn.ApproximateSearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None
         self._folders: dict[int, str] = {}
@@ -147,31 +147,44 @@ class Searcher:
 
     # --- search ---------------------------------------------------------------------------
 
+    @property
+    def approximate_kind(self) -> str | None:
+        """The index's approximate index: "annoy", "ivfpq" or None."""
+        return self.store.approximate_kind()
+
     def use_annoy(self, mode: SearchMode) -> bool:
-        """Whether a search in ``mode`` goes through Annoy."""
+        """Whether a search in ``mode`` goes through the approximate index (Annoy or IVF-PQ);
+        the name is kept for existing callers, see :meth:`use_approximate`."""
+        return self.use_approximate(mode)
+
+    def use_approximate(self, mode: SearchMode) -> bool:
+        """Whether a search in ``mode`` goes through the approximate index (Annoy or IVF-PQ)."""
         if mode == "exact":
             return False
         if self.adapted:
             if mode == "approximate":
-                raise VsearchError("--approximate: the Annoy index is over the raw vectors, not the trained head's; "
+                raise VsearchError("--approximate: the approximate index is over the raw vectors, not the trained head's; "
                                    "search exactly, or use --adapter off")
             return False
-        has_ann = self.store.ann_path() is not None
+        has_ann = self.approximate_kind is not None
         if mode == "approximate":
             if not has_ann:
                 raise VsearchError(
-                    f"--approximate: index at {self.store.dir} has no Annoy index; run `vsearch build-index`"
+                    f"--approximate: index at {self.store.dir} has no Annoy index (nor IVF-PQ); "
+                    "run `vsearch build-index`"
                 )
             return True
         return has_ann and self.meta.count > nn.EXACT_LIMIT
 
     def neighbours(self, vector: np.ndarray, k: int, mode: SearchMode = "auto",
                    search_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (rows, exact cosine scores) for one vector."""
-        if self.use_annoy(mode):
-            if self._annoy is None:
-                self._annoy = nn.AnnoySearcher(self.store.ann_path(), self.store.space_dim)
-            return nn.approximate_search(self._annoy, self.search_vectors, vector, k, search_k=search_k)
+        """Top-k (rows, exact cosine scores) for one vector. ``search_k``: Annoy's (IVF-PQ
+        probes the lists its ``meta.json`` records)."""
+        if self.use_approximate(mode):
+            if self._approximate is None:
+                self._approximate = self.store.approximate()
+            return nn.approximate_search(self._approximate, self.search_vectors, vector, k,  # type: ignore[arg-type]
+                                         search_k=search_k)
         rows, scores = nn.exact_search(self.search_vectors, vector[None], k)
         return rows[0], scores[0]
 

@@ -11,6 +11,8 @@ Layout (format version 1)::
       vectors.GGGGGG.npy    float32 (count, dim), L2-normalised; row i = the file whose row is i
       index.GGGGGG.ann      Annoy (angular) over that generation's vectors, when built; meta.json
                             records its size in bytes, checked before Annoy maps the file
+      index.GGGGGG.ivfpq    or IVF-PQ (faiss, ``build-index --index ivfpq``) over the vectors search
+                            ranks against; meta.json ("ivfpq") records its parameters, size, sha256
       vectors.GGGGGG.FORMAT[.HASH].npy  optional: the search copy in a compressed format
                             (build-index --vectors fp16|pcaD[w]; ``compress``): what search, the
                             stored-vector fast path, MMR/dedupe and Annoy read instead of the raw
@@ -69,6 +71,7 @@ import numpy as np
 
 from . import __version__, adapter, atomic, compress, vectorfiles
 from . import index as nn
+from .ivfpq import IvfpqSearcher
 from .errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
 from .identity import ModelId
 from .manifest import FROM_VECTORS, SCHEMA_VERSION, FileEntry, GenerationGone, Manifest
@@ -90,7 +93,7 @@ FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
 COMMIT_WAIT_S = 2.0
 
 __all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "AdapterInfo", "AnnInfo", "DbaInfo", "FileEntry", "FormatInfo",
-           "IndexMeta", "Store",
+           "IndexMeta", "IvfpqInfo", "Store",
            "ann_name", "atomic_save_npy", "dba_name", "file_digest"]
 
 
@@ -102,6 +105,28 @@ class AnnInfo:
     trees: int
     metric: str = "angular"
     size: int | None = None  # bytes, recorded when built; absent in indexes from before
+
+
+@dataclass(frozen=True)
+class IvfpqInfo:
+    """The IVF-PQ index (faiss) that belongs to one generation of vectors, in place of Annoy.
+
+    Its own ``meta.json`` key ("ivfpq"), so an index without one, and any older vsearch
+    reading one with it, sees exactly the Annoy record it always did. ``dim``: of the vectors
+    it indexes (those search ranks against); ``size`` and ``sha256`` are checked before faiss
+    parses the file.
+    """
+
+    file: str
+    nlist: int
+    m: int
+    nbits: int
+    nprobe: int
+    train: int
+    dim: int
+    size: int
+    sha256: str
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,6 +196,7 @@ class IndexMeta:
     ann: AnnInfo | None
     updated: str
     dba: DbaInfo | None = None  # optional key: absent from meta.json when not built
+    ivfpq: IvfpqInfo | None = None  # optional key, likewise
     vectors_format: FormatInfo | None = None  # optional key: absent for fp32 (no search copy)
     adapter: AdapterInfo | None = None  # optional key: absent until `vsearch train`
 
@@ -192,6 +218,7 @@ class IndexMeta:
             "count": self.count, "dim": self.dim, "skipped": self.skipped, "vectors": self.vectors,
             "manifest": MANIFEST_FILE, "ann": ann, "updated": self.updated,
             **({"dba": vars(self.dba).copy()} if self.dba is not None else {}),
+            **({"ivfpq": vars(self.ivfpq).copy()} if self.ivfpq is not None else {}),
             **({"vectors_format": vars(self.vectors_format).copy()} if self.vectors_format is not None else {}),
             **({"adapter": vars(self.adapter).copy()} if self.adapter is not None else {}),
         }
@@ -206,8 +233,9 @@ class IndexMeta:
             vectors=data["vectors"], ann=AnnInfo(**ann) if ann else None, updated=data.get("updated", ""),
             dba=DbaInfo(**dba) if dba else None, vectors_format=FormatInfo(**fmt) if fmt else None,
             adapter=AdapterInfo(**head) if head else None,
+            ivfpq=IvfpqInfo(**data["ivfpq"]) if data.get("ivfpq") else None,
         )
-        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba, meta.adapter) if x is not None]
+        names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba, meta.ivfpq, meta.adapter) if x is not None]
         if not isinstance(meta.root, str) or not all(isinstance(n, str) and "/" not in n for n in names):
             raise TypeError("root and file names must be strings")
         if meta.count < 0 or meta.dim != meta.model.dim:
@@ -505,6 +533,32 @@ class IndexView:
                 raise IndexBusyError(self._updated_twice()) from None
             raise
 
+    def ivfpq(self) -> IvfpqSearcher | None:
+        """The committed generation's IVF-PQ index, or None when not built; its size and
+        SHA-256 are checked against ``meta.json`` before faiss reads it. Without faiss
+        installed: one error line naming ``pip install 'vsearch[scale]'``."""
+        info = self.meta.ivfpq if self.meta is not None else None
+        if info is None:
+            return None
+        path = self.dir / info.file
+        try:
+            return IvfpqSearcher(path, self.space_dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
+                                 sha256=info.sha256, nprobe=info.nprobe)
+        except IndexCorruptError:
+            if self._lock_fd is None and not path.exists() and self._superseded():
+                raise IndexBusyError(self._updated_twice()) from None
+            raise
+
+    def approximate_kind(self) -> str | None:
+        """Which approximate index the committed generation has: "ivfpq", "annoy" or None."""
+        if self.meta is None:
+            return None
+        return "ivfpq" if self.meta.ivfpq is not None else "annoy" if self.meta.ann is not None else None
+
+    def approximate(self) -> nn.ApproximateSearcher | None:
+        """The committed generation's approximate index (IVF-PQ or Annoy), or None."""
+        return self.ivfpq() if self.approximate_kind() == "ivfpq" else self.annoy()
+
 
 class Store(IndexView):
     """An index directory. Readers open it plainly; one writer at a time holds its lock."""
@@ -674,14 +728,21 @@ class Store(IndexView):
         assert self.meta is not None
         if ann is not None and ann.size is None:  # record the size, checked before each load
             ann = dataclasses.replace(ann, size=(self.dir / ann.file).stat().st_size)
-        self.write_meta(dataclasses.replace(self.meta, ann=ann))
+        # One approximate index a generation: an Annoy build replaces an IVF-PQ one.
+        self.write_meta(dataclasses.replace(self.meta, ann=ann, ivfpq=None if ann is not None else self.meta.ivfpq))
+
+    def set_ivfpq(self, info: IvfpqInfo | None) -> None:
+        """Record (or drop) the IVF-PQ index of the committed generation; it replaces Annoy."""
+        self._require_writer()
+        assert self.meta is not None
+        self.write_meta(dataclasses.replace(self.meta, ivfpq=info, ann=None if info is not None else self.meta.ann))
 
     def set_dba(self, dba: DbaInfo | None) -> None:
         """Record (or drop) the DBA copy of the committed vectors; the Annoy index, built over
         the vectors search ranks against, is dropped with it and must be rebuilt."""
         self._require_writer()
         assert self.meta is not None
-        self.write_meta(dataclasses.replace(self.meta, dba=dba, ann=None))
+        self.write_meta(dataclasses.replace(self.meta, dba=dba, ann=None, ivfpq=None))
 
     # --- the search copy (writer) ------------------------------------------------------------
 
@@ -717,7 +778,8 @@ class Store(IndexView):
         self._require_writer()
         assert self.meta is not None
         info = make_search_copy(self, self.vectors(), self.meta.generation)
-        self.write_meta(dataclasses.replace(self.meta, vectors_format=info, ann=None, dba=None, updated=_now()))
+        self.write_meta(dataclasses.replace(self.meta, vectors_format=info, ann=None, dba=None, ivfpq=None,
+                                            updated=_now()))
         return self.meta
 
     def write_meta(self, meta: IndexMeta) -> None:
@@ -811,7 +873,8 @@ def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
 
 
 def _files_of(meta: IndexMeta) -> set[str]:
-    names = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.vectors_format, meta.adapter) if x is not None}
+    names = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.vectors_format, meta.ivfpq, meta.adapter)
+                              if x is not None}
     if meta.vectors_format is not None and meta.vectors_format.transform:
         names.add(meta.vectors_format.transform)
     if meta.adapter is not None:
