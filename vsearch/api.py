@@ -42,7 +42,8 @@ from .locations import default_index_dir
 from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from .query import QueryVector
 from .search import Hit, Refine, Searcher, SearchMode, verify_rerank
-from .store import FileEntry, IndexMeta, Store, file_digest
+from .meta import IndexMeta
+from .store import FileEntry, Store, file_digest
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (imported when called)
     from .evaluate import EvalReport

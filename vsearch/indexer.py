@@ -51,7 +51,8 @@ from .defaults import DEFAULT_BATCH_SIZE
 from .models import DEFAULT_MODEL, Embedder, ModelId, Preprocess
 from .rerank import database_side_augmentation
 from . import ivfpq
-from .store import FORMAT_KEY, LOCK_FILE, AnnInfo, DbaInfo, FileEntry, IvfpqInfo, Store, ann_name, dba_name, file_digest
+from .meta import AnnInfo, DbaInfo, IvfpqInfo
+from .store import FORMAT_KEY, LOCK_FILE, FileEntry, Store, ann_name, dba_name, file_digest
 
 log = logging.getLogger(__name__)
 

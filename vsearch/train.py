@@ -35,7 +35,8 @@ from PIL import Image
 from . import adapter, augment, images
 from .errors import VsearchError
 from .query import QueryEncoder
-from .store import AdapterInfo, Store
+from .meta import AdapterInfo
+from .store import Store
 
 log = logging.getLogger(__name__)
 

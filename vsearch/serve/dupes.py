@@ -25,7 +25,8 @@ from starlette.routing import Route
 
 from ..api import DuplicateGroup, choose_keeper
 from ..errors import VsearchError
-from ..store import MARKS_FILE, META_FILE
+from ..meta import META_FILE
+from ..store import MARKS_FILE
 from .common import error, read_json, whole_number
 
 #: Groups sent to the page at most (largest first); the answer says how many there are.
