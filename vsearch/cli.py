@@ -705,7 +705,7 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N", help="Passes over the pairs.")] = 10,
     dim: Annotated[int | None, typer.Option("--dim", min=1, metavar="D", show_default=False,
                                             help="Length of the projected vectors (default 256).")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for the views' edits and the fit: the same seed "
+    seed: Annotated[int, typer.Option("--seed", min=0, metavar="S", help="Seed for the views' edits and the fit: the same seed "
                                                            "gives the same head.")] = 0,
     views: Annotated[int, typer.Option("--views", min=0, metavar="V",
                                        help="Edited views of each photo used as positives (0: judgments only).")] = 2,
