@@ -213,3 +213,20 @@ def run_cli_reporting_torch(*args) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", _CLI_REPORTING_TORCH, *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def trash(tmp_path, monkeypatch) -> Path:
+    """The freedesktop home trash, in tmp: HOME and XDG_DATA_HOME point there (send2trash reads
+    XDG_DATA_HOME once, at import, so its module's copy is pointed there too)."""
+    from send2trash import plat_other
+
+    home, data = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir(exist_ok=True)
+    data.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(data))
+    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(data / "Trash"))
+    monkeypatch.setattr(plat_other, "HOMETRASH", str(data / "Trash"))
+    return data / "Trash"

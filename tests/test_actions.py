@@ -175,23 +175,6 @@ def test_a_failure_midway_leaves_a_log_that_undoes_what_was_done(lib, tmp_path, 
 # --- trash, then undo ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def trash(tmp_path, monkeypatch) -> Path:
-    """The freedesktop home trash, in tmp: HOME and XDG_DATA_HOME point there (send2trash reads
-    XDG_DATA_HOME once, at import, so its module's copy is pointed there too)."""
-    from send2trash import plat_other
-
-    home, data = tmp_path / "home", tmp_path / "xdg"
-    home.mkdir(exist_ok=True)
-    data.mkdir(exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(data))
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(data))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(data / "Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", str(data / "Trash"))
-    return data / "Trash"
-
-
 def test_trash_then_undo(lib, trash, fake_model):
     photos, index = lib
     files, rows = tree_bytes(photos), index_rows(index)

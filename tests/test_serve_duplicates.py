@@ -5,7 +5,6 @@ and the guards on every POST that changes files."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -39,22 +38,6 @@ def lib(tmp_path, fake_model):
     index = vsearch.build_index(photos, index_dir=tmp_path / "idx", model="fake")
     yield index, photos
     index.close()
-
-
-@pytest.fixture
-def trash(tmp_path, monkeypatch) -> Path:
-    """The freedesktop home trash, in tmp (send2trash's module copy of XDG_DATA_HOME too)."""
-    from send2trash import plat_other
-
-    home, data = tmp_path / "home", tmp_path / "xdg"
-    home.mkdir(exist_ok=True)
-    data.mkdir(exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(data))
-    monkeypatch.setattr(plat_other, "XDG_DATA_HOME", os.fsencode(data))
-    monkeypatch.setattr(plat_other, "HOMETRASH_B", os.fsencode(data / "Trash"))
-    monkeypatch.setattr(plat_other, "HOMETRASH", str(data / "Trash"))
-    return data / "Trash"
 
 
 def groups_of(client, **params) -> list[dict]:
@@ -131,32 +114,29 @@ def _body(url: str, groups: list[dict], dest: Path) -> dict:
     return {}
 
 
-@pytest.mark.parametrize("url", ENDPOINTS)
-@pytest.mark.parametrize("token", ["", "wrong"])
-def test_a_change_without_the_right_csrf_token_is_403_and_changes_nothing(lib, tmp_path, url, token):
+def _refused_and_unchanged(lib, tmp_path, url: str, message: str, **request) -> None:
+    """POST a valid body to ``url`` with a bad token or origin: 403 naming why, no file changed."""
     index, photos = lib
     client = client_for(index)
     dest = tmp_path / "dest"
     dest.mkdir()
     ok_body = _body(url, groups_of(client), dest)
     before = tree_bytes(photos, index.index_dir, dest)
-    resp = post(client, url, token=token, json=ok_body)
-    assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
+    resp = post(client, url, json=ok_body, **request)
+    assert resp.status_code == 403 and message in resp.json()["error"]
     assert tree_bytes(photos, index.index_dir, dest) == before
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+@pytest.mark.parametrize("token", ["", "wrong"])
+def test_a_change_without_the_right_csrf_token_is_403_and_changes_nothing(lib, tmp_path, url, token):
+    _refused_and_unchanged(lib, tmp_path, url, "CSRF", token=token)
 
 
 @pytest.mark.parametrize("url", ENDPOINTS)
 @pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:9999", None])
 def test_a_cross_origin_change_is_403_and_changes_nothing(lib, tmp_path, url, origin):
-    index, photos = lib
-    client = client_for(index)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    ok_body = _body(url, groups_of(client), dest)
-    before = tree_bytes(photos, index.index_dir, dest)
-    resp = post(client, url, origin=origin, json=ok_body)
-    assert resp.status_code == 403 and "cross-origin" in resp.json()["error"]
-    assert tree_bytes(photos, index.index_dir, dest) == before
+    _refused_and_unchanged(lib, tmp_path, url, "cross-origin", origin=origin)
 
 
 def test_changes_need_post(lib):
