@@ -62,7 +62,7 @@ def make_copy(source: Path, target: Path, fmt: str, trees: int) -> dict:
         assert meta is not None
         fmt_info = meta.vectors_format
         vectors = target / (fmt_info.file if fmt_info else meta.vectors)
-        return {"format": fmt, "count": meta.count, "dim": store.space_dim,
+        return {"format": fmt, "count": meta.count, "dim": store.space.dim,
                 "dtype": fmt_info.dtype if fmt_info else "float32", "bytes": vectors.stat().st_size,
                 "copy_s": round(copy_s, 2), "annoy_s": round(ann_s, 2),
                 "annoy_bytes": (target / info.file).stat().st_size}

@@ -273,7 +273,7 @@ def test_an_index_from_before_formats_reads_and_stays_fp32(tmp_path, fake_model,
     _build(photos, index_dir)
     assert "vectors_format" not in _meta(index_dir)
     store = open_store(index_dir)
-    assert store.space_vectors() is store.vectors() and store.space_dim == 48
+    assert store.space.vectors() is store.vectors() and store.space.dim == 48
 
 
 @pytest.mark.parametrize("fmt", ["pca8w", "fp16"])
@@ -295,7 +295,7 @@ def test_dba_duplicates_and_evaluate_run_in_the_search_space(tmp_path, fake_mode
     meta = _meta(index_dir)
     assert meta["dba"]["neighbours"] == 2
     store = open_store(index_dir)
-    assert store.search_vectors().shape == (13, 8) and store.search_vectors().dtype == np.float16
+    assert store.space.search_vectors().shape == (13, 8) and store.space.search_vectors().dtype == np.float16
     groups = json.loads(ok(cli("duplicates", "--index-dir", index_dir, "--level", "similar", "-f", "json")).stdout)
     together = {}
     for m in groups:

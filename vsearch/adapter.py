@@ -22,6 +22,7 @@ projects in memory and says so in the log.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -30,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from . import atomic, vectorfiles
 from .errors import IndexCorruptError
+from .meta import IndexMeta, rebuild_hint
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +146,26 @@ def load_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_fil
     else:
         log.info("no projected copy %s; projecting %d vectors in memory", path.name, len(vectors))
     return head.apply(vectors)
+
+
+def with_projected(index_dir: Path, meta: IndexMeta) -> IndexMeta:
+    """Before ``meta`` is committed (``Store.write_meta``): the trained head's projected copy of
+    its vectors, written now (a new generation's rows); a head that can no longer be read is
+    dropped with a warning, never a failed build."""
+    if meta.adapter is None:
+        return meta
+    info = meta.adapter
+    try:
+        head = Head.load(index_dir / info.file, sha256=info.sha256, dim_in=info.dim_in, dim_out=info.dim_out)
+    except IndexCorruptError as exc:
+        log.warning("warning: %s; the index is committed without it", exc)
+        return dataclasses.replace(meta, adapter=None)
+    if info.dim_in != meta.space_dim:  # e.g. --vectors changed the search space since training
+        log.warning("warning: the trained head takes %d-d vectors, the search space now has %d; the index is "
+                    "committed without it (run `vsearch train` again)", info.dim_in, meta.space_dim)
+        return dataclasses.replace(meta, adapter=None)
+    fmt = meta.vectors_format
+    vectors = vectorfiles.load(index_dir / meta.space_file, (meta.count, meta.space_dim), rebuild_hint(meta.root),
+                               **({"dtype": fmt.dtype} if fmt is not None else {}))
+    write_projected(index_dir, head, vectors, meta.space_file)
+    return meta

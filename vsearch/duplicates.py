@@ -162,7 +162,7 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     if meta is None:
         raise VsearchError(f"index at {store.dir} has no vectors yet")
     # the images' own vectors (not DBA), in the search space; or a trained head's projected copy
-    vectors = store.space_vectors() if vectors is None else vectors
+    vectors = store.space.vectors() if vectors is None else vectors
     files = _files(store)
     marks = {frozenset(p) for p in not_duplicates}
     adjacency: dict[int, set[int]] = {}

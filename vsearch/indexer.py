@@ -688,12 +688,12 @@ def build_ann(store: Store, trees: int) -> AnnInfo:
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
     if (meta.ann is not None and meta.ann.trees == trees
-            and _ann_intact(store.dir / meta.ann.file, store.space_dim, meta.count)):
+            and _ann_intact(store.dir / meta.ann.file, store.space.dim, meta.count)):
         return meta.ann
     info = AnnInfo(file=ann_name(meta.generation), trees=trees)
     # Over the search space (the compressed copy when there is one): its candidates are
     # re-scored against those vectors, and a 256-d PCA builds far faster than 1,280-d.
-    nn.build_annoy(store.space_vectors(), store.dir / info.file, trees)
+    nn.build_annoy(store.space.vectors(), store.dir / info.file, trees)
     store.set_ann(info)
     return info
 
@@ -744,7 +744,7 @@ def build_ivfpq(store: Store, *, seed: int = 0) -> IvfpqInfo:
     meta = store.meta
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
-    vectors = store.search_vectors()
+    vectors = store.space.search_vectors()
     params = ivfpq.choose_params(meta.count, vectors.shape[1], seed=seed)
     old = meta.ivfpq
     if old is not None and (old.nlist, old.m, old.nbits, old.train, old.dim, old.seed) == (
@@ -804,7 +804,7 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     info = DbaInfo(file=dba_name(meta.generation, neighbours), neighbours=neighbours)
     if meta.dba == info and (store.dir / info.file).exists():
         return info
-    raw = store.space_vectors()
+    raw = store.space.vectors()
     annoy = None
     tmp_ann = store.dir / f".dba-neighbours.{os.getpid()}.ann.tmp"
     if meta.count > nn.EXACT_LIMIT:

@@ -12,7 +12,7 @@ Three sources, cheapest first:
 
 Every query vector is in the index's *search space*: the stored row is read from the search copy
 (float16 or PCA, when the index was built with ``--vectors``), and an embedded vector, from torch
-or ONNX alike, goes through :meth:`Store.to_space`, the same transform the copy was made with.
+or ONNX alike, goes through :meth:`SearchSpace.to_space <vsearch.space.SearchSpace.to_space>`, the same transform the copy was made with.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ class QueryEncoder:
         self.store = store
         self.meta = store.meta
         #: The trained head applied to every query vector, or None (none trained, or turned off).
-        self.head = store.head() if adapter else None
+        self.head = store.space.head() if adapter else None
         #: The stored vectors in query space: the search space (the compressed copy when there is
         #: one), or the trained head's projected copy of it when a head applies.
-        self.vectors = store.projected_vectors() if self.head is not None else store.space_vectors()
+        self.vectors = store.space.projected() if self.head is not None else store.space.vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
@@ -118,16 +118,16 @@ class QueryEncoder:
     def to_query_space(self, vectors: np.ndarray) -> np.ndarray:
         """The model's own vectors (one or a batch, from torch, ONNX or the text tower) into the
         space the stored vectors are searched in: the index's search-space transform
-        (:meth:`Store.to_space`), then the trained head when one applies. The one place both
+        (:meth:`SearchSpace.to_space <vsearch.space.SearchSpace.to_space>`), then the trained head when one applies. The one place both
         happen to a query."""
-        space = self.store.to_space(vectors)
+        space = self.store.space.to_space(vectors)
         return space if self.head is None else self.head.apply(space)
 
     def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None, raw: bool = False) -> np.ndarray:
         """Embed several query images in one forward pass (no stored-row look-up), mapped into
-        the search space: float32 (N, :attr:`Store.space_dim`); ``raw``: the model's own vectors
+        the search space: float32 (N, :attr:`SearchSpace.dim <vsearch.space.SearchSpace.dim>`); ``raw``: the model's own vectors
         (N, model dim), e.g. to share between indexes of one model (map each with
-        :meth:`Store.to_space`)."""
+        :meth:`SearchSpace.to_space <vsearch.space.SearchSpace.to_space>`)."""
         if not images:
             return np.zeros((0, self.meta.dim if raw else self.vectors.shape[1]), dtype=np.float32)
         pixels = np.stack([self.query_pixels(Path(p), max_pixels=max_pixels) for p in images])

@@ -128,7 +128,7 @@ class Searcher:
         # The head's space has its own copy of the vectors, searched exactly (the Annoy file and
         # a DBA copy are in the raw space).
         self.adapted = self.encoder.head is not None
-        self.search_vectors = self.vectors if self.adapted else store.search_vectors()
+        self.search_vectors = self.vectors if self.adapted else store.space.search_vectors()
         self._approximate: nn.ApproximateSearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None

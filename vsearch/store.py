@@ -84,6 +84,7 @@ from .meta import (
     read_meta,
     rebuild_hint,
 )
+from .space import SearchSpace
 from .manifest import FROM_VECTORS, SCHEMA_VERSION, FileEntry, GenerationGone, Manifest
 from .vectorfiles import CHUNK_DIR, ann_name, dba_name
 
@@ -126,11 +127,7 @@ class IndexView:
         self.meta = meta
         self._lock_fd = lock_fd
         self._vectors: np.ndarray | None = None
-        self._search_vectors: np.ndarray | None = None
-        self._space_vectors: np.ndarray | None = None
-        self._pca: compress.Pca | None = None
-        self._head: adapter.Head | None = None
-        self._projected: np.ndarray | None = None
+        self._space: SearchSpace | None = None
         self._rebuilt = False
 
     @property
@@ -265,91 +262,13 @@ class IndexView:
         except VsearchError:
             return False
 
-    # --- the search space: the compressed search copy, when there is one ----------------------
-
     @property
-    def vector_format(self) -> compress.VectorFormat:
-        """The format of the committed search copy (fp32: none, search reads the raw vectors)."""
-        info = self.meta.vectors_format if self.meta is not None else None
-        return compress.FP32 if info is None else compress.parse_format(info.name)
-
-    @property
-    def space_dim(self) -> int:
-        """Dimensions of the search space: the search copy's, else the model's."""
-        if self.meta is None:
-            return self.model_id.dim if self.model_id else 0
-        info = self.meta.vectors_format
-        return self.meta.dim if info is None else info.dim
-
-    def transform(self) -> compress.Pca | None:
-        """The PCA of the committed search copy (None for fp32/fp16), checked against the SHA-256
-        that ``meta.json`` recorded: a transform that is not the one the copy was made with
-        would put queries in another space than the stored vectors."""
-        info = self.meta.vectors_format if self.meta is not None else None
-        if info is None or info.transform is None:
-            return None
-        if self._pca is None:
-            remedy = rebuild_hint(self.meta.root if self.meta else "FOLDER")
-            pca = compress.Pca.load(self.dir / info.transform, remedy=remedy)
-            if pca.digest != info.sha256 or pca.dim != info.dim or pca.in_dim != self.space_in_dim:
-                raise IndexCorruptError(f"the vector transform {self.dir / info.transform} is not the one "
-                                        f"meta.json records for the {info.name} vectors; {remedy}")
-            self._pca = pca
-        return self._pca
-
-    @property
-    def space_in_dim(self) -> int:
-        """The raw vectors' (the model's) dimension."""
-        return self.meta.dim if self.meta is not None else (self.model_id.dim if self.model_id else 0)
-
-    def to_space(self, x: np.ndarray) -> np.ndarray:
-        """Raw model vectors (n, D) or one (D,) mapped into the search space (float32): the one
-        place a query (embedded by torch or ONNX) gets the transform the search copy was made with."""
-        return compress.to_space(x, self.vector_format, self.transform())
-
-    def space_vectors(self) -> np.ndarray:
-        """Every committed vector in the search space, memory-mapped: the search copy when there
-        is one (float16 or PCA), else :meth:`vectors`. What a stored query row, MMR, dedupe and
-        duplicate shortlisting read."""
-        info = self.meta.vectors_format if self.meta is not None else None
-        if info is None:
-            return self.vectors()
-        if self._space_vectors is None:
-            assert self.meta is not None
-            self.transform()  # a PCA copy is only good with its own transform
-            self._space_vectors = self._load(info.file, (self.meta.count, info.dim),
-                                             rebuild_hint(self.meta.root), dtype=info.dtype)
-        return self._space_vectors
-
-    def search_vectors(self) -> np.ndarray:
-        """The vectors that search ranks against: the DBA copy when built, else :meth:`space_vectors`."""
-        space = self.space_vectors()
-        if self.meta is None or self.meta.dba is None:
-            return space
-        if self._search_vectors is None:
-            self._search_vectors = self._load(self.meta.dba.file, space.shape, "rebuild with `vsearch build-index`",
-                                              dtype=space.dtype)
-        return self._search_vectors
-
-    def head(self) -> adapter.Head | None:
-        """The trained projection head ``meta.json`` names (checked by hash), or None."""
-        info = self.meta.adapter if self.meta is not None else None
-        if info is None:
-            return None
-        if self._head is None or self._head.sha256 != info.sha256:
-            self._head = adapter.Head.load(self.dir / info.file, sha256=info.sha256, dim_in=info.dim_in,
-                                           dim_out=info.dim_out)
-        return self._head
-
-    def projected_vectors(self) -> np.ndarray:
-        """The committed vectors through the trained head (the cached copy), shape (count, dim_out)."""
-        head = self.head()
-        if head is None:
-            raise IndexMissingError(f"index at {self.dir} has no trained head; run `vsearch train`")
-        assert self.meta is not None
-        if self._projected is None:
-            self._projected = adapter.load_projected(self.dir, head, self.space_vectors(), self.meta.space_file)
-        return self._projected
+    def space(self) -> SearchSpace:
+        """The search space of the committed generation: the compressed search copy and its
+        transform, the DBA copy, the trained head (see :mod:`vsearch.space`)."""
+        if self._space is None:
+            self._space = SearchSpace(self)
+        return self._space
 
     def vectors_for_generation(self, generation: int) -> np.ndarray:
         """The vectors file of one generation (empty array for generation 0)."""
@@ -374,7 +293,7 @@ class IndexView:
         if path is None or self.meta is None or self.meta.ann is None:
             return None
         try:
-            return nn.AnnoySearcher(path, self.space_dim, count=self.meta.count, trees=self.meta.ann.trees,
+            return nn.AnnoySearcher(path, self.space.dim, count=self.meta.count, trees=self.meta.ann.trees,
                                     size=self.meta.ann.size)
         except IndexCorruptError:
             if self._lock_fd is None and not path.exists() and self._superseded():
@@ -390,7 +309,7 @@ class IndexView:
             return None
         path = self.dir / info.file
         try:
-            return IvfpqSearcher(path, self.space_dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
+            return IvfpqSearcher(path, self.space.dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
                                  sha256=info.sha256, nprobe=info.nprobe)
         except IndexCorruptError:
             if self._lock_fd is None and not path.exists() and self._superseded():
@@ -454,7 +373,7 @@ class Store(IndexView):
 
     def close(self) -> None:
         """Release the lock and the database."""
-        self._vectors = self._search_vectors = self._space_vectors = self._pca = self._projected = None
+        self._vectors, self._space = None, None
         self.manifest.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -637,34 +556,11 @@ class Store(IndexView):
         """
         if self.meta is not None and self.meta.generation != meta.generation:
             self.manifest.set("previous_files", json.dumps(sorted(_files_of(self.meta))))
-        meta = self._with_projected(meta)
+        meta = adapter.with_projected(self.dir, meta)
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
-        self._vectors = self._search_vectors = self._space_vectors = self._pca = self._projected = None
+        self._vectors, self._space = None, None
         remove_stale(self)
-
-    def _with_projected(self, meta: IndexMeta) -> IndexMeta:
-        """Before ``meta`` is committed: the trained head's projected copy of its vectors, written
-        now (a new generation's rows); a head that can no longer be read is dropped with a
-        warning, never a failed build."""
-        if meta.adapter is None:
-            return meta
-        info = meta.adapter
-        try:
-            head = adapter.Head.load(self.dir / info.file, sha256=info.sha256, dim_in=info.dim_in,
-                                     dim_out=info.dim_out)
-        except IndexCorruptError as exc:
-            log.warning("warning: %s; the index is committed without it", exc)
-            return dataclasses.replace(meta, adapter=None)
-        if info.dim_in != meta.space_dim:  # e.g. --vectors changed the search space since training
-            log.warning("warning: the trained head takes %d-d vectors, the search space now has %d; the index is "
-                        "committed without it (run `vsearch train` again)", info.dim_in, meta.space_dim)
-            return dataclasses.replace(meta, adapter=None)
-        fmt = meta.vectors_format
-        vectors = vectorfiles.load(self.dir / meta.space_file, (meta.count, meta.space_dim), rebuild_hint(meta.root),
-                                   **({"dtype": fmt.dtype} if fmt is not None else {}))
-        adapter.write_projected(self.dir, head, vectors, meta.space_file)
-        return meta
 
 
 def check_bound(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
@@ -845,11 +741,11 @@ def _remake_unreadable_search_copy(store: Store) -> None:
     if store.meta is None or store.meta.vectors_format is None:
         return
     try:
-        store.space_vectors()
+        store.space.vectors()
         return
     except IndexCorruptError as exc:
         log.warning("warning: %s; making the %s search copy again", exc, store.meta.vectors_format.name)
-    store._space_vectors = store._pca = None
+    store._space = None
     if store.meta.vectors_format.transform is not None:
         store.manifest.set(TRANSFORM_KEY, "")
     if store.manifest.get(FORMAT_KEY) is None:

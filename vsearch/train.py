@@ -115,7 +115,7 @@ def embed_views(encoder: QueryEncoder, originals: Sequence[Path], views: int, se
     """``views`` edited copies of each original, embedded by the index's model (raw space).
 
     Returns (which original each view is of: int64 (n,), the model's own vectors float32 (n, dim):
-    map them with ``Store.to_space`` into a compressed search space). An original
+    map them with ``SearchSpace.to_space`` into a compressed search space). An original
     that cannot be read is skipped with a warning. View ``k`` of original ``i`` is edited with
     a generator seeded by (``seed``, ``keys[i]``, k) (keys default to positions; ``train``
     passes index rows), so a view does not depend on which other photos are trained on.
@@ -373,7 +373,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
         if options.dim is None:
             options = dataclasses.replace(options, dim=min(DEFAULT_DIM, dim_in))
         assert options.dim is not None
-        vectors = np.asarray(store.space_vectors(), dtype=np.float32)
+        vectors = np.asarray(store.space.vectors(), dtype=np.float32)
         started = time.perf_counter()
         relevant: list[tuple[int, int]] = []
         irrelevant: list[tuple[int, int]] = []
@@ -390,7 +390,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
             encoder = QueryEncoder(store, device=device, adapter=False)
             owner, views = embed_views(encoder, paths, options.views, options.seed, keys=rows,
                                        progress=(lambda d, t: progress("views", d, t)) if progress else None)
-            views = store.to_space(views) if len(views) else np.zeros((0, dim_in), dtype=np.float32)
+            views = store.space.to_space(views) if len(views) else np.zeros((0, dim_in), dtype=np.float32)
         embed_s = time.perf_counter() - started
         started = time.perf_counter()
         pairs = make_pairs(vectors, owner, views, rows, relevant, irrelevant)
