@@ -251,7 +251,7 @@ def rerank_grid(index_dir: Path, groups: Path, qe_values: list[int], dba_values:
 
     class Expanding(Searcher):
         """Exact search that expands each query first (AQE). evaluate() ranks exact searches in
-        blocks itself, but asks ``use_annoy`` first and goes query by query through
+        blocks itself, but asks ``use_approximate`` first and goes query by query through
         ``neighbours`` when told yes: so this says yes to ``auto`` and searches exactly."""
 
         qe = 0

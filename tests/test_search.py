@@ -120,9 +120,9 @@ def test_query_exact_and_approximate_agree_through_the_cli(indexed, photos):
 
 def test_auto_mode_switches_to_annoy_above_the_limit(indexed, monkeypatch, open_store):
     searcher = Searcher(open_store(indexed))
-    assert not searcher.use_annoy("auto")
+    assert not searcher.use_approximate("auto")
     monkeypatch.setattr(nn, "EXACT_LIMIT", 5)
-    assert searcher.use_annoy("auto")
+    assert searcher.use_approximate("auto")
 
 
 # --- 2. instant queries --------------------------------------------------------------------

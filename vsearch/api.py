@@ -143,12 +143,12 @@ def build_index(
     ``on_note``: gets a line saying what a long step (DBA) is doing.
     ``engine``: ``local`` (this process) or ``ray`` (Ray Data model actors, the ``vsearch[ray]``
     extra) on the Ray cluster at ``address`` (None: a local one); same index either way.
-    ``vectors``: the format
-    search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.compress`; default the index's own,
-    fp32 for a new one); a change remakes only the search copy. ``refit``: fit its PCA again. ``approximate``: the
-    approximate index built after embedding: ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or
-    ``auto`` (Annoy up to :data:`vsearch.index.IVFPQ_FROM` vectors, IVF-PQ above when faiss is
-    installed); it replaces the other kind's.
+    ``vectors``: the format search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.compress`;
+    default the index's own, fp32 for a new one); a change remakes only the search copy.
+    ``refit``: fit its PCA again. ``approximate``: the approximate index built after embedding:
+    ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or ``auto`` (Annoy up to
+    :data:`vsearch.index.IVFPQ_FROM` vectors, IVF-PQ above when faiss is installed); it
+    replaces the other kind's.
 
     What the update did is on the returned index's :attr:`Index.summary`.
     """

@@ -269,7 +269,7 @@ def _rankings(searcher: Searcher, vectors: np.ndarray, k: int, mode: SearchMode,
     block. Measured on flowers17 (1,360 queries over 1,360 Lite0 vectors, 2 busy cores, median
     of 3): 4.0 s one query at a time through ``Searcher.neighbours``, 0.23 s in blocks (~18x).
     """
-    if searcher.use_annoy(mode):
+    if searcher.use_approximate(mode):
         for vec in vectors:
             yield searcher.neighbours(vec, k, mode)[0]
         return

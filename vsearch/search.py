@@ -152,11 +152,6 @@ class Searcher:
         """The index's approximate index: "annoy", "ivfpq" or None."""
         return self.store.approximate_kind()
 
-    def use_annoy(self, mode: SearchMode) -> bool:
-        """Whether a search in ``mode`` goes through the approximate index (Annoy or IVF-PQ);
-        the name is kept for existing callers, see :meth:`use_approximate`."""
-        return self.use_approximate(mode)
-
     def use_approximate(self, mode: SearchMode) -> bool:
         """Whether a search in ``mode`` goes through the approximate index (Annoy or IVF-PQ)."""
         if mode == "exact":
