@@ -39,7 +39,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from . import atomic
+from . import atomic, sidelog
 from .errors import VsearchError
 from .store import UNDO_DIR, Store
 
@@ -251,7 +251,7 @@ def _new_log(store: Store, root: Path) -> Path:
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _LOG_NAME.match(p.name))]
     path = folder / f"{max(numbers, default=0) + 1:04d}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     _append(path, {"format": LOG_FORMAT, "version": 1, "index": str(store.dir), "root": str(root),
-                   "model": store.meta.model.name if store.meta else None, "time": _now()})
+                   "model": store.meta.model.name if store.meta else None, "time": sidelog.timestamp()})
     return path
 
 
@@ -348,7 +348,7 @@ def undo(index_dir: Path, log_path: Path | None = None) -> UndoResult:
                 store.add_chunk([r for r, _v in added], np.stack([v for _r, v in added]))
         finally:
             _commit(store, previous)
-        _append(path, {"undone": _now()})
+        _append(path, {"undone": sidelog.timestamp()})
     return UndoResult(path, restored, already)
 
 
@@ -479,10 +479,6 @@ def _digest(path: Path) -> str:
 
 def _append(path: Path, record: dict[str, Any]) -> None:
     atomic.append_line(path, json.dumps(record, ensure_ascii=False).encode("utf-8", "surrogateescape"))
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 # --- the freedesktop trash -------------------------------------------------------------------

@@ -16,11 +16,11 @@ examination propensities, and those into a position-debiased click metric.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import sidelog
 from .errors import VsearchError
 from .judgments import check_key, database, db_path
 
@@ -72,10 +72,6 @@ class LoggedQuery:
     clicked: frozenset[int]
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
                     swap_fraction: float = DEFAULT_SWAP_FRACTION,
                     rng: random.Random | None = None) -> Shown:
@@ -106,7 +102,7 @@ def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
     shown = tuple(results[i] for i in order)
     with database(index_dir, write=True) as db:
         cur = db.execute("INSERT INTO queries(time, query, shown, swapped) VALUES (?, ?, ?, ?)",
-                         (_now(), query, len(shown), swapped))
+                         (sidelog.timestamp(), query, len(shown), swapped))
         query_id = int(cur.lastrowid)  # type: ignore[arg-type]
         db.executemany("INSERT INTO impressions(query_id, rank, original_rank, result) VALUES (?, ?, ?, ?)",
                        [(query_id, rank, original + 1, results[original])
@@ -130,7 +126,7 @@ def log_click(index_dir: Path, query_id: int, result: str) -> int:
         if row is None:
             raise VsearchError(f"query {query_id} did not show {result}: no impression to click")
         db.execute("INSERT INTO clicks(time, query_id, result, rank) VALUES (?, ?, ?, ?)",
-                   (_now(), query_id, result, int(row[0])))
+                   (sidelog.timestamp(), query_id, result, int(row[0])))
     return int(row[0])
 
 

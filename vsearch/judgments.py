@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,10 +120,6 @@ class Judgment:
     def label(self) -> str:
         """``relevant`` or ``not-relevant``, the page's words."""
         return "relevant" if self.relevant else "not-relevant"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def check_key(name: str, value: object) -> str:
@@ -266,7 +261,7 @@ def record_judgments(index_dir: Path, verdicts: Sequence[Verdict], *, source: st
     """Record every verdict in one transaction (all or none); return them as recorded."""
     if source not in SOURCES:
         raise VsearchError(f"source must be one of {', '.join(SOURCES)} (got {source!r})")
-    now = _now()
+    now = sidelog.timestamp()
     out = []
     for v in verdicts:
         check_key("query", v.query)

@@ -11,7 +11,6 @@ skipped when read. The paths are kept only to make the file readable by a person
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from . import sidelog
@@ -39,7 +38,7 @@ def add_not_duplicate(index_dir: Path, digest_a: str, digest_b: str, *, paths: t
     a, b = sorted((digest_a, digest_b))
     if frozenset((a, b)) in not_duplicates(index_dir):
         return
-    record = {"a": a, "b": b, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {"a": a, "b": b, "time": sidelog.timestamp()}
     if paths is not None:
         record["paths"] = [str(p) for p in paths]
     sidelog.append(marks_path(index_dir), record)

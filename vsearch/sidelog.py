@@ -1,5 +1,6 @@
-"""Append-only JSON-lines side records in the index folder (not-duplicate marks, judgments,
-impression and click events): one fsynced line per record, read back skipping what is damaged.
+"""Append-only JSON-lines side records in the index folder (not-duplicate marks; the page's
+earlier judgments, read once to import them into judgments.sqlite): one fsynced line per
+record, read back skipping what is damaged; and the time stamp every side record carries.
 
 A crash can tear the last line, and a person may edit the file by hand: such a line is skipped
 with a warning naming it, and every other record still counts.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +21,12 @@ from .errors import VsearchError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def timestamp() -> str:
+    """The time every side record carries (marks, judgments, clicks, undo logs): local time
+    with its UTC offset, to the second, e.g. ``2026-12-01T21:25:38+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def append(path: Path, record: dict[str, Any]) -> None:
