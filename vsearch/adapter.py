@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, vectorfiles
+from .compress import normalise_rows
 from .errors import IndexCorruptError
 from .meta import IndexMeta, rebuild_hint
 
@@ -91,9 +92,7 @@ class Head:
         rows = x[None] if single else x
         out = np.empty((len(rows), self.dim_out), dtype=np.float32)
         for start in range(0, len(rows), BLOCK):
-            y = np.asarray(rows[start:start + BLOCK], dtype=np.float32) @ self.matrix
-            norms = np.linalg.norm(y, axis=1, keepdims=True)
-            out[start:start + BLOCK] = y / np.maximum(norms, 1e-12)
+            out[start:start + BLOCK] = normalise_rows(np.asarray(rows[start:start + BLOCK], dtype=np.float32) @ self.matrix)
         return out[0] if single else out
 
     def save(self, path: Path) -> None:
@@ -125,8 +124,6 @@ def write_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_fi
     name = projected_name(vectors_file, head.sha256)
     path = Path(index_dir) / name
     if not path.exists():
-        from . import vectorfiles
-
         vectorfiles.save(path, head.apply(vectors))
     return name
 

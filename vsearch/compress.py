@@ -91,7 +91,8 @@ def parse_format(text: str) -> VectorFormat:
     return VectorFormat(f"pca{d}{whiten}{half or ''}", "pca", d, bool(whiten), "float16" if half else "float32")
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """Rows (or one vector) scaled to unit length; rows of zeros stay zero."""
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
 
@@ -141,7 +142,7 @@ class Pca:
             y = block @ comp_t
             if self.scale is not None:
                 y *= self.scale
-            out[start:start + BLOCK] = _normalise(y)
+            out[start:start + BLOCK] = normalise_rows(y)
         return out[0] if one else out
 
     def with_whitening(self, whiten: bool, variances: np.ndarray | None = None) -> Pca:
