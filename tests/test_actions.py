@@ -26,15 +26,21 @@ THRESHOLD = "0.98"
 def lib(tmp_path, fake_model) -> tuple[Path, Path]:
     """(photos, index): eight distinct photos, a re-encoded copy of p1 and a half-size PNG copy of
     p2 in sub/, indexed with the fake model; the copies make two groups at 0.98."""
-    photos = tmp_path / "photos"
+    photos = plant_copies(tmp_path / "photos")
+    index = tmp_path / "idx"
+    ok(cli("build-index", photos, "--index-dir", index, "--model", "fake", "-q"))
+    return photos, index
+
+
+def plant_copies(photos: Path) -> Path:
+    """Eight distinct photos in ``photos``, a re-encoded copy of p1 and a half-size PNG copy of
+    p2 in sub/ (two groups at 0.98 with the fake model); returns ``photos``."""
     (photos / "sub").mkdir(parents=True)
     for i in range(8):
         make_photo(photos / f"p{i}.jpg", seed=i)
     Image.open(photos / "p1.jpg").save(photos / "p1_copy.jpg", quality=60)
     Image.open(photos / "p2.jpg").resize((160, 120)).save(photos / "sub" / "p2_small.png")
-    index = tmp_path / "idx"
-    ok(cli("build-index", photos, "--index-dir", index, "--model", "fake", "-q"))
-    return photos, index
+    return photos
 
 
 def tree_bytes(*folders: Path) -> dict[str, bytes]:

@@ -8,15 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
 import vsearch  # noqa: E402
-from tests.conftest import make_photo  # noqa: E402
 from tests.helpers import cli, ok  # noqa: E402
-from tests.test_actions import index_rows, tree_bytes  # noqa: E402
+from tests.test_actions import index_rows, plant_copies, tree_bytes  # noqa: E402
 from tests.test_serve import client_for, post  # noqa: E402
 from vsearch.api import choose_keeper  # noqa: E402
 from vsearch.errors import VsearchError  # noqa: E402
@@ -29,12 +27,7 @@ FIND = {"threshold": "0.98"}
 @pytest.fixture
 def lib(tmp_path, fake_model):
     """(index, photos): eight distinct photos and two planted copies, indexed with the fake model."""
-    photos = tmp_path / "photos"
-    (photos / "sub").mkdir(parents=True)
-    for i in range(8):
-        make_photo(photos / f"p{i}.jpg", seed=i)
-    Image.open(photos / "p1.jpg").save(photos / "p1_copy.jpg", quality=60)
-    Image.open(photos / "p2.jpg").resize((160, 120)).save(photos / "sub" / "p2_small.png")
+    photos = plant_copies(tmp_path / "photos")
     index = vsearch.build_index(photos, index_dir=tmp_path / "idx", model="fake")
     yield index, photos
     index.close()
