@@ -158,11 +158,10 @@ def build_index(
         raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
     if batch_size < 1:
         raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
-    if approximate not in ("auto", "annoy", "ivfpq"):
-        raise VsearchError(f"--index takes auto, annoy or ivfpq, not {approximate!r}")
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
     from . import images, indexer  # Pillow: only a build pays for it
+    indexer.check_index_kind(approximate)
     if approximate == "ivfpq":
         from .ivfpq import load_faiss
 

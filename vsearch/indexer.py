@@ -710,12 +710,17 @@ def _ann_intact(path: Path, dim: int, count: int) -> bool:
 INDEX_KINDS = ("auto", "annoy", "ivfpq")
 
 
+def check_index_kind(kind: str) -> str:
+    """``kind`` when it is one of :data:`INDEX_KINDS`, else one error line."""
+    if kind not in INDEX_KINDS:
+        raise VsearchError(f"--index takes {', '.join(INDEX_KINDS[:-1])} or {INDEX_KINDS[-1]}, not {kind!r}")
+    return kind
+
+
 def approximate_kind(kind: str, count: int) -> str:
     """The approximate index ``--index KIND`` builds for ``count`` vectors: ``auto`` is Annoy up
     to ``index.IVFPQ_FROM`` vectors and IVF-PQ above (Annoy when faiss is not installed)."""
-    if kind not in INDEX_KINDS:
-        raise VsearchError(f"--index takes {', '.join(INDEX_KINDS)}, not {kind!r}")
-    if kind != "auto":
+    if check_index_kind(kind) != "auto":
         return kind
     if count < nn.IVFPQ_FROM:
         return "annoy"
@@ -838,6 +843,7 @@ __all__ = [
     "ModelId",
     "Progress",
     "INDEX_KINDS",
+    "check_index_kind",
     "approximate_kind",
     "build_ann",
     "build_approximate",
