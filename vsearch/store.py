@@ -240,12 +240,19 @@ class IndexView:
         return self._vectors
 
     def _load(self, name: str, shape: tuple[int, ...], remedy: str, dtype: Any = np.float32) -> np.ndarray:
-        """A vectors file of this reader's generation. Missing because two commits landed since
-        this reader read meta.json (the writer keeps only the previous generation's files), it is
-        the same "open it again" as a manifest lookup that finds its generation gone."""
+        """A vectors file of this reader's generation (see :meth:`_own_generation`)."""
         path = self.dir / name
-        try:
+        with self._own_generation(path):
             return vectorfiles.load(path, shape, remedy, dtype=dtype)
+
+    @contextlib.contextmanager
+    def _own_generation(self, path: Path) -> Iterator[None]:
+        """Around opening a file of this reader's generation: missing because two commits landed
+        since this reader read meta.json (the writer keeps only the previous generation's files),
+        it is the same "open it again" as a manifest lookup that finds its generation gone, not
+        damage."""
+        try:
+            yield
         except IndexCorruptError:
             if self._lock_fd is None and self.meta is not None and not path.exists() and self._superseded():
                 raise IndexBusyError(self._updated_twice()) from None
@@ -292,13 +299,9 @@ class IndexView:
         path = self.ann_path()
         if path is None or self.meta is None or self.meta.ann is None:
             return None
-        try:
+        with self._own_generation(path):
             return nn.AnnoySearcher(path, self.space.dim, count=self.meta.count, trees=self.meta.ann.trees,
                                     size=self.meta.ann.size)
-        except IndexCorruptError:
-            if self._lock_fd is None and not path.exists() and self._superseded():
-                raise IndexBusyError(self._updated_twice()) from None
-            raise
 
     def ivfpq(self) -> IvfpqSearcher | None:
         """The committed generation's IVF-PQ index, or None when not built; its size and
@@ -308,13 +311,9 @@ class IndexView:
         if info is None:
             return None
         path = self.dir / info.file
-        try:
+        with self._own_generation(path):
             return IvfpqSearcher(path, self.space.dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
                                  sha256=info.sha256, nprobe=info.nprobe)
-        except IndexCorruptError:
-            if self._lock_fd is None and not path.exists() and self._superseded():
-                raise IndexBusyError(self._updated_twice()) from None
-            raise
 
     def approximate_kind(self) -> str | None:
         """Which approximate index the committed generation has: "ivfpq", "annoy" or None."""
