@@ -41,6 +41,8 @@ if not Path(CHROMIUM).is_file():
 import httpx  # noqa: E402
 
 from tests.conftest import REPO, SAMPLE_IMAGES  # noqa: E402
+from vsearch.clicks import read_click_log  # noqa: E402
+from vsearch.store import file_digest  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the default model builds the index
 #: What the page's searches and clicks may take, in ms (a 2-core machine shared with others).
@@ -206,6 +208,12 @@ def test_search_by_upload_then_click_a_result_to_search_by_it(site, page, tmp_pa
     assert clicked not in (ORIGINAL, COPY)
     third.locator("img").click()
     sync_api.expect(hits.first).to_contain_text(f"1. 1.000 {clicked}", timeout=WAIT_MS)
+    # The click is logged at rank 3 of the list the server logged for the upload (by its id).
+    digest = file_digest((site.photos / clicked).read_bytes())
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not any(3 in q.clicked and q.shown[2] == digest for q in read_click_log(site.index_dir)):
+        assert time.monotonic() < deadline, read_click_log(site.index_dir)
+        time.sleep(0.1)
 
 
 def test_record_a_judgment_and_read_it_back_through_the_cli(site, page, tmp_path):

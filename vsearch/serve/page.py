@@ -33,7 +33,7 @@ form{display:flex;gap:.8em;flex-wrap:wrap;align-items:center;margin-bottom:.8em}
 <div id="msg"></div><div id="results"></div>
 <script>
 const CSRF = "{{CSRF}}", TEXT = {{TEXT}};
-let current = null, last = null;
+let current = null, currentId = null, last = null;
 const $ = id => document.getElementById(id);
 if (TEXT) $("textbox").hidden = false;
 function params() {
@@ -48,7 +48,7 @@ async function post(url, body, type) {
 async function show(resp) {
   const data = await resp.json();
   if (!resp.ok) { $("msg").textContent = data.error || resp.statusText; return; }
-  $("msg").textContent = ""; current = data.query;
+  $("msg").textContent = ""; current = data.query; currentId = data.query_id;
   const box = $("results"); box.innerHTML = "";
   for (const r of data.results) {
     const d = document.createElement("div"); d.className = "hit";
@@ -61,10 +61,11 @@ async function show(resp) {
     const open = document.createElement("a"); open.href = r.image; open.target = "_blank"; open.textContent = "open";
     d.append(img, cap, yes, " ", no, " ", open); box.append(d);
   }
-  if (data.results.length) log("impression", data.results);
 }
+// Impressions are logged by the server as it answers a search; a click names that list's id.
 function log(kind, results) {
-  post("/api/event", JSON.stringify({kind, query: current, results: results.map(r => ({row: r.row, rank: r.rank}))}),
+  post("/api/event", JSON.stringify({kind, query: current, query_id: currentId,
+                                     results: results.map(r => ({row: r.row, rank: r.rank}))}),
        "application/json");
 }
 async function judge(r, label, el) {
