@@ -94,10 +94,10 @@ def check_host(host: str, allow_remote: bool) -> str | None:
 class _Api:
     """The one open index and what the app asks of it, serialised by a lock."""
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: Any, swap_fraction: float = 0.0) -> None:
         self.index = index
         self.lock = threading.Lock()
-        self.swap_fraction = 0.0
+        self.swap_fraction = swap_fraction  # share of result lists shown with one pair swapped
 
     def row_file(self, row: int) -> tuple[Path, str]:
         """The file of ``row`` (resolved, inside the root) and its content digest; LookupError if none."""
@@ -134,8 +134,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     ``swap_fraction``: share of searches shown with one adjacent pair swapped (vsearch.clicks);
     :func:`serve` (the page people use) passes the page's, 0.1, so position bias can be measured.
     """
-    api = _Api(index)
-    api.swap_fraction = swap_fraction
+    api = _Api(index, swap_fraction)
     thumbs = ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {}))
     tokens: dict[str, None] = {}  # insertion-ordered: the oldest session goes first
 
