@@ -10,13 +10,13 @@ The simulation (seeded, numpy only, a few seconds):
 * system B finds more, but ranks them lower: 0.15 at ranks 1-2, 0.55 at ranks 3-10
   (precision@10 0.47), so B is the better system by the truth;
 * each system serves ``--queries`` lists of 10 through the same logger as the page
-  (vsearch.clicks' design: on ``--swap-fraction`` of lists one adjacent pair (k, k + 1),
+  (vsearch.learning.clicks' design: on ``--swap-fraction`` of lists one adjacent pair (k, k + 1),
   k uniform in 1..9, is swapped before showing).
 
 The propensities are estimated from the swaps of both logs together (the bias belongs to the
-people and the page, not to the system) with vsearch.propensity.estimate_propensities, and
+people and the page, not to the system) with vsearch.learning.propensity.estimate_propensities, and
 each system is scored with raw CTR@10 and the IPW estimate of precision@10 in click units
-(vsearch.propensity.ipw_precision). The truth in those units is the mean click probability of
+(vsearch.learning.propensity.ipw_precision). The truth in those units is the mean click probability of
 an examined result: 0.05 + 0.85 * precision.
 
 Run: ``nice python benchmarks/bench_clicks.py`` (``--queries``, ``--swap-fraction``, ``--eta``,
@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch.propensity import estimate_propensities, ipw_precision, raw_ctr  # noqa: E402
+from vsearch.learning.propensity import estimate_propensities, ipw_precision, raw_ctr  # noqa: E402
 
 DEPTH = 10
 CLICK_RELEVANT, CLICK_OTHER = 0.9, 0.05
@@ -49,7 +49,7 @@ def simulate(rel_prob: np.ndarray, examine: np.ndarray, n: int, swap_fraction: f
     """``n`` logged lists of one system: (clicked, swapped, shown, relevant), shown order.
 
     ``rel_prob[r]``: chance the system's result at rank r + 1 is relevant; ``examine[r]``: the
-    true propensity of shown rank r + 1. Swaps as vsearch.clicks.log_impressions draws them.
+    true propensity of shown rank r + 1. Swaps as vsearch.learning.clicks.log_impressions draws them.
     """
     depth = len(rel_prob)
     relevant = rng.random((n, depth)) < rel_prob

@@ -39,9 +39,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vsearch import compress, indexer  # noqa: E402
+from vsearch.vectors import compress  # noqa: E402
+from vsearch.indexing import pipeline as indexer
 from vsearch.defaults import DEFAULT_TREES  # noqa: E402
-from vsearch.store import Store  # noqa: E402
+from vsearch.storage.store import Store  # noqa: E402
 
 
 def make_copy(source: Path, target: Path, fmt: str, trees: int) -> dict:
@@ -85,7 +86,7 @@ def synthetic(n: int, dim: int = 1280, d: int = 256, trees: int = DEFAULT_TREES)
 
     import numpy as np
 
-    from vsearch import index as nn
+    from vsearch.vectors import neighbours as nn
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(1000, dim)).astype(np.float32)

@@ -9,7 +9,7 @@ project), flat, one file per picture version:
   between the two sides), brightness +15%, JPEG quality 90;
 * ``mirror``: each original mirrored left to right, JPEG quality 90;
 * ``repeat``: the flowers17 photos that already are repeats of each other (found by pixels with
-  ``vsearch.augment.same_picture``'s rule; flowers17 holds 66 such pairs), all of them unless
+  ``vsearch.imaging.augment.same_picture``'s rule; flowers17 holds 66 such pairs), all of them unless
   ``--repeats`` caps the number of repeat groups;
 * ``distractor``: ``--distractors`` untouched photos of the originals' classes, each a picture of
   its own (so only a false match can pair them).
@@ -71,7 +71,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import vsearch  # noqa: E402
-from vsearch import augment  # noqa: E402
+from vsearch.imaging import augment  # noqa: E402
 
 LEVELS = ("exact", "near", "similar")
 PEERS = ("imagededup", "czkawka")

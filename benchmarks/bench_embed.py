@@ -53,10 +53,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vsearch import images, indexer  # noqa: E402 (after the sys.path line: runs from a checkout)
-from vsearch import models  # noqa: E402 (after the sys.path line: runs from a checkout)
-from vsearch.models import Embedder, load_model  # noqa: E402 (after the sys.path line: runs from a checkout)
-from vsearch.store import Store, file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.imaging import images  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.indexing import pipeline as indexer
+from vsearch.models import loading as models  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.models.loading import Embedder, load_model  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.storage.store import Store, file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
 
 DEFAULT_TINY = ROOT.parent / "shared" / "datasets" / "tiny-imagenet-val"
 
@@ -274,7 +275,7 @@ def bench_tiny(args: argparse.Namespace, embedder: Embedder, workdir: Path, tiny
 
     # Unchanged re-run: the real CLI in a fresh process; it must not import torch.
     code = (
-        "import sys, time; t = time.perf_counter(); from vsearch.cli import app\n"
+        "import sys, time; t = time.perf_counter(); from vsearch.cli.main import app\n"
         "try:\n    app(sys.argv[1:], prog_name='vsearch')\n"
         "except SystemExit as e:\n    rc = e.code\n"
         "print('TORCH', 'torch' in sys.modules, 'INPROC', round(time.perf_counter() - t, 3), file=sys.stderr)\n"
@@ -406,7 +407,7 @@ def _checked(result: tuple[float, int], expected: int) -> float:
 
 def onnx_embedder(torch_embedder: Embedder, where: Path) -> Embedder:
     """The same model exported to ONNX (checked against torch on sample photos), as vsearch does."""
-    from vsearch import onnxmodel
+    from vsearch.models import onnxmodel
 
     pre = torch_embedder.id.preprocess
     probe = np.stack([images.decode_for_model(ROOT / "sample_images" / f"{n}.jpg", pre.size, pre.framing)

@@ -41,8 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vsearch.store import file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
-from vsearch.store import Store  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.storage.store import file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)
+from vsearch.storage.store import Store  # noqa: E402 (after the sys.path line: runs from a checkout)
 
 
 #: Whole-process targets (seconds, median of warm runs), from issue 14.
@@ -146,7 +146,7 @@ def main() -> None:
         copy = work / "copy-of-indexed.jpg"
         shutil.copy(indexed, copy)
         base = ["--index-dir", str(index_dir), "--format", "paths", "--k", "10"]
-        check = ("import sys; from vsearch.cli import app\n"
+        check = ("import sys; from vsearch.cli.main import app\n"
                  "try: app(sys.argv[1:], prog_name='vsearch')\nexcept SystemExit: pass\n"
                  "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
         done = subprocess.run([py, "-c", check, "query", str(indexed), *base], capture_output=True, text=True,

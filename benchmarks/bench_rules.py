@@ -47,7 +47,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vsearch import api, images, metrics  # noqa: E402
+from vsearch import api  # noqa: E402
+from vsearch.imaging import images
+from vsearch.evaluation import metrics
 
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
 

@@ -10,7 +10,7 @@ float32 search on held-out queries:
   annoy-pca256    Annoy (50 trees) over the PCA-256 copy, candidates re-scored exactly against it
   annoy-fp32      Annoy over the float32 vectors (skipped above --annoy-fp32-max vectors: the issue
                   measured 1,106 s and a 5.0 GB peak at 1M)
-  ivfpq-fp32      IVF-PQ (vsearch.ivfpq: faiss, 64-byte codes) over float32, re-scored against float32
+  ivfpq-fp32      IVF-PQ (vsearch.vectors.ivfpq: faiss, 64-byte codes) over float32, re-scored against float32
   ivfpq-fp16      IVF-PQ over the float16 copy, re-scored against it
   ivfpq-pca256    IVF-PQ over the PCA-256 copy, re-scored against it
 
@@ -52,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch import index as nn  # noqa: E402
+from vsearch.vectors import neighbours as nn  # noqa: E402
 
 K = 10
 PCA_DIM = 256
@@ -184,7 +184,7 @@ def child_build(choice: str, work: Path) -> dict:
     if choice.startswith("annoy"):
         nn.build_annoy(vectors, index_path, TREES)
     elif choice.startswith("ivfpq"):
-        from vsearch import ivfpq
+        from vsearch.vectors import ivfpq
 
         params = ivfpq.choose_params(len(vectors), vectors.shape[1])
         ivfpq.build_file(vectors, index_path, params)
@@ -204,7 +204,7 @@ def _searcher(choice: str, work: Path, dim: int):
     if choice.startswith("annoy"):
         return nn.AnnoySearcher(path, dim)
     if choice.startswith("ivfpq"):
-        from vsearch import ivfpq
+        from vsearch.vectors import ivfpq
 
         params = ivfpq.choose_params(len(np.load(work / "base.npy", mmap_mode="r")), dim)
         return ivfpq.IvfpqSearcher(path, dim, nprobe=params.nprobe)

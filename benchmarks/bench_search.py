@@ -25,7 +25,7 @@ closest that two distinct photos come)::
     python benchmarks/bench_search.py dupes --index-dir /tmp/vs-flowers-lite0 --queries 100
 
 ``rerank`` measures average query expansion (QE) and database-side augmentation (DBA) with
-``vsearch.evaluate`` on a labelled collection: each DBA setting is built on a private copy of the
+``vsearch.evaluation.evaluate`` on a labelled collection: each DBA setting is built on a private copy of the
 index (``build-index --dba N`` does the same), each QE setting re-queries through
 ``Searcher.expand``, leaving the query's own row out of its top-n as evaluate leaves it out of
 the ranking. It prints mAP@10, P@10, mAP@100 and MRR, and a paired bootstrap 95% CI of the
@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch import index as nn
+from vsearch.vectors import neighbours as nn
 
 K = 10
 
@@ -197,8 +197,8 @@ def dupes(index_dir: Path, count: int, work: Path) -> None:
     """Cosine of edited copies to their originals against nearest distinct images."""
     from PIL import Image, ImageEnhance
 
-    from vsearch.search import Searcher
-    from vsearch.store import Store
+    from vsearch.retrieval.search import Searcher
+    from vsearch.storage.store import Store
 
     searcher = Searcher(Store.open(index_dir))
     vectors = np.asarray(searcher.vectors)
@@ -239,15 +239,15 @@ def dupes(index_dir: Path, count: int, work: Path) -> None:
 
 
 def rerank_grid(index_dir: Path, groups: Path, qe_values: list[int], dba_values: list[int], work: Path) -> None:
-    """QE x DBA on a labelled collection, every setting scored by ``vsearch.evaluate``."""
+    """QE x DBA on a labelled collection, every setting scored by ``vsearch.evaluation.evaluate``."""
     import shutil
 
-    from vsearch import evaluate as ev
-    from vsearch import labels as label_files
-    from vsearch import metrics
-    from vsearch.indexer import build_dba
-    from vsearch.search import Searcher
-    from vsearch.store import Store
+    from vsearch.evaluation import evaluate as ev
+    from vsearch.evaluation import labels as label_files
+    from vsearch.evaluation import metrics
+    from vsearch.indexing.pipeline import build_dba
+    from vsearch.retrieval.search import Searcher
+    from vsearch.storage.store import Store
 
     class Expanding(Searcher):
         """Exact search that expands each query first (AQE). evaluate() ranks exact searches in
@@ -339,7 +339,7 @@ def main() -> None:
         else:
             if args.index_dir is None:
                 raise SystemExit("real: give --index-dir of a built vsearch index")
-            from vsearch.store import Store
+            from vsearch.storage.store import Store
 
             store = Store.open(args.index_dir)
             vpath = store.dir / store.meta.vectors

@@ -42,10 +42,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch import adapter, augment, metrics  # noqa: E402
-from vsearch import train as tr  # noqa: E402
-from vsearch.query import QueryEncoder  # noqa: E402
-from vsearch.store import Store  # noqa: E402
+from vsearch.vectors import head as adapter  # noqa: E402
+from vsearch.imaging import augment
+from vsearch.evaluation import metrics
+from vsearch.learning import train as tr  # noqa: E402
+from vsearch.retrieval.query import QueryEncoder  # noqa: E402
+from vsearch.storage.store import Store  # noqa: E402
 
 KS = (1, 10)
 DEPTH = 100

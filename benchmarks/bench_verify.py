@@ -4,7 +4,7 @@ For ``--queries`` indexed photos (by ``--seed``), a query is made from each: a r
 10-40% of its area, rescaled by 0.6-1.4 and recompressed as JPEG at quality 50-90, written to a
 temporary folder (the dataset is only read). Each query is embedded once with the index's own
 model and searched once; then, for each N of ``--n``, the top N are re-ranked by
-:func:`vsearch.search.verify_rerank` with a fresh verifier (no keypoints cached between
+:func:`vsearch.retrieval.search.verify_rerank` with a fresh verifier (no keypoints cached between
 queries, as in a fresh ``vsearch query`` process). A query counts as found at rank 1 when the
 top result has the original's content digest (flowers17 holds a few byte-identical files).
 
@@ -61,9 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 
 import vsearch  # noqa: E402
-from vsearch.search import verify_rerank  # noqa: E402
-from vsearch.store import Store  # noqa: E402
-from vsearch.verify import Verifier  # noqa: E402
+from vsearch.retrieval.search import verify_rerank  # noqa: E402
+from vsearch.storage.store import Store  # noqa: E402
+from vsearch.imaging.verify import Verifier  # noqa: E402
 
 #: ../shared/datasets beside the checkout (a worktree under wt/ looks one level further up).
 FLOWERS = next((p for p in (Path(__file__).resolve().parents[n] / "shared" / "datasets" / "flowers17" / "images"
@@ -90,7 +90,7 @@ def small_images(tiny: Path, count: int, seed: int) -> None:
     """64 px photos: copies at 80 px q60 against other photos of the same class."""
     import csv
 
-    from vsearch.duplicates import NEAR_MIN_OVERLAP
+    from vsearch.duplicates.grouping import NEAR_MIN_OVERLAP
 
     with open(tiny / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

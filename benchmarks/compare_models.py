@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vsearch import images, metrics
-from vsearch.index import exact_search
-from vsearch.models import l2_normalise, load_efficientnet_lite
+from vsearch.imaging import images
+from vsearch.evaluation import metrics
+from vsearch.vectors.neighbours import exact_search
+from vsearch.models.loading import l2_normalise, load_efficientnet_lite
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_LABELS = HERE.parent.parent / "shared" / "datasets" / "flowers17" / "labels.csv"
@@ -75,10 +76,10 @@ def features(embedder, paths: list[Path], framing: str, batch: int = 16) -> tupl
 
 
 def copy_features(embedder, framing: str, paths: list[Path], n: int):
-    """Edited copies (vsearch.augment, every kind) of ``n`` images, and their (GeM, avg) vectors."""
+    """Edited copies (vsearch.imaging.augment, every kind) of ``n`` images, and their (GeM, avg) vectors."""
     import tempfile
 
-    from vsearch import augment
+    from vsearch.imaging import augment
 
     with tempfile.TemporaryDirectory() as tmp:
         copies = augment.make_copies(augment.pick(paths, n, seed=0), Path(tmp), seed=0)
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--framings", default="squash,center_crop")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0 = all)")
     parser.add_argument("--augment", type=int, default=0,
-                        help="also score edited copies of N images (vsearch.augment, every kind) against the originals")
+                        help="also score edited copies of N images (vsearch.imaging.augment, every kind) against the originals")
     args = parser.parse_args()
     paths, groups = read_labels(args.labels)
     if args.limit:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vsearch import models
-from vsearch.store import Store
+from vsearch.models import loading as models
+from vsearch.storage.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGES = REPO / "sample_images"
@@ -198,7 +198,7 @@ WRITERS = {
 
 _CLI_REPORTING_TORCH = """
 import sys
-from vsearch.cli import app
+from vsearch.cli.main import app
 try:
     app(sys.argv[1:], prog_name="vsearch")
 except SystemExit as exc:

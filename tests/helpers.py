@@ -6,7 +6,7 @@ import re
 
 from typer.testing import CliRunner
 
-from vsearch.cli import app
+from vsearch.cli.main import app
 
 runner = CliRunner()
 

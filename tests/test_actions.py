@@ -16,8 +16,8 @@ from PIL import Image
 
 from tests.conftest import REPO, make_photo
 from tests.helpers import cli, fails, ok
-from vsearch import actions
-from vsearch.store import Store
+from vsearch.duplicates import actions
+from vsearch.storage.store import Store
 
 THRESHOLD = "0.98"
 

@@ -18,7 +18,7 @@ from PIL import Image
 import vsearch
 from tests.conftest import FakeEmbedder, make_photo
 from tests.helpers import cli, ok
-from vsearch import models
+from vsearch.models import loading as models
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "api.md"

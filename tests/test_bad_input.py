@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import make_photo
 from tests.helpers import cli, fails, ok
-from vsearch.store import MANIFEST_FILE, META_FILE
+from vsearch.storage.store import MANIFEST_FILE, META_FILE
 
 
 def query_works(photos: Path) -> None:
@@ -112,8 +112,8 @@ def test_manifest_generation_ahead_of_meta_json(built, photos, fake_model, tmp_p
 
 def test_a_run_killed_mid_embedding_never_loads_and_the_next_run_resumes(
         photos, fake_model, isolated_index_dir):
-    from vsearch import indexer
-    from vsearch.store import Store
+    from vsearch.indexing import pipeline as indexer
+    from vsearch.storage.store import Store
 
     def stop_after_two(p) -> None:
         if p.embedded >= 2:
@@ -132,7 +132,7 @@ def test_a_run_killed_mid_embedding_never_loads_and_the_next_run_resumes(
 
 
 def test_a_second_writer_is_refused(built, photos, fake_model):
-    from vsearch.store import Store
+    from vsearch.storage.store import Store
 
     with Store.open(built, write=True):
         fails(cli("embed", photos), r"being written by another vsearch process \(pid \d+\); wait for it")

@@ -41,8 +41,8 @@ if not Path(CHROMIUM).is_file():
 import httpx  # noqa: E402
 
 from tests.conftest import REPO, SAMPLE_IMAGES  # noqa: E402
-from vsearch.clicks import read_click_log  # noqa: E402
-from vsearch.store import file_digest  # noqa: E402
+from vsearch.learning.clicks import read_click_log  # noqa: E402
+from vsearch.storage.store import file_digest  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the default model builds the index
 #: What the page's searches and clicks may take, in ms (a 2-core machine shared with others).

@@ -21,7 +21,7 @@ import typer
 from tests.conftest import SAMPLE_IMAGES, run_cli_reporting_torch
 from tests.helpers import cli, ok
 from vsearch import __version__
-from vsearch.cli import app
+from vsearch.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_FILES = sorted(p for p in SAMPLE_IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -161,8 +161,9 @@ def test_after_the_first_batch_indexing_runs_on_onnx_and_later_runs_need_no_torc
 
     import numpy as np
 
-    from vsearch import images, models
-    from vsearch.store import Store
+    from vsearch.imaging import images
+    from vsearch.models import loading as models
+    from vsearch.storage.store import Store
 
     folder = tmp_path / "photos"
     folder.mkdir()

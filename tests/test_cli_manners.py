@@ -18,7 +18,7 @@ import typer
 
 from tests.conftest import make_photo
 from tests.helpers import cli, fails, ok
-from vsearch.cli import app
+from vsearch.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,7 +151,7 @@ def test_help_into_a_closed_pipe_is_quiet(built):
 
 _IMPORTS = """
 import sys
-from vsearch.cli import app
+from vsearch.cli.main import app
 try:
     app(sys.argv[1:], prog_name="vsearch")
 except SystemExit as exc:

@@ -11,9 +11,9 @@ import pytest
 
 import vsearch
 from tests.helpers import cli, fails, ok
-from vsearch.clicks import SWAP_DEPTH, log_click, log_impressions, read_click_log
+from vsearch.learning.clicks import SWAP_DEPTH, log_click, log_impressions, read_click_log
 from vsearch.errors import VsearchError
-from vsearch.propensity import click_arrays, estimate_propensities, ipw_precision, raw_ctr
+from vsearch.learning.propensity import click_arrays, estimate_propensities, ipw_precision, raw_ctr
 
 
 def simulate(n: int, examine: np.ndarray, rel_prob: np.ndarray, swap_fraction: float, seed: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vsearch import compress
+from vsearch.vectors import compress
 from vsearch.errors import IndexCorruptError, VsearchError
 
 
@@ -111,8 +111,8 @@ from pathlib import Path  # noqa: E402
 from tests.conftest import make_photo, run_cli_reporting_torch  # noqa: E402
 from tests.helpers import cli, fails, ok  # noqa: E402
 from vsearch import api  # noqa: E402
-from vsearch.search import Searcher  # noqa: E402
-from vsearch.store import Store  # noqa: E402
+from vsearch.retrieval.search import Searcher  # noqa: E402
+from vsearch.storage.store import Store  # noqa: E402
 
 FORMATS = ["fp32", "fp16", "pca8", "pca8w", "pca8w-fp16"]
 
@@ -328,7 +328,7 @@ def test_stored_row_onnx_and_torch_agree_in_every_format(tmp_path, monkeypatch):
     import shutil
 
     from tests.conftest import SAMPLE_IMAGES
-    from vsearch import onnxmodel
+    from vsearch.models import onnxmodel
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -413,7 +413,7 @@ def test_rebuild_keeps_the_format(tmp_path, fake_model):
 
 
 def test_exact_search_over_a_float16_copy_matches_float32():
-    from vsearch import index as nn
+    from vsearch.vectors import neighbours as nn
 
     x = _unit(40_000, 16)
     q = x[:3]

@@ -16,8 +16,8 @@ import vsearch
 from conftest import SAMPLE_IMAGES
 from helpers import cli, fails, ok
 from test_verify import edited_copy
-from vsearch.duplicates import find_groups
-from vsearch.store import Store
+from vsearch.duplicates.grouping import find_groups
+from vsearch.storage.store import Store
 
 #: The fake model's cosines are not the real model's: a loose shortlist puts every pair of these
 #: few pictures before verification, so the tests check what verification decides.

@@ -17,11 +17,16 @@ from PIL import Image
 
 from tests.conftest import FakeEmbedder, make_photo
 from tests.helpers import cli, ok
-from vsearch import augment, compare, metrics, models, render, report
-from vsearch import labels as lbl
-from vsearch import evaluate as ev
+from vsearch.imaging import augment
+from vsearch.evaluation import compare
+from vsearch.evaluation import metrics
+from vsearch.models import loading as models
+from vsearch.cli import render
+from vsearch.cli import report
+from vsearch.evaluation import labels as lbl
+from vsearch.evaluation import evaluate as ev
 from vsearch.errors import VsearchError
-from vsearch.search import Searcher
+from vsearch.retrieval.search import Searcher
 
 ISSUE3_KEYS = [f"{m}@{k}" for k in (1, 5, 10) for m in ("recall", "hit", "precision", "map", "ndcg")] + [
     "mrr", "num_queries"]

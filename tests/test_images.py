@@ -1,4 +1,4 @@
-"""vsearch.images: scanning folders and decoding images, on real files made in tmp_path."""
+"""vsearch.imaging.images: scanning folders and decoding images, on real files made in tmp_path."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from PIL import Image
 
 from tests.conftest import WRITERS, make_photo
 from tests.helpers import cli, ok
-from vsearch import indexer, raw
+from vsearch.indexing import pipeline as indexer
+from vsearch.imaging import raw
 from vsearch.errors import ImageDecodeError, VsearchError
-from vsearch.images import (
+from vsearch.imaging.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -112,7 +113,7 @@ def test_heif_opener_is_registered_lazily_and_on_unidentified_bytes(tmp_path):
     WRITERS["heif"](Image.new("RGB", (32, 32), RED), path)
     code = (
         "import sys; from pathlib import Path\n"
-        "import vsearch.images as vi\n"
+        "import vsearch.imaging.images as vi\n"
         "assert 'pillow_heif' not in sys.modules\n"
         f"img = vi.load_image(Path({str(path)!r}).read_bytes())\n"
         "assert 'pillow_heif' in sys.modules\n"
@@ -602,7 +603,7 @@ def test_unreadable_dir_reported_and_walk_goes_on(tmp_path):
 
 def test_problems_are_logged_without_a_callback(tmp_path, caplog):
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
-    with caplog.at_level("WARNING", logger="vsearch.images"):
+    with caplog.at_level("WARNING", logger="vsearch.imaging.images"):
         assert list(scan_folder(tmp_path)) == []
     assert "broken symlink" in caplog.text
 
@@ -672,8 +673,8 @@ def _unblock(fifo: Path) -> None:
 _CLI_WITH_FAKE_MODEL = """
 import sys
 from tests.conftest import FakeEmbedder
-from vsearch import models
-from vsearch.cli import app
+from vsearch.models import loading as models
+from vsearch.cli.main import app
 embedder = FakeEmbedder("fake")
 models.register("fake", lambda name, device, threads: embedder)
 app(sys.argv[1:], prog_name="vsearch")
@@ -926,7 +927,7 @@ def test_bombs_are_named_skips_in_a_build(bombs, tmp_path, fake_model):
 _PEAK_RSS = """
 import sys
 from pathlib import Path
-from vsearch import images
+from vsearch.imaging import images
 from vsearch.errors import ImageDecodeError
 for name in sys.argv[1:]:
     try:

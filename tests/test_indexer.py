@@ -26,8 +26,11 @@ from PIL import Image
 
 from tests.conftest import WRITERS, FakeEmbedder, make_photo
 from tests.helpers import cli, ok
-from vsearch import freshness, images, indexer, models
-from vsearch.store import CHUNK_DIR, META_FILE, Store
+from vsearch.retrieval import freshness
+from vsearch.imaging import images
+from vsearch.indexing import pipeline as indexer
+from vsearch.models import loading as models
+from vsearch.storage.store import CHUNK_DIR, META_FILE, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 def summary_line(result) -> str:
@@ -177,8 +180,9 @@ import os, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from tests.conftest import FakeEmbedder
-from vsearch import indexer, models
-from vsearch.store import Store
+from vsearch.indexing import pipeline as indexer
+from vsearch.models import loading as models
+from vsearch.storage.store import Store
 
 class Slow(FakeEmbedder):
     def embed_images(self, batch):
@@ -196,7 +200,7 @@ elif mode == "hold":  # hold an index's write lock until killed
     print("held", flush=True)
     time.sleep(60)
 else:  # the CLI itself
-    from vsearch.cli import app
+    from vsearch.cli.main import app
     app(sys.argv[2:], prog_name="vsearch")
 '''
 
@@ -573,7 +577,7 @@ def test_unchanged_rerun_with_the_real_model_imports_no_torch(tmp_path):
     assert counts(first)["embedded"] == 3 and "(efficientnet-lite0)" in summary_line(first)
 
     code = (
-        "import sys\nfrom vsearch.cli import app\n"
+        "import sys\nfrom vsearch.cli.main import app\n"
         "try:\n    app(sys.argv[1:], prog_name='vsearch')\n"
         "except SystemExit as e:\n    code = e.code\n"
         "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)\nsys.exit(code)\n"
@@ -586,7 +590,7 @@ def test_unchanged_rerun_with_the_real_model_imports_no_torch(tmp_path):
 
 
 def test_openmp_threads_wait_passively_unless_the_user_chose():
-    code = "import os\nfrom vsearch import models\nmodels.passive_openmp()\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    code = "import os\nfrom vsearch.models import loading as models\nmodels.passive_openmp()\nprint(os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
         run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}

@@ -19,9 +19,10 @@ import numpy as np
 
 from tests.helpers import cli, ok
 from tests.conftest import REPO, make_photo
-from vsearch import atomic, rerank
-from vsearch import index as nn
-from vsearch.store import Store
+from vsearch import atomic
+from vsearch.retrieval import rerank
+from vsearch.vectors import neighbours as nn
+from vsearch.storage.store import Store
 
 #: How many photos the shared ``photos`` fixture (conftest) makes for these tests.
 PHOTOS = 5
@@ -58,8 +59,9 @@ def _full_for(monkeypatch, marker: str) -> None:
 _BUILD_ON_A_FULL_DISK = """
 import errno, os, sys
 from tests.conftest import FakeEmbedder
-from vsearch import atomic, models
-from vsearch.cli import app
+from vsearch import atomic
+from vsearch.models import loading as models
+from vsearch.cli.main import app
 embedder = FakeEmbedder("fake")
 models.register("fake", lambda name, device, threads: embedder)
 real = atomic.write_some

@@ -18,9 +18,12 @@ import pytest
 
 from tests.conftest import REPO, SAMPLE_IMAGES, run_cli_reporting_torch
 from tests.helpers import cli, ok
-from vsearch import embedders, images, models, onnxmodel
+from vsearch.models import sources as embedders
+from vsearch.imaging import images
+from vsearch.models import loading as models
+from vsearch.models import onnxmodel
 from vsearch.errors import VsearchError
-from vsearch.store import Store
+from vsearch.storage.store import Store
 
 pytestmark = pytest.mark.slow
 def photos(folder: Path, names: list[str]) -> Path:
@@ -109,7 +112,7 @@ def refuse(*args, **kwargs):
     raise socket.gaierror(-2, "Name or service not known")
 socket.getaddrinfo = refuse
 socket.socket.connect = refuse
-from vsearch.cli import app
+from vsearch.cli.main import app
 app(sys.argv[1:], prog_name="vsearch")
 """
 

@@ -11,9 +11,10 @@ import pytest
 
 from tests.conftest import FakeEmbedder, make_photo
 from tests.helpers import cli, ok
-from vsearch import indexer, models
+from vsearch.indexing import pipeline as indexer
+from vsearch.models import loading as models
 from vsearch.errors import ModelUnavailableError, VsearchError
-from vsearch.store import Store
+from vsearch.storage.store import Store
 
 def indexed_paths(index_dir: Path) -> list[str]:
     with Store.open(index_dir) as store:

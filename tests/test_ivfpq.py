@@ -14,8 +14,9 @@ from PIL import Image
 
 from tests.conftest import REPO, make_photo
 from tests.helpers import cli, fails, ok
-from vsearch import index as nn
-from vsearch import ivfpq, models
+from vsearch.vectors import neighbours as nn
+from vsearch.vectors import ivfpq
+from vsearch.models import loading as models
 
 pytest.importorskip("faiss")
 
@@ -164,7 +165,7 @@ def test_without_faiss_one_line_names_the_extra(photos, tmp_path, fake_model, mo
     assert fake_model.calls == calls and not (tmp_path / "new").exists()  # refused before any work
     ok(cli("query", photos / "g1_0.jpg", "--index-dir", index))  # auto at this size: exact, no faiss
     monkeypatch.setattr(nn, "IVFPQ_FROM", 10)  # auto past the threshold, no faiss: Annoy, and a warning
-    with caplog.at_level("WARNING", logger="vsearch.indexer"):
+    with caplog.at_level("WARNING", logger="vsearch.indexing.pipeline"):
         ok(cli("build-index", photos, "--index-dir", tmp_path / "auto", "--model", "fake", "-q"))
     assert "pip install 'vsearch[scale]'" in caplog.text
     assert meta_of(tmp_path / "auto")["ann"]["trees"] > 0

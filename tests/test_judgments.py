@@ -18,8 +18,8 @@ import pytest
 import vsearch
 from tests.conftest import REPO, make_photo
 from tests.helpers import cli, fails, ok
-from vsearch import judgments as jd
-from vsearch.store import file_digest
+from vsearch.learning import judgments as jd
+from vsearch.storage.store import file_digest
 
 
 def listed(index_dir=None):
@@ -121,7 +121,7 @@ def test_a_query_from_outside_the_index_and_a_text_query(built, photos, tmp_path
 
 def test_text_queries_are_scored_on_a_clip_index_and_exported_as_text(tmp_path):
     from tests.test_api import CLIP_NAME, FakeClip, make_photos
-    from vsearch import models
+    from vsearch.models import loading as models
 
     photos = make_photos(tmp_path / "work")
     clip = FakeClip(CLIP_NAME, photos)

@@ -10,11 +10,11 @@ import pytest
 
 from tests.conftest import make_photo
 from tests.helpers import cli
-from vsearch import augment
-from vsearch import labels as lbl
+from vsearch.imaging import augment
+from vsearch.evaluation import labels as lbl
 from vsearch.errors import VsearchError
-from vsearch.search import Searcher
-from vsearch.store import Store
+from vsearch.retrieval.search import Searcher
+from vsearch.storage.store import Store
 
 @pytest.fixture
 def indexed(tmp_path, fake_model) -> tuple[Path, Path]:

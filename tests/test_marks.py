@@ -10,9 +10,10 @@ import pytest
 
 from tests.conftest import make_photo
 from tests.helpers import cli, fails, ok
-from vsearch import atomic, marks
+from vsearch import atomic
+from vsearch.duplicates import marks
 from vsearch.errors import VsearchError
-from vsearch.store import Store, file_digest
+from vsearch.storage.store import Store, file_digest
 
 
 def test_marks_are_pairs_of_digests_in_any_order(tmp_path):

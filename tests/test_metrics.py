@@ -1,4 +1,4 @@
-"""Tests for vsearch.metrics: hand-computed cases, properties, sklearn cross-checks, bootstrap."""
+"""Tests for vsearch.evaluation.metrics: hand-computed cases, properties, sklearn cross-checks, bootstrap."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vsearch import metrics
-from vsearch.metrics import (
+from vsearch.evaluation import metrics
+from vsearch.evaluation.metrics import (
     BootstrapCI,
     QueryResult,
     average_precision_at_k,

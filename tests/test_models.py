@@ -19,7 +19,8 @@ import pytest
 
 from tests.conftest import SAMPLE_IMAGES
 from tests.helpers import cli, ok
-from vsearch import images, models
+from vsearch.imaging import images
+from vsearch.models import loading as models
 from vsearch.errors import ModelUnavailableError, VsearchError
 
 #: The smallest open_clip architecture that loads fast here (ViT-B-32 takes ~1.5x as long).

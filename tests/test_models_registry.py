@@ -3,7 +3,7 @@ its cached ONNX export, which would silently embed with the real model instead o
 
 from __future__ import annotations
 
-from vsearch import models
+from vsearch.models import loading as models
 
 
 def test_the_default_model_is_identified_without_loading_it():

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vsearch import models, onnxmodel
+from vsearch.models import loading as models
+from vsearch.models import onnxmodel
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -108,14 +109,14 @@ def test_a_damaged_optimised_graph_falls_back_to_the_export_with_a_warning(plain
     onnxmodel.OnnxEmbedder(_model_id(), plain, quick_start=True)
     [saved] = _opt_files(cache)
     saved.write_bytes(saved.read_bytes()[:500])  # truncated from outside
-    with caplog.at_level(logging.WARNING, logger="vsearch.onnxmodel"):
+    with caplog.at_level(logging.WARNING, logger="vsearch.models.onnxmodel"):
         model = onnxmodel.OnnxEmbedder(_model_id(), plain, quick_start=True)
     assert f"warning: cannot load {saved} (" in caplog.text and f"using {plain} instead" in caplog.text
     assert np.abs(model.embed_images(_pixels()) - expected).max() < 1e-5
     # Saved again from the export: the next query starts quickly once more, without a warning.
     assert _opt_files(cache) == [saved] and saved.stat().st_size > 500
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vsearch.onnxmodel"):
+    with caplog.at_level(logging.WARNING, logger="vsearch.models.onnxmodel"):
         onnxmodel.OnnxEmbedder(_model_id(), plain, quick_start=True)
     assert not caplog.text
 

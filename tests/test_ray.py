@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO, TESTS, make_photo
 from helpers import cli, fails, ok
-from vsearch import indexer
-from vsearch.store import Store
+from vsearch.indexing import pipeline as indexer
+from vsearch.storage.store import Store
 
 PHOTOS = 7
 
@@ -131,7 +131,7 @@ class FailingEmbedder:
 @pytest.mark.slow
 def test_a_failure_on_a_worker_is_one_error_line_and_leaves_no_index(ray_cluster, folder, fake_model, monkeypatch,
                                                                      tmp_path):
-    from vsearch import models
+    from vsearch.models import loading as models
 
     failing = FailingEmbedder(fake_model)
     monkeypatch.setattr(models, "_REGISTRY", {**models._REGISTRY, "fake": lambda name, device, threads: failing})

@@ -17,9 +17,12 @@ from PIL import Image, ImageFile
 
 from tests.conftest import REPO, FakeEmbedder, make_photo
 from tests.helpers import cli, fails, ok
-from vsearch import api, images, models, rerank
+from vsearch import api
+from vsearch.imaging import images
+from vsearch.models import loading as models
+from vsearch.retrieval import rerank
 from vsearch.errors import VsearchError
-from vsearch.evaluate import top_share
+from vsearch.evaluation.evaluate import top_share
 
 _EXIF_IFD, _DATETIME_ORIGINAL, _DATETIME = 0x8769, 0x9003, 0x0132
 

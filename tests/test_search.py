@@ -17,12 +17,13 @@ from PIL import Image
 
 from tests.conftest import FakeEmbedder, make_photo, run_cli_reporting_torch
 from tests.helpers import cli
-from vsearch import index as nn
-from vsearch import models, rerank
-from vsearch.duplicates import find_groups
+from vsearch.vectors import neighbours as nn
+from vsearch.models import loading as models
+from vsearch.retrieval import rerank
+from vsearch.duplicates.grouping import find_groups
 from vsearch.errors import VsearchError
-from vsearch.search import Refine, Searcher
-from vsearch.store import Store
+from vsearch.retrieval.search import Refine, Searcher
+from vsearch.storage.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -516,7 +517,7 @@ def test_text_search_error_is_the_models_one(indexed, open_store):
 
 
 def test_query_encoder_batches_new_images_with_the_index_model(indexed, photos, fake_model, tmp_path):
-    from vsearch.query import QueryEncoder
+    from vsearch.retrieval.query import QueryEncoder
 
     with Store.open(indexed) as store:
         encoder = QueryEncoder(store)

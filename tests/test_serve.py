@@ -18,13 +18,13 @@ import vsearch  # noqa: E402
 from tests.conftest import make_photo  # noqa: E402
 from tests.helpers import cli, fails, ok  # noqa: E402
 from tests.test_api import CLIP_NAME, FakeClip, make_photos  # noqa: E402
-from vsearch import models  # noqa: E402
+from vsearch.models import loading as models  # noqa: E402
 from vsearch.errors import VsearchError  # noqa: E402
-from vsearch.clicks import read_click_log  # noqa: E402
-from vsearch.judgments import read_judgments  # noqa: E402
+from vsearch.learning.clicks import read_click_log  # noqa: E402
+from vsearch.learning.judgments import read_judgments  # noqa: E402
 from vsearch.serve import app as web  # noqa: E402
 from vsearch.serve.thumbs import ThumbCache  # noqa: E402
-from vsearch.store import file_digest  # noqa: E402
+from vsearch.storage.store import file_digest  # noqa: E402
 
 BASE = "http://127.0.0.1:8000"
 
@@ -353,7 +353,7 @@ with vsearch.open_index({index!r}, device="cpu") as index:
     print(before, "torch" in sys.modules, "onnxruntime" in sys.modules, resp.json()["results"][0]["path"])
 """
 
-_FAKE = ("from tests.conftest import FakeEmbedder\nfrom vsearch import models\n"
+_FAKE = ("from tests.conftest import FakeEmbedder\nfrom vsearch.models import loading as models\n"
          "models.register('fake', lambda n, d, t: FakeEmbedder('fake'))")
 
 
@@ -440,8 +440,8 @@ def test_a_click_by_query_id_and_a_judgment_are_logged_at_the_rank_shown_after_a
 
 
 def test_judgments_and_clicks_survive_a_rebuild(built, photos):
-    from vsearch.clicks import log_click, log_impressions
-    from vsearch.judgments import record_judgment
+    from vsearch.learning.clicks import log_click, log_impressions
+    from vsearch.learning.judgments import record_judgment
 
     record_judgment(built, "q", "r", True)
     shown = log_impressions(built, "q", ["r", "s"], swap_fraction=0)

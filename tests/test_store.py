@@ -1,4 +1,4 @@
-"""Storage round trips through vsearch.store.Store: chunks, consolidation, row order, atomicity, lock."""
+"""Storage round trips through vsearch.storage.store.Store: chunks, consolidation, row order, atomicity, lock."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from vsearch import identity, models
+from vsearch import identity
+from vsearch.models import loading as models
 from vsearch.errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError
-from vsearch.store import CHUNK_DIR, META_FILE, Store
+from vsearch.storage.store import CHUNK_DIR, META_FILE, Store
 
 DIM = 8
 

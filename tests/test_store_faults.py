@@ -21,9 +21,11 @@ import pytest
 
 from tests.conftest import REPO, make_photo
 from tests.helpers import cli, fails, ok
-from vsearch import atomic, manifest, vectorfiles
+from vsearch import atomic
+from vsearch.storage import manifest
+from vsearch.storage import vectorfiles
 from vsearch.errors import VsearchError
-from vsearch.store import MANIFEST_FILE, META_FILE, Store, file_digest
+from vsearch.storage.store import MANIFEST_FILE, META_FILE, Store, file_digest
 
 #: How many photos the shared ``photos`` fixture (conftest) makes for these tests.
 PHOTOS = 5
@@ -331,7 +333,7 @@ def test_an_annoy_build_the_disk_cannot_hold_is_refused_before_annoy_maps_its_fi
     # Annoy builds through a memory map: on a full disk that would be a Bus error.
     from collections import namedtuple
 
-    from vsearch import index
+    from vsearch.vectors import neighbours as index
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(index.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))

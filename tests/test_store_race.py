@@ -16,7 +16,7 @@ import pytest
 
 from vsearch import identity
 from vsearch.errors import IndexBusyError
-from vsearch.store import Store
+from vsearch.storage.store import Store
 
 DIM = 8
 

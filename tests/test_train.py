@@ -12,7 +12,7 @@ import pytest
 import vsearch.api as api
 from tests.conftest import SAMPLE_IMAGES, make_photo, run_cli_reporting_torch
 from tests.helpers import cli, fails, ok
-from vsearch.search import Searcher
+from vsearch.retrieval.search import Searcher
 
 PHOTOS = 12
 TRAIN = ("--views", 2, "--epochs", 3, "--dim", 16, "-q")
@@ -168,7 +168,7 @@ def test_an_index_without_a_head_reads_as_before(built):
 
 @pytest.mark.slow
 def test_stored_torch_and_onnx_paths_apply_the_head_alike(tmp_path, monkeypatch, open_store):
-    from vsearch import onnxmodel
+    from vsearch.models import onnxmodel
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from vsearch.images import ImageDecodeError
-from vsearch.verify import Verdict, Verifier, verify_pair
+from vsearch.imaging.images import ImageDecodeError
+from vsearch.imaging.verify import Verdict, Verifier, verify_pair
 
 from conftest import SAMPLE_IMAGES
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from vsearch.errors import (
     ImageDecodeError,
     IndexBusyError,
     IndexCorruptError,
@@ -29,10 +29,10 @@ from .errors import (
     VsearchError,
 )
 
-__version__ = "0.1.0"
+from vsearch.version import __version__
 
 __all__ = [
-    # from vsearch.api (EvalReport: vsearch.evaluate)
+    # from vsearch.api (EvalReport: vsearch.evaluation.evaluate)
     "Action",
     "DuplicateGroup",
     "DuplicateMember",
@@ -58,10 +58,10 @@ __all__ = [
 ]
 
 #: Where each public name not defined above lives; its module is imported on first use.
-_LAZY = {name: "api" for name in __all__ if name not in globals()} | {"EvalReport": "evaluate"}
+_LAZY = {name: "api" for name in __all__ if name not in globals()} | {"EvalReport": "evaluation.evaluate"}
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ provides them
-    from .api import (
+    from vsearch.api import (
         Action,
         DuplicateGroup,
         DuplicateMember,
@@ -76,7 +76,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         log_impressions,
         open_index,
     )
-    from .evaluate import EvalReport
+    from vsearch.evaluation.evaluate import EvalReport
 
 
 def __getattr__(name: str) -> Any:

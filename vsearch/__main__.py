@@ -1,3 +1,3 @@
-from .cli import run
+from vsearch.cli.main import run
 
 run()

@@ -6,7 +6,7 @@
     Index.duplicates()   -> [DuplicateGroup]
     Index.judge(q, [r])  -> [Judgment]  a person's verdicts, kept in judgments.sqlite
     Index.evaluate(...)  -> EvalReport  on label files, edited copies, or the recorded judgments
-    log_impressions(dir, query, results) -> Shown   the click log (vsearch.clicks), with swaps
+    log_impressions(dir, query, results) -> Shown   the click log (vsearch.learning.clicks), with swaps
     log_click(dir, query_id, result)     -> rank
 
 The CLI drives the library through these same functions: ``vsearch embed`` and
@@ -29,27 +29,27 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
-from . import actions as act
-from . import duplicates as dup
-from . import freshness as fresh
-from . import judgments as jd
-from . import marks
-from .clicks import log_click, log_impressions
-from .duplicates import DuplicateGroup, DuplicateMember
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
-from .errors import VsearchError
-from .locations import default_index_dir
-from .rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
-from .query import QueryVector
-from .search import Hit, Refine, Searcher, SearchMode, verify_rerank
-from .meta import IndexMeta
-from .store import FileEntry, Store, file_digest
+from vsearch.duplicates import actions as act
+from vsearch.duplicates import grouping as dup
+from vsearch.retrieval import freshness as fresh
+from vsearch.learning import judgments as jd
+from vsearch.duplicates import marks
+from vsearch.learning.clicks import log_click, log_impressions
+from vsearch.duplicates.grouping import DuplicateGroup, DuplicateMember
+from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
+from vsearch.errors import VsearchError
+from vsearch.locations import default_index_dir
+from vsearch.retrieval.rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
+from vsearch.retrieval.query import QueryVector
+from vsearch.retrieval.search import Hit, Refine, Searcher, SearchMode, verify_rerank
+from vsearch.storage.meta import IndexMeta
+from vsearch.storage.store import FileEntry, Store, file_digest
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (imported when called)
-    from .evaluate import EvalReport
-    from .labels import LabelledQuery
-    from .indexer import IndexSummary, Progress
-    from .train import TrainResult
+    from vsearch.evaluation.evaluate import EvalReport
+    from vsearch.evaluation.labels import LabelledQuery
+    from vsearch.indexing.pipeline import IndexSummary, Progress
+    from vsearch.learning.train import TrainResult
 
 __all__ = [
     "Action",
@@ -143,11 +143,11 @@ def build_index(
     ``on_note``: gets a line saying what a long step (DBA) is doing.
     ``engine``: ``local`` (this process) or ``ray`` (Ray Data model actors, the ``vsearch[ray]``
     extra) on the Ray cluster at ``address`` (None: a local one); same index either way.
-    ``vectors``: the format search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.compress`;
+    ``vectors``: the format search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.vectors.compress`;
     default the index's own, fp32 for a new one); a change remakes only the search copy.
     ``refit``: fit its PCA again. ``approximate``: the approximate index built after embedding:
     ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or ``auto`` (Annoy up to
-    :data:`vsearch.index.IVFPQ_FROM` vectors, IVF-PQ above when faiss is installed); it
+    :data:`vsearch.vectors.neighbours.IVFPQ_FROM` vectors, IVF-PQ above when faiss is installed); it
     replaces the other kind's.
 
     What the update did is on the returned index's :attr:`Index.summary`.
@@ -160,10 +160,11 @@ def build_index(
         raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
-    from . import images, indexer  # Pillow: only a build pays for it
+    from vsearch.imaging import images  # Pillow: only a build pays for it
+    from vsearch.indexing import pipeline as indexer
     indexer.check_index_kind(approximate)
     if approximate == "ivfpq":
-        from .ivfpq import load_faiss
+        from vsearch.vectors.ivfpq import load_faiss
 
         load_faiss()  # missing faiss: one line before any work, not after the embedding
 
@@ -200,7 +201,7 @@ def train(index_dir: PathLike | None = None, *, epochs: int = 10, dim: int | Non
     then go through it unless opened with ``adapter=False``. ``dim``: the projected length
     (default 256, or the vectors' own when shorter). ``progress(stage, done, total)``.
     """
-    from . import train as tr
+    from vsearch.learning import train as tr
 
     options = tr.TrainOptions(epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments)
     return tr.train(_index_dir(index_dir), options, device=device, progress=progress)
@@ -208,7 +209,7 @@ def train(index_dir: PathLike | None = None, *, epochs: int = 10, dim: int | Non
 
 def remove_head(index_dir: PathLike | None = None) -> bool:
     """Drop the index's trained head (searches use the raw vectors again); whether there was one."""
-    from . import train as tr
+    from vsearch.learning import train as tr
 
     return tr.remove_head(_index_dir(index_dir))
 
@@ -393,7 +394,7 @@ class Index:
         ``verify``: re-rank the top ``verify`` results by local-feature verification against
         the query image (one image query only): copies of the query, cropped, rescaled,
         recompressed or mirrored, come first (``vsearch query --verify N``; 0 = off;
-        :data:`vsearch.search.DEFAULT_VERIFY` is the measured choice).
+        :data:`vsearch.retrieval.search.DEFAULT_VERIFY` is the measured choice).
         ``max_per_folder``: at most this many results from one folder (no album floods the top
         k); ``max_per_day``: at most this many taken on one day (EXIF DateTimeOriginal, else
         DateTime; results without a date are not capped). The next best results from other
@@ -608,7 +609,7 @@ class Index:
         store, searcher = self._open()
         ks = tuple(ks) if ks is not None else ((1, 10) if augment is not None else (1, 5, 10))
         if judgments:
-            from . import labels as lb
+            from vsearch.evaluation import labels as lb
 
             return _evaluate(searcher, lb.judged_labels(store).queries, ks, mode, qe, ann_recall, progress, caps)
         if augment is None:
@@ -691,7 +692,7 @@ def _content_digest(path: Path) -> str:
         raise VsearchError(f"no such file: {path}")
     if not path.is_file():  # a folder, or a FIFO that would block the read
         raise VsearchError(f"{path} is not a regular file; give an image file")
-    from . import images  # Pillow: only marking a pair pays for it
+    from vsearch.imaging import images  # Pillow: only marking a pair pays for it
 
     try:  # the one bounded reader every image read goes through (regular files, byte cap)
         return file_digest(images.read_image_bytes(path))
@@ -704,21 +705,21 @@ def _content_digest(path: Path) -> str:
 
 
 def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> list[LabelledQuery]:
-    from . import labels as lb
+    from vsearch.evaluation import labels as lb
 
     found = lb.read_pairs(Path(pairs)) if pairs is not None else lb.read_groups(Path(groups))  # type: ignore[arg-type]
     return found.queries
 
 
 def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list[LabelledQuery]:
-    from . import labels as lb
+    from vsearch.evaluation import labels as lb
 
     return lb.augment_labels(searcher, n, seed, folder).queries
 
 
 def _evaluate(searcher: Searcher, labels: list[LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
               qe: int, ann_recall: bool, progress: Callable[[int, int], None] | None, caps: Refine) -> EvalReport:
-    from . import evaluate as ev
+    from vsearch.evaluation import evaluate as ev
 
     return ev.evaluate(searcher, labels, ks, mode, ann_recall=ann_recall, progress=progress, expand=qe,
                        max_per_folder=caps.max_per_folder, max_per_day=caps.max_per_day)

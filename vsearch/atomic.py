@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import IndexWriteError
+from vsearch.errors import IndexWriteError
 
 #: OSErrors that say "this disk cannot take the write", as opposed to a bug.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}

@@ -3,6 +3,6 @@
 Starlette and uvicorn are optional: ``pip install 'vsearch[serve]'``.
 """
 
-from .app import DEFAULT_HOST, DEFAULT_PORT, check_host, create_app
+from vsearch.serve.app import DEFAULT_HOST, DEFAULT_PORT, check_host, create_app
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "check_host", "create_app"]

@@ -36,16 +36,16 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import clicks
-from ..errors import VsearchError
-from ..judgments import record_judgment
-from ..store import file_digest
-from .common import error as _error
-from .common import read_json as _json
-from .common import whole_number as _int
-from .dupes import duplicate_routes
-from .page import DUPLICATES_PAGE, SEARCH_PAGE
-from .thumbs import ThumbCache
+from vsearch.learning import clicks
+from vsearch.errors import VsearchError
+from vsearch.learning.judgments import record_judgment
+from vsearch.storage.store import file_digest
+from vsearch.serve.common import error as _error
+from vsearch.serve.common import read_json as _json
+from vsearch.serve.common import whole_number as _int
+from vsearch.serve.dupes import duplicate_routes
+from vsearch.serve.page import DUPLICATES_PAGE, SEARCH_PAGE
+from vsearch.serve.thumbs import ThumbCache
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_UPLOAD_PIXELS", "DEFAULT_PORT",
            "check_host", "create_app", "serve"]
@@ -131,7 +131,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     """The web app over an open :class:`vsearch.api.Index` (which the caller closes).
 
     ``allowed_hosts``: the Host header names it answers (``["*"]``: any, for --allow-remote).
-    ``swap_fraction``: share of searches shown with one adjacent pair swapped (vsearch.clicks);
+    ``swap_fraction``: share of searches shown with one adjacent pair swapped (vsearch.learning.clicks);
     :func:`serve` (the page people use) passes the page's, 0.1, so position bias can be measured.
     """
     api = _Api(index, swap_fraction)
@@ -346,7 +346,7 @@ def _pixels(data: bytes) -> int | None:
 
     from PIL import Image
 
-    from .. import images  # the HEIF opener is registered by the safe decoder's module
+    from vsearch.imaging import images  # the HEIF opener is registered by the safe decoder's module
 
     images._register_heif()
     try:

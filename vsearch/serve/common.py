@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..errors import VsearchError
+from vsearch.errors import VsearchError
 
 #: A JSON request body larger than this is refused: the page never sends more.
 MAX_JSON_BYTES = 1024 * 1024

@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..api import DuplicateGroup, choose_keeper
-from ..errors import VsearchError
-from ..meta import META_FILE
-from ..store import MARKS_FILE
-from .common import error, read_json, whole_number
+from vsearch.api import DuplicateGroup, choose_keeper
+from vsearch.errors import VsearchError
+from vsearch.storage.meta import META_FILE
+from vsearch.storage.store import MARKS_FILE
+from vsearch.serve.common import error, read_json, whole_number
 
 #: Groups sent to the page at most (largest first); the answer says how many there are.
 MAX_GROUPS = 500

@@ -17,8 +17,8 @@ import os
 import threading
 from pathlib import Path
 
-from .. import atomic
-from ..gallery import THUMB_SIDE, jpeg_bytes, load_thumbnail
+from vsearch import atomic
+from vsearch.cli.gallery import THUMB_SIDE, jpeg_bytes, load_thumbnail
 
 THUMBS_DIR = "thumbs"
 #: Default cap on the cache's size on disk.

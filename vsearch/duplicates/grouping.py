@@ -1,0 +1,346 @@
+"""Duplicate groups in an index, for de-duplicating photo libraries, in three levels.
+
+    exact:   same content digest (byte-identical files), from the manifest
+    near:    (default) every row -> its M nearest other rows with cosine >= a loose shortlist
+             -> each pair verified by local features (verify.py) -> star groups around keepers
+    similar: the same shortlist at a strict cosine (0.92), no verification: "looks the same"
+
+A cosine threshold cannot tell an edited copy from a second shot of the same scene, so the
+near level uses the index only to shortlist pairs and lets :mod:`vsearch.imaging.verify` decide.
+
+Groups are stars, never chains. Rows are taken best first by the keep rule; each row not yet
+in a group becomes a keeper, and each of its shortlisted neighbours not yet in a group joins
+it when it passes the level's test *against the keeper* (and is not marked "not a duplicate"
+of the keeper or of a member already in). So tile A ~ whole ~ tile B cannot put A and B
+together unless each is a copy of the group's keeper, and the keeper is always the best copy
+by the rule.
+
+Keep rules (``keep``): ``default``: most pixels, then largest file, then oldest mtime, then
+path. ``largest`` / ``smallest``: file size first; ``oldest`` / ``newest``: mtime first;
+``shortest-path``: shortest path first; each then falls back on the default order.
+
+Each row links to at most ``MAX_LINKS`` neighbours, so memory is O(rows x M); byte-identical
+files are linked whatever their number. Up to ``index.EXACT_LIMIT`` rows the neighbours are
+exact (a blocked matmul); above it they come from the index's Annoy index when it has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vsearch.vectors import neighbours as nn
+from vsearch.errors import VsearchError
+from vsearch.storage.store import Store
+
+if TYPE_CHECKING:  # verify imports OpenCV and Pillow: only the near level pays for them
+    from vsearch.imaging.verify import Verifier
+
+log = logging.getLogger(__name__)
+
+#: Cosine at or above which the similar level groups two images. Measured
+#: (benchmarks/bench_search.py dupes: 60 flowers17 photos, efficientnet-lite0 GeM): copies
+#: re-encoded at JPEG quality 40 scored >= 0.965 with their originals, half-size copies
+#: >= 0.985, +25% brightness >= 0.903, 6%-border crops >= 0.877 (median 0.937). Below 0.90
+#: different photos start to join (183 indexed photos have a different photo that close at
+#: 0.90, 331 at 0.85, of 1,360). Two tiles of one Hubble field in sample_images score 0.926.
+DEFAULT_THRESHOLD = 0.92
+#: Shortlist cosine of the near level: loose, because verification decides. A 64x64 photo
+#: saved again at 80x80 JPEG q60 scores 0.84-0.91 with its original, 6% crops from 0.877.
+SHORTLIST_THRESHOLD = 0.80
+#: Share of each image a near copy must share with its keeper (verify.Verifier's
+#: ``min_overlap``): 5-10% border crops keep 80-90%, a quarter tile of a picture 25%.
+NEAR_MIN_OVERLAP = 0.5
+#: Neighbours looked at per image.
+MAX_LINKS = 16
+LEVELS = ("exact", "near", "similar")
+KEEP_RULES = ("default", "largest", "smallest", "oldest", "newest", "shortest-path")
+_LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    """One image of a duplicate group.
+
+    ``score``: cosine to the group's keeper (1.0 for the keeper). ``keeper``: the copy the keep
+    rule keeps. ``level``: how the member is tied to the keeper (``exact``: same bytes,
+    ``near``: verified copy, ``similar``: cosine only); the keeper carries its group's loosest
+    level. ``pixels``: width x height (None when the header cannot be read), ``bytes``: file
+    size, ``format``: Pillow's name (JPEG, PNG, ...), ``mtime``: seconds since the epoch (size
+    and mtime as on disk when grouped), ``digest``: content digest (as indexed).
+    """
+
+    group: int
+    size: int
+    path: Path
+    score: float
+    row: int
+    keeper: bool
+    level: str
+    pixels: int | None
+    bytes: int
+    format: str | None
+    mtime: float
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """One group: the keeper first, then its copies (exact before near, then by falling
+    cosine). Iterating a group yields its :class:`DuplicateMember` s."""
+
+    members: tuple[DuplicateMember, ...]
+
+    @property
+    def number(self) -> int:
+        """The group's number: 1 is the largest group."""
+        return self.members[0].group
+
+    @property
+    def keeper(self) -> DuplicateMember:
+        """The copy to keep, by the keep rule."""
+        return self.members[0]
+
+    @property
+    def copies(self) -> tuple[DuplicateMember, ...]:
+        """Every member but the keeper: the natural delete list."""
+        return self.members[1:]
+
+    @property
+    def level(self) -> str:
+        """The group's loosest level: ``exact``, ``near`` or ``similar``."""
+        return self.members[0].level
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self) -> Iterator[DuplicateMember]:
+        return iter(self.members)
+
+
+@dataclass(frozen=True)
+class _File:
+    row: int
+    path: Path
+    rel: str
+    bytes: int
+    mtime: float
+    digest: str | None
+    pixels: int | None = None
+    format: str | None = None
+
+
+def find_groups(store: Store, threshold: float | None = None, *, level: str = "near", keep: str = "default",
+                not_duplicates: Collection[frozenset[str]] = (), links: int = MAX_LINKS, mode: str = "auto",
+                progress: Callable[[int, int], None] | None = None,
+                verifier: Verifier | None = None, vectors: np.ndarray | None = None) -> list[DuplicateGroup]:
+    """Duplicate groups at ``level`` (exact, near or similar), largest first; see the module notes.
+
+    ``threshold``: the shortlist cosine (near, default 0.80) or the grouping cosine (similar,
+    default 0.92); unused at the exact level. ``keep``: the keep rule. ``not_duplicates``:
+    pairs of content digests that never share a group. ``mode``: ``auto`` (exact neighbours
+    up to EXACT_LIMIT rows, else Annoy when built), ``exact`` or ``approximate``.
+    ``progress(done, total)`` follows the rows compared, then the rows grouped. ``verifier``:
+    a :class:`vsearch.imaging.verify.Verifier` to use (default: one with ``NEAR_MIN_OVERLAP``).
+    """
+    if level not in LEVELS:
+        raise VsearchError(f"--level takes one of {', '.join(LEVELS)} (got {level!r})")
+    if keep not in KEEP_RULES:
+        raise VsearchError(f"--keep takes one of {', '.join(KEEP_RULES)} (got {keep!r})")
+    if threshold is None:
+        threshold = SHORTLIST_THRESHOLD if level == "near" else DEFAULT_THRESHOLD
+    if not -1.0 <= threshold <= 1.0:  # also refuses nan
+        raise VsearchError(f"--threshold takes a cosine between -1 and 1, e.g. {DEFAULT_THRESHOLD}")
+    meta = store.meta
+    if meta is None:
+        raise VsearchError(f"index at {store.dir} has no vectors yet")
+    # the images' own vectors (not DBA), in the search space; or a trained head's projected copy
+    vectors = store.space.vectors() if vectors is None else vectors
+    files = _files(store)
+    marks = {frozenset(p) for p in not_duplicates}
+    adjacency: dict[int, set[int]] = {}
+    for same in _by_digest(files).values():
+        for i in same:
+            adjacency.setdefault(i, set()).update(j for j in same if j != i)
+    if level != "exact":
+        for i, j in _shortlist(store, vectors, threshold, links, mode, progress):
+            adjacency.setdefault(i, set()).add(j)
+            adjacency.setdefault(j, set()).add(i)
+    candidates = {i: _with_header(files[i]) for i in adjacency}
+    order = sorted(candidates, key=lambda i: _keep_key(candidates[i], keep))
+    if level == "near" and verifier is None:
+        from vsearch.imaging.verify import Verifier
+
+        verifier = Verifier(min_overlap=NEAR_MIN_OVERLAP)
+    taken: set[int] = set()
+    stars: list[list[tuple[int, str, float]]] = []
+    for done, k in enumerate(order, 1):
+        if k in taken:
+            continue
+        taken.add(k)
+        star = _star(k, adjacency[k] - taken, candidates, vectors, level, threshold, marks, verifier)
+        if len(star) > 1:
+            taken.update(i for i, _, _ in star)
+            stars.append(star)
+        if progress and (done % 256 == 0 or done == len(order)):
+            progress(done, len(order))
+    stars.sort(key=lambda s: (-len(s), candidates[s[0][0]].rel))
+    groups = []
+    for gid, star in enumerate(stars, 1):
+        loosest = max((lv for _, lv, _ in star[1:]), key=_LEVEL_RANK.__getitem__)
+        groups.append(DuplicateGroup(tuple(
+            _member(candidates[i], gid, len(star), score, n == 0, loosest if n == 0 else lv)
+            for n, (i, lv, score) in enumerate(star)
+        )))
+    return groups
+
+
+def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.ndarray, level: str,
+          threshold: float, marks: set[frozenset[str]], verifier: Verifier | None) -> list[tuple[int, str, float]]:
+    """Keeper ``k`` and the neighbours that pass the level's test against it: (row, level, cosine)."""
+    keeper = files[k]
+    if not neighbours:
+        return [(k, level, 1.0)]
+    rows = sorted(neighbours)
+    sims = np.asarray(vectors[rows], dtype=np.float32) @ np.asarray(vectors[k], dtype=np.float32)
+    ranked = sorted(zip(rows, sims.tolist()), key=lambda t: (-t[1], t[0]))  # likeliest copies first
+    star: list[tuple[int, str, float]] = [(k, level, 1.0)]
+    for j, sim in ranked:
+        other = files[j]
+        if any(_marked(marks, files[m].digest, other.digest) for m, _, _ in star):
+            continue
+        if other.digest is not None and other.digest == keeper.digest:
+            star.append((j, "exact", sim))
+        elif level == "similar" and sim >= threshold:
+            star.append((j, "similar", sim))
+        elif level == "near" and verifier is not None and _verified(verifier, keeper.path, other.path):
+            star.append((j, "near", sim))
+    star[1:] = sorted(star[1:], key=lambda t: (_LEVEL_RANK[t[1]], -t[2], t[0]))
+    return star
+
+
+def _marked(marks: set[frozenset[str]], a: str | None, b: str | None) -> bool:
+    return bool(marks) and a is not None and b is not None and frozenset((a, b)) in marks
+
+
+def _verified(verifier: Verifier, a: Path, b: Path) -> bool:
+    from vsearch.imaging.images import ImageDecodeError
+
+    try:
+        return verifier.verify(a, b).same
+    except (ImageDecodeError, OSError) as e:
+        # A file gone or changed since indexing is no copy anyone should act on.
+        log.info("not verified %s ~ %s: %s", a, b, e)
+        return False
+
+
+def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, mode: str,
+               progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, int]]:
+    """(i, j) for each row i and each of its ``links`` nearest rows j with cosine >= threshold."""
+    meta = store.meta
+    assert meta is not None
+    count = len(vectors)
+    annoy = None
+    use_annoy = mode == "approximate" or (mode == "auto" and count > nn.EXACT_LIMIT)
+    if use_annoy:
+        if store.approximate_kind() is None or meta.dba is not None:  # Annoy or IVF-PQ
+            if mode == "approximate":
+                raise VsearchError(
+                    f"--approximate: index at {store.dir} has no Annoy index over its raw vectors; "
+                    "run `vsearch build-index` (without --dba)"
+                )
+        else:
+            annoy = store.approximate()
+    step = 8192
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        rows, scores = _neighbours_of(vectors, np.arange(start, stop), links, annoy)
+        src, col = np.nonzero(scores >= threshold)
+        for i, j in zip(src + start, rows[src, col]):
+            if j >= 0:
+                yield int(i), int(j)
+        if progress:
+            progress(stop, count)
+
+
+def _neighbours_of(vectors: np.ndarray, rows: np.ndarray, links: int,
+                   annoy: nn.ApproximateSearcher | None) -> tuple[np.ndarray, np.ndarray]:
+    q = np.asarray(vectors[rows[0]:rows[-1] + 1], dtype=np.float32)
+    k = min(links + 1, len(vectors))
+    if annoy is None:
+        found, scores = nn.exact_search(vectors, q, k, block=max(1, (1 << 25) // max(len(q), 1)))
+    else:
+        found, scores = nn.approximate_search_batch(annoy, vectors, q, k)
+    own = found == rows[:, None]
+    scores = np.where(own, -np.inf, scores)
+    return found, scores
+
+
+# --- files: what the manifest says, and the image header -------------------------------------
+
+
+def _files(store: Store) -> list[_File]:
+    """Each committed row's file, in row order."""
+    meta = store.meta
+    assert meta is not None
+    root = Path(meta.root)
+    out = []
+    for row, rel in enumerate(store.paths_by_row()):
+        entry = store.entry(rel)
+        size, mtime_ns, digest = (entry.size, entry.mtime_ns, entry.digest) if entry else (0, 0, None)
+        out.append(_File(row, root / rel, rel, size, mtime_ns / 1e9, digest))
+    return out
+
+
+def _by_digest(files: list[_File]) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for f in files:
+        if f.digest is not None:
+            found.setdefault(f.digest, []).append(f.row)
+    return {d: rows for d, rows in found.items() if len(rows) > 1}
+
+
+def _with_header(f: _File) -> _File:
+    """``f`` with its size and mtime as on disk now (a keep rule decides on what is there, and
+    touching a file does not re-index it), and its pixel count and format from the image header."""
+    from PIL import Image  # Pillow: only rows that have a duplicate candidate pay for it
+
+    try:
+        st = os.stat(f.path)
+        f = replace(f, bytes=st.st_size, mtime=st.st_mtime)
+        if not stat.S_ISREG(st.st_mode):  # never open a FIFO (it would block)
+            return f
+        with Image.open(f.path) as im:
+            w, h = im.size
+            return replace(f, pixels=w * h, format=im.format)
+    except Exception as e:  # noqa: BLE001 - RAW, gone, unreadable: sorted as 0 pixels, still grouped
+        log.info("no header for %s: %s", f.path, e)
+        return f
+
+
+def _keep_key(f: _File, rule: str) -> tuple:
+    """Sort key: the file to keep sorts first."""
+    default = (-(f.pixels or 0), -f.bytes, f.mtime, f.rel)
+    if rule == "largest":
+        return (-f.bytes, *default)
+    if rule == "smallest":
+        return (f.bytes, *default)
+    if rule == "oldest":
+        return (f.mtime, *default)
+    if rule == "newest":
+        return (-f.mtime, *default)
+    if rule == "shortest-path":
+        return (len(f.rel), *default)
+    return default
+
+
+def _member(f: _File, group: int, size: int, score: float, keeper: bool, level: str) -> DuplicateMember:
+    return DuplicateMember(group, size, f.path, float(score), f.row, keeper, level, f.pixels, f.bytes,
+                           f.format, f.mtime, f.digest)

@@ -1,0 +1,165 @@
+"""The click log: which results a query showed, at which rank, and which were clicked.
+
+Kept in the index's ``judgments.sqlite`` (see vsearch.learning.judgments) in three tables: ``queries``
+(one row per shown result list, with which adjacent pair was swapped, if any), ``impressions``
+(each result shown: its rank and the rank the system gave it) and ``clicks``. Results are keyed
+by content digest, queries by query key (a digest, or ``text:`` + the text), as judgments are.
+
+Clicks say more about where a result was shown than about whether it was any good: people
+look at the top of a list first (position bias). To measure that bias instead of assuming it,
+:func:`log_impressions` randomises: on a fraction of queries (``swap_fraction``) it swaps one
+adjacent pair, ranks k and k + 1 for a random k (a RandPair design, Wang et al. 2018), before
+the list is shown, and logs which pair. vsearch.learning.propensity turns those swaps into per-rank
+examination propensities, and those into a position-debiased click metric.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsearch.storage import sidelog
+from vsearch.errors import VsearchError
+from vsearch.learning.judgments import check_key, database, db_path
+
+__all__ = ["DEFAULT_SWAP_FRACTION", "SWAP_DEPTH", "LoggedQuery", "Shown", "log_click", "log_impressions",
+           "read_click_log"]
+
+#: Share of queries whose shown list has one adjacent pair swapped (the page's default too).
+DEFAULT_SWAP_FRACTION = 0.1
+#: Swaps are drawn among ranks 1 .. SWAP_DEPTH: propensities are estimated that deep.
+SWAP_DEPTH = 10
+#: At most this many results of one list are logged.
+MAX_SHOWN = 1000
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What :func:`log_impressions` logged: the list in the order to show it.
+
+    ``query_id``: pass it to :func:`log_click`. ``results``: the result keys, best shown first
+    (the input order, or with one pair swapped). ``swapped``: k when ranks k and k + 1 were
+    swapped (1-based), else None. ``order[i]``: the input position of ``results[i]``.
+    """
+
+    query_id: int
+    results: tuple[str, ...]
+    swapped: int | None = None
+    order: tuple[int, ...] = ()
+
+    def __iter__(self):  # noqa: ANN204 - for ``list(shown)``: the shown order
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+@dataclass(frozen=True)
+class LoggedQuery:
+    """One logged result list, as read back: shown order, the system's order, what was clicked.
+
+    ``shown[i]`` is the result at rank i + 1; ``original_rank[i]`` is the rank the system gave
+    it; ``clicked`` holds the shown ranks that were clicked (each once).
+    """
+
+    query_id: int
+    query: str
+    shown: tuple[str, ...]
+    original_rank: tuple[int, ...]
+    swapped: int | None
+    clicked: frozenset[int]
+
+
+def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
+                    swap_fraction: float = DEFAULT_SWAP_FRACTION,
+                    rng: random.Random | None = None) -> Shown:
+    """Log that ``results`` (result keys, the system's order) are shown for ``query``.
+
+    On a ``swap_fraction`` of calls, one adjacent pair (k, k + 1), k uniform over the first
+    :data:`SWAP_DEPTH` ranks the list has, is swapped first: show the returned
+    :attr:`Shown.results`, in that order. ``rng``: a ``random.Random`` for reproducible
+    draws (default: a fresh unseeded one). One transaction; returns what was logged.
+    """
+    check_key("query", query)
+    results = [check_key("result", r) for r in results]
+    if not results:
+        raise VsearchError("no results to log: an impression needs at least one result")
+    if len(results) > MAX_SHOWN:
+        raise VsearchError(f"at most {MAX_SHOWN} results can be logged for one query (got {len(results)})")
+    if not (isinstance(swap_fraction, (int, float)) and 0.0 <= swap_fraction <= 1.0):
+        raise VsearchError(f"swap_fraction must be between 0 and 1 (got {swap_fraction!r})")
+    rng = rng or random.Random()
+    order = list(range(len(results)))
+    swapped = None
+    depth = min(len(results), SWAP_DEPTH)
+    # Draw both numbers every time, so a seeded rng gives the same swaps whatever the fraction hits.
+    hit, k = rng.random() < swap_fraction, rng.randrange(1, depth) if depth >= 2 else None
+    if hit and k is not None:
+        swapped = k
+        order[k - 1], order[k] = order[k], order[k - 1]
+    shown = tuple(results[i] for i in order)
+    with database(index_dir, write=True) as db:
+        cur = db.execute("INSERT INTO queries(time, query, shown, swapped) VALUES (?, ?, ?, ?)",
+                         (sidelog.timestamp(), query, len(shown), swapped))
+        query_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        db.executemany("INSERT INTO impressions(query_id, rank, original_rank, result) VALUES (?, ?, ?, ?)",
+                       [(query_id, rank, original + 1, results[original])
+                        for rank, original in enumerate(order, start=1)])
+    return Shown(query_id, shown, swapped, tuple(order))
+
+
+def log_click(index_dir: Path, query_id: int, result: str) -> int:
+    """Log a click on ``result`` in the list logged as ``query_id``; returns its shown rank.
+
+    A result that list did not show is refused. A second click on the same result of the same
+    list is logged too, but counts once (see :func:`read_click_log`). A list that showed the
+    same key twice (two copies of one photo) gets the click at the first of its ranks.
+    """
+    if isinstance(query_id, bool) or not isinstance(query_id, int):
+        raise VsearchError(f"query_id must be a whole number (got {query_id!r})")
+    check_key("result", result)
+    with database(index_dir, write=True) as db:
+        row = db.execute("SELECT min(rank) FROM impressions WHERE query_id = ? AND result = ? HAVING count(*)",
+                         (query_id, result)).fetchone()
+        if row is None:
+            raise VsearchError(f"query {query_id} did not show {result}: no impression to click")
+        db.execute("INSERT INTO clicks(time, query_id, result, rank) VALUES (?, ?, ?, ?)",
+                   (sidelog.timestamp(), query_id, result, int(row[0])))
+    return int(row[0])
+
+
+def latest_shown(index_dir: Path, query: str, result: str) -> tuple[int, int] | None:
+    """``(query_id, rank)`` of the newest list logged for ``query`` that showed ``result``, or None.
+
+    For a caller that knows the query key but not the id (the page before it sends ids).
+    """
+    if not db_path(index_dir).exists():
+        return None
+    with database(index_dir) as db:
+        row = db.execute("SELECT i.query_id, i.rank FROM impressions i JOIN queries q ON q.id = i.query_id "
+                         "WHERE q.query = ? AND i.result = ? ORDER BY i.query_id DESC, i.rank LIMIT 1",
+                         (query, result)).fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def read_click_log(index_dir: Path) -> list[LoggedQuery]:
+    """Every logged result list, oldest first, with its clicks."""
+    if not db_path(index_dir).exists():
+        return []
+    with database(index_dir) as db:
+        queries = db.execute("SELECT id, query, swapped FROM queries ORDER BY id").fetchall()
+        shown: dict[int, list[tuple[int, int, str]]] = {}
+        for qid, rank, original, result in db.execute(
+                "SELECT query_id, rank, original_rank, result FROM impressions ORDER BY query_id, rank"):
+            shown.setdefault(qid, []).append((rank, original, result))
+        clicked: dict[int, set[int]] = {}
+        for qid, rank in db.execute("SELECT query_id, rank FROM clicks"):
+            clicked.setdefault(qid, set()).add(int(rank))
+    out = []
+    for qid, query, swapped in queries:
+        items = shown.get(qid, [])
+        out.append(LoggedQuery(int(qid), query, tuple(r for _, _, r in items), tuple(o for _, o, _ in items),
+                               swapped, frozenset(clicked.get(qid, ()))))
+    return out
