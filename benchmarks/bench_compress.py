@@ -40,9 +40,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vsearch.vectors import compress  # noqa: E402
-from vsearch.indexing import pipeline as indexer
+from vsearch.indexing import pipeline as indexer  # noqa: E402
 from vsearch.defaults import DEFAULT_TREES  # noqa: E402
 from vsearch.storage.store import Store  # noqa: E402
+from vsearch.vectors.space import SearchSpace  # noqa: E402
 
 
 def make_copy(source: Path, target: Path, fmt: str, trees: int) -> dict:
@@ -63,7 +64,7 @@ def make_copy(source: Path, target: Path, fmt: str, trees: int) -> dict:
         assert meta is not None
         fmt_info = meta.vectors_format
         vectors = target / (fmt_info.file if fmt_info else meta.vectors)
-        return {"format": fmt, "count": meta.count, "dim": store.space.dim,
+        return {"format": fmt, "count": meta.count, "dim": SearchSpace.of(store).dim,
                 "dtype": fmt_info.dtype if fmt_info else "float32", "bytes": vectors.stat().st_size,
                 "copy_s": round(copy_s, 2), "annoy_s": round(ann_s, 2),
                 "annoy_bytes": (target / info.file).stat().st_size}
@@ -86,7 +87,7 @@ def synthetic(n: int, dim: int = 1280, d: int = 256, trees: int = DEFAULT_TREES)
 
     import numpy as np
 
-    from vsearch.vectors import neighbours as nn
+    from vsearch.vectors import nearest
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(1000, dim)).astype(np.float32)
@@ -103,7 +104,7 @@ def synthetic(n: int, dim: int = 1280, d: int = 256, trees: int = DEFAULT_TREES)
         for name, v in ((f"pca{d}", y), ("fp32", x)):
             path = Path(tmp) / f"{name}.ann"
             started = time.perf_counter()
-            nn.build_annoy(v, path, trees)
+            nearest.build_annoy(v, path, trees)
             out[f"annoy_{name}_s"] = round(time.perf_counter() - started, 2)
             out[f"annoy_{name}_bytes"] = path.stat().st_size
     return out

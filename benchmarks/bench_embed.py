@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vsearch.imaging import images  # noqa: E402 (after the sys.path line: runs from a checkout)
-from vsearch.indexing import pipeline as indexer
+from vsearch.indexing import pipeline as indexer  # noqa: E402
 from vsearch.models import loading as models  # noqa: E402 (after the sys.path line: runs from a checkout)
 from vsearch.models.loading import Embedder, load_model  # noqa: E402 (after the sys.path line: runs from a checkout)
 from vsearch.storage.store import Store, file_digest  # noqa: E402 (after the sys.path line: runs from a checkout)

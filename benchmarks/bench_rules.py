@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vsearch import api  # noqa: E402
-from vsearch.imaging import images
-from vsearch.evaluation import metrics
+from vsearch.imaging import images  # noqa: E402
+from vsearch.evaluation import metrics  # noqa: E402
 
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 0x9003
 

@@ -52,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch.vectors import neighbours as nn  # noqa: E402
+from vsearch.vectors import nearest as nn  # noqa: E402
 
 K = 10
 PCA_DIM = 256

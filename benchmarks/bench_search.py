@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 
 K = 10
 
@@ -126,7 +126,7 @@ def build_in_child(vectors_path: Path, ann_path: Path, trees: int) -> tuple[floa
         code = 0
         try:
             vectors = np.load(vectors_path, mmap_mode="r")
-            nn.build_annoy(vectors, ann_path, trees, n_jobs=-1)
+            nearest.build_annoy(vectors, ann_path, trees, n_jobs=-1)
         except BaseException as exc:  # noqa: BLE001 - report and leave the child
             print(f"build failed: {exc!r}", file=sys.stderr)
             code = 1
@@ -153,10 +153,10 @@ def measure(vectors: np.ndarray, vectors_path: Path, queries: np.ndarray, workdi
 
     rss0 = rss_mb()
     single_exact, (exact_rows, _) = timed(
-        lambda: tuple(np.concatenate(x) for x in zip(*(nn.exact_search(vectors, q[None], k) for q in queries))),
+        lambda: tuple(np.concatenate(x) for x in zip(*(nearest.exact_search(vectors, q[None], k) for q in queries))),
         repeat)
     exact_mem = rss_mb() - rss0
-    batch_exact, (batch_rows, _) = timed(lambda: nn.exact_search(vectors, queries, k), repeat)
+    batch_exact, (batch_rows, _) = timed(lambda: nearest.exact_search(vectors, queries, k), repeat)
     truth = strip(exact_rows)
     assert recall(strip(batch_rows), truth) > 0.999
     qn = len(queries)
@@ -171,17 +171,17 @@ def measure(vectors: np.ndarray, vectors_path: Path, queries: np.ndarray, workdi
         print(f"[{label}] annoy trees={trees}: build {build_s:,.1f}s, peak RSS {build_rss:,.0f} MiB, "
               f"index {size_mb:,.0f} MiB", flush=True)
         rss1 = rss_mb()
-        searcher = nn.AnnoySearcher(ann_path, dim)
+        searcher = nearest.AnnoySearcher(ann_path, dim)
         for pc in per_candidate:
-            sk = pc * k * nn.CANDIDATE_FACTOR
+            sk = pc * k * nearest.CANDIDATE_FACTOR
             s_time, (a_rows, _) = timed(
                 lambda s=searcher, sk=sk: tuple(np.stack(x) for x in zip(*(
-                    nn.approximate_search(s, vectors, q, k, search_k=sk) for q in queries))), repeat)
+                    nearest.approximate_search(s, vectors, q, k, search_k=sk) for q in queries))), repeat)
             b_time, (b_rows, _) = timed(
-                lambda s=searcher, sk=sk: nn.approximate_search_batch(s, vectors, queries, k, search_k=sk), repeat)
+                lambda s=searcher, sk=sk: nearest.approximate_search_batch(s, vectors, queries, k, search_k=sk), repeat)
             r = recall(strip(a_rows), truth)
             rb = recall(strip(b_rows), truth)
-            mark = " (default)" if trees == nn.DEFAULT_TREES and pc == nn.SEARCH_K_PER_CANDIDATE else ""
+            mark = " (default)" if trees == nearest.DEFAULT_TREES and pc == nearest.SEARCH_K_PER_CANDIDATE else ""
             print(f"[{label}]   search_k={sk} ({pc}/candidate){mark}: recall@10 {r:.4f} (batch {rb:.4f}), "
                   f"single {qn / s_time:,.1f} q/s ({single_exact / s_time:,.1f}x exact), "
                   f"batch {qn / b_time:,.1f} q/s ({batch_exact / b_time:,.2f}x exact batch), "
@@ -202,7 +202,7 @@ def dupes(index_dir: Path, count: int, work: Path) -> None:
 
     searcher = Searcher(Store.open(index_dir))
     vectors = np.asarray(searcher.vectors)
-    _, nearest = nn.neighbour_graph(vectors, 1)
+    _, nearest_cos = nearest.neighbour_graph(vectors, 1)
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(len(vectors), size=min(count, len(vectors)), replace=False))
     edits = {
@@ -228,7 +228,7 @@ def dupes(index_dir: Path, count: int, work: Path) -> None:
     print(f"edited copy vs its original ({len(rows)} images of {searcher.meta.model.name}):")
     for name, xs in scores.items():
         print(f"  {name:12s} {pct(xs)}")
-    top = np.sort(nearest[:, 0])[::-1]
+    top = np.sort(nearest_cos[:, 0])[::-1]
     q = np.percentile(top, [50, 95, 99, 99.9])
     print(f"nearest other indexed image ({len(top)} images): median {q[0]:.4f}  p95 {q[1]:.4f}  "
           f"p99 {q[2]:.4f}  p99.9 {q[3]:.4f}  max {top[0]:.4f}; top pairs: {', '.join(f'{x:.4f}' for x in top[:8])}")
@@ -311,8 +311,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--trees", default=str(nn.DEFAULT_TREES), help="comma-separated")
-    parser.add_argument("--search-k-per-candidate", default=str(nn.SEARCH_K_PER_CANDIDATE),
+    parser.add_argument("--trees", default=str(nearest.DEFAULT_TREES), help="comma-separated")
+    parser.add_argument("--search-k-per-candidate", default=str(nearest.SEARCH_K_PER_CANDIDATE),
                         help="comma-separated; search_k = this x CANDIDATE_FACTOR x k")
     parser.add_argument("--index-dir", type=Path)
     parser.add_argument("--repeat", type=int, default=3)

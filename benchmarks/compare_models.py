@@ -20,7 +20,7 @@ import numpy as np
 
 from vsearch.imaging import images
 from vsearch.evaluation import metrics
-from vsearch.vectors.neighbours import exact_search
+from vsearch.vectors.nearest import exact_search
 from vsearch.models.loading import l2_normalise, load_efficientnet_lite
 
 HERE = Path(__file__).resolve().parent

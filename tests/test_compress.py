@@ -113,6 +113,7 @@ from tests.helpers import cli, fails, ok  # noqa: E402
 from vsearch import api  # noqa: E402
 from vsearch.retrieval.search import Searcher  # noqa: E402
 from vsearch.storage.store import Store  # noqa: E402
+from vsearch.vectors.space import SearchSpace  # noqa: E402
 
 FORMATS = ["fp32", "fp16", "pca8", "pca8w", "pca8w-fp16"]
 
@@ -273,7 +274,7 @@ def test_an_index_from_before_formats_reads_and_stays_fp32(tmp_path, fake_model,
     _build(photos, index_dir)
     assert "vectors_format" not in _meta(index_dir)
     store = open_store(index_dir)
-    assert store.space.vectors() is store.vectors() and store.space.dim == 48
+    assert SearchSpace.of(store).vectors() is store.vectors() and SearchSpace.of(store).dim == 48
 
 
 @pytest.mark.parametrize("fmt", ["pca8w", "fp16"])
@@ -295,7 +296,7 @@ def test_dba_duplicates_and_evaluate_run_in_the_search_space(tmp_path, fake_mode
     meta = _meta(index_dir)
     assert meta["dba"]["neighbours"] == 2
     store = open_store(index_dir)
-    assert store.space.search_vectors().shape == (13, 8) and store.space.search_vectors().dtype == np.float16
+    assert SearchSpace.of(store).search_vectors().shape == (13, 8) and SearchSpace.of(store).search_vectors().dtype == np.float16
     groups = json.loads(ok(cli("duplicates", "--index-dir", index_dir, "--level", "similar", "-f", "json")).stdout)
     together = {}
     for m in groups:
@@ -413,10 +414,10 @@ def test_rebuild_keeps_the_format(tmp_path, fake_model):
 
 
 def test_exact_search_over_a_float16_copy_matches_float32():
-    from vsearch.vectors import neighbours as nn
+    from vsearch.vectors import nearest
 
     x = _unit(40_000, 16)
     q = x[:3]
-    rows16, scores16 = nn.exact_search(x.astype(np.float16), q, 5)
-    rows32, scores32 = nn.exact_search(x, q, 5)
+    rows16, scores16 = nearest.exact_search(x.astype(np.float16), q, 5)
+    rows32, scores32 = nearest.exact_search(x, q, 5)
     assert (rows16[:, 0] == rows32[:, 0]).all() and np.abs(scores16 - scores32).max() < 2e-3

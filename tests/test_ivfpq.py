@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.conftest import REPO, make_photo
 from tests.helpers import cli, fails, ok
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.vectors import ivfpq
 from vsearch.models import loading as models
 
@@ -37,14 +37,14 @@ def test_ivfpq_agrees_with_exact_search_and_every_score_is_exact(tmp_path):
     size, sha = ivfpq.build_file(vectors, tmp_path / "i.ivfpq", params)
     searcher = ivfpq.IvfpqSearcher(tmp_path / "i.ivfpq", 96, count=3000, size=size, sha256=sha,
                                    nprobe=params.nprobe)
-    exact_rows, _ = nn.exact_search(vectors, queries, 10)
-    rows, scores = nn.approximate_search_batch(searcher, vectors, queries, 10)
+    exact_rows, _ = nearest.exact_search(vectors, queries, 10)
+    rows, scores = nearest.approximate_search_batch(searcher, vectors, queries, 10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(rows, exact_rows)])
     assert recall >= 0.95
     for r, s, q in zip(rows, scores, queries):  # PQ proposes; the stored vectors score
         np.testing.assert_allclose(s, vectors[r] @ q, rtol=0, atol=1e-5)
         assert list(s) == sorted(s, reverse=True)
-    single_rows, _ = nn.approximate_search(searcher, vectors, queries[0], 10)
+    single_rows, _ = nearest.approximate_search(searcher, vectors, queries[0], 10)
     assert list(single_rows) == list(rows[0])
 
 
@@ -120,7 +120,7 @@ def test_build_index_summary_names_the_ivfpq_index(photos, tmp_path, fake_model)
 
 def test_auto_picks_ivfpq_from_the_measured_size(photos, tmp_path, fake_model, monkeypatch):
     assert "ivfpq" not in build(photos, tmp_path / "small")  # default auto, small: Annoy
-    monkeypatch.setattr(nn, "IVFPQ_FROM", 10)
+    monkeypatch.setattr(nearest, "IVFPQ_FROM", 10)
     assert build(photos, tmp_path / "large")["ivfpq"]["nlist"] >= 1
 
 
@@ -164,7 +164,7 @@ def test_without_faiss_one_line_names_the_extra(photos, tmp_path, fake_model, mo
           r"pip install 'vsearch\[scale\]'")
     assert fake_model.calls == calls and not (tmp_path / "new").exists()  # refused before any work
     ok(cli("query", photos / "g1_0.jpg", "--index-dir", index))  # auto at this size: exact, no faiss
-    monkeypatch.setattr(nn, "IVFPQ_FROM", 10)  # auto past the threshold, no faiss: Annoy, and a warning
+    monkeypatch.setattr(nearest, "IVFPQ_FROM", 10)  # auto past the threshold, no faiss: Annoy, and a warning
     with caplog.at_level("WARNING", logger="vsearch.indexing.pipeline"):
         ok(cli("build-index", photos, "--index-dir", tmp_path / "auto", "--model", "fake", "-q"))
     assert "pip install 'vsearch[scale]'" in caplog.text

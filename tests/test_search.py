@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.conftest import FakeEmbedder, make_photo, run_cli_reporting_torch
 from tests.helpers import cli
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.models import loading as models
 from vsearch.retrieval import rerank
 from vsearch.duplicates.grouping import find_groups
@@ -87,25 +87,25 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 def test_annoy_agrees_with_exact_search_at_the_defaults(tmp_path):
     vectors = clustered(3000, 32, seed=0)
     queries = clustered(50, 32, seed=1)
-    nn.build_annoy(vectors, tmp_path / "a.ann")
-    ann = nn.AnnoySearcher(tmp_path / "a.ann", 32)
-    exact_rows, _ = nn.exact_search(vectors, queries, 10)
-    approx_rows, approx_scores = nn.approximate_search_batch(ann, vectors, queries, 10)
+    nearest.build_annoy(vectors, tmp_path / "a.ann")
+    ann = nearest.AnnoySearcher(tmp_path / "a.ann", 32)
+    exact_rows, _ = nearest.exact_search(vectors, queries, 10)
+    approx_rows, approx_scores = nearest.approximate_search_batch(ann, vectors, queries, 10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx_rows, exact_rows)])
     assert recall >= 0.95
     # Every approximate score is the exact cosine of that row, not Annoy's own distance.
     for rows, scores, q in zip(approx_rows, approx_scores, queries):
         np.testing.assert_allclose(scores, vectors[rows] @ q, rtol=0, atol=1e-5)
         assert list(scores) == sorted(scores, reverse=True)
-    single_rows, _ = nn.approximate_search(ann, vectors, queries[0], 10)
+    single_rows, _ = nearest.approximate_search(ann, vectors, queries[0], 10)
     assert list(single_rows) == list(approx_rows[0])
 
 
 def test_exact_search_blocks_give_the_same_answer():
     vectors = clustered(1000, 16, seed=2)
     q = clustered(5, 16, seed=3)
-    whole = nn.exact_search(vectors, q, 7)
-    blocked = nn.exact_search(vectors, q, 7, block=64)
+    whole = nearest.exact_search(vectors, q, 7)
+    blocked = nearest.exact_search(vectors, q, 7, block=64)
     np.testing.assert_array_equal(whole[0], blocked[0])
     brute = np.argsort(-(q @ vectors.T), axis=1)[:, :7]
     np.testing.assert_array_equal(whole[0], brute)
@@ -122,7 +122,7 @@ def test_query_exact_and_approximate_agree_through_the_cli(indexed, photos):
 def test_auto_mode_switches_to_annoy_above_the_limit(indexed, monkeypatch, open_store):
     searcher = Searcher(open_store(indexed))
     assert not searcher.use_approximate("auto")
-    monkeypatch.setattr(nn, "EXACT_LIMIT", 5)
+    monkeypatch.setattr(nearest, "EXACT_LIMIT", 5)
     assert searcher.use_approximate("auto")
 
 
@@ -309,7 +309,7 @@ def test_query_expansion_and_dba(indexed, photos):
     with Store.open(indexed) as store:
         searcher = Searcher(store)
         np.testing.assert_array_equal(np.asarray(store.vectors()), raw)  # raw vectors untouched
-        graph, _ = nn.neighbour_graph(raw, 2)
+        graph, _ = nearest.neighbour_graph(raw, 2)
         expected = raw + raw[graph].sum(axis=1)
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)
         np.testing.assert_allclose(np.asarray(searcher.search_vectors), expected, atol=1e-5)

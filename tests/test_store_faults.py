@@ -333,7 +333,7 @@ def test_an_annoy_build_the_disk_cannot_hold_is_refused_before_annoy_maps_its_fi
     # Annoy builds through a memory map: on a full disk that would be a Bus error.
     from collections import namedtuple
 
-    from vsearch.vectors import neighbours as index
+    from vsearch.vectors import nearest as index
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(index.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))

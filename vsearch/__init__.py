@@ -29,7 +29,7 @@ from vsearch.errors import (
     VsearchError,
 )
 
-from vsearch.version import __version__
+from vsearch.version import __version__ as __version__
 
 __all__ = [
     # from vsearch.api (EvalReport: vsearch.evaluation.evaluate)

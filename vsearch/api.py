@@ -147,7 +147,7 @@ def build_index(
     default the index's own, fp32 for a new one); a change remakes only the search copy.
     ``refit``: fit its PCA again. ``approximate``: the approximate index built after embedding:
     ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or ``auto`` (Annoy up to
-    :data:`vsearch.vectors.neighbours.IVFPQ_FROM` vectors, IVF-PQ above when faiss is installed); it
+    :data:`vsearch.vectors.nearest.IVFPQ_FROM` vectors, IVF-PQ above when faiss is installed); it
     replaces the other kind's.
 
     What the update did is on the returned index's :attr:`Index.summary`.

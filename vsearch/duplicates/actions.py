@@ -42,6 +42,7 @@ import numpy as np
 from vsearch import atomic
 from vsearch.storage import sidelog
 from vsearch.errors import VsearchError
+from vsearch.vectors.space import SearchFiles
 from vsearch.storage.store import UNDO_DIR, Store
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def apply(index_dir: Path, actions: list[Action], *, progress: Callable[[int, in
     Before anything changes, every copy and keeper must still be the file that was indexed
     (same content digest), so a stale group never costs a photo. Returns the undo log.
     """
-    with Store.open(Path(index_dir), write=True) as store:
+    with Store.open(Path(index_dir), write=True, derived=SearchFiles()) as store:
         if store.meta is None or store.root is None:
             raise VsearchError(f"index at {store.dir} holds no images yet")
         root = Path(store.meta.root)
@@ -312,7 +313,7 @@ def undo(index_dir: Path, log_path: Path | None = None) -> UndoResult:
     """Put back the files an undo log moved or trashed (the newest log not undone, when None),
     and their rows in the index. Refuses, before changing anything, to overwrite a file, to
     restore a copy whose content changed, or to use a log made for another index."""
-    with Store.open(Path(index_dir), write=True) as store:
+    with Store.open(Path(index_dir), write=True, derived=SearchFiles()) as store:
         if store.meta is None:
             raise VsearchError(f"index at {store.dir} holds no images yet")
         path = Path(log_path).expanduser().absolute() if log_path is not None else latest_log(store.dir)

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.errors import VsearchError
 from vsearch.storage.store import Store
+from vsearch.vectors.space import SearchSpace
 
 if TYPE_CHECKING:  # verify imports OpenCV and Pillow: only the near level pays for them
     from vsearch.imaging.verify import Verifier
@@ -162,7 +163,7 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     if meta is None:
         raise VsearchError(f"index at {store.dir} has no vectors yet")
     # the images' own vectors (not DBA), in the search space; or a trained head's projected copy
-    vectors = store.space.vectors() if vectors is None else vectors
+    vectors = SearchSpace.of(store).vectors() if vectors is None else vectors
     files = _files(store)
     marks = {frozenset(p) for p in not_duplicates}
     adjacency: dict[int, set[int]] = {}
@@ -248,16 +249,16 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
     assert meta is not None
     count = len(vectors)
     annoy = None
-    use_annoy = mode == "approximate" or (mode == "auto" and count > nn.EXACT_LIMIT)
+    use_annoy = mode == "approximate" or (mode == "auto" and count > nearest.EXACT_LIMIT)
     if use_annoy:
-        if store.approximate_kind() is None or meta.dba is not None:  # Annoy or IVF-PQ
+        if SearchSpace.of(store).approximate_kind() is None or meta.dba is not None:  # Annoy or IVF-PQ
             if mode == "approximate":
                 raise VsearchError(
                     f"--approximate: index at {store.dir} has no Annoy index over its raw vectors; "
                     "run `vsearch build-index` (without --dba)"
                 )
         else:
-            annoy = store.approximate()
+            annoy = SearchSpace.of(store).approximate()
     step = 8192
     for start in range(0, count, step):
         stop = min(start + step, count)
@@ -271,13 +272,13 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
 
 
 def _neighbours_of(vectors: np.ndarray, rows: np.ndarray, links: int,
-                   annoy: nn.ApproximateSearcher | None) -> tuple[np.ndarray, np.ndarray]:
+                   annoy: nearest.ApproximateSearcher | None) -> tuple[np.ndarray, np.ndarray]:
     q = np.asarray(vectors[rows[0]:rows[-1] + 1], dtype=np.float32)
     k = min(links + 1, len(vectors))
     if annoy is None:
-        found, scores = nn.exact_search(vectors, q, k, block=max(1, (1 << 25) // max(len(q), 1)))
+        found, scores = nearest.exact_search(vectors, q, k, block=max(1, (1 << 25) // max(len(q), 1)))
     else:
-        found, scores = nn.approximate_search_batch(annoy, vectors, q, k)
+        found, scores = nearest.approximate_search_batch(annoy, vectors, q, k)
     own = found == rows[:, None]
     scores = np.where(own, -np.inf, scores)
     return found, scores

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.evaluation import metrics
 from vsearch.retrieval import rerank
 from vsearch.errors import VsearchError
@@ -276,7 +276,7 @@ def _rankings(searcher: Searcher, vectors: np.ndarray, k: int, mode: SearchMode,
         return
     for start in range(0, len(vectors), block):
         # search_vectors: what neighbours() ranks against (the DBA copy when the index has one)
-        yield from nn.exact_search(searcher.search_vectors, vectors[start:start + block], k)[0]
+        yield from nearest.exact_search(searcher.search_vectors, vectors[start:start + block], k)[0]
 
 
 def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None],
@@ -296,7 +296,7 @@ def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[in
     if len(picked) == 0:
         return dict.fromkeys(ks, 0.0)
     # One blocked matmul for every picked query: far cheaper than an exact search per query.
-    all_rows, all_scores = nn.exact_search(searcher.search_vectors, vectors[picked], max(ks) + 1)
+    all_rows, all_scores = nearest.exact_search(searcher.search_vectors, vectors[picked], max(ks) + 1)
     totals = dict.fromkeys(ks, 0.0)
     for vec, own, rows, scores in zip(vectors[picked], (own_rows[i] for i in picked), all_rows, all_scores):
         extra = int(own is not None)

@@ -39,7 +39,7 @@ import numpy as np
 
 from vsearch.imaging import augment
 from vsearch.imaging import images
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.atomic import write_bytes as atomic_write_bytes
 from vsearch.errors import VsearchError
 from vsearch.retrieval.search import Searcher
@@ -333,7 +333,7 @@ def indexed_duplicates(searcher: Searcher, originals: Sequence[Path]) -> dict[Pa
     if not known:
         return out
     vecs = np.asarray(searcher.vectors[[rows[p] for p in known]])
-    found, scores = nn.exact_search(searcher.vectors, vecs, DUPLICATE_SHORTLIST + 1)
+    found, scores = nearest.exact_search(searcher.vectors, vecs, DUPLICATE_SHORTLIST + 1)
     for p, cand, score in zip(known, found, scores):
         twins = [searcher.path(int(r)) for r, s in zip(cand, score)
                  if int(r) != rows[p] and s >= DUPLICATE_MIN_COSINE]

@@ -47,7 +47,7 @@ from vsearch import atomic
 from vsearch.vectors import compress
 from vsearch.imaging import images
 from vsearch.indexing import rayengine
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.models.sources import ModelSource, model_for_index
 from vsearch.errors import ImageDecodeError, IndexBusyError, VsearchError
 from vsearch.defaults import DEFAULT_BATCH_SIZE
@@ -56,6 +56,7 @@ from vsearch.retrieval.rerank import database_side_augmentation
 from vsearch.vectors import ivfpq
 from vsearch.storage.meta import AnnInfo, DbaInfo, IvfpqInfo
 from vsearch.storage.store import FORMAT_KEY, LOCK_FILE, FileEntry, Store, ann_name, dba_name, file_digest
+from vsearch.vectors.space import SearchFiles, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def open_for_update(index_dir: Path, **open_args: Any) -> Iterator[Store]:
     created = _first_missing(index_dir)
     before = set(os.listdir(index_dir)) if created is None and index_dir.is_dir() else set()
     try:
-        store = Store.open(index_dir, write=True, **open_args)
+        store = Store.open(index_dir, write=True, derived=SearchFiles(), **open_args)
     except IndexBusyError:
         raise  # another writer's index: not ours to touch
     except BaseException:
@@ -691,20 +692,22 @@ def build_ann(store: Store, trees: int) -> AnnInfo:
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
     if (meta.ann is not None and meta.ann.trees == trees
-            and _ann_intact(store.dir / meta.ann.file, store.space.dim, meta.count)):
+            and _ann_intact(store)):
         return meta.ann
     info = AnnInfo(file=ann_name(meta.generation), trees=trees)
     # Over the search space (the compressed copy when there is one): its candidates are
     # re-scored against those vectors, and a 256-d PCA builds far faster than 1,280-d.
-    nn.build_annoy(store.space.vectors(), store.dir / info.file, trees)
+    nearest.build_annoy(SearchSpace.of(store).vectors(), store.dir / info.file, trees)
     store.set_ann(info)
     return info
 
 
-def _ann_intact(path: Path, dim: int, count: int) -> bool:
-    """True when an Annoy file loads and holds every row (a damaged one is built again)."""
+def _ann_intact(store: Store) -> bool:
+    """True when the committed Annoy file loads, checked against meta.json, and holds every
+    row (a damaged one is built again)."""
     try:
-        return path.exists() and len(nn.AnnoySearcher(path, dim)) == count
+        annoy = SearchSpace.of(store).annoy()
+        return annoy is not None and store.meta is not None and len(annoy) == store.meta.count
     except VsearchError:
         return False
 
@@ -725,7 +728,7 @@ def approximate_kind(kind: str, count: int) -> str:
     to ``index.IVFPQ_FROM`` vectors and IVF-PQ above (Annoy when faiss is not installed)."""
     if check_index_kind(kind) != "auto":
         return kind
-    if count < nn.IVFPQ_FROM:
+    if count < nearest.IVFPQ_FROM:
         return "annoy"
     try:
         ivfpq.load_faiss()
@@ -752,7 +755,7 @@ def build_ivfpq(store: Store, *, seed: int = 0) -> IvfpqInfo:
     meta = store.meta
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
-    vectors = store.space.search_vectors()
+    vectors = SearchSpace.of(store).search_vectors()
     params = ivfpq.choose_params(meta.count, vectors.shape[1], seed=seed)
     old = meta.ivfpq
     if old is not None and (old.nlist, old.m, old.nbits, old.train, old.dim, old.seed) == (
@@ -812,18 +815,18 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     info = DbaInfo(file=dba_name(meta.generation, neighbours), neighbours=neighbours)
     if meta.dba == info and (store.dir / info.file).exists():
         return info
-    raw = store.space.vectors()
+    raw = SearchSpace.of(store).vectors()
     annoy = None
     tmp_ann = store.dir / f".dba-neighbours.{os.getpid()}.ann.tmp"
-    if meta.count > nn.EXACT_LIMIT:
+    if meta.count > nearest.EXACT_LIMIT:
         if progress:
             progress(f"dba: building a temporary Annoy index over {meta.count} vectors")
-        nn.build_annoy(raw, tmp_ann)
-        annoy = nn.AnnoySearcher(tmp_ann, raw.shape[1])
+        nearest.build_annoy(raw, tmp_ann)
+        annoy = nearest.AnnoySearcher(tmp_ann, raw.shape[1])
     try:
         if progress:
             progress(f"dba: finding {neighbours} neighbours of each of {meta.count} vectors")
-        rows, _ = nn.neighbour_graph(raw, neighbours, annoy=annoy)
+        rows, _ = nearest.neighbour_graph(raw, neighbours, annoy=annoy)
     finally:
         annoy = None
         if tmp_ann.exists():

@@ -37,8 +37,10 @@ from vsearch.imaging import augment
 from vsearch.imaging import images
 from vsearch.errors import VsearchError
 from vsearch.retrieval.query import QueryEncoder
+from vsearch.storage import vectorfiles
 from vsearch.storage.meta import AdapterInfo
 from vsearch.storage.store import Store
+from vsearch.vectors.space import SearchFiles, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +368,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
     :class:`VsearchError` for options that cannot train, no judgments with ``use_judgments``,
     and too few pairs.
     """
-    with Store.open(Path(index_dir), write=True) as store:
+    with Store.open(Path(index_dir), write=True, derived=SearchFiles()) as store:
         if store.meta is None or store.meta.count == 0:
             raise VsearchError(f"index at {store.dir} holds no vectors yet; run `vsearch build-index FOLDER` first")
         meta = store.meta
@@ -375,7 +377,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
         if options.dim is None:
             options = dataclasses.replace(options, dim=min(DEFAULT_DIM, dim_in))
         assert options.dim is not None
-        vectors = np.asarray(store.space.vectors(), dtype=np.float32)
+        vectors = np.asarray(SearchSpace.of(store).vectors(), dtype=np.float32)
         started = time.perf_counter()
         relevant: list[tuple[int, int]] = []
         irrelevant: list[tuple[int, int]] = []
@@ -392,13 +394,13 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
             encoder = QueryEncoder(store, device=device, adapter=False)
             owner, views = embed_views(encoder, paths, options.views, options.seed, keys=rows,
                                        progress=(lambda d, t: progress("views", d, t)) if progress else None)
-            views = store.space.to_space(views) if len(views) else np.zeros((0, dim_in), dtype=np.float32)
+            views = SearchSpace.of(store).to_space(views) if len(views) else np.zeros((0, dim_in), dtype=np.float32)
         embed_s = time.perf_counter() - started
         started = time.perf_counter()
         pairs = make_pairs(vectors, owner, views, rows, relevant, irrelevant)
         head, losses = fit_head(pairs, initial_head(vectors, options.dim), options)
         fit_s = time.perf_counter() - started
-        info = AdapterInfo(file=adapter.head_name(head.sha256), sha256=head.sha256, dim_in=dim_in,
+        info = AdapterInfo(file=vectorfiles.head_name(head.sha256), sha256=head.sha256, dim_in=dim_in,
                            dim_out=options.dim, trained_on=len(pairs.anchors), epochs=options.epochs,
                            seed=options.seed, judgments=2 * len(relevant))
         head.save(store.dir / info.file)
@@ -412,7 +414,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
 
 def remove_head(index_dir: Path) -> bool:
     """Drop the trained head from the index (``vsearch train --remove``); whether there was one."""
-    with Store.open(Path(index_dir), write=True) as store:
+    with Store.open(Path(index_dir), write=True, derived=SearchFiles()) as store:
         if store.meta is None or store.meta.adapter is None:
             return False
         old = store.meta.adapter

@@ -28,6 +28,7 @@ from vsearch.models import onnxmodel
 from vsearch.errors import VsearchError
 from vsearch.models.loading import Embedder, no_text_search
 from vsearch.storage.store import Store, file_digest
+from vsearch.vectors.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ class QueryEncoder:
         self.store = store
         self.meta = store.meta
         #: The trained head applied to every query vector, or None (none trained, or turned off).
-        self.head = store.space.head() if adapter else None
+        self.head = SearchSpace.of(store).head() if adapter else None
         #: The stored vectors in query space: the search space (the compressed copy when there is
         #: one), or the trained head's projected copy of it when a head applies.
-        self.vectors = store.space.projected() if self.head is not None else store.space.vectors()
+        self.vectors = SearchSpace.of(store).projected() if self.head is not None else SearchSpace.of(store).vectors()
         self._device = device
         self._threads = threads
         self._embedder: Embedder | None = None
@@ -120,7 +121,7 @@ class QueryEncoder:
         space the stored vectors are searched in: the index's search-space transform
         (:meth:`SearchSpace.to_space <vsearch.vectors.space.SearchSpace.to_space>`), then the trained head when one applies. The one place both
         happen to a query."""
-        space = self.store.space.to_space(vectors)
+        space = SearchSpace.of(self.store).to_space(vectors)
         return space if self.head is None else self.head.apply(space)
 
     def embed_images(self, images: Sequence[Path], *, max_pixels: int | None = None, raw: bool = False) -> np.ndarray:

@@ -33,12 +33,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vsearch.vectors import neighbours as nn
+from vsearch.vectors import nearest
 from vsearch.retrieval import rerank
 from vsearch.errors import VsearchError
 from vsearch.models.loading import l2_normalise
 from vsearch.retrieval.query import QueryEncoder, QueryVector
 from vsearch.storage.store import Store
+from vsearch.vectors.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,8 @@ class Searcher:
         # The head's space has its own copy of the vectors, searched exactly (the Annoy file and
         # a DBA copy are in the raw space).
         self.adapted = self.encoder.head is not None
-        self.search_vectors = self.vectors if self.adapted else store.space.search_vectors()
-        self._approximate: nn.ApproximateSearcher | None = None
+        self.search_vectors = self.vectors if self.adapted else SearchSpace.of(store).search_vectors()
+        self._approximate: nearest.ApproximateSearcher | None = None
         self._paths: dict[int, str] = {}
         self._all_paths: list[str] | None = None
         self._folders: dict[int, str] = {}
@@ -150,7 +151,7 @@ class Searcher:
     @property
     def approximate_kind(self) -> str | None:
         """The index's approximate index: "annoy", "ivfpq" or None."""
-        return self.store.approximate_kind()
+        return SearchSpace.of(self.store).approximate_kind()
 
     def use_approximate(self, mode: SearchMode) -> bool:
         """Whether a search in ``mode`` goes through the approximate index (Annoy or IVF-PQ)."""
@@ -169,7 +170,7 @@ class Searcher:
                     "run `vsearch build-index`"
                 )
             return True
-        return has_ann and self.meta.count > nn.EXACT_LIMIT
+        return has_ann and self.meta.count > nearest.EXACT_LIMIT
 
     def neighbours(self, vector: np.ndarray, k: int, mode: SearchMode = "auto",
                    search_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,10 +178,10 @@ class Searcher:
         probes the lists its ``meta.json`` records)."""
         if self.use_approximate(mode):
             if self._approximate is None:
-                self._approximate = self.store.approximate()
-            return nn.approximate_search(self._approximate, self.search_vectors, vector, k,  # type: ignore[arg-type]
+                self._approximate = SearchSpace.of(self.store).approximate()
+            return nearest.approximate_search(self._approximate, self.search_vectors, vector, k,  # type: ignore[arg-type]
                                          search_k=search_k)
-        rows, scores = nn.exact_search(self.search_vectors, vector[None], k)
+        rows, scores = nearest.exact_search(self.search_vectors, vector[None], k)
         return rows[0], scores[0]
 
     def expand(self, vector: np.ndarray, n: int, mode: SearchMode = "auto",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vsearch.version import __version__
-from vsearch.vectors import compress
+from vsearch.storage import formats
 from vsearch.errors import IndexCorruptError, VsearchError
 from vsearch.identity import ModelId
 
@@ -72,7 +72,7 @@ class DbaInfo:
 
 @dataclass(frozen=True)
 class FormatInfo:
-    """The search copy of one generation's vectors in a compressed format (``compress``).
+    """The search copy of one generation's vectors in a compressed format (made by :mod:`vsearch.vectors.compress`).
 
     ``name``: the format (``fp16``, ``pca256w`` ...); ``file``: the copy, (count, ``dim``) of
     ``dtype``; ``transform``: the PCA file it was made with and ``sha256``, that PCA's
@@ -88,7 +88,7 @@ class FormatInfo:
 
     def check(self, model_dim: int) -> None:
         """ValueError when the record contradicts itself or the model (name, dim, dtype, transform)."""
-        fmt = compress.parse_format(self.name)
+        fmt = formats.parse_format(self.name)
         want_dim = fmt.dim if fmt.dim is not None else model_dim
         names = [self.file] + ([self.transform] if self.transform is not None else [])
         if (not fmt.compressed or self.dim != want_dim or self.dtype != fmt.dtype

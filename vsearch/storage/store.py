@@ -64,16 +64,12 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from vsearch import atomic
-from vsearch.vectors import head as adapter
-from vsearch.vectors import compress
-from vsearch.storage import vectorfiles
-from vsearch.vectors import neighbours as nn
-from vsearch.vectors.ivfpq import IvfpqSearcher
+from vsearch.storage import formats, vectorfiles
 from vsearch.errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
 from vsearch.identity import ModelId
 from vsearch.storage.meta import (
@@ -87,7 +83,6 @@ from vsearch.storage.meta import (
     read_meta,
     rebuild_hint,
 )
-from vsearch.vectors.space import SearchSpace
 from vsearch.storage.manifest import FROM_VECTORS, SCHEMA_VERSION, FileEntry, GenerationGone, Manifest
 from vsearch.storage.vectorfiles import CHUNK_DIR, ann_name, dba_name
 
@@ -103,7 +98,7 @@ FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
 #: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
 COMMIT_WAIT_S = 2.0
 
-__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "FileEntry", "Store", "ann_name", "atomic_save_npy", "dba_name",
+__all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "Derivations", "FileEntry", "Store", "ann_name", "dba_name",
            "file_digest"]
 
 
@@ -113,7 +108,20 @@ def file_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-atomic_save_npy = vectorfiles.save
+class Derivations(Protocol):
+    """What a commit makes from the raw vectors besides them: the compressed search copy and
+    the trained head's projected copy. The vectors layer supplies it to a writer
+    (:class:`vsearch.vectors.space.SearchFiles`): storage stores the files and their names in
+    ``meta.json`` but knows no codec and no head."""
+
+    def search_copy(self, store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
+        """Write the search copy of one generation's raw vectors; None when search reads them as they are."""
+
+    def check_search_copy(self, store: Store) -> None:
+        """Raise IndexCorruptError when the committed search copy cannot be read."""
+
+    def before_meta(self, store: Store, meta: IndexMeta) -> IndexMeta:
+        """Write what ``meta`` needs beside the vectors before it is committed; the meta to commit."""
 
 
 class IndexView:
@@ -123,26 +131,16 @@ class IndexView:
     the writer sees, and changes, the manifest's working state.
     """
 
-    def __init__(self, index_dir: Path, manifest: Manifest, meta: IndexMeta | None, lock_fd: int | None):
+    def __init__(self, index_dir: Path, manifest: Manifest, meta: IndexMeta | None, lock_fd: int | None,
+                 derived: Derivations | None = None):
         self.dir = index_dir
         self.manifest = manifest
-        self._meta: IndexMeta | None = None
+        #: What ``meta.json`` committed (a reader's: when it opened), or None before a commit.
         self.meta = meta
         self._lock_fd = lock_fd
+        self._derived = derived
         self._vectors: np.ndarray | None = None
-        self._space: SearchSpace | None = None
         self._rebuilt = False
-
-    @property
-    def meta(self) -> IndexMeta | None:
-        """What ``meta.json`` committed (a reader's: when it opened), or None before a commit."""
-        return self._meta
-
-    @meta.setter
-    def meta(self, meta: IndexMeta | None) -> None:
-        self._meta = meta
-        if meta is not None and meta.ann is not None:  # whoever maps it checks it first
-            nn.expect_annoy(self.dir / meta.ann.file, count=meta.count, trees=meta.ann.trees, size=meta.ann.size)
 
     # --- what the index is bound to ----------------------------------------------------------
 
@@ -272,14 +270,6 @@ class IndexView:
         except VsearchError:
             return False
 
-    @property
-    def space(self) -> SearchSpace:
-        """The search space of the committed generation: the compressed search copy and its
-        transform, the DBA copy, the trained head (see :mod:`vsearch.vectors.space`)."""
-        if self._space is None:
-            self._space = SearchSpace(self)
-        return self._space
-
     def vectors_for_generation(self, generation: int) -> np.ndarray:
         """The vectors file of one generation (empty array for generation 0)."""
         if generation == 0:
@@ -290,43 +280,11 @@ class IndexView:
 
     def ann_path(self) -> Path | None:
         """Path of the Annoy index of the committed generation, if built. Any
-        :class:`~vsearch.vectors.neighbours.AnnoySearcher` on it checks it against ``meta.json`` first
-        (the ``meta`` setter records what to expect)."""
+        :class:`~vsearch.vectors.nearest.AnnoySearcher` on it checks it first against
+        (the size and trees ``meta.json`` records)."""
         if self.meta is None or self.meta.ann is None:
             return None
         return self.dir / self.meta.ann.file
-
-    def annoy(self) -> nn.AnnoySearcher | None:
-        """The committed generation's Annoy index, or None when not built; its size and roots
-        are checked against ``meta.json`` before Annoy maps it (a damaged file can crash Annoy)."""
-        path = self.ann_path()
-        if path is None or self.meta is None or self.meta.ann is None:
-            return None
-        with self._own_generation(path):
-            return nn.AnnoySearcher(path, self.space.dim, count=self.meta.count, trees=self.meta.ann.trees,
-                                    size=self.meta.ann.size)
-
-    def ivfpq(self) -> IvfpqSearcher | None:
-        """The committed generation's IVF-PQ index, or None when not built; its size and
-        SHA-256 are checked against ``meta.json`` before faiss reads it. Without faiss
-        installed: one error line naming ``pip install 'vsearch[scale]'``."""
-        info = self.meta.ivfpq if self.meta is not None else None
-        if info is None:
-            return None
-        path = self.dir / info.file
-        with self._own_generation(path):
-            return IvfpqSearcher(path, self.space.dim, count=self.meta.count, size=info.size,  # type: ignore[union-attr]
-                                 sha256=info.sha256, nprobe=info.nprobe)
-
-    def approximate_kind(self) -> str | None:
-        """Which approximate index the committed generation has: "ivfpq", "annoy" or None."""
-        if self.meta is None:
-            return None
-        return "ivfpq" if self.meta.ivfpq is not None else "annoy" if self.meta.ann is not None else None
-
-    def approximate(self) -> nn.ApproximateSearcher | None:
-        """The committed generation's approximate index (IVF-PQ or Annoy), or None."""
-        return self.ivfpq() if self.approximate_kind() == "ivfpq" else self.annoy()
 
 
 class Store(IndexView):
@@ -335,19 +293,22 @@ class Store(IndexView):
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_dir: Path, *, write: bool = False, rebuild: bool = False) -> Store:
+    def open(cls, index_dir: Path, *, write: bool = False, rebuild: bool = False,
+             derived: Derivations | None = None) -> Store:
         """Open an index. ``write=True`` creates it if needed, takes the lock and repairs;
         ``rebuild=True`` (with write) removes a damaged index and starts a clean one that keeps
         the old manifest's files and vectors where they can be trusted (:func:`rebuild`).
 
-        A reader needs a committed index (``meta.json``) that agrees with the manifest.
+        A reader needs a committed index (``meta.json``) that agrees with the manifest. A writer
+        that may commit a compressed search copy or a trained head needs ``derived`` (the vectors
+        layer's :class:`~vsearch.vectors.space.SearchFiles`); without it such a commit is refused.
         """
         index_dir = Path(index_dir).expanduser().absolute()
         if index_dir.exists() and not index_dir.is_dir():
             raise VsearchError(f"--index-dir {index_dir} is a file, not a folder")
         if not write:
             return cls._open_reader(index_dir)
-        return open_writer(cls, index_dir, rebuild=rebuild)
+        return open_writer(cls, index_dir, rebuild=rebuild, derived=derived)
 
     @classmethod
     def _open_reader(cls, index_dir: Path) -> Store:
@@ -375,7 +336,7 @@ class Store(IndexView):
 
     def close(self) -> None:
         """Release the lock and the database."""
-        self._vectors, self._space = None, None
+        self._vectors = None
         self.manifest.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -515,11 +476,11 @@ class Store(IndexView):
 
     # --- the search copy (writer) ------------------------------------------------------------
 
-    def wanted_format(self) -> compress.VectorFormat:
+    def wanted_format(self) -> formats.VectorFormat:
         """The format this index's commits make (the manifest records it; fp32 when never set)."""
-        return compress.parse_format(self.manifest.get(FORMAT_KEY) or "fp32")
+        return formats.parse_format(self.manifest.get(FORMAT_KEY) or "fp32")
 
-    def choose_format(self, fmt: compress.VectorFormat | None, *, refit: bool = False) -> None:
+    def choose_format(self, fmt: formats.VectorFormat | None, *, refit: bool = False) -> None:
         """Record the format the next commits make (None: keep the index's); ``refit`` forgets
         the fitted PCA, so the next copy fits one again on the current vectors."""
         self._require_writer()
@@ -546,10 +507,19 @@ class Store(IndexView):
         the old copy, are dropped: the next ``build-index`` step makes them again."""
         self._require_writer()
         assert self.meta is not None
-        info = make_search_copy(self, self.vectors(), self.meta.generation)
+        info = self.search_copy(self.vectors(), self.meta.generation)
         self.write_meta(dataclasses.replace(self.meta, vectors_format=info, ann=None, dba=None, ivfpq=None,
                                             updated=_now()))
         return self.meta
+
+    def search_copy(self, raw: np.ndarray, generation: int) -> FormatInfo | None:
+        """The search copy of ``raw`` (one generation's vectors) in :meth:`wanted_format`, made
+        by the writer's ``derived``; None for fp32 (search reads the raw vectors)."""
+        if self._derived is not None:
+            return self._derived.search_copy(self, raw, generation)
+        if self.wanted_format().compressed:
+            raise RuntimeError(f"a {self.wanted_format().name} search copy needs a writer opened with derived=")
+        return None
 
     def write_meta(self, meta: IndexMeta) -> None:
         """Commit ``meta``: replace ``meta.json``, then drop files no generation kept needs.
@@ -558,10 +528,13 @@ class Store(IndexView):
         """
         if self.meta is not None and self.meta.generation != meta.generation:
             self.manifest.set("previous_files", json.dumps(sorted(_files_of(self.meta))))
-        meta = adapter.with_projected(self.dir, meta)
+        if self._derived is not None:
+            meta = self._derived.before_meta(self, meta)
+        elif meta.adapter is not None:
+            raise RuntimeError("a meta.json that names a trained head needs a writer opened with derived=")
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
         self.meta = meta
-        self._vectors, self._space = None, None
+        self._vectors = None
         remove_stale(self)
 
 
@@ -604,7 +577,7 @@ def _files_of(meta: IndexMeta) -> set[str]:
     if meta.vectors_format is not None and meta.vectors_format.transform:
         names.add(meta.vectors_format.transform)
     if meta.adapter is not None:
-        names.add(adapter.projected_name(meta.space_file, meta.adapter.sha256))
+        names.add(vectorfiles.projected_name(meta.space_file, meta.adapter.sha256))
     return names
 
 
@@ -637,7 +610,8 @@ def remove_stale(store: Store) -> None:
 # --- the writer: open, repair, commit ---------------------------------------------------------
 
 
-def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False) -> Store:
+def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False,
+                derived: Derivations | None = None) -> Store:
     """Create or open an index for writing: take the lock, finish or repair what needs it."""
     if index_dir.exists() and any(index_dir.iterdir()) and not (
         (index_dir / MANIFEST_FILE).exists() or (index_dir / META_FILE).exists()
@@ -656,7 +630,7 @@ def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False) -> 
         old_format = _format_before_rebuild(index_dir) if rebuild else None
         kept = rebuild_files(index_dir) if rebuild else None
         manifest = Manifest.open(index_dir / MANIFEST_FILE, write=True)
-        store = cls(index_dir, manifest, None, lock_fd)
+        store = cls(index_dir, manifest, None, lock_fd, derived)
         if kept is not None:
             store._rebuilt = True
             manifest.restore(*kept[1:])
@@ -740,14 +714,13 @@ def _drop_unreadable_vectors(store: Store) -> None:
 def _remake_unreadable_search_copy(store: Store) -> None:
     """A search copy or transform that cannot be read (or does not match meta.json) is made
     again from the raw vectors, the transform fitted again: nothing is lost, nothing embedded."""
-    if store.meta is None or store.meta.vectors_format is None:
+    if store.meta is None or store.meta.vectors_format is None or store._derived is None:
         return
     try:
-        store.space.vectors()
+        store._derived.check_search_copy(store)
         return
     except IndexCorruptError as exc:
         log.warning("warning: %s; making the %s search copy again", exc, store.meta.vectors_format.name)
-    store._space = None
     if store.meta.vectors_format.transform is not None:
         store.manifest.set(TRANSFORM_KEY, "")
     if store.manifest.get(FORMAT_KEY) is None:
@@ -784,7 +757,7 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
             lambda n: np.load(vectorfiles.chunk_path(store.dir, n), mmap_mode="r"), block)
         # The search copy is part of the commit: made before the manifest moves, so a reader
         # never finds a generation without the copy meta.json names.
-        copy = make_search_copy(store, vectorfiles.load(target, (len(sources), model.dim), rebuild_hint(root)),
+        copy = store.search_copy(vectorfiles.load(target, (len(sources), model.dim), rebuild_hint(root)),
                                 new_gen)
         skipped = manifest.skipped_count()
         manifest.commit_generation(new_gen, [src[0] for src in sources], skipped)
@@ -800,44 +773,6 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
                      adapter=store.meta.adapter if store.meta is not None else None)  # a trained head stays
     store.write_meta(meta)
     return meta
-
-
-def make_search_copy(store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
-    """Write the search copy of ``raw`` (one generation's vectors) in the store's wanted format,
-    block by block; None for fp32 (search reads the raw vectors). A PCA is fitted only when
-    the index has none for this format (first build, ``--refit``, another D or whitening)."""
-    fmt = store.wanted_format()
-    if not fmt.compressed:
-        return None
-    model = store.model_id
-    assert model is not None
-    fmt.check(model.dim, len(raw))
-    pca, transform = _pca_for(store, fmt, raw) if fmt.kind == "pca" else (None, None)
-    dim = model.dim if fmt.dim is None else fmt.dim
-    name = vectorfiles.search_copy_name(generation, fmt.name, pca.digest[:8] if pca else "")
-    step = compress.BLOCK
-    vectorfiles.write_blocks(store.dir / name, (len(raw), dim), fmt.dtype,
-                             (compress.encode(raw[i:i + step], fmt, pca) for i in range(0, len(raw), step)))
-    return FormatInfo(fmt.name, name, dim, fmt.dtype, transform, pca.digest if pca else None)
-
-
-def _pca_for(store: Store, fmt: compress.VectorFormat, raw: np.ndarray) -> tuple[compress.Pca, str]:
-    """The index's PCA for ``fmt`` (fitted at the first build, then reused), or a new fit on
-    ``raw`` (a seeded sample) when it has none that fits."""
-    known = store.manifest.get(TRANSFORM_KEY)
-    if known:
-        try:
-            pca = compress.Pca.load(store.dir / known)
-            if pca.dim == fmt.dim and (pca.scale is not None) == fmt.whiten and pca.in_dim == raw.shape[1]:
-                return pca, known
-        except IndexCorruptError as exc:  # the raw vectors are the truth: a refit loses nothing
-            log.warning("warning: %s; fitting it again", exc)
-    log.info("fitting a PCA to %d dimensions on %d vectors", fmt.dim, min(len(raw), compress.DEFAULT_SAMPLE))
-    pca = compress.fit_pca(raw, fmt.dim or 0, whiten=fmt.whiten)
-    name = vectorfiles.transform_name(pca.digest)
-    pca.save(store.dir / name)
-    store.manifest.set(TRANSFORM_KEY, name)
-    return pca, name
 
 
 def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:

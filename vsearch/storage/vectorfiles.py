@@ -53,6 +53,18 @@ def ann_name(generation: int) -> str:
     return f"index.{generation:06d}.ann"
 
 
+def head_name(sha256: str) -> str:
+    """File name of a head, by the hash of its matrix."""
+    return f"head.{sha256[:12]}.npz"
+
+
+def projected_name(vectors_file: str, sha256: str) -> str:
+    """File name of the projected copy of a vectors file (``vectors.000003.npy`` ->
+    ``vectors.000003.head-<sha12>.npy``): a generation that maps the same vectors file shares it."""
+    stem = vectors_file[:-4] if vectors_file.endswith(".npy") else vectors_file
+    return f"{stem}.head-{sha256[:12]}.npy"
+
+
 def chunk_path(index_dir: Path, number: int) -> Path:
     """Path of one chunk of vectors embedded since the last consolidation."""
     return index_dir / CHUNK_DIR / f"{number:06d}.npy"

@@ -8,7 +8,7 @@
     pcaD[w]-fp16  either, stored as float16 (half the bytes of the float32 copy)
 
 The raw float32 vectors stay the index's source of truth; a *search copy* in the chosen format
-is made beside them at each commit (``store.py``), and every query vector goes through the same
+is made beside them at each commit (:func:`make_search_copy`, called by the storage layer's commit), and every query vector goes through the same
 transform (:func:`to_space`), so the stored-row, torch and ONNX paths land in one space. Scores
 are cosines in that space.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,12 @@ import numpy as np
 
 from vsearch import atomic
 from vsearch.errors import IndexCorruptError, VsearchError
+from vsearch.storage import vectorfiles
+from vsearch.storage.formats import ALLOWED, DEFAULT_FORMAT, FP32, VectorFormat, parse_format
+from vsearch.storage.meta import FormatInfo
+from vsearch.storage.store import TRANSFORM_KEY, Store
+
+log = logging.getLogger(__name__)
 
 #: Rows transformed at a time: bounds the temporaries of :meth:`Pca.apply` and :func:`encode`.
 BLOCK = 16384
@@ -35,61 +41,6 @@ DEFAULT_SAMPLE = 100_000
 #: Added to each variance before whitening, relative to the largest: a component with (almost)
 #: no variance is not blown up to the size of the others.
 WHITEN_EPS = 1e-6
-
-_FORMAT = re.compile(r"^(?:(fp32|fp16)|pca(\d+)(w?)(-fp16)?)$")
-ALLOWED = ("fp32, fp16, pcaD or pcaDw (D an integer: the dimensions kept, w = whitened; add -fp16 to store "
-           "them as float16), e.g. pca256w")
-
-
-@dataclass(frozen=True)
-class VectorFormat:
-    """How the search copy stores vectors: ``kind`` fp32 | fp16 | pca, ``dim`` (pca: D, else
-    None: the model's), ``whiten`` (pca only), ``dtype`` of the stored copy."""
-
-    name: str
-    kind: str
-    dim: int | None = None
-    whiten: bool = False
-    dtype: str = "float32"
-
-    @property
-    def compressed(self) -> bool:
-        """Whether this format has a search copy (everything but fp32)."""
-        return self.kind != "fp32"
-
-    def check(self, model_dim: int, count: int | None = None) -> None:
-        """Refuse a PCA that cannot be fitted: D not below the model's dimension, or above
-        the number of vectors (``count``; None: not known yet)."""
-        if self.kind != "pca" or self.dim is None:
-            return
-        if self.dim >= model_dim:
-            raise VsearchError(f"--vectors {self.name}: {self.dim} dimensions is not fewer than the model's "
-                               f"{model_dim}; choose a smaller D, or fp32/fp16")
-        if count is not None and self.dim > count:
-            raise VsearchError(f"--vectors {self.name}: a PCA to {self.dim} dimensions needs at least {self.dim} "
-                               f"images, the index holds {count}; choose a smaller D, or fp32/fp16")
-
-
-FP32 = VectorFormat("fp32", "fp32")
-#: The format of a new index (an existing one keeps its own). See docs/compression.md.
-DEFAULT_FORMAT = "fp32"
-
-
-def parse_format(text: str) -> VectorFormat:
-    """``fp32``, ``fp16``, ``pcaD`` or ``pcaDw`` as a :class:`VectorFormat`; VsearchError otherwise."""
-    found = _FORMAT.match(str(text).strip().lower())
-    if not found:
-        raise VsearchError(f"--vectors takes {ALLOWED} (got {text!r})")
-    plain, dim, whiten, half = found.groups()
-    if plain == "fp32":
-        return FP32
-    if plain == "fp16":
-        return VectorFormat("fp16", "fp16", None, False, "float16")
-    d = int(dim)
-    if d < 1:
-        raise VsearchError(f"--vectors takes {ALLOWED} (got {text!r}: D must be 1 or more)")
-    return VectorFormat(f"pca{d}{whiten}{half or ''}", "pca", d, bool(whiten), "float16" if half else "float32")
-
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:
     """Rows (or one vector) scaled to unit length; rows of zeros stay zero."""
@@ -250,4 +201,45 @@ def encode(x: np.ndarray, fmt: VectorFormat, pca: Pca | None) -> np.ndarray:
     return to_space(x, fmt, pca).astype(fmt.dtype, copy=False)
 
 
-__all__ = ["ALLOWED", "DEFAULT_FORMAT", "FP32", "Pca", "VectorFormat", "encode", "fit_pca", "parse_format", "to_space"]
+# --- the search copy of one generation, made at each commit --------------------------------
+
+
+def make_search_copy(store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
+    """Write the search copy of ``raw`` (one generation's vectors) in the store's wanted format,
+    block by block; None for fp32 (search reads the raw vectors). A PCA is fitted only when
+    the index has none for this format (first build, ``--refit``, another D or whitening)."""
+    fmt = store.wanted_format()
+    if not fmt.compressed:
+        return None
+    model = store.model_id
+    assert model is not None
+    fmt.check(model.dim, len(raw))
+    pca, transform = _pca_for(store, fmt, raw) if fmt.kind == "pca" else (None, None)
+    dim = model.dim if fmt.dim is None else fmt.dim
+    name = vectorfiles.search_copy_name(generation, fmt.name, pca.digest[:8] if pca else "")
+    step = BLOCK
+    vectorfiles.write_blocks(store.dir / name, (len(raw), dim), fmt.dtype,
+                             (encode(raw[i:i + step], fmt, pca) for i in range(0, len(raw), step)))
+    return FormatInfo(fmt.name, name, dim, fmt.dtype, transform, pca.digest if pca else None)
+
+
+def _pca_for(store: Store, fmt: VectorFormat, raw: np.ndarray) -> tuple[Pca, str]:
+    """The index's PCA for ``fmt`` (fitted at the first build, then reused), or a new fit on
+    ``raw`` (a seeded sample) when it has none that fits."""
+    known = store.manifest.get(TRANSFORM_KEY)
+    if known:
+        try:
+            pca = Pca.load(store.dir / known)
+            if pca.dim == fmt.dim and (pca.scale is not None) == fmt.whiten and pca.in_dim == raw.shape[1]:
+                return pca, known
+        except IndexCorruptError as exc:  # the raw vectors are the truth: a refit loses nothing
+            log.warning("warning: %s; fitting it again", exc)
+    log.info("fitting a PCA to %d dimensions on %d vectors", fmt.dim, min(len(raw), DEFAULT_SAMPLE))
+    pca = fit_pca(raw, fmt.dim or 0, whiten=fmt.whiten)
+    name = vectorfiles.transform_name(pca.digest)
+    pca.save(store.dir / name)
+    store.manifest.set(TRANSFORM_KEY, name)
+    return pca, name
+
+
+__all__ = ["ALLOWED", "DEFAULT_FORMAT", "FP32", "Pca", "VectorFormat", "encode", "fit_pca", "make_search_copy", "parse_format", "to_space"]

@@ -45,18 +45,6 @@ RETRAIN = "run `vsearch train` again (or query with --adapter off)"
 BLOCK = 65_536
 
 
-def head_name(sha256: str) -> str:
-    """File name of a head, by the hash of its matrix."""
-    return f"head.{sha256[:12]}.npz"
-
-
-def projected_name(vectors_file: str, sha256: str) -> str:
-    """File name of the projected copy of a vectors file (``vectors.000003.npy`` ->
-    ``vectors.000003.head-<sha12>.npy``): a generation that maps the same vectors file shares it."""
-    stem = vectors_file[:-4] if vectors_file.endswith(".npy") else vectors_file
-    return f"{stem}.head-{sha256[:12]}.npy"
-
-
 def matrix_digest(matrix: np.ndarray) -> str:
     """SHA-256 of the head's float32 bytes and shape: its identity in ``meta.json``."""
     m = np.ascontiguousarray(matrix, dtype=np.float32)
@@ -122,7 +110,7 @@ class Head:
 
 def write_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_file: str) -> str:
     """Write the projected copy of ``vectors`` (from ``vectors_file``) unless it is there; its name."""
-    name = projected_name(vectors_file, head.sha256)
+    name = vectorfiles.projected_name(vectors_file, head.sha256)
     path = Path(index_dir) / name
     if not path.exists():
         vectorfiles.save(path, head.apply(vectors))
@@ -132,7 +120,7 @@ def write_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_fi
 def load_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_file: str) -> np.ndarray:
     """The projected copy of ``vectors``: the cached file (memory-mapped) when it is there and
     whole, else projected now in memory (a reader cannot write it)."""
-    path = Path(index_dir) / projected_name(vectors_file, head.sha256)
+    path = Path(index_dir) / vectorfiles.projected_name(vectors_file, head.sha256)
     if path.exists():
         try:
             cached = np.load(path, mmap_mode="r")

@@ -4,7 +4,7 @@ An inverted file (``nlist`` k-means lists over the vectors) holds each vector as
 product-quantiser codes of its residual, so 1M vectors take ``m`` MB (64 MB at the default) in
 place of the 5.1 GB of float32 that exact search reads. A query probes ``nprobe`` lists and
 proposes ``CANDIDATES_PER_RESULT * k`` rows; those are re-scored exactly against the stored
-vectors (the search copy when compressed) by :func:`vsearch.vectors.neighbours.approximate_search`, as Annoy's
+vectors (the search copy when compressed) by :func:`vsearch.vectors.nearest.approximate_search`, as Annoy's
 are, so every score is exact and the only error is a missed neighbour.
 
 faiss is an optional extra (``pip install 'vsearch[scale]'``) imported only here and only when
@@ -197,7 +197,7 @@ def read_checked(path: Path, *, size: int | None, sha256: str | None) -> bytes:
 class IvfpqSearcher:
     """A saved IVF-PQ index, checked against ``meta.json`` and loaded into memory."""
 
-    #: Candidates per result for :func:`vsearch.vectors.neighbours.approximate_search`.
+    #: Candidates per result for :func:`vsearch.vectors.nearest.approximate_search`.
     candidate_factor = CANDIDATES_PER_RESULT
 
     def __init__(self, path: Path, dim: int, *, count: int | None = None, size: int | None = None,

@@ -5,25 +5,33 @@
 
 A :class:`SearchSpace` reads, checks and caches the files of the generation its view holds:
 the search copy and its transform (checked against the SHA-256 ``meta.json`` records, so a
-query never lands in another space than the stored vectors), the DBA copy and the head. The
-view (``store.IndexView``) makes a new one whenever its generation's files may have changed.
+query never lands in another space than the stored vectors), the DBA copy, the head, and the
+approximate index (Annoy or IVF-PQ). :meth:`SearchSpace.of` keeps one per open view and
+forgets what it read when the view commits another ``meta.json``.
+
+:class:`SearchFiles` is what a writer is opened with (``Store.open(..., derived=SearchFiles())``):
+the storage layer's commit calls it to make the search copy and the head's projected copy,
+so storage itself knows no codec and no head.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import weakref
 
 import numpy as np
 
-from vsearch.vectors import head as adapter
-from vsearch.vectors import compress
 from vsearch.errors import IndexCorruptError, IndexMissingError
-from vsearch.storage.meta import IndexMeta, rebuild_hint
+from vsearch.storage.meta import FormatInfo, IndexMeta, rebuild_hint
+from vsearch.storage.store import IndexView, Store
+from vsearch.vectors import compress, nearest
+from vsearch.vectors import head as adapter
+from vsearch.vectors.ivfpq import IvfpqSearcher
 
-if TYPE_CHECKING:
-    from vsearch.storage.store import IndexView
+__all__ = ["SearchFiles", "SearchSpace"]
 
-__all__ = ["SearchSpace"]
+#: One search space per open view (its caches are memory maps and a loaded transform), dropped
+#: with the view. Written only by :meth:`SearchSpace.of`.
+_SPACES: weakref.WeakKeyDictionary[IndexView, SearchSpace] = weakref.WeakKeyDictionary()
 
 
 class SearchSpace:
@@ -31,6 +39,18 @@ class SearchSpace:
 
     def __init__(self, view: IndexView) -> None:
         self._view = view
+        self._forget(view.meta)
+
+    @classmethod
+    def of(cls, view: IndexView) -> SearchSpace:
+        """The search space of an open index view (one per view, kept while the view lives)."""
+        space = _SPACES.get(view)
+        if space is None:
+            space = _SPACES[view] = cls(view)
+        return space
+
+    def _forget(self, meta: IndexMeta | None) -> None:
+        self._read_for = meta
         self._search_vectors: np.ndarray | None = None
         self._space_vectors: np.ndarray | None = None
         self._pca: compress.Pca | None = None
@@ -39,7 +59,10 @@ class SearchSpace:
 
     @property
     def _meta(self) -> IndexMeta | None:
-        return self._view.meta
+        meta = self._view.meta
+        if meta is not self._read_for:  # the writer committed another meta.json: its files may differ
+            self._forget(meta)
+        return meta
 
     @property
     def format(self) -> compress.VectorFormat:
@@ -124,3 +147,58 @@ class SearchSpace:
         if self._projected is None:
             self._projected = adapter.load_projected(self._view.dir, head, self.vectors(), self._meta.space_file)
         return self._projected
+
+    # --- the approximate index of the generation ----------------------------------------------
+
+    def annoy(self) -> nearest.AnnoySearcher | None:
+        """The committed generation's Annoy index, or None when not built; its size and roots
+        are checked against ``meta.json`` before Annoy maps it (a damaged file can crash Annoy)."""
+        meta = self._meta
+        if meta is None or meta.ann is None:
+            return None
+        path = self._view.dir / meta.ann.file
+        with self._view._own_generation(path):
+            return nearest.AnnoySearcher(path, self.dim, count=meta.count, trees=meta.ann.trees,
+                                            size=meta.ann.size)
+
+    def ivfpq(self) -> IvfpqSearcher | None:
+        """The committed generation's IVF-PQ index, or None when not built; its size and
+        SHA-256 are checked against ``meta.json`` before faiss reads it. Without faiss
+        installed: one error naming the ``vsearch[scale]`` extra."""
+        meta = self._meta
+        if meta is None or meta.ivfpq is None:
+            return None
+        info = meta.ivfpq
+        path = self._view.dir / info.file
+        with self._view._own_generation(path):
+            return IvfpqSearcher(path, self.dim, count=meta.count, size=info.size, sha256=info.sha256,
+                                 nprobe=info.nprobe)
+
+    def approximate_kind(self) -> str | None:
+        """Which approximate index the committed generation has: "ivfpq", "annoy" or None."""
+        meta = self._meta
+        if meta is None:
+            return None
+        return "ivfpq" if meta.ivfpq is not None else "annoy" if meta.ann is not None else None
+
+    def approximate(self) -> nearest.ApproximateSearcher | None:
+        """The committed generation's approximate index (IVF-PQ or Annoy), or None."""
+        return self.ivfpq() if self.approximate_kind() == "ivfpq" else self.annoy()
+
+
+class SearchFiles:
+    """The files a commit derives from the raw vectors (see :class:`vsearch.storage.store.Derivations`):
+    the compressed search copy (:func:`compress.make_search_copy`) and the trained head's
+    projected copy (:func:`adapter.with_projected`)."""
+
+    def search_copy(self, store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
+        """The search copy of one generation's raw vectors, in the store's wanted format."""
+        return compress.make_search_copy(store, raw, generation)
+
+    def check_search_copy(self, store: Store) -> None:
+        """Read the committed search copy and its transform (IndexCorruptError when damaged)."""
+        SearchSpace.of(store).vectors()
+
+    def before_meta(self, store: Store, meta: IndexMeta) -> IndexMeta:
+        """Write the head's projected copy of the generation that ``meta`` names, when it names a head."""
+        return adapter.with_projected(store.dir, meta)

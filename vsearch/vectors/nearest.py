@@ -153,16 +153,6 @@ def annoy_node_size(dim: int) -> int:
     return 12 + 4 * dim
 
 
-#: What the index's metadata says about each Annoy file it named (path -> count, trees, size),
-#: so that every AnnoySearcher on that file checks it, whoever constructs it.
-_EXPECTED: dict[str, tuple[int | None, int | None, int | None]] = {}
-
-
-def expect_annoy(path: Path, *, count: int | None, trees: int | None, size: int | None) -> None:
-    """Record what an Annoy file must hold; :class:`AnnoySearcher` checks it before loading."""
-    _EXPECTED[str(path)] = (count, trees, size)
-
-
 def check_annoy_file(path: Path, dim: int, *, count: int | None = None, trees: int | None = None,
                      size: int | None = None) -> None:
     """Refuse an Annoy file that Annoy would map and then crash on (e.g. truncated at a node
@@ -216,9 +206,7 @@ class AnnoySearcher:
                  size: int | None = None) -> None:
         from annoy import AnnoyIndex
 
-        known = _EXPECTED.get(str(path), (None, None, None))
-        check_annoy_file(path, dim, count=count if count is not None else known[0],
-                         trees=trees if trees is not None else known[1], size=size if size is not None else known[2])
+        check_annoy_file(path, dim, count=count, trees=trees, size=size)
         self._ann = AnnoyIndex(dim, "angular")
         try:
             self._ann.load(str(path))
