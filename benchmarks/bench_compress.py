@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vsearch.vectors import compress  # noqa: E402
-from vsearch.indexing import pipeline as indexer  # noqa: E402
+from vsearch.indexing import derived  # noqa: E402
 from vsearch.defaults import DEFAULT_TREES  # noqa: E402
 from vsearch.storage.store import Store  # noqa: E402
 from vsearch.vectors.space import SearchSpace  # noqa: E402
@@ -58,7 +58,7 @@ def make_copy(source: Path, target: Path, fmt: str, trees: int) -> dict:
         store.refresh_search_copy()
         copy_s = time.perf_counter() - started
         started = time.perf_counter()
-        info = indexer.build_ann(store, trees)
+        info = derived.build_ann(store, trees)
         ann_s = time.perf_counter() - started
         meta = store.meta
         assert meta is not None

@@ -52,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vsearch.vectors import nearest as nn  # noqa: E402
+from vsearch.vectors import nearest  # noqa: E402
 
 K = 10
 PCA_DIM = 256
@@ -182,7 +182,7 @@ def child_build(choice: str, work: Path) -> dict:
     index_path = _index_file(work, choice)
     t = time.perf_counter()
     if choice.startswith("annoy"):
-        nn.build_annoy(vectors, index_path, TREES)
+        nearest.build_annoy(vectors, index_path, TREES)
     elif choice.startswith("ivfpq"):
         from vsearch.vectors import ivfpq
 
@@ -202,7 +202,7 @@ def child_build(choice: str, work: Path) -> dict:
 def _searcher(choice: str, work: Path, dim: int):
     path = _index_file(work, choice)
     if choice.startswith("annoy"):
-        return nn.AnnoySearcher(path, dim)
+        return nearest.AnnoySearcher(path, dim)
     if choice.startswith("ivfpq"):
         from vsearch.vectors import ivfpq
 
@@ -225,13 +225,13 @@ def child_search(choice: str, work: Path) -> dict:
 
     def single(q):
         if searcher is None:
-            return nn.exact_search(vectors, q[None], K)[0][0]
-        return nn.approximate_search(searcher, vectors, q, K)[0]
+            return nearest.exact_search(vectors, q[None], K)[0][0]
+        return nearest.approximate_search(searcher, vectors, q, K)[0]
 
     def batch(qs):
         if searcher is None:  # 256 queries a pass, as evaluate does: bounded temporaries at 1M
-            return np.concatenate([nn.exact_search(vectors, qs[i:i + 256], K)[0] for i in range(0, len(qs), 256)])
-        return nn.approximate_search_batch(searcher, vectors, qs, K)[0]
+            return np.concatenate([nearest.exact_search(vectors, qs[i:i + 256], K)[0] for i in range(0, len(qs), 256)])
+        return nearest.approximate_search_batch(searcher, vectors, qs, K)[0]
 
     n_single = SINGLE_EXACT if searcher is None else SINGLE_ANN
     times, cpu = [], []
@@ -257,7 +257,7 @@ def child_search(choice: str, work: Path) -> dict:
         base_probe = searcher.nprobe
         for probe in sorted({max(1, base_probe // 4), max(1, base_probe // 2), base_probe, base_probe * 2}):
             shortlist = searcher.candidates_batch(queries, K * searcher.candidate_factor, nprobe=probe)
-            got = [nn._best(vectors, q, s, K)[0] for q, s in zip(queries, shortlist)]
+            got = [nearest._best(vectors, q, s, K)[0] for q, s in zip(queries, shortlist)]
             sweep[probe] = float(np.mean([len(set(a) & set(e)) / K for a, e in zip(got, gt)]))
         out["nprobe"] = base_probe
         out["nprobe_recall"] = sweep

@@ -245,7 +245,7 @@ def rerank_grid(index_dir: Path, groups: Path, qe_values: list[int], dba_values:
     from vsearch.evaluation import evaluate as ev
     from vsearch.evaluation import labels as label_files
     from vsearch.evaluation import metrics
-    from vsearch.indexing.pipeline import build_dba
+    from vsearch.indexing.derived import build_dba
     from vsearch.retrieval.search import Searcher
     from vsearch.storage.store import Store
 

@@ -20,7 +20,7 @@ import numpy as np
 from tests.helpers import cli, ok
 from tests.conftest import REPO, make_photo
 from vsearch import atomic
-from vsearch.retrieval import rerank
+from vsearch.vectors import dba
 from vsearch.vectors import nearest
 from vsearch.storage.store import Store
 
@@ -110,5 +110,5 @@ def test_the_dba_vectors_written_block_by_block_equal_the_in_memory_result(built
         raw = np.array(store.vectors())
         written = np.load(built / store.meta.dba.file)
     rows, _ = nearest.neighbour_graph(raw, 2)
-    expected = rerank.database_side_augmentation(raw, rows, np.empty_like(raw))
+    expected = dba.database_side_augmentation(raw, rows, np.empty_like(raw))
     assert written.dtype == np.float32 and np.array_equal(written, expected)

@@ -20,6 +20,7 @@ from tests.helpers import cli
 from vsearch.vectors import nearest
 from vsearch.models import loading as models
 from vsearch.retrieval import rerank
+from vsearch.vectors import dba
 from vsearch.duplicates.grouping import find_groups
 from vsearch.errors import VsearchError
 from vsearch.retrieval.search import Refine, Searcher
@@ -325,7 +326,7 @@ def test_query_expansion_and_dba(indexed, photos):
 def test_dba_helper_averages_each_vector_with_its_neighbours():
     v = models.l2_normalise(np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32))
     out = np.empty_like(v)
-    rerank.database_side_augmentation(v, np.array([[1], [0], [-1]]), out)
+    dba.database_side_augmentation(v, np.array([[1], [0], [-1]]), out)
     np.testing.assert_allclose(out[0], models.l2_normalise(v[0] + v[1]), atol=1e-6)
     np.testing.assert_allclose(out[2], v[2], atol=1e-6)
 

@@ -161,8 +161,10 @@ def build_index(
     if max_pixels is not None and max_pixels < 1:
         raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
     from vsearch.imaging import images  # Pillow: only a build pays for it
+    from vsearch.indexing import derived
     from vsearch.indexing import pipeline as indexer
-    indexer.check_index_kind(approximate)
+
+    derived.check_index_kind(approximate)
     if approximate == "ivfpq":
         from vsearch.vectors.ivfpq import load_faiss
 
@@ -180,8 +182,8 @@ def build_index(
     with indexer.open_for_update(where, rebuild=rebuild) as store:
         summary = indexer.update(store, Path(folder), options, progress=progress)
         if trees is not None:
-            indexer.build_dba(store, dba, progress=on_note)
-            indexer.build_approximate(store, approximate, trees)
+            derived.build_dba(store, dba, progress=on_note)
+            derived.build_approximate(store, approximate, trees)
     index = Index(where, device=device)
     index._summary = summary
     return index

@@ -9,7 +9,6 @@ made it, each thumbnail also links to its file (a ``file://`` URI of the absolut
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from collections.abc import Sequence
@@ -17,9 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vsearch import atomic
-from vsearch.errors import ImageDecodeError, VsearchError
+from vsearch.errors import VsearchError
+from vsearch.imaging.thumbnails import THUMB_SIDE, data_uri, thumbnail
 
-THUMB_SIDE = 256
 #: The look every vsearch page shares (the gallery, the duplicates review).
 PAGE_CSS = (
     "body { font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; color: #222; }\n"
@@ -32,36 +31,6 @@ class HitLike(Protocol):
     rank: int
     path: Path
     score: float
-
-
-def load_thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
-    """A Pillow RGB thumbnail no larger than ``side`` x ``side``, decoded with the same safe
-    decoder as indexing; raises :class:`ImageDecodeError` when the file cannot be read."""
-    from vsearch.imaging.images import RESAMPLE, load_image  # Pillow: only a page that shows pictures pays for it
-
-    img = load_image(Path(path), min_side=side)
-    img.thumbnail((side, side), RESAMPLE)
-    return img
-
-
-def thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
-    """:func:`load_thumbnail`, or None if the file is unreadable (the page shows a blank)."""
-    try:
-        return load_thumbnail(path, side)
-    except ImageDecodeError:
-        return None
-
-
-def jpeg_bytes(img: Any) -> bytes:
-    """A Pillow image as the JPEG (quality 85) every vsearch page shows."""
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
-def data_uri(img: Any) -> str:
-    """A Pillow image as an inline ``data:image/jpeg;base64,...`` URI."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(img)).decode("ascii")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from vsearch.imaging import images
+from vsearch.imaging.thumbnails import data_uri, load_thumbnail
 from vsearch.cli import render
 from vsearch.atomic import write_bytes as atomic_write_bytes
 from vsearch.evaluation.compare import Evaluation
@@ -367,11 +367,7 @@ class _Thumbs:
     def uri(self, path: Path) -> str | None:
         if path not in self._cache:
             try:
-                img = images.load_image(path, min_side=self.side)
-                img.thumbnail((self.side, self.side))
-                buf = io.BytesIO()
-                img.save(buf, format="JPEG", quality=80)
-                self._cache[path] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+                self._cache[path] = data_uri(load_thumbnail(path, self.side))
             except VsearchError:
                 self._cache[path] = None
         return self._cache[path]

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from vsearch.duplicates.actions import Action, is_keeper
-from vsearch.cli.gallery import PAGE_CSS, THUMB_SIDE, data_uri, file_uri, thumbnail, write_page
+from vsearch.cli.gallery import PAGE_CSS, file_uri, write_page
+from vsearch.imaging.thumbnails import THUMB_SIDE, data_uri, thumbnail
 
 __all__ = ["write_review"]
 

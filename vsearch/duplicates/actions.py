@@ -43,6 +43,7 @@ from vsearch import atomic
 from vsearch.storage import sidelog
 from vsearch.errors import VsearchError
 from vsearch.vectors.space import SearchFiles
+from vsearch.indexing import derived
 from vsearch.storage.store import UNDO_DIR, Store
 
 log = logging.getLogger(__name__)
@@ -285,14 +286,12 @@ def _commit(store: Store, previous: Any) -> None:
         return
     store.consolidate()
     if previous.dba is not None or previous.ann is not None or previous.ivfpq is not None:
-        from vsearch.indexing import pipeline as indexer  # Annoy and DBA builds; Pillow comes with it
-
         if previous.dba is not None:
-            indexer.build_dba(store, previous.dba.neighbours)
+            derived.build_dba(store, previous.dba.neighbours)
         if previous.ann is not None:
-            indexer.build_ann(store, previous.ann.trees)
+            derived.build_ann(store, previous.ann.trees)
         if previous.ivfpq is not None:
-            indexer.build_ivfpq(store)
+            derived.build_ivfpq(store)
 
 
 # --- undoing ---------------------------------------------------------------------------------

@@ -28,8 +28,7 @@ options for browsing by category: ``--qe 3`` alone, or ``build-index --dba 5`` w
 * :func:`mmr`: maximal marginal relevance (Carbonell & Goldstein 1998), for ``--diverse``.
 * :func:`average_query_expansion`: AQE (Chum et al. 2007): re-query with the mean of the query
   and its top-n results.
-* :func:`database_side_augmentation`: DBA (Arandjelovic & Zisserman 2012): each stored vector
-  becomes the normalised mean of itself and its top-n neighbours, computed once at build time.
+(Database-side augmentation, made once at build time, is :mod:`vsearch.vectors.dba`.)
 """
 
 from __future__ import annotations
@@ -204,29 +203,3 @@ def average_query_expansion(query: np.ndarray, neighbours: np.ndarray) -> np.nda
     if neighbours.size == 0:
         return _unit(query)
     return _unit((np.asarray(query, dtype=np.float32) + neighbours.sum(axis=0)) / (len(neighbours) + 1))
-
-
-def database_side_augmentation(vectors: np.ndarray, neighbour_rows: np.ndarray, out: np.ndarray,
-                               block: int = 4096) -> np.ndarray:
-    """DBA: ``out[i] = normalise(vectors[i] + sum(vectors[neighbour_rows[i]]))``.
-
-    ``neighbour_rows``: (N, n) rows of each row's n nearest *other* rows (-1 = none). ``out`` may
-    be a memory map; it is filled block by block, so memory stays at one block.
-    """
-    n_rows = len(vectors)
-    if neighbour_rows.shape[0] != n_rows:
-        raise ValueError("neighbour_rows must have one line per vector")
-    for start in range(0, n_rows, block):
-        stop = min(start + block, n_rows)
-        acc = np.array(vectors[start:stop], dtype=np.float32)
-        nb = neighbour_rows[start:stop]
-        for j in range(nb.shape[1]):
-            col = nb[:, j]
-            ok = col >= 0
-            # Sorted gathers keep a memory-mapped source sequential.
-            idx = np.nonzero(ok)[0]
-            order = np.argsort(col[idx])
-            acc[idx[order]] += np.asarray(vectors[col[idx][order]], dtype=np.float32)
-        norms = np.linalg.norm(acc, axis=1, keepdims=True)
-        out[start:stop] = acc / np.maximum(norms, 1e-12)
-    return out

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from vsearch import atomic
-from vsearch.cli.gallery import THUMB_SIDE, jpeg_bytes, load_thumbnail
+from vsearch.imaging.thumbnails import THUMB_SIDE, jpeg_bytes, load_thumbnail
 
 THUMBS_DIR = "thumbs"
 #: Default cap on the cache's size on disk.
