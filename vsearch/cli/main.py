@@ -8,7 +8,6 @@ Library modules that import numpy or Pillow are imported inside the commands tha
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 from collections.abc import Callable
@@ -492,18 +491,13 @@ def undo(
     """
     from vsearch import api
 
-    if index_dir is None and log is not None and _index_of_log(log) is not None:
-        index_dir = _index_of_log(log)  # a log inside an index folder belongs to that index
+    if index_dir is None and log is not None:
+        index_dir = api.index_of_undo_log(log)  # a log inside an index folder belongs to that index
     with api.open_index(index_dir) as index:
         result = index.undo(log)
     if not quiet:
         extra = f" ({result.already} already in place)" if result.already else ""
         _err(f"{_files(result.restored)} put back{extra}, from {result.log}")
-
-
-def _index_of_log(log: Path) -> Path | None:
-    folder = log.expanduser().absolute().parent
-    return folder.parent if folder.name == "undo" and (folder.parent / "meta.json").is_file() else None
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -633,23 +627,14 @@ def evaluate(
     folder_share (day_share) is how concentrated the top K are: the share from the most common folder (EXIF day).
     """
     import tempfile
-    import time
 
-    from vsearch.evaluation import compare
-    from vsearch.evaluation import labels
+    from vsearch import api
     from vsearch.cli import report
-    from vsearch.retrieval.search import Searcher
-    from vsearch.storage.store import Store
 
     if clicks:
         if sum(x is not None for x in (pairs, groups, augment)) or judged or len(index_dirs or []) > 1:
             raise VsearchError("--clicks reports one index's click log: give no labels and one --index-dir")
-        from vsearch.learning import clicks as cl
-        from vsearch.learning import propensity
-
-        with Store.open(index_dirs[0] if index_dirs else default_index_dir()) as store:
-            logged = cl.read_click_log(store.dir)
-        report.render_clicks(propensity.click_report(logged, cl.SWAP_DEPTH), fmt, quiet=quiet)
+        report.render_clicks(api.click_report(index_dirs[0] if index_dirs else None), fmt, quiet=quiet)
         return
     if sum(x is not None for x in (pairs, groups, augment)) + judged != 1:
         raise VsearchError("give exactly one of --pairs FILE, --groups FILE or --augment N "
@@ -663,35 +648,18 @@ def evaluate(
     adapters = _per_index("--adapter", adapter, len(dirs), "settings")
     if any(a not in ("on", "off") for a in adapters):
         raise VsearchError(f"--adapter takes on or off, comma-separated (got {adapter!r})")
-    # A cap, or the adapter when it is not on for all, shows in the column label beside the mode,
-    # so that X with and without it differ.
-    shown_modes = [m + "".join(f", max {n} {c}" for c, n in (("per folder", f), ("per day", d)) if n)
-                   + ("" if adapters == ["on"] * len(dirs) else f", adapter {a}")
-                   for m, f, d, a in zip(modes, folder_caps, day_caps, adapters)]
-    names = compare.target_labels(dirs, shown_modes, expands)
-    with contextlib.ExitStack() as opened, tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, \
-            progress_bar(quiet) as bar:
-        targets = [compare.Target(Searcher(opened.enter_context(Store.open(d)), device=device, adapter=a == "on"),
-                                  m, name, e, f, day)  # type: ignore[arg-type]
-                   for d, m, name, e, f, day, a in zip(dirs, modes, names, expands, folder_caps, day_caps, adapters)]
-        if augment is not None:
-            started = time.perf_counter()
-            labelled = labels.augment_labels(targets[0].searcher, augment, seed, Path(tmp))
-            source = (f"{len(labelled.queries)} edited copies of {augment - len(labelled.skipped)} indexed images "
-                      f"(seed {seed}), made in {time.perf_counter() - started:.1f}s")
-        elif judged:
-            labelled = labels.judged_labels(targets[0].searcher.store)
-            source = f"judgments in {dirs[0]}"
-        else:
-            labelled = labels.read_pairs(pairs) if pairs is not None else labels.read_groups(groups)  # type: ignore[arg-type]
-            source = f"labels: {pairs or groups}"
-        result = compare.evaluate_all(targets, labelled.queries, ks, headline=headline, seed=seed,
-                                      augmented=augment is not None, progress=bar.update)
+    setups = [api.Setup(Path(d), m, e, f, day, a == "on")  # type: ignore[arg-type]
+              for d, m, e, f, day, a in zip(dirs, modes, expands, folder_caps, day_caps, adapters)]
+    with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
+        done = api.evaluate_side_by_side(setups, pairs=pairs, groups=groups, augment=augment, judged=judged, ks=ks,
+                                         scratch=Path(tmp), headline=headline, seed=seed, device=device,
+                                         progress=bar.update)
         # Written before the temporary copies go: the report shows them as thumbnails.
         if per_query is not None:
-            report.write_per_query(per_query, result)
+            report.write_per_query(per_query, done.evaluation)
         if html_report is not None:
-            report.write_html(html_report, result, source=source)
+            report.write_html(html_report, done.evaluation, source=done.source)
+    result, source, labelled = done.evaluation, done.source, done.labels
     report.render_evaluation(result, fmt, ann_recall=ann_recall, source=source, labels=labelled, quiet=quiet,
                              written=[p for p in (per_query, html_report) if p is not None])
 
@@ -755,9 +723,9 @@ def make_pairs(
     quiet: Quiet = False,
 ) -> None:
     """Write edited copies of N images under FOLDER and a pairs CSV, for `vsearch evaluate --pairs`."""
-    from vsearch.evaluation import labels
+    from vsearch import api
 
-    pairs, count = labels.make_pairs(folder, augment, seed, out)
+    pairs, count = api.make_pairs(folder, augment, seed, out)
     if not quiet:
         _err(f"{count} copies of {augment} images in {out}")
     typer.echo(str(pairs))
@@ -775,53 +743,19 @@ def info(
     fmt: Annotated[Format, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = Format.table,
 ) -> None:
     """Describe an index: model, folder, counts, sizes on disk, generation, last update, freshness."""
-    from vsearch.retrieval.freshness import check
-    from vsearch.storage.store import Store
+    import dataclasses
+
+    from vsearch import api
 
     if fmt not in (Format.table, Format.json):
         raise VsearchError("info prints one record: use --format table or json")
-    with Store.open(index_dir or default_index_dir()) as store:
-        details = _index_details(store, check(store))
+    with api.open_index(index_dir, device="cpu") as index:
+        details = dataclasses.asdict(index.details())
     if fmt is Format.json:
         render.mapping(details, fmt)
     else:
         shown = {k: _size_text(v) if k.endswith("_bytes") else v for k, v in details.items()}
         render.mapping(shown, fmt, title="vsearch index", key="field")
-
-
-def _index_details(store: Any, freshness: Any) -> dict[str, Any]:
-    """What ``vsearch info`` shows, from the store's public face: meta.json and the files in its folder."""
-    meta = store.meta
-    model = meta.model
-    folder = Path(store.dir).resolve()
-    files = [p for p in folder.rglob("*") if p.is_file()]
-
-    def size(*names: str | None) -> int:
-        return sum((folder / n).stat().st_size for n in names if n and (folder / n).is_file())
-
-    warning = freshness.warning()
-    return {
-        "index": str(folder),
-        "model": model.name,
-        "dim": meta.dim,
-        "framing": f"{model.preprocess.framing} {model.preprocess.size}px",
-        "pooling": model.pooling,
-        "folder": meta.root,
-        "images": meta.count,
-        "skipped": len(store.skipped()),
-        "generation": meta.generation,
-        "updated": meta.updated,
-        "freshness": warning.removeprefix("warning: ") if warning else
-        ("up to date" if freshness.complete else "no change seen (checked part of the folder)"),
-        "annoy_trees": meta.ann.trees if meta.ann else None,
-        "vectors_format": meta.vectors_format.name if meta.vectors_format else "fp32",
-        "search_copy_bytes": size(*((meta.vectors_format.file, meta.vectors_format.transform)
-                                    if meta.vectors_format else ())),
-        "vectors_bytes": size(meta.vectors, meta.dba.file if meta.dba else None),
-        "ann_bytes": size(meta.ann.file if meta.ann else meta.ivfpq.file if meta.ivfpq else None),
-        "manifest_bytes": sum(p.stat().st_size for p in files if p.name.startswith("manifest")),
-        "total_bytes": sum(p.stat().st_size for p in files),
-    }
 
 
 def _size_text(n: int) -> str:
@@ -935,19 +869,15 @@ def judgments(
     quiet: Quiet = False,
 ) -> None:
     """List the relevance judgments recorded with `vsearch judge` or `vsearch serve`, or export them."""
-    from vsearch.learning import judgments as jd
-    from vsearch.storage.store import Store
+    from vsearch import api
 
-    where = index_dir or default_index_dir()
     if action is JudgmentsAction.export:
         if fmt not in (None, Format.csv):
             raise VsearchError("judgments export writes csv (a pairs file): --format csv")
         from vsearch import atomic
-        from vsearch.evaluation import labels
 
-        with Store.open(where) as store:
-            found = labels.judged_labels(store)
-        text = labels.pairs_csv(found)
+        found = api.judged_pairs(index_dir)
+        text = api.pairs_csv(found)
         if out is None:
             typer.echo(text, nl=False)
         else:
@@ -963,9 +893,7 @@ def judgments(
     fmt = fmt or Format.table
     if fmt is Format.paths:
         raise VsearchError("judgments are not paths: use --format table, json or csv")
-    with Store.open(where):  # a typo in --index-dir is an error, not an empty list
-        pass
-    found_judgments = jd.read_judgments(where)
+    found_judgments = api.read_judgments(index_dir)
     render.records(found_judgments, fmt, columns=["time", "relevant", "grade", "rank", "source", "query", "result",
                                                   "result_path"], title="judgments")
 

@@ -26,10 +26,8 @@ import numpy as np
 from vsearch.imaging.thumbnails import data_uri, load_thumbnail
 from vsearch.cli import render
 from vsearch.atomic import write_bytes as atomic_write_bytes
-from vsearch.evaluation.compare import Evaluation
 from vsearch.errors import VsearchError
-from vsearch.evaluation.evaluate import EvalReport, QueryRecord
-from vsearch.evaluation.labels import Labels
+from vsearch.api.records import EvalReport, Evaluation, Labels, QueryRecord
 from vsearch.cli.render import EvalFormat, Format
 
 #: The metrics measured at each cut-off K: the columns of the grid, in order.

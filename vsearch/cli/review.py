@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vsearch.duplicates.actions import Action, is_keeper
+from vsearch.api import Action, is_keeper
 from vsearch.cli.gallery import PAGE_CSS, file_uri, write_page
 from vsearch.imaging.thumbnails import THUMB_SIDE, data_uri, thumbnail
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import numpy as np
@@ -44,21 +43,15 @@ from vsearch.storage import sidelog
 from vsearch.errors import VsearchError
 from vsearch.vectors.space import SearchFiles
 from vsearch.indexing import derived
-from vsearch.storage.store import UNDO_DIR, Store
+from vsearch.storage.meta import META_FILE
+from vsearch.storage.store import UNDO_DIR, Store, path_digest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Action", "UndoLog", "UndoResult", "apply", "is_keeper", "latest_log", "plan", "undo", "undo_dir"]
+__all__ = ["Action", "UndoLog", "UndoResult", "apply", "index_of_log", "is_keeper", "latest_log", "plan", "undo", "undo_dir"]
 
 LOG_FORMAT = "vsearch-undo"
 _LOG_NAME = re.compile(r"^(\d+)-.*\.jsonl$")
-
-
-class MemberLike(Protocol):
-    """What actions need of a duplicate group's member."""
-
-    path: Path
-    group: int
 
 
 def is_keeper(member: Any) -> bool:
@@ -98,6 +91,12 @@ class UndoResult:
     log: Path
     restored: int
     already: int
+
+
+def index_of_log(log: Path) -> Path | None:
+    """The index folder an undo log lies in (``INDEX/undo/LOG``), or None for a log elsewhere."""
+    folder = Path(log).expanduser().absolute().parent
+    return folder.parent if folder.name == UNDO_DIR and (folder.parent / META_FILE).is_file() else None
 
 
 def undo_dir(index_dir: Path) -> Path:
@@ -232,7 +231,7 @@ def _check_unchanged(store: Store, root: Path, action: Action, seen: dict[Path, 
             raise VsearchError(f"{path} is not in the index (any more); run `vsearch build-index {root}` first")
         try:
             if path not in seen and path.is_file():
-                seen[path] = _digest(path)
+                seen[path] = path_digest(path)
             same = seen.get(path) == e.digest
         except OSError as exc:
             raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -357,7 +356,7 @@ def _restore_step(record: dict[str, Any], trashed_at: str | None) -> tuple[dict[
     """(record, where the file is now or None when already back, problem or None)."""
     source, digest = Path(record["source"]), record["digest"]
     if source.exists() or source.is_symlink():
-        if source.is_file() and _digest(source) == digest:
+        if source.is_file() and path_digest(source) == digest:
             return record, None, None  # never moved (a crash after the log line), or put back already
         return record, None, f"{source} exists and is another file; vsearch never overwrites a file"
     if record["action"] == "move":
@@ -369,7 +368,7 @@ def _restore_step(record: dict[str, Any], trashed_at: str | None) -> tuple[dict[
             return record, None, f"{source} is not in the trash any more (emptied or restored elsewhere?)"
     if not where.is_file():
         return record, None, f"{where} is gone; cannot put back {source}"
-    if _digest(where) != digest:
+    if path_digest(where) != digest:
         return record, None, f"{where} changed since it was moved; not putting it back over {source}"
     return record, where, None
 
@@ -452,7 +451,7 @@ def _copy_across(source: Path, target: Path, digest: str) -> None:
         shutil.copy2(source, tmp)
         with open(tmp, "rb+") as fh:
             atomic.sync(fh.fileno())
-        if _digest(tmp) != digest:
+        if path_digest(tmp) != digest:
             raise VsearchError(f"copying {source} to {target} changed its bytes; nothing was moved")
         os.link(tmp, target)
     finally:
@@ -467,15 +466,6 @@ def _under(path: Path | None, root: Path) -> str | None:
         return path.relative_to(root).as_posix()
     except ValueError:
         return None
-
-
-def _digest(path: Path) -> str:
-    """The manifest's content digest (``store.file_digest``), read in blocks."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
@@ -527,7 +517,7 @@ def _find_in_trash(path: Path, digest: str) -> Path | None:
             continue
         names = [files / path.name] + sorted(files.glob(f"{_glob_escape(path.stem)} *{_glob_escape(path.suffix)}"))
         for candidate in names:
-            if not candidate.is_file() or _digest(candidate) != digest:
+            if not candidate.is_file() or path_digest(candidate) != digest:
                 continue
             info = trash / "info" / f"{candidate.name}.trashinfo"
             if _trashinfo_path(info, trash) == path:

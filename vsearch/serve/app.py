@@ -36,10 +36,8 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vsearch.learning import clicks
+from vsearch import api as library
 from vsearch.errors import VsearchError
-from vsearch.learning.judgments import record_judgment
-from vsearch.storage.store import file_digest
 from vsearch.serve.common import error as _error
 from vsearch.serve.common import read_json as _json
 from vsearch.serve.common import whole_number as _int
@@ -204,7 +202,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         if pixels > max_upload_pixels:
             return _error(413, f"the upload has {pixels:,} pixels; the limit is {max_upload_pixels:,}")
         hits = await run_in_threadpool(lambda: _query_bytes(api, bytes(data), options))
-        return _hits(api, hits, file_digest(bytes(data)))
+        return _hits(api, hits, library.bytes_digest(bytes(data)))
 
     async def thumb(request: Request) -> Response:
         row = request.path_params["row"]
@@ -234,8 +232,8 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         query, label = str(body.get("query", "")), str(body.get("label", ""))
         if label not in ("relevant", "not-relevant"):
             raise VsearchError(f"label must be relevant or not-relevant (got {label!r})")
-        shown = await run_in_threadpool(clicks.latest_shown, index.index_dir, query, digest) if query else None
-        done = record_judgment(index.index_dir, query, digest, label == "relevant", source="page",
+        shown = await run_in_threadpool(library.latest_shown, index.index_dir, query, digest) if query else None
+        done = library.record_verdict(index.index_dir, query, digest, label == "relevant", source="page",
                                rank=shown[1] if shown else None, result_path=rel)
         return JSONResponse({**done.__dict__, "label": label})
 
@@ -258,10 +256,10 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
             if kind == "click":  # impressions were logged when the search answered (in _hits)
                 qid = body.get("query_id")
                 found = (_int(qid, "query_id"), rank) if qid is not None else \
-                    await run_in_threadpool(clicks.latest_shown, index.index_dir, query, digest)
+                    await run_in_threadpool(library.latest_shown, index.index_dir, query, digest)
                 if found is None:
                     continue
-                await run_in_threadpool(clicks.log_click, index.index_dir, found[0], digest)
+                await run_in_threadpool(library.log_click, index.index_dir, found[0], digest)
             logged += 1
         return JSONResponse({"logged": logged})
 
@@ -346,9 +344,7 @@ def _pixels(data: bytes) -> int | None:
 
     from PIL import Image
 
-    from vsearch.imaging import images  # the HEIF opener is registered by the safe decoder's module
-
-    images._register_heif()
+    library.register_heif()
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
@@ -375,13 +371,13 @@ def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:
 
 
 def _hits(api: _Api, hits: list[Any], query_key: str) -> JSONResponse:
-    """The results as the page shows them, logged as impressions (clicks.log_impressions): on a
+    """The results as the page shows them, logged as impressions (library.log_impressions): on a
     share of searches one adjacent pair is swapped, to measure position bias."""
     root = Path(api.index.root)
     results, query_id = [], None
     digests = [_digest_of_hit(api, h) for h in hits]
     if hits and None not in digests:
-        shown = clicks.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]
+        shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]
                                        swap_fraction=api.swap_fraction)
         hits, query_id = [hits[i] for i in shown.order], shown.query_id
     for rank, h in enumerate(hits, start=1):
@@ -399,7 +395,7 @@ def _digest_of_hit(api: _Api, hit: Any) -> str | None:
 
 
 def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          swap_fraction: float = clicks.DEFAULT_SWAP_FRACTION) -> None:
+          swap_fraction: float = library.DEFAULT_SWAP_FRACTION) -> None:
     """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``)."""
     import uvicorn
 

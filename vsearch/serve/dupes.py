@@ -25,8 +25,6 @@ from starlette.routing import Route
 
 from vsearch.api import DuplicateGroup, choose_keeper
 from vsearch.errors import VsearchError
-from vsearch.storage.meta import META_FILE
-from vsearch.storage.store import MARKS_FILE
 from vsearch.serve.common import error, read_json, whole_number
 
 #: Groups sent to the page at most (largest first); the answer says how many there are.
@@ -65,7 +63,7 @@ def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Cal
     wrapper); ``guarded`` adds the app's POST checks (CSRF token, same origin) and error answers."""
     index = api.index
 
-    found = FoundGroups(Path(index.index_dir))
+    found = FoundGroups()
 
     def groups_now(query: GroupQuery, fresh: bool) -> list[DuplicateGroup]:
         with api.lock:  # the near level can take a while; searches wait (the Index is not thread-safe)
@@ -157,24 +155,12 @@ class FoundGroups:
     #: Queries remembered (level x keep rule fits; thresholds vary).
     KEPT = 12
 
-    def __init__(self, index_dir: Path) -> None:
-        self.index_dir = index_dir
+    def __init__(self) -> None:
         self.found: dict[GroupQuery, tuple[tuple[Any, ...], list[DuplicateGroup]]] = {}
-
-    def stamp(self) -> tuple[Any, ...]:
-        """What identifies the index's commit and marks now (inode, size, mtime of each file)."""
-        parts: list[Any] = []
-        for name in (META_FILE, MARKS_FILE):
-            try:
-                st = (self.index_dir / name).stat()
-                parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                parts.append(None)
-        return tuple(parts)
 
     def get(self, query: GroupQuery, index: Any, *, fresh: bool = False) -> list[DuplicateGroup]:
         """The groups for ``query``: remembered, unless the stamp changed or ``fresh``."""
-        stamp = self.stamp()  # before finding: a commit meanwhile makes the next call find again
+        stamp = index.state()  # before finding: a commit meanwhile makes the next call find again
         kept = self.found.get(query)
         if kept is not None and kept[0] == stamp and not fresh:
             return kept[1]

@@ -99,13 +99,29 @@ FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
 COMMIT_WAIT_S = 2.0
 
 __all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "Derivations", "FileEntry", "Store", "ann_name", "dba_name",
-           "file_digest"]
+           "file_digest", "path_digest"]
+
+
+def _content_hash() -> Any:
+    # The one definition of the content digest: undo logs and marks store digests made with it.
+    return hashlib.blake2b(digest_size=16)
 
 
 def file_digest(data: bytes) -> str:
     """The manifest's content digest (BLAKE2b-128, hex): how renamed, moved and copied files,
     and query photos already in the index, are recognised."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    h = _content_hash()
+    h.update(data)
+    return h.hexdigest()
+
+
+def path_digest(path: Path) -> str:
+    """:func:`file_digest` of a file's bytes, read in blocks (memory stays at one block)."""
+    h = _content_hash()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 class Derivations(Protocol):

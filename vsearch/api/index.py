@@ -1,219 +1,43 @@
-"""The Python API: build an index, open one, query it, find near-duplicates, score it.
-
-    build_index(folder)  -> Index   embed what is new or changed, then build the Annoy index
-    open_index(dir)      -> Index   a committed index, read-only
-    Index.query(...)     -> [Hit]   image(s), text (CLIP indexes), negatives, filters, re-ranking
-    Index.duplicates()   -> [DuplicateGroup]
-    Index.judge(q, [r])  -> [Judgment]  a person's verdicts, kept in judgments.sqlite
-    Index.evaluate(...)  -> EvalReport  on label files, edited copies, or the recorded judgments
-    log_impressions(dir, query, results) -> Shown   the click log (vsearch.learning.clicks), with swaps
-    log_click(dir, query_id, result)     -> rank
-
-The CLI drives the library through these same functions: ``vsearch embed`` and
-``build-index`` call :func:`build_index`, ``query`` and ``duplicates`` an :class:`Index`.
-
-Errors a user can cause raise :class:`~vsearch.errors.VsearchError` (or a subclass); nothing
-here prints or exits. ``import vsearch`` does not import this module (see ``__init__``): it
-imports numpy through the library, which a caller pays for only once it uses the API.
+"""An open index: what it is, query it, find its near-duplicates, score it; and the calls that
+change files beside it (verdicts, marks, moving copies and undoing it, training), each of which
+says so. Those are implemented where their work lives (:mod:`vsearch.api.changes`,
+:mod:`vsearch.duplicates.actions`, :mod:`vsearch.api.learning`); :class:`Index` hands them the
+open index.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import tempfile
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vsearch.api import changes, learning, scoring
+from vsearch.api.common import PathLike, check_mode, index_dir_of, listed
+from vsearch.api.details import IndexDetails
 from vsearch.duplicates import actions as act
 from vsearch.duplicates import grouping as dup
-from vsearch.retrieval import freshness as fresh
-from vsearch.learning import judgments as jd
 from vsearch.duplicates import marks
-from vsearch.learning.clicks import log_click, log_impressions
-from vsearch.duplicates.grouping import DuplicateGroup, DuplicateMember
-from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
+from vsearch.duplicates.grouping import DuplicateGroup
 from vsearch.errors import VsearchError
-from vsearch.locations import default_index_dir
-from vsearch.retrieval.rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
+from vsearch.learning import judgments as jd
+from vsearch.retrieval import freshness as fresh
 from vsearch.retrieval.query import QueryVector
+from vsearch.retrieval.rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
 from vsearch.retrieval.search import Hit, Refine, Searcher, SearchMode, verify_rerank
-from vsearch.storage.meta import IndexMeta
-from vsearch.storage.store import FileEntry, Store, file_digest
+from vsearch.storage.meta import META_FILE, IndexMeta
+from vsearch.storage.store import MARKS_FILE, FileEntry, Store
 
 if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for it (imported when called)
     from vsearch.evaluation.evaluate import EvalReport
-    from vsearch.evaluation.labels import LabelledQuery
-    from vsearch.indexing.pipeline import IndexSummary, Progress
+    from vsearch.indexing.pipeline import IndexSummary
     from vsearch.learning.train import TrainResult
 
-__all__ = [
-    "Action",
-    "DuplicateGroup",
-    "DuplicateMember",
-    "Hit",
-    "Index",
-    "UndoLog",
-    "UndoResult",
-    "build_index",
-    "choose_keeper",
-    "default_index_dir",
-    "log_click",
-    "log_impressions",
-    "open_index",
-]
+__all__ = ["Index", "open_index"]
 
 Action, UndoLog, UndoResult = act.Action, act.UndoLog, act.UndoResult
-
-#: A path given as a str or any os.PathLike (pathlib.Path included).
-PathLike = str | os.PathLike[str]
-MODES: tuple[str, ...] = get_args(SearchMode)
-
-
-def _index_dir(index_dir: PathLike | None) -> Path:
-    return default_index_dir() if index_dir is None else Path(index_dir).expanduser()
-
-
-# --- records ---------------------------------------------------------------------------------
-
-
-def choose_keeper(group: DuplicateGroup, keeper: PathLike) -> DuplicateGroup:
-    """``group`` with the member at path ``keeper`` as the copy to keep, instead of the one the
-    keep rule suggested: what a person picks on the duplicates page, before
-    :meth:`Index.plan_actions`. The new keeper comes first (score 1.0, the group's level); the
-    old one takes the new keeper's level and cosine (the tie between the two is symmetric); the
-    other members keep theirs, which were measured against the old keeper. Raises
-    :class:`VsearchError` when no member has that path."""
-    chosen = Path(keeper)
-    pick = next((m for m in group.members if m.path == chosen), None)
-    if pick is None:
-        raise VsearchError(f"{chosen} is not in duplicate group {group.number}")
-    if pick.keeper:
-        return group
-    old = group.keeper
-    first = dataclasses.replace(pick, keeper=True, level=group.level, score=1.0)
-    second = dataclasses.replace(old, keeper=False, level=pick.level, score=pick.score)
-    return DuplicateGroup((first, second, *(m for m in group.copies if m is not pick)))
-
-
-# --- building --------------------------------------------------------------------------------
-
-
-def build_index(
-    folder: PathLike,
-    index_dir: PathLike | None = None,
-    *,
-    model: str | None = None,
-    trees: int | None = DEFAULT_TREES,
-    exclude: Sequence[str] = (),
-    progress: Callable[[Progress], None] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int | None = None,
-    device: str = "auto",
-    max_pixels: int | None = None,
-    dba: int = 0,
-    rebuild: bool = False,
-    on_note: Callable[[str], None] | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    approximate: str = "auto",
-    vectors: str | None = None,
-    refit: bool = False,
-) -> Index:
-    """Bring the index at ``index_dir`` up to date with ``folder``; return it, open.
-
-    Embeds only what is new or changed (a re-run on an unchanged folder loads no model),
-    commits it, then builds the Annoy index with ``trees`` trees, as ``vsearch build-index``.
-    ``trees=None`` stops after embedding, as ``vsearch embed``: no Annoy index is built and no
-    database-side augmentation is done.
-
-    ``index_dir``: default :func:`default_index_dir`. ``model``: a model name (default: the
-    index's own model, or efficientnet-lite0 for a new index); an index is bound to one model
-    and another is refused. ``exclude``: shell-style globs (one, or a list) of paths relative
-    to ``folder`` to leave out. ``progress``: called after each batch with a record whose
-    ``done`` and ``total`` count the files that needed work. ``workers``: decode threads
-    (default one per core). ``device``: auto, cpu, cuda or mps. ``max_pixels``: larger images
-    are skipped (default 200 million). ``dba``: database-side augmentation with that many
-    neighbours (0 = off; needs the Annoy step, so not with ``trees=None``). ``rebuild``: start
-    a damaged index afresh, keeping the vectors of unchanged files where they can be trusted.
-    ``on_note``: gets a line saying what a long step (DBA) is doing.
-    ``engine``: ``local`` (this process) or ``ray`` (Ray Data model actors, the ``vsearch[ray]``
-    extra) on the Ray cluster at ``address`` (None: a local one); same index either way.
-    ``vectors``: the format search reads (fp32, fp16, pcaD, pcaDw; see :mod:`vsearch.vectors.compress`;
-    default the index's own, fp32 for a new one); a change remakes only the search copy.
-    ``refit``: fit its PCA again. ``approximate``: the approximate index built after embedding:
-    ``annoy``, ``ivfpq`` (faiss: ``vsearch[scale]``) or ``auto`` (Annoy up to
-    :data:`vsearch.vectors.nearest.IVFPQ_FROM` vectors, IVF-PQ above when faiss is installed); it
-    replaces the other kind's.
-
-    What the update did is on the returned index's :attr:`Index.summary`.
-    """
-    if trees is not None and (isinstance(trees, bool) or trees < 1):
-        raise VsearchError(f"trees must be 1 or more, or None to skip the Annoy index (got {trees!r})")
-    if dba and trees is None:
-        raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
-    if batch_size < 1:
-        raise VsearchError(f"batch_size must be 1 or more (got {batch_size})")
-    if max_pixels is not None and max_pixels < 1:
-        raise VsearchError(f"max_pixels must be 1 or more (got {max_pixels})")
-    from vsearch.imaging import images  # Pillow: only a build pays for it
-    from vsearch.indexing import derived
-    from vsearch.indexing import pipeline as indexer
-
-    derived.check_index_kind(approximate)
-    if approximate == "ivfpq":
-        from vsearch.vectors.ivfpq import load_faiss
-
-        load_faiss()  # missing faiss: one line before any work, not after the embedding
-
-    where = _index_dir(index_dir)
-    options = indexer.IndexOptions(
-        model=model, batch_size=batch_size, workers=workers, device=device,
-        max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS,
-        exclude=(exclude,) if isinstance(exclude, str) else tuple(exclude),  # one glob, not its letters
-        engine=engine, address=address, vectors=vectors, refit=refit,
-    )
-    indexer.check_folder(Path(folder))  # before the index folder is created: a typo leaves nothing behind
-    # One writer session for all steps: no other writer can slip in between embedding and Annoy.
-    with indexer.open_for_update(where, rebuild=rebuild) as store:
-        summary = indexer.update(store, Path(folder), options, progress=progress)
-        if trees is not None:
-            derived.build_dba(store, dba, progress=on_note)
-            derived.build_approximate(store, approximate, trees)
-    index = Index(where, device=device)
-    index._summary = summary
-    return index
-
-
-# --- learning --------------------------------------------------------------------------------
-
-
-def train(index_dir: PathLike | None = None, *, epochs: int = 10, dim: int | None = None, seed: int = 0, views: int = 2,
-          use_judgments: bool = False, device: str = "auto",
-          progress: Callable[[str, int, int], None] | None = None) -> TrainResult:
-    """Fit a projection head on the index's vectors and commit it in the index (``vsearch train``).
-
-    Positives: ``views`` edited copies of each photo (augment.py's seeded edits, embedded with
-    the index's model); with ``use_judgments``, relevant judged pairs too, and irrelevant ones
-    as hard negatives. The same ``seed`` gives the same head. Queries, duplicates and evaluate
-    then go through it unless opened with ``adapter=False``. ``dim``: the projected length
-    (default 256, or the vectors' own when shorter). ``progress(stage, done, total)``.
-    """
-    from vsearch.learning import train as tr
-
-    options = tr.TrainOptions(epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments)
-    return tr.train(_index_dir(index_dir), options, device=device, progress=progress)
-
-
-def remove_head(index_dir: PathLike | None = None) -> bool:
-    """Drop the index's trained head (searches use the raw vectors again); whether there was one."""
-    from vsearch.learning import train as tr
-
-    return tr.remove_head(_index_dir(index_dir))
 
 
 # --- an open index ---------------------------------------------------------------------------
@@ -241,7 +65,7 @@ class Index:
 
     def __init__(self, index_dir: PathLike | None = None, *, device: str = "auto", adapter: bool = True) -> None:
         """Open the index at ``index_dir`` (default :func:`default_index_dir`); see :func:`open_index`."""
-        store = Store.open(_index_dir(index_dir))
+        store = Store.open(index_dir_of(index_dir))
         self._adapter = adapter
         try:
             self._searcher: Searcher | None = Searcher(store, device=device, adapter=adapter)
@@ -407,11 +231,11 @@ class Index:
         """
         _check_query_options(k, mode, not_weight, min_score, dedupe, diverse, qe)
         _, searcher = self._open()
-        positives = [_query_vector(searcher, q) for q in _listed(queries)]
-        positives += [searcher.encoder.text_vector(t) for t in _listed(text)]
+        positives = [_query_vector(searcher, q) for q in listed(queries)]
+        positives += [searcher.encoder.text_vector(t) for t in listed(text)]
         if not positives:
             raise VsearchError("nothing to search for: give a query image or text")
-        negs = [searcher.image_vector(Path(n)) for n in _listed(negatives)]
+        negs = [searcher.image_vector(Path(n)) for n in listed(negatives)]
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
         refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe,
@@ -436,8 +260,7 @@ class Index:
         ``mode``: ``auto``, ``exact`` or ``approximate``. ``progress(done, total)`` follows
         the rows compared, then the rows grouped.
         """
-        if mode not in MODES:
-            raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+        check_mode(mode)
         if level not in dup.LEVELS:
             raise VsearchError(f"level must be one of {', '.join(dup.LEVELS)} (got {level!r})")
         if keep not in dup.KEEP_RULES:
@@ -448,47 +271,30 @@ class Index:
             if mode == "approximate":
                 raise VsearchError("approximate duplicates need the raw vectors' Annoy index: use --adapter off")
             vectors, mode = searcher.vectors, "exact"
-        return _find_groups(store, threshold, level, keep, not_duplicates, mode, progress, vectors)
+        # Marks recorded with not_duplicate (or the CLI's --not-duplicate) always apply.
+        apart = set(not_duplicates) | marks.not_duplicates(store.dir)
+        return dup.find_groups(store, threshold, level=level, keep=keep, not_duplicates=apart,
+                               mode=mode, progress=progress, vectors=vectors)
 
     def not_duplicate(self, a: PathLike, b: PathLike) -> None:
         """Record that images ``a`` and ``b`` are not duplicates: later :meth:`duplicates` calls
-        keep them apart. The mark is keyed by the files' contents, so it survives renames,
-        moves and rebuilds (``marks.jsonl`` in the index folder)."""
-        digests = [_content_digest(Path(p).expanduser()) for p in (a, b)]
-        marks.add_not_duplicate(self._dir, *digests, paths=(str(a), str(b)))
+        keep them apart. Changes a file: the mark is kept in the index folder (``marks.jsonl``),
+        keyed by the files' contents, so it survives renames, moves and rebuilds."""
+        changes.not_duplicate(self._dir, a, b)
 
     def judge(self, query: PathLike, results: Sequence[PathLike], *, relevant: bool, grade: int | None = None,
               source: str = "cli") -> list[jd.Judgment]:
         """Record that each of ``results`` is (or is not) relevant to ``query``, in one go.
 
         ``query``: an image file (in the index or not), or a ``"text:..."`` string for a text
-        query. ``results``: image files in the index. Verdicts are keyed by the files' contents,
-        so they survive renames (``judgments.sqlite`` in the index folder). ``grade``: graded
-        relevance, the gain of nDCG (default 1 relevant, 0 not). A result that is not in the
-        index or cannot be read raises :class:`VsearchError`, and nothing is recorded.
+        query. ``results``: image files in the index. Changes a file: verdicts are kept in the
+        index folder (``judgments.sqlite``), keyed by the files' contents, so they survive
+        renames. ``grade``: graded relevance, the gain of nDCG (default 1 relevant, 0 not). A
+        result that is not in the index or cannot be read raises :class:`VsearchError`, and
+        nothing is recorded.
         """
         store, _ = self._open()
-        listed = _listed(results)
-        if not listed:
-            raise VsearchError("give at least one result image to judge")
-        if isinstance(query, str) and query.startswith("text:") and not Path(query).exists():
-            query_key, query_path = query, None
-        else:
-            q = Path(query).expanduser()
-            query_key, query_path = _content_digest(q), str(q.resolve())
-        root = self.root.resolve()
-        verdicts = []
-        for r in listed:
-            path = Path(r).expanduser()
-            digest = _content_digest(path)
-            entry = store.entry_by_digest(digest)
-            if entry is None:
-                raise VsearchError(f"{path} is not in the index at {self._dir} (judged results must be indexed images; "
-                                   "run vsearch build-index first); nothing was recorded")
-            resolved = path.resolve()
-            rel = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else entry.path
-            verdicts.append(jd.Verdict(query_key, digest, relevant, grade, None, rel, query_path))
-        return jd.record_judgments(self._dir, verdicts, source=source)
+        return changes.judge(store, self.root, query, results, relevant=relevant, grade=grade, source=source)
 
     def plan_actions(self, groups: Sequence[DuplicateGroup], *, move_to: PathLike | None = None,
                      trash: bool = False) -> list[Action]:
@@ -530,6 +336,25 @@ class Index:
         store, _ = self._open()
         return store.entry(rel)
 
+    def details(self) -> IndexDetails:
+        """What ``vsearch info`` shows: the model, the folder, counts, the files' sizes on disk,
+        the generation, the last update and a quick freshness check."""
+        store, _ = self._open()
+        return IndexDetails.of(store, fresh.check(store))
+
+    def state(self) -> tuple[Any, ...]:
+        """A token that changes whenever the index commits or a not-duplicate mark is recorded
+        (inode, size and mtime of ``meta.json`` and ``marks.jsonl``): what a caller that keeps
+        duplicate groups compares to know when to find them again."""
+        parts: list[Any] = []
+        for name in (META_FILE, MARKS_FILE):
+            try:
+                st = (self._dir / name).stat()
+                parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                parts.append(None)
+        return tuple(parts)
+
     def freshness(self) -> fresh.Freshness:
         """A quick, time-boxed look at whether :attr:`root` changed since the index was built.
 
@@ -546,7 +371,7 @@ class Index:
         """Fit a projection head on this index and commit it (see :func:`train`); this index's
         next searches go through it (when opened with ``adapter=True``, the default)."""
         self._open()
-        result = train(self._dir, epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments,
+        result = learning.train(self._dir, epochs=epochs, dim=dim, seed=seed, views=views, use_judgments=use_judgments,
                        device=self._device, progress=progress)
         self._reopen()
         return result
@@ -599,47 +424,20 @@ class Index:
         mean share of the top K from the most common folder (day); ``records`` holds each
         query's expected and returned paths.
         """
-        if sum(x is not None for x in (pairs, groups, augment)) + bool(judgments) != 1:
-            raise VsearchError("give exactly one of pairs=, groups=, augment= or judgments=True")
-        if mode not in MODES:
-            raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
-        if isinstance(qe, bool) or qe < 0:
-            raise VsearchError(f"qe must be 0 or more (got {qe!r})")
-        if augment is not None and (isinstance(augment, bool) or augment < 1):
-            raise VsearchError(f"augment must be 1 or more (got {augment!r})")
-        caps = Refine(max_per_folder=max_per_folder, max_per_day=max_per_day)  # checks them before any work
         store, searcher = self._open()
-        ks = tuple(ks) if ks is not None else ((1, 10) if augment is not None else (1, 5, 10))
-        if judgments:
-            from vsearch.evaluation import labels as lb
-
-            return _evaluate(searcher, lb.judged_labels(store).queries, ks, mode, qe, ann_recall, progress, caps)
-        if augment is None:
-            labels = _read_labels(pairs, groups)
-            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress, caps)
-        with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp:
-            labels = _augment_labels(searcher, augment, seed, Path(tmp))
-            return _evaluate(searcher, labels, ks, mode, qe, ann_recall, progress, caps)
+        return scoring.evaluate_index(store, searcher, pairs=pairs, groups=groups, augment=augment, judged=judgments,
+                                      ks=ks, mode=mode, qe=qe, seed=seed, ann_recall=ann_recall, progress=progress,
+                                      max_per_folder=max_per_folder, max_per_day=max_per_day)
 
 
 # --- checks ----------------------------------------------------------------------------------
-
-
-def _listed(value: Any) -> list[Any]:
-    """One query (str or path) or a sequence of them, as a list."""
-    if value is None:
-        return []
-    if isinstance(value, (str, os.PathLike)):
-        return [value]
-    return list(value)
 
 
 def _check_query_options(k: int, mode: str, not_weight: float, min_score: float | None,
                          dedupe: float | None, diverse: float | None, qe: int) -> None:
     if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1:  # numpy integers are fine
         raise VsearchError(f"k must be a whole number, 1 or more (got {k!r})")
-    if mode not in MODES:
-        raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    check_mode(mode)
     if not math.isfinite(not_weight) or not_weight < 0:
         raise VsearchError(f"not_weight must be 0 or more (got {not_weight!r})")
     for name, value in (("min_score", min_score), ("dedupe", dedupe)):
@@ -660,10 +458,10 @@ def _verify_query(verify: int, queries: Any, text: Any) -> Path | None:
         raise VsearchError(f"verify must be a whole number, 0 or more (got {verify!r})")
     if verify == 0:
         return None
-    listed = _listed(queries)
-    if len(listed) != 1 or _listed(text) or not Path(listed[0]).expanduser().is_file():
+    images = listed(queries)
+    if len(images) != 1 or listed(text) or not Path(images[0]).expanduser().is_file():
         raise VsearchError("--verify needs exactly one query image (not text, not several images)")
-    return Path(listed[0]).expanduser()
+    return Path(images[0]).expanduser()
 
 
 def _query_vector(searcher: Searcher, query: PathLike) -> QueryVector:
@@ -686,42 +484,3 @@ def _find_groups(store: Store, threshold: float | None, level: str, keep: str,
     apart = set(not_duplicates) | marks.not_duplicates(store.dir)
     return dup.find_groups(store, threshold, level=level, keep=keep, not_duplicates=apart,
                            mode=mode, progress=progress, vectors=vectors)
-
-
-def _content_digest(path: Path) -> str:
-    """The manifest's content digest of a file (what marks are keyed by)."""
-    if not path.exists():
-        raise VsearchError(f"no such file: {path}")
-    if not path.is_file():  # a folder, or a FIFO that would block the read
-        raise VsearchError(f"{path} is not a regular file; give an image file")
-    from vsearch.imaging import images  # Pillow: only marking a pair pays for it
-
-    try:  # the one bounded reader every image read goes through (regular files, byte cap)
-        return file_digest(images.read_image_bytes(path))
-    except VsearchError as exc:
-        raise VsearchError(f"cannot read {path}: {exc}") from None
-
-
-# Evaluation makes and reads images (augmented copies, label files): its modules import Pillow,
-# so they are imported when called, off the query path.
-
-
-def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> list[LabelledQuery]:
-    from vsearch.evaluation import labels as lb
-
-    found = lb.read_pairs(Path(pairs)) if pairs is not None else lb.read_groups(Path(groups))  # type: ignore[arg-type]
-    return found.queries
-
-
-def _augment_labels(searcher: Searcher, n: int, seed: int, folder: Path) -> list[LabelledQuery]:
-    from vsearch.evaluation import labels as lb
-
-    return lb.augment_labels(searcher, n, seed, folder).queries
-
-
-def _evaluate(searcher: Searcher, labels: list[LabelledQuery], ks: tuple[int, ...], mode: SearchMode,
-              qe: int, ann_recall: bool, progress: Callable[[int, int], None] | None, caps: Refine) -> EvalReport:
-    from vsearch.evaluation import evaluate as ev
-
-    return ev.evaluate(searcher, labels, ks, mode, ann_recall=ann_recall, progress=progress, expand=qe,
-                       max_per_folder=caps.max_per_folder, max_per_day=caps.max_per_day)

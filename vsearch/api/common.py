@@ -1,0 +1,63 @@
+"""What every part of the API shares: how a path is given, the default index folder, and the
+checks of the options several calls take."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, get_args
+
+from vsearch.errors import VsearchError
+from vsearch.locations import default_index_dir
+from vsearch.retrieval.search import SearchMode
+from vsearch.storage.store import file_digest
+
+#: A path given as a str or any os.PathLike (pathlib.Path included).
+PathLike = str | os.PathLike[str]
+#: The search modes every call that searches takes.
+MODES: tuple[str, ...] = get_args(SearchMode)
+
+__all__ = ["MODES", "PathLike", "check_mode", "content_digest", "index_dir_of", "listed", "register_heif"]
+
+
+def index_dir_of(index_dir: PathLike | None) -> Path:
+    """The index folder a call means: ``index_dir``, or :func:`default_index_dir` when None."""
+    return default_index_dir() if index_dir is None else Path(index_dir).expanduser()
+
+
+def listed(value: Any) -> list[Any]:
+    """One query (str or path) or a sequence of them, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    return list(value)
+
+
+def check_mode(mode: str) -> None:
+    """Refuse a search mode that is not one of :data:`MODES` (the one check every call uses)."""
+    if mode not in MODES:
+        raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+
+
+def content_digest(path: Path) -> str:
+    """The manifest's content digest of a file (what marks and judgments are keyed by)."""
+    if not path.exists():
+        raise VsearchError(f"no such file: {path}")
+    if not path.is_file():  # a folder, or a FIFO that would block the read
+        raise VsearchError(f"{path} is not a regular file; give an image file")
+    from vsearch.imaging import images  # Pillow: only marking or judging a pair pays for it
+
+    try:  # the one bounded reader every image read goes through (regular files, byte cap)
+        return file_digest(images.read_image_bytes(path))
+    except VsearchError as exc:
+        raise VsearchError(f"cannot read {path}: {exc}") from None
+
+
+def register_heif() -> bool:
+    """Let Pillow open HEIF/HEIC files (pillow-heif's opener; process-wide, as Pillow's openers
+    are): for a caller that opens images with Pillow itself, e.g. to read an upload's header.
+    Whether HEIF can be read."""
+    from vsearch.imaging import images  # Pillow: only a caller that opens images pays for it
+
+    return images._register_heif()  # until the public name lands in imaging

@@ -1,0 +1,30 @@
+"""What people tell the index through the page: impressions and clicks (the click log, with
+its position-bias swaps) and relevance verdicts. All are side records in the index folder
+(``judgments.sqlite``), keyed by content digest, that survive renames and rebuilds."""
+
+from __future__ import annotations
+
+from vsearch.api.common import PathLike, index_dir_of
+from vsearch.learning import clicks, judgments
+from vsearch.learning.clicks import DEFAULT_SWAP_FRACTION, log_click, log_impressions
+from vsearch.storage.store import file_digest
+
+__all__ = ["DEFAULT_SWAP_FRACTION", "bytes_digest", "latest_shown", "log_click", "log_impressions", "record_verdict"]
+
+
+def bytes_digest(data: bytes) -> str:
+    """The content digest of an image's bytes, as the index keys files (an upload's, say)."""
+    return file_digest(data)
+
+
+def latest_shown(index_dir: PathLike | None, query: str, result: str) -> tuple[int, int] | None:
+    """The newest logged list of ``query`` that showed ``result`` (a digest): (query_id, rank), or None."""
+    return clicks.latest_shown(index_dir_of(index_dir), query, result)
+
+
+def record_verdict(index_dir: PathLike | None, query: str, result: str, relevant: bool, *, source: str,
+                   rank: int | None = None, result_path: str | None = None) -> judgments.Judgment:
+    """Record one verdict on ``result`` (a digest) for ``query`` (a digest or ``text:...``),
+    with the rank it was shown at, when known."""
+    return judgments.record_judgment(index_dir_of(index_dir), query, result, relevant, source=source, rank=rank,
+                                     result_path=result_path)
