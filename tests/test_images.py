@@ -1,4 +1,4 @@
-"""vsearch.imaging.images: scanning folders and decoding images, on real files made in tmp_path."""
+"""vsearch.imaging: scanning folders (scan), reading files (reading) and decoding images (images), on real files made in tmp_path."""
 
 from __future__ import annotations
 
@@ -23,20 +23,14 @@ from vsearch.indexing import pipeline as indexer
 from vsearch.imaging import raw
 from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.imaging.images import (
-    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
     PAD_COLOUR,
-    FoundFile,
-    ScanProblem,
     decode_for_model,
-    is_image_path,
     load_image,
-    max_bytes_limit,
-    read_image_bytes,
-    scan_folder,
     to_model_array,
 )
+from vsearch.imaging.reading import DEFAULT_MAX_BYTES, max_bytes_limit, read_image_bytes
+from vsearch.imaging.scan import IMAGE_EXTENSIONS, FoundFile, ScanProblem, is_image_path, scan_folder
 
 REPO = Path(__file__).resolve().parents[1]
 RED = (220, 30, 40)
@@ -603,7 +597,7 @@ def test_unreadable_dir_reported_and_walk_goes_on(tmp_path):
 
 def test_problems_are_logged_without_a_callback(tmp_path, caplog):
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
-    with caplog.at_level("WARNING", logger="vsearch.imaging.images"):
+    with caplog.at_level("WARNING", logger="vsearch.imaging.scan"):
         assert list(scan_folder(tmp_path)) == []
     assert "broken symlink" in caplog.text
 

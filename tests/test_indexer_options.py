@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import FakeEmbedder, make_photo
 from tests.helpers import cli, ok
+from vsearch.indexing import scan
 from vsearch.indexing import pipeline as indexer
 from vsearch.models import loading as models
 from vsearch.errors import ModelUnavailableError, VsearchError
@@ -59,7 +60,7 @@ def test_update_takes_options_and_a_loaded_model(photos, tmp_path):
 
 
 def test_exclude_patterns_match_the_path_its_folders_or_any_name():
-    ex = indexer.excluded
+    ex = scan.excluded
     assert ex("b.png", ["*.png"]) and ex("2019/keep/k.png", ["*.png"])
     assert ex("thumbs/t.jpg", ["thumbs"]) and ex("x/thumbs/t.jpg", ["thumbs"])
     assert ex("2019/raw/r.jpg", ["2019/raw"]) and ex("2019/raw/r.jpg", ["2019/raw/"])

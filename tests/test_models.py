@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from vsearch.errors import ModelUnavailableError, VsearchError
 
 #: The smallest open_clip architecture that loads fast here (ViT-B-32 takes ~1.5x as long).
 CLIP_ARCH = "ViT-S-32"
+REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ["chelsea.jpg", "coins.jpg", "horse.png"]
 
 
@@ -231,62 +236,146 @@ def test_cli_indexes_with_a_local_checkpoint(checkpoint, tmp_path):
 
 # --- open_clip weights: the cache first, one quick look at the hub, then the download ----------
 
+#: A pretrained config as open_clip keeps them: a hub repository and, after the slash, a file.
+HUB_CFG = {"hf_hub": "org/clip-model/"}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
 
 class _FakeOpenClip:
-    """Stands in for open_clip.download_pretrained: a hit when ``cached`` and the hub is offline."""
+    """Stands in for open_clip.download_pretrained, the download (the cache is looked up before)."""
 
-    def __init__(self, cached: bool, download_ok: bool = True) -> None:
-        self.cached, self.download_ok, self.calls = cached, download_ok, []
+    def __init__(self, download_ok: bool = True, on_download=None) -> None:
+        self.download_ok, self.on_download, self.calls = download_ok, on_download, 0
 
     def download_pretrained(self, cfg):
-        from huggingface_hub import constants
-
-        self.calls.append(constants.HF_HUB_OFFLINE)
-        self.hub_log_level = logging.getLogger("huggingface_hub").getEffectiveLevel()
-        if constants.HF_HUB_OFFLINE and self.cached or not constants.HF_HUB_OFFLINE and self.download_ok:
-            return "/cache/open_clip_model.safetensors"
+        self.calls += 1
+        if self.on_download is not None:
+            self.on_download()
+        if self.download_ok:
+            return "/downloaded/open_clip_model.safetensors"
         raise FileNotFoundError("Failed to download file")
 
 
-def test_cached_weights_are_used_without_asking_the_network(monkeypatch):
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache; ``put(repo, file)`` stores a file in it as the hub does."""
     from huggingface_hub import constants
 
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+    def put(repo: str, filename: str) -> Path:
+        folder = cache / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs" / "main").write_text(COMMIT)
+        path = folder / "snapshots" / COMMIT / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        return path
+
+    return put
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
     monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: pytest.fail("the network was asked"))
-    fake = _FakeOpenClip(cached=True)
-    assert models._pretrained_weights(fake, {}, "A:tag", "A") == Path("/cache/open_clip_model.safetensors")
-    assert fake.calls == [True] and constants.HF_HUB_OFFLINE is False
 
 
-def test_without_network_one_quick_look_then_one_line(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+def _process_state():
+    from huggingface_hub import constants, hf_hub_download  # noqa: F401 - its modules' loggers exist from here
+
+    hub_levels = {name: logging.getLogger(name).level for name in list(logging.root.manager.loggerDict)
+                  if name.startswith("huggingface_hub")}
+    return dict(os.environ), constants.HF_HUB_OFFLINE, hub_levels, list(logging.getLogger().filters)
+
+
+def test_cached_weights_are_used_without_asking_the_network(hub_cache, no_network):
+    # open_clip prefers the .safetensors alternative of its default file name; the .bin is a fallback.
+    cached = hub_cache("org/clip-model", "open_clip_model.safetensors")
+    before = _process_state()
+    fake = _FakeOpenClip()
+    assert models._pretrained_weights(fake, HUB_CFG, "A:tag", "A").resolve() == cached.resolve()
+    assert fake.calls == 0 and _process_state() == before  # no environment, flag or logger touched
+
+
+def test_a_cached_bin_and_a_named_file_are_found_too(hub_cache, no_network):
+    cached = hub_cache("org/other", "open_clip_pytorch_model.bin")
+    assert models._pretrained_weights(_FakeOpenClip(), {"hf_hub": "org/other/"}, "A:t", "A").resolve() == cached.resolve()
+    named = hub_cache("org/named", "epoch_32.pt")
+    assert models._pretrained_weights(_FakeOpenClip(), {"hf_hub": "org/named/epoch_32.pt"}, "A:t", "A").resolve() \
+        == named.resolve()
+
+
+def test_without_network_one_quick_look_then_one_line(hub_cache, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
     monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: f"{endpoint} did not answer: refused")
-    fake = _FakeOpenClip(cached=False)
+    fake = _FakeOpenClip()
     with pytest.raises(ModelUnavailableError) as info:
-        models._pretrained_weights(fake, {}, "ViT-B-32:laion2b_s34b_b79k", "ViT-B-32")
-    assert fake.calls == [True]  # the cache only: no download with its retries
+        models._pretrained_weights(fake, HUB_CFG, "ViT-B-32:laion2b_s34b_b79k", "ViT-B-32")
+    assert fake.calls == 0  # the cache only: no download with its retries
     assert str(info.value).startswith("could not get the weights for ViT-B-32:laion2b_s34b_b79k (no network: ")
     assert "--model ViT-B-32:/path/to/weights.pt" in str(info.value)
 
 
-def test_with_network_the_download_runs_without_retry_chatter(monkeypatch):
+def test_with_network_the_download_runs_without_retry_chatter(hub_cache, monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: None)
-    fake = _FakeOpenClip(cached=False)
-    before = logging.getLogger("huggingface_hub").level
-    assert models._pretrained_weights(fake, {}, "A:tag", "A") == Path("/cache/open_clip_model.safetensors")
-    assert fake.calls == [True, False] and fake.hub_log_level == logging.ERROR
-    assert logging.getLogger("huggingface_hub").level == before
+    http_log = logging.getLogger("huggingface_hub.utils._http")
+
+    def retry_lines():
+        http_log.warning("Retrying in 1s [Retry 1/5].")  # this thread's: dropped
+        other = threading.Thread(target=http_log.warning, args=("another thread's warning",))
+        other.start()
+        other.join()
+        http_log.error("a real failure")  # errors still pass
+
+    fake = _FakeOpenClip(on_download=retry_lines)
+    before = _process_state()
+    with caplog.at_level(logging.WARNING):
+        assert models._pretrained_weights(fake, HUB_CFG, "A:tag", "A") == Path("/downloaded/open_clip_model.safetensors")
+    assert fake.calls == 1 and _process_state() == before
+    assert "Retrying" not in caplog.text
+    assert "another thread's warning" in caplog.text and "a real failure" in caplog.text
+    assert not any(f for name in logging.root.manager.loggerDict if name.startswith("huggingface_hub")
+                   for f in logging.getLogger(name).filters)  # the quiet filters are gone again
     with pytest.raises(ModelUnavailableError, match=r"could not get the weights for A:tag \(FileNotFoundError\)"):
-        models._pretrained_weights(_FakeOpenClip(cached=False, download_ok=False), {}, "A:tag", "A")
+        models._pretrained_weights(_FakeOpenClip(download_ok=False), HUB_CFG, "A:tag", "A")
 
 
-def test_offline_mode_chosen_by_the_user_looks_in_the_cache_only(monkeypatch):
+def test_offline_mode_chosen_by_the_user_looks_in_the_cache_only(hub_cache, no_network, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(models, "_hub_unreachable", lambda endpoint: pytest.fail("the network was asked"))
+    fake = _FakeOpenClip()
     with pytest.raises(ModelUnavailableError, match="not in the Hugging Face cache and HF_HUB_OFFLINE is set"):
-        models._pretrained_weights(_FakeOpenClip(cached=False), {}, "A:tag", "A")
-    assert constants.HF_HUB_OFFLINE is True
+        models._pretrained_weights(fake, HUB_CFG, "A:tag", "A")
+    assert fake.calls == 0 and constants.HF_HUB_OFFLINE is True
+    cached = hub_cache("org/clip-model", "open_clip_model.safetensors")
+    assert models._pretrained_weights(fake, HUB_CFG, "A:tag", "A").resolve() == cached.resolve()
+
+
+def test_load_model_leaves_the_environment_alone():
+    # load_model used to set OMP_WAIT_POLICY for the whole process; only an entry point may
+    # (models.passive_openmp). A fresh process, so that torch is not loaded yet.
+    code = (
+        "import os\n"
+        "from vsearch.models import loading as models\n"
+        "before = dict(os.environ)\n"
+        "models.register('fake', lambda name, device, threads: 'loaded')\n"
+        "assert models.load_model('fake') == 'loaded'\n"
+        "print(dict(os.environ) == before, os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         check=False, timeout=60)
+    assert out.stdout.split() == ["True", "None"], out.stderr
 
 
 def test_the_hub_probe_is_one_quick_request(monkeypatch):

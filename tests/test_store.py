@@ -236,3 +236,21 @@ def test_an_index_written_before_generation_snapshots_is_read_and_upgraded(write
         assert reader.paths_by_row() == ["b.jpg", "c.jpg"]  # its generation is still mapped
     with Store.open(writer.dir) as reader:
         assert reader.paths_by_row() == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+def test_a_bug_while_salvaging_a_rebuild_is_raised_not_taken_for_damage(tmp_path, monkeypatch):
+    """rebuild_files forgives damage only: a programming error (here a KeyError from the
+    manifest) must not be swallowed, which would silently embed the whole folder again."""
+    from vsearch.storage import store as store_module
+    from vsearch.storage.manifest import Manifest
+
+    index_dir = tmp_path / "idx"
+    with Store.open(index_dir, write=True) as s:
+        s.bind(tmp_path, "fake")
+
+    def broken(self):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(Manifest, "salvage", broken)
+    with pytest.raises(KeyError):
+        store_module.rebuild_files(index_dir)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsearch.retrieval.freshness import Freshness
-from vsearch.storage.store import IndexView
+from vsearch.storage.view import IndexView
 
 __all__ = ["IndexDetails"]
 

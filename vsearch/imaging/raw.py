@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: RAW file name extensions that scanning picks up (with ``vsearch.imaging.images.IMAGE_EXTENSIONS``).
+#: RAW file name extensions that scanning picks up (with ``vsearch.imaging.scan.IMAGE_EXTENSIONS``).
 RAW_EXTENSIONS: frozenset[str] = frozenset({".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2"})
 
 #: What a RAW file says when rawpy is missing: the counted skip's reason.

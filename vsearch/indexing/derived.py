@@ -118,7 +118,7 @@ def build_ivfpq(store: Store, *, seed: int = 0) -> IvfpqInfo:
 
 class _RowWriter:
     """Stands in for the output array of ``database_side_augmentation``: each block of rows it
-    assigns, in order, is written to ``out`` as float32 bytes."""
+    assigns, in order, is written to ``out`` as bytes of the copy's dtype."""
 
     def __init__(self, out: Any, dim: int, dtype: Any = np.float32) -> None:
         self._out, self._dim, self._rows, self._dtype = out, dim, 0, dtype

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import fnmatch
 import logging
 import os
 import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from vsearch.models.sources import ModelSource
 from vsearch.errors import ImageDecodeError, IndexBusyError, VsearchError
 from vsearch.defaults import DEFAULT_BATCH_SIZE
 from vsearch.models.loading import DEFAULT_MODEL, Embedder, ModelId, Preprocess
+from vsearch.indexing.scan import Candidate, scan, walk
 from vsearch.storage.store import FORMAT_KEY, LOCK_FILE, FileEntry, Store, file_digest
 from vsearch.vectors.space import SearchFiles
 
@@ -160,19 +160,8 @@ SkipFn = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
-class _Candidate:
-    """A file that needs work: new, changed since the manifest saw it, or skipped before."""
-
-    rel: str
-    size: int
-    mtime_ns: int
-    known: bool  # the manifest has an entry for this path
-    skipped: str | None = None  # the reason it was skipped before, when unchanged since
-
-
-@dataclass(frozen=True)
 class _Decoded:
-    candidate: _Candidate
+    candidate: Candidate
     digest: str | None
     pixels: np.ndarray | None = None
     reuse: FileEntry | None = None
@@ -189,7 +178,7 @@ class _EmbeddedBatch:
 
 
 #: The seam between the pipeline and where embedding runs: pending files in, embedded batches out.
-_Engine = Callable[[list[_Candidate]], Iterator[_EmbeddedBatch]]
+_Engine = Callable[[list[Candidate]], Iterator[_EmbeddedBatch]]
 
 
 def check_folder(folder: Path) -> Path:
@@ -319,7 +308,7 @@ def update(
             raise VsearchError(f"model name {model_name!r} differs from the given model {embedder.id.name!r}")
     # Checked before bind records the root: a failed first run must not tie the index to this
     # folder. Lazy: the walk stops at the first image.
-    if store.meta is None and next(_walk(store, root, options.exclude, lambda p: None), None) is None:
+    if store.meta is None and next(walk(store, root, options.exclude, lambda p: None), None) is None:
         raise VsearchError(
             f"no images found in {folder} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}"
             + (", outside the --exclude patterns)" if options.exclude else ")")
@@ -329,9 +318,12 @@ def update(
     model_name = known.name if known and not model_name else (model_name or DEFAULT_MODEL)
     summary = IndexSummary(model=model_name)
 
-    candidates, seen, dirs = _scan(store, root, options.exclude, summary)
-    gone = {e.path: e for e in store.entries() if e.path not in seen}
-    del seen  # the largest per-file structure; not needed past here
+    found = scan(store, root, options.exclude)
+    summary.unchanged += found.unchanged
+    summary.scan_problems.extend(found.problems)
+    candidates, dirs = found.candidates, found.dirs
+    gone = {e.path: e for e in store.entries() if e.path not in found.seen}
+    found.seen.clear()  # the largest per-file structure; not needed past here
 
     if candidates:
         source = ModelSource(model_name, known=known, index_dir=store.dir, device=options.device,
@@ -367,88 +359,6 @@ def _choose_format(store: Store, options: IndexOptions) -> None:
     store.choose_format(fmt, refit=options.refit)
 
 
-def _walk(store: Store, root: Path, exclude: tuple[str, ...],
-          on_problem: Callable[[images.ScanProblem], None]) -> Iterator[images.FoundFile]:
-    """The image files under ``root``, less the index itself and what ``exclude`` names."""
-    for found in images.scan_folder(root, exclude=[store.dir], on_problem=on_problem):
-        if not (exclude and excluded(found.rel, exclude)):
-            yield found
-
-
-def excluded(rel: str, patterns: Iterable[str]) -> bool:
-    """Whether ``rel`` (a POSIX path relative to the folder) matches one of the ``--exclude`` globs.
-
-    A pattern matches the path itself, one of its folders (``2019/raw`` leaves out everything
-    below it), or, when it has no ``/``, any single name in the path (``thumbs``, ``*.png``).
-    """
-    parts = rel.split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in patterns:
-        pattern = pattern.strip("/")
-        names = prefixes if "/" in pattern else prefixes + parts
-        if any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            return True
-    return False
-
-
-def _scan(store: Store, root: Path, exclude: tuple[str, ...],
-          summary: IndexSummary) -> tuple[list[_Candidate], set[str], dict[str, int]]:
-    """Walk ``root``; unchanged files (same size and mtime) cost one stat and one indexed lookup.
-
-    Returns the files that need work (files skipped before among them), every path seen, and
-    the mtime of every folder on the way to an image (for the query-time staleness check,
-    vsearch.retrieval.freshness).
-    """
-    candidates: list[_Candidate] = []
-    seen: set[str] = set()
-    dirs: dict[str, int] = {}
-
-    def problem(p: images.ScanProblem) -> None:
-        summary.scan_problems.append((str(p.path), p.reason))
-
-    for found in _walk(store, root, exclude, problem):
-        if not _storable(found.rel):
-            # SQLite stores text as UTF-8; a name that is not (undecodable bytes on Linux) cannot
-            # be a manifest key. Say so instead of failing the whole run.
-            shown = os.fsencode(found.path).decode("utf-8", "replace")
-            summary.scan_problems.append((shown, "file name is not valid UTF-8; rename it"))
-            continue
-        seen.add(found.rel)
-        _note_dirs(root, found.rel, dirs)
-        entry = store.entry(found.rel)
-        if entry is not None and entry.size == found.size and entry.mtime_ns == found.mtime_ns:
-            if entry.skip_reason is None:
-                summary.unchanged += 1
-                continue
-            # Skipped before: try again. Making a file readable (chmod) or installing a codec
-            # changes no size or mtime, so an unchanged stat says nothing about these.
-            candidates.append(_Candidate(found.rel, found.size, found.mtime_ns, True, entry.skip_reason))
-            continue
-        candidates.append(_Candidate(found.rel, found.size, found.mtime_ns, entry is not None))
-    return candidates, seen, dirs
-
-
-def _storable(rel: str) -> bool:
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _note_dirs(root: Path, rel: str, dirs: dict[str, int]) -> None:
-    """Record the mtime of ``rel``'s folder and of every folder above it, once each.
-
-    Ancestors too, because a new subfolder changes only its parent's mtime.
-    """
-    parent = rel.rpartition("/")[0]
-    while parent not in dirs:
-        dirs[parent] = _mtime_ns(root / parent)
-        if not parent:
-            break
-        parent = parent.rpartition("/")[0]
-
-
 class _Pipeline:
     """Decode in worker threads, embed in batches, commit in chunks.
 
@@ -477,7 +387,7 @@ class _Pipeline:
         # Digest lookups only find committed rows, which exist once a first generation does.
         self._lookup = store.meta is not None
 
-    def run(self, candidates: list[_Candidate], progress: ProgressFn | None, on_skip: SkipFn | None) -> None:
+    def run(self, candidates: list[Candidate], progress: ProgressFn | None, on_skip: SkipFn | None) -> None:
         if self.preprocess is None:  # a new index: the model decides the pixels it needs
             self._bind(self.source.get())
         engine: _Engine = self._ray_batches if self.options.engine == "ray" else self._local_batches
@@ -508,7 +418,7 @@ class _Pipeline:
                 log.exception("could not save the last chunk")
             raise
 
-    def _local_batches(self, candidates: list[_Candidate]) -> Iterator[_EmbeddedBatch]:
+    def _local_batches(self, candidates: list[Candidate]) -> Iterator[_EmbeddedBatch]:
         """The local engine: decode in worker threads, embed in this process, batch by batch.
 
         A skipped or known file comes back at once; decoded ones wait for a full batch.
@@ -533,7 +443,7 @@ class _Pipeline:
         vectors = self.source.embed(np.stack([d.pixels for d in batch]))
         return _EmbeddedBatch(batch, vectors)
 
-    def _ray_batches(self, candidates: list[_Candidate]) -> Iterator[_EmbeddedBatch]:
+    def _ray_batches(self, candidates: list[Candidate]) -> Iterator[_EmbeddedBatch]:
         """The Ray engine (rayengine.py): workers read, decode and embed; this process keeps the index.
 
         The model is resolved here once (and checked against the index); each actor then loads
@@ -598,7 +508,7 @@ class _Pipeline:
         if on_skip:
             on_skip(c.rel, reason)
 
-    def _work(self, c: _Candidate) -> _Decoded:
+    def _work(self, c: Candidate) -> _Decoded:
         """In a worker thread: read, digest, recognise known content, else decode."""
         path = self.root / c.rel
         try:
@@ -647,14 +557,7 @@ class _Pipeline:
         self.preprocess = embedder.id.preprocess
 
 
-def _mtime_ns(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-def _ordered_map(fn: Callable[[_Candidate], _Decoded], items: list[_Candidate], workers: int,
+def _ordered_map(fn: Callable[[Candidate], _Decoded], items: list[Candidate], workers: int,
                  prefetch: int) -> Iterator[_Decoded]:
     """``map`` over a thread pool, in order, with at most ``prefetch`` results in flight.
 
@@ -688,7 +591,6 @@ __all__ = [
     "Progress",
     "check_folder",
     "default_workers",
-    "excluded",
     "open_for_update",
     "update",
 ]

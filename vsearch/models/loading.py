@@ -16,11 +16,14 @@ paths import this module for :class:`ModelId` alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -274,12 +277,59 @@ def split_clip_name(name: str) -> tuple[str, str]:
     return arch, pretrained
 
 
-def _not_random_init(record: logging.LogRecord) -> bool:
-    return "initialized randomly" not in record.getMessage()
+class _QuietThisThread(logging.Filter):
+    """Drops the records this thread logs that ``drop(record)`` picks; other threads' pass.
+
+    Added to a logger for the length of one call: a logger's level (or a filter for every
+    thread) is shared by the whole process, so another thread's messages would be lost, and
+    two calls that save and restore a level at once can leave it changed for good.
+    """
+
+    def __init__(self, drop: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+        self._drop = drop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self._thread or not self._drop(record)
+
+
+@contextlib.contextmanager
+def _quiet(loggers: Sequence[logging.Logger], drop: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
+    """While the block runs, ``loggers`` drop the records this thread logs that ``drop`` picks."""
+    quiet = _QuietThisThread(drop)
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+def _random_init_notice(record: logging.LogRecord) -> bool:
+    return "initialized randomly" in record.getMessage()
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
+def _hub_loggers() -> list[logging.Logger]:
+    """huggingface_hub's loggers (one per module, made when the module is imported).
+
+    A filter on a logger sees only the records logged to that very logger, not those its
+    children pass up, so each module's logger gets one.
+    """
+    names = [name for name in list(logging.root.manager.loggerDict)
+             if name == "huggingface_hub" or name.startswith("huggingface_hub.")]
+    return [logging.getLogger(name) for name in names]
 
 
 #: Seconds to wait for the model hub to answer one request before deciding there is no network.
 HUB_PROBE_TIMEOUT_S = 3.0
+#: open_clip's checkpoint name when a pretrained tag names a hub repository but no file.
+OPEN_CLIP_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
 
 
 def _pretrained_weights(open_clip: Any, cfg: dict[str, Any], name: str, arch: str) -> Path:
@@ -287,9 +337,10 @@ def _pretrained_weights(open_clip: Any, cfg: dict[str, Any], name: str, arch: st
 
     Why not just ``open_clip.download_pretrained``: without a network, huggingface_hub retries
     each of two file names five times with backoff (22 warning lines, about 46 s) before failing.
-    Instead the cache is asked first with the hub offline (no request at all), then the hub is
+    Instead the cache is asked first (``local_files_only``: no request at all), then the hub is
     asked once, quickly, whether it answers; only then does the download run, with its retry
-    warnings kept off the user's terminal.
+    warnings (from this thread) kept off the user's terminal. Nothing process-wide is changed:
+    not the environment, not huggingface_hub's offline flag, not a logger's level.
     """
     from huggingface_hub import constants
 
@@ -299,27 +350,51 @@ def _pretrained_weights(open_clip: Any, cfg: dict[str, Any], name: str, arch: st
             f"model (--model {DEFAULT_MODEL}) or a local checkpoint (--model {arch}:/path/to/weights.pt)"
         )
 
-    offline = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True  # read at each request: the cache only, no network
-    try:
-        return Path(open_clip.download_pretrained(cfg))
-    except Exception:
-        if offline:  # the user asked for offline mode: the cache was the only place to look
-            raise unavailable("not in the Hugging Face cache and HF_HUB_OFFLINE is set") from None
-    finally:
-        constants.HF_HUB_OFFLINE = offline
+    cached = _cached_pretrained(cfg)
+    if cached is not None:
+        return cached
+    if constants.HF_HUB_OFFLINE:  # the user asked for offline mode: the cache was the only place to look
+        raise unavailable("not in the Hugging Face cache and HF_HUB_OFFLINE is set")
     reason = _hub_unreachable(constants.ENDPOINT)
     if reason:
         raise unavailable(f"no network: {reason}") from None
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # its "Retrying in 1s [Retry 1/5]" lines
-    try:
-        return Path(open_clip.download_pretrained(cfg))
-    except Exception as exc:  # any network/hub failure: one line with what to do instead
-        raise unavailable(type(exc).__name__) from None
-    finally:
-        hub_log.setLevel(level)
+    with _quiet(_hub_loggers(), _below_error):  # its "Retrying in 1s [Retry 1/5]" lines
+        try:
+            return Path(open_clip.download_pretrained(cfg))
+        except Exception as exc:  # any network/hub failure: one line with what to do instead
+            raise unavailable(type(exc).__name__) from None
+
+
+def _cached_pretrained(cfg: dict[str, Any]) -> Path | None:
+    """The checkpoint ``open_clip.download_pretrained(cfg)`` would return, when it needs no request.
+
+    The same files open_clip asks the hub for, in its order (a ``.safetensors`` alternative
+    first when safetensors is installed), are looked up with huggingface_hub's
+    ``local_files_only=True``, which answers from the cache without a request. None when
+    none is cached, or when the tag's weights are not on the hub (a plain URL: open_clip
+    checks its own cache for those before it downloads).
+    """
+    if cfg.get("file"):
+        return Path(cfg["file"])
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    repo_id, filename = os.path.split(hub)
+    filename = filename or OPEN_CLIP_WEIGHTS_NAME
+    names = [filename]
+    if importlib.util.find_spec("safetensors") is not None:  # open_clip prefers these when it can read them
+        if filename == OPEN_CLIP_WEIGHTS_NAME:
+            names.insert(0, "open_clip_model.safetensors")
+        elif filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+    for candidate in names:
+        try:
+            return Path(hf_hub_download(repo_id=repo_id, filename=candidate, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not in the cache (or a cache it cannot read): not there
+            continue
+    return None
 
 
 def _hub_unreachable(endpoint: str) -> str | None:
@@ -365,13 +440,9 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
         cfg_tag = pretrained
 
     torch.manual_seed(0)  # makes "none" reproducible across processes
-    root_log = logging.getLogger()
-    if checkpoint is not None:  # open_clip would warn "initialized randomly" before we load it
-        root_log.addFilter(_not_random_init)
-    try:
+    # open_clip would warn "initialized randomly" before the checkpoint is loaded into it.
+    with _quiet([logging.getLogger()] if checkpoint is not None else [], _random_init_notice):
         module = open_clip.create_model(arch, pretrained=None)
-    finally:
-        root_log.removeFilter(_not_random_init)
     if checkpoint is not None:
         try:
             open_clip.load_checkpoint(module, str(checkpoint), weights_only=True)
@@ -465,6 +536,12 @@ def passive_openmp() -> None:
     CPU-ms per image on the indexing path against 91 with PASSIVE (3.9 against 6.0 img/s), and
     the model alone 117 against 35 CPU-ms per image. libgomp reads the variable once, when torch
     loads, so it is set before the first import, and a value the user set is left alone.
+
+    For a program's entry point only (the command line, the page, a benchmark), called before
+    anything imports torch: it sets ``OMP_WAIT_POLICY`` in the process's environment, which is
+    the only way libgomp takes the setting, so it changes the whole process (and its children).
+    The library never calls it: :func:`load_model` leaves the environment of the program that
+    uses vsearch as it is.
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -473,8 +550,11 @@ def passive_openmp() -> None:
 def load_model(
     name: str | None = None, device: str = "auto", threads: int | None = None
 ) -> Embedder:
-    """Load a model by name (default :data:`DEFAULT_MODEL`) on ``device``."""
-    passive_openmp()
+    """Load a model by name (default :data:`DEFAULT_MODEL`) on ``device``.
+
+    Changes no environment variable (see :func:`passive_openmp`, which an entry point may call
+    first); ``threads``, when given, is torch's thread count for the whole process.
+    """
     name = name or DEFAULT_MODEL
     loader = _REGISTRY.get(name)
     if loader is not None:

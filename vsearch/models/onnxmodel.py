@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -121,9 +120,11 @@ def export(embedder: Any, folder: Path | None, probe: np.ndarray) -> Path | None
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic.replacing(target) as tmp:
             # The TorchScript exporter: it handles timm's EfficientNet in seconds and matches torch
-            # to 3e-7; its deprecation notice is for us, not for the user indexing photos.
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            # to 3e-7. Its notices are DeprecationWarnings raised in library code, which Python's
+            # default filters already keep off the user's terminal; they are not silenced here,
+            # because warnings.catch_warnings swaps the filters of the whole process (every
+            # thread's warnings, and a race with any other thread that does the same).
+            with torch.inference_mode(False), torch.no_grad():
                 torch.onnx.export(
                     Graph().eval(), (torch.from_numpy(np.ascontiguousarray(probe)),), str(tmp),
                     input_names=["pixels"], output_names=["vectors"],

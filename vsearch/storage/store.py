@@ -1,70 +1,19 @@
-"""The index directory: the writer's lock, and the commit of ``meta.json``.
-
-Layout (format version 1)::
-
-    INDEX_DIR/
-      meta.json             commit record of the last consolidation; written last (see below)
-      manifest.sqlite       files (the writer's working state: path, size, mtime_ns, digest, row,
-                            pending chunk, skip) and committed (each kept generation's frozen
-                            row -> file mapping); see ``manifest``
-      chunks/NNNNNN.npy     vectors embedded since the last consolidation (crash-safe progress)
-      vectors.GGGGGG.npy    float32 (count, dim), L2-normalised; row i = the file whose row is i
-      index.GGGGGG.ann      Annoy (angular) over that generation's vectors, when built; meta.json
-                            records its size in bytes, checked before Annoy maps the file
-      index.GGGGGG.ivfpq    or IVF-PQ (faiss, ``build-index --index ivfpq``) over the vectors search
-                            ranks against; meta.json ("ivfpq") records its parameters, size, sha256
-      vectors.GGGGGG.FORMAT[.HASH].npy  optional: the search copy in a compressed format
-                            (build-index --vectors fp16|pcaD[w]; ``compress``): what search, the
-                            stored-vector fast path, MMR/dedupe and Annoy read instead of the raw
-                            vectors, which stay the source of truth (refits, DBA, merges, undo)
-      pca.HASH.npz          the PCA the search copy was made with (meta.json records its SHA-256);
-                            fitted once, reused by incremental runs, refitted with --refit
-      vectors.GGGGGG.dbaN.npy  optional: database-side augmented copy of the vectors (build-index
-                            --dba N), in the search space (of the search copy when there is one);
-                            searched instead of them. Annoy is then built over it.
-      head.<sha12>.npz      optional: a projection head fitted by ``vsearch train`` (``adapter``) on
-                            the search space, named with its hash in meta.json's ``adapter`` key
-      <search vectors>.head-<sha12>.npy  that head's projected copy of the generation's search-space
-                            vectors, written before each meta.json that names the head (every commit)
-      lock                  flock'd by the one writer
-      marks.jsonl           "not a duplicate" marks by content digest (``marks``); outlives --rebuild
-      undo/NNNN-DATE.jsonl  undo logs of ``duplicates --move-to/--trash --yes`` (``actions``); likewise
-
-Why a generation number in the file names: a consolidation writes the new vectors beside the
-old ones, renumbers the manifest, snapshots the new row mapping and bumps its generation in one
-SQLite transaction, then replaces ``meta.json``. Nothing half-written is ever loaded: every file
-goes to a temporary name in the same folder, is flushed and fsynced, then ``os.replace``d.
-
-Readers and a concurrent commit: a reader trusts ``meta.json`` and sees exactly the generation it
-names, never a mix. The manifest keeps the row mapping of the newest two generations
-(``committed``), and the writer keeps the previous generation's files until the next commit, so
-a reader that read ``meta.json`` just before a commit (or holds the index open across one)
-still finds its own generation's vectors, Annoy file and paths. A reader opening while a commit
-is half done reads ``meta.json`` again when the manifest no longer holds its generation. A
-process that holds an index open across two commits gets one clear error asking it to open the
-index again, never paths of one generation paired with vectors of another. The price: the
-previous generation's vector and Annoy files stay on disk until the next commit.
-
-A writer that finds SQLite's generation ahead of ``meta.json`` (a crash between the two) finishes
-the commit. Files that cannot be read are repaired where no information is lost (a damaged
-chunk's files are embedded again; so are the files of unreadable committed vectors), and
-refused otherwise with one remedy: ``vsearch build-index FOLDER --rebuild``, which starts a clean
-index and keeps the old manifest's files and vectors where they can be trusted.
-"""
+"""The writer of an index directory: its lock, the commit of a generation (``consolidate``,
+``meta.json`` last) and the repair of what a crash or damage left. The layout, and why, is
+the package's docstring (:mod:`vsearch.storage`)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -85,43 +34,25 @@ from vsearch.storage.meta import (
 )
 from vsearch.storage.manifest import FROM_VECTORS, SCHEMA_VERSION, FileEntry, GenerationGone, Manifest
 from vsearch.storage.vectorfiles import CHUNK_DIR, ann_name, dba_name
+from vsearch.storage.view import (
+    COMMIT_WAIT_S,
+    FORMAT_KEY,
+    KEPT_LOGS,
+    LOCK_FILE,
+    MARKS_FILE,
+    TRANSFORM_KEY,
+    UNDO_DIR,
+    IndexView,
+    check_agrees,
+    check_bound,
+    file_digest,
+    path_digest,
+)
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "lock"
-#: Side records that outlive every build and ``--rebuild``: not-duplicate marks, undo logs.
-MARKS_FILE, UNDO_DIR = "marks.jsonl", "undo"
-#: What a person recorded through ``vsearch serve`` (vsearch.learning.judgments): a rebuild keeps them.
-KEPT_LOGS = ("judgments.jsonl", "events.jsonl", "judgments.sqlite", "judgments.sqlite-wal", "judgments.sqlite-shm")
-#: Manifest keys (the writer's working state): the format its commits make, and its fitted PCA.
-FORMAT_KEY, TRANSFORM_KEY = "vectors_format", "transform"
-#: How long a reader waits for a commit in flight (SQLite ahead of meta.json) to finish.
-COMMIT_WAIT_S = 2.0
-
 __all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "Derivations", "FileEntry", "Store", "ann_name", "dba_name",
            "file_digest", "path_digest"]
-
-
-def _content_hash() -> Any:
-    # The one definition of the content digest: undo logs and marks store digests made with it.
-    return hashlib.blake2b(digest_size=16)
-
-
-def file_digest(data: bytes) -> str:
-    """The manifest's content digest (BLAKE2b-128, hex): how renamed, moved and copied files,
-    and query photos already in the index, are recognised."""
-    h = _content_hash()
-    h.update(data)
-    return h.hexdigest()
-
-
-def path_digest(path: Path) -> str:
-    """:func:`file_digest` of a file's bytes, read in blocks (memory stays at one block)."""
-    h = _content_hash()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Derivations(Protocol):
@@ -140,171 +71,13 @@ class Derivations(Protocol):
         """Write what ``meta`` needs beside the vectors before it is committed; the meta to commit."""
 
 
-class IndexView:
-    """What every open index offers: its binding, its manifest's rows and its vector files.
-
-    A reader (a plain :class:`Store`) sees the generation ``meta.json`` named when it opened;
-    the writer sees, and changes, the manifest's working state.
-    """
+class Store(IndexView):
+    """An index directory. Readers open it plainly; one writer at a time holds its lock."""
 
     def __init__(self, index_dir: Path, manifest: Manifest, meta: IndexMeta | None, lock_fd: int | None,
                  derived: Derivations | None = None):
-        self.dir = index_dir
-        self.manifest = manifest
-        #: What ``meta.json`` committed (a reader's: when it opened), or None before a commit.
-        self.meta = meta
-        self._lock_fd = lock_fd
+        super().__init__(index_dir, manifest, meta, lock_fd)
         self._derived = derived
-        self._vectors: np.ndarray | None = None
-        self._rebuilt = False
-
-    # --- what the index is bound to ----------------------------------------------------------
-
-    @property
-    def generation(self) -> int:
-        """The manifest's generation (a reader's own is ``meta.generation``)."""
-        return self.manifest.generation
-
-    @property
-    def root(self) -> Path | None:
-        """The image root this index covers (recorded at the first write)."""
-        value = self.manifest.get("root")
-        return Path(value) if value else None
-
-    @property
-    def model_id(self) -> ModelId | None:
-        """The model bound to this index (recorded before its first vector)."""
-        value = self.manifest.get("model")
-        return ModelId.from_dict(json.loads(value)) if value else None
-
-    # --- manifest reads: a reader sees its own generation, the writer its working state ------
-
-    def _view(self) -> int | None:
-        return None if self._lock_fd is not None or self.meta is None else self.meta.generation
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        # A reader's lookups run in one read transaction; the writer reads its own working state.
-        consistent = self.manifest.snapshot() if self._lock_fd is None else contextlib.nullcontext()
-        try:
-            with consistent:
-                yield
-        except GenerationGone:
-            raise IndexBusyError(self._updated_twice()) from None
-
-    def entry(self, path: str) -> FileEntry | None:
-        """The manifest entry for one relative path."""
-        with self._reading():
-            return self.manifest.entry(path, self._view())
-
-    def entry_by_digest(self, digest: str) -> FileEntry | None:
-        """A committed entry with this content digest, if any."""
-        with self._reading():
-            return self.manifest.entry_by_digest(digest, self._view())
-
-    def entries(self) -> Iterator[FileEntry]:
-        """Every live entry, skipped ones included, in path order."""
-        return self.manifest.entries()
-
-    def skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) for every file recorded as skipped."""
-        return self.manifest.skipped()
-
-    def paths_of_rows(self, rows: Sequence[int]) -> dict[int, str]:
-        """Relative path of each of ``rows`` (committed rows), looked up in batches."""
-        with self._reading():
-            return dict(self.manifest.rows(self._view(), rows))
-
-    def paths_by_row(self) -> list[str]:
-        """Relative path of each committed row, in row order (invariant: row i <-> vectors[i])."""
-        paths: list[str | None] = [None] * (self.meta.count if self.meta else 0)
-        with self._reading():
-            for row, path in self.manifest.rows(self._view()):
-                if row >= len(paths):
-                    raise IndexCorruptError(f"manifest row {row} beyond the {len(paths)} vectors in {self.dir}; "
-                                            f"{rebuild_hint(self.abs_path(''))}")
-                paths[row] = path
-        if any(p is None for p in paths):
-            raise IndexCorruptError(f"manifest and vectors disagree in {self.dir}; {rebuild_hint(self.abs_path(''))}")
-        return paths  # type: ignore[return-value]
-
-    def path_of_row(self, row: int) -> str:
-        """Relative path of one committed row."""
-        found = self.paths_of_rows([row]).get(row)
-        if found is None:
-            raise IndexCorruptError(f"no manifest entry for row {row} in {self.dir}; {rebuild_hint(self.abs_path(''))}")
-        return found
-
-    def abs_path(self, rel: str) -> Path:
-        """Absolute path of a manifest path."""
-        root = Path(self.meta.root) if self.meta else self.root
-        assert root is not None
-        return root / rel
-
-    def dirs(self) -> list[tuple[str, int]]:
-        """(relative folder, mtime_ns) as recorded at the last scan."""
-        return self.manifest.dirs()
-
-    # --- vector files ------------------------------------------------------------------------
-
-    def vectors(self) -> np.ndarray:
-        """The committed vectors, memory-mapped read-only, shape (count, dim)."""
-        if self._vectors is None:
-            if self.meta is None:
-                raise IndexMissingError(f"index at {self.dir} has no committed vectors yet")
-            self._vectors = self._load(self.meta.vectors, (self.meta.count, self.meta.dim),
-                                       f"`vsearch build-index {self.meta.root}` repairs the index")
-        return self._vectors
-
-    def _load(self, name: str, shape: tuple[int, ...], remedy: str, dtype: Any = np.float32) -> np.ndarray:
-        """A vectors file of this reader's generation (see :meth:`_own_generation`)."""
-        path = self.dir / name
-        with self._own_generation(path):
-            return vectorfiles.load(path, shape, remedy, dtype=dtype)
-
-    @contextlib.contextmanager
-    def _own_generation(self, path: Path) -> Iterator[None]:
-        """Around opening a file of this reader's generation: missing because two commits landed
-        since this reader read meta.json (the writer keeps only the previous generation's files),
-        it is the same "open it again" as a manifest lookup that finds its generation gone, not
-        damage."""
-        try:
-            yield
-        except IndexCorruptError:
-            if self._lock_fd is None and self.meta is not None and not path.exists() and self._superseded():
-                raise IndexBusyError(self._updated_twice()) from None
-            raise
-
-    def _updated_twice(self) -> str:
-        return (f"the index at {self.dir} was updated twice while this process had it open; "
-                "open it again (run the command again)")
-
-    def _superseded(self) -> bool:
-        """Whether meta.json now names a newer generation than the one this reader holds."""
-        try:
-            return self.meta is not None and read_meta(self.dir).generation > self.meta.generation
-        except VsearchError:
-            return False
-
-    def vectors_for_generation(self, generation: int) -> np.ndarray:
-        """The vectors file of one generation (empty array for generation 0)."""
-        if generation == 0:
-            return np.zeros((0, self.model_id.dim if self.model_id else 0), dtype=np.float32)
-        if self.meta is not None and generation == self.meta.generation:
-            return self.vectors()  # a generation that only moved files maps an older file
-        return np.load(self.dir / vectorfiles.vectors_name(generation), mmap_mode="r")
-
-    def ann_path(self) -> Path | None:
-        """Path of the Annoy index of the committed generation, if built. Any
-        :class:`~vsearch.vectors.nearest.AnnoySearcher` on it checks it first against
-        (the size and trees ``meta.json`` records)."""
-        if self.meta is None or self.meta.ann is None:
-            return None
-        return self.dir / self.meta.ann.file
-
-
-class Store(IndexView):
-    """An index directory. Readers open it plainly; one writer at a time holds its lock."""
 
     # --- opening -------------------------------------------------------------------------
 
@@ -436,7 +209,9 @@ class Store(IndexView):
         self.manifest.touch(entry.id, size, mtime_ns)
 
     def record_skip(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
-        """A file that could not be embedded; kept so an unchanged re-run does not retry it.
+        """A file that could not be embedded, with the reason (``vsearch info`` counts them).
+        Every run tries skipped files again: making a file readable, or installing a codec,
+        changes no size or mtime.
 
         A file that was indexed and turned bad keeps its row until the next consolidation,
         which leaves it out (:meth:`pending_changes` sees it).
@@ -552,39 +327,6 @@ class Store(IndexView):
         self.meta = meta
         self._vectors = None
         remove_stale(self)
-
-
-def check_bound(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
-    """Refuse a ``meta.json`` whose folder or model is not the manifest's (e.g. an edited root)."""
-    root = manifest.get("root")
-    if root is not None and root != meta.root:
-        raise IndexCorruptError(f"{index_dir / META_FILE} names the folder {meta.root}, but the index was built "
-                                f"for {root}; {rebuild_hint(root)}")
-    model = manifest.get("model")
-    if model is not None and ModelId.from_dict(json.loads(model)) != meta.model:
-        raise IndexCorruptError(f"{index_dir / META_FILE} names another model than the manifest; "
-                                f"{rebuild_hint(root or 'FOLDER')}")
-
-
-def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
-    """Refuse a ``meta.json`` that disagrees with the manifest (root, model, row count).
-
-    A reader's generation must still be in the manifest; when two commits landed since it
-    read ``meta.json``, GenerationGone says to read it again.
-    """
-    check_bound(index_dir, manifest, meta)
-    root = manifest.get("root")
-    gen = manifest.generation
-    if meta.generation not in manifest.snapshots() and gen != meta.generation:
-        if gen > meta.generation + 1:
-            raise GenerationGone(meta.generation)
-        raise IndexCorruptError(
-            f"index at {index_dir} was interrupted while committing (manifest generation {gen}, "
-            f"meta.json generation {meta.generation}); re-run `vsearch build-index {root or 'FOLDER'}` to finish it")
-    n = manifest.row_span(meta.generation)  # what a query's open can afford at 1M rows
-    if n != meta.count:
-        raise IndexCorruptError(f"index at {index_dir}: manifest has {n} rows but meta.json says {meta.count}; "
-                                f"{rebuild_hint(root or 'FOLDER')}")
 
 
 def _files_of(meta: IndexMeta) -> set[str]:
@@ -792,19 +534,24 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
 
 
 def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
-    """Remove a (damaged) index's files, keeping what can be trusted for :func:`_restore`:
+    """Remove a (damaged) index's files, keeping what can be trusted for ``Manifest.restore``:
     ``(vectors moved to chunk 0, root, model JSON, rows)`` when the manifest reads and its
-    vectors file is intact and agrees with it, else None (everything is embedded again)."""
+    vectors file is intact and agrees with it, else None (everything is embedded again).
+
+    Only damage is forgiven here (an unreadable manifest or vectors file, a model record that
+    does not parse); any other error is a bug and propagates, rather than silently embedding
+    the whole folder again."""
     kept = None
-    with contextlib.suppress(VsearchError, OSError, ValueError, TypeError, KeyError):
+    with contextlib.suppress(VsearchError, OSError):
         old = Manifest.open(index_dir / MANIFEST_FILE, write=False)
         try:
             root, model = old.get("root"), old.get("model")
             rows = old.salvage()
-            dim = ModelId.from_dict(json.loads(model or "null")).dim
+            dim = _model_dim(model)
             source = index_dir / vectorfiles.vectors_name(old.generation)
-            vectorfiles.load(source, (len(rows), dim), "")
-            if root and [r[4] for r in rows] == list(range(len(rows))) and rows:
+            if dim is not None:
+                vectorfiles.load(source, (len(rows), dim), "")
+            if dim is not None and root and [r[4] for r in rows] == list(range(len(rows))) and rows:
                 kept = (source, root, model, rows)
         finally:
             old.close()
@@ -821,6 +568,14 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
     log.warning("warning: rebuilding the index at %s: %s", index_dir,
                 f"kept {len(kept[3])} files and their vectors" if kept and kept[3] else "no vectors could be kept")
     return None if kept is None else (chunk0, kept[1], kept[2], kept[3])
+
+
+def _model_dim(model_json: str | None) -> int | None:
+    """The vector length a manifest's model record names, or None when it is missing or damaged."""
+    try:
+        return ModelId.from_dict(json.loads(model_json or "null")).dim
+    except (ValueError, TypeError, KeyError, AttributeError):  # damaged JSON or a record of another shape
+        return None
 
 
 def _now() -> str:

@@ -22,7 +22,8 @@ import numpy as np
 
 from vsearch.errors import IndexCorruptError, IndexMissingError
 from vsearch.storage.meta import FormatInfo, IndexMeta, rebuild_hint
-from vsearch.storage.store import IndexView, Store
+from vsearch.storage.store import Store
+from vsearch.storage.view import IndexView
 from vsearch.vectors import compress, nearest
 from vsearch.vectors import head as adapter
 from vsearch.vectors.ivfpq import IvfpqSearcher
