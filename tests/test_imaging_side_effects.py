@@ -168,9 +168,8 @@ def test_pillows_own_refusal_is_one_line(tmp_path, monkeypatch):
     assert message.startswith("image too large for Pillow's limit in this process (") and "\n" not in message
 
 
-def test_register_heif_is_public_and_the_old_name_still_works(tmp_path):
+def test_register_heif_is_public(tmp_path):
     assert images.register_heif is opening.register_heif
-    assert images._register_heif is images.register_heif  # the page calls the old name until it changes
     path = tmp_path / "x.heic"
     WRITERS["heif"](Image.new("RGB", (40, 30), (200, 30, 40)), path)
     images.register_heif()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from vsearch.api.building import BuildOptions, build, build_index
 from vsearch.api.changes import choose_keeper, index_of_undo_log, is_keeper
-from vsearch.api.common import PathLike, register_heif
+from vsearch.api.common import PathLike, read_header, register_heif
 from vsearch.api.details import IndexDetails
 from vsearch.api.feedback import (
     DEFAULT_SWAP_FRACTION,
@@ -82,6 +82,7 @@ __all__ = [
     "make_pairs",
     "open_index",
     "pairs_csv",
+    "read_header",
     "read_judgments",
     "record_verdict",
     "register_heif",

@@ -17,7 +17,7 @@ PathLike = str | os.PathLike[str]
 #: The search modes every call that searches takes.
 MODES: tuple[str, ...] = get_args(SearchMode)
 
-__all__ = ["MODES", "PathLike", "check_mode", "content_digest", "index_dir_of", "listed", "register_heif"]
+__all__ = ["MODES", "PathLike", "check_mode", "content_digest", "index_dir_of", "listed", "read_header", "register_heif"]
 
 
 def index_dir_of(index_dir: PathLike | None) -> Path:
@@ -60,4 +60,13 @@ def register_heif() -> bool:
     Whether HEIF can be read."""
     from vsearch.imaging import images  # Pillow: only a caller that opens images pays for it
 
-    return images._register_heif()  # until the public name lands in imaging
+    return images.register_heif()
+
+
+def read_header(source: Path | bytes) -> Any:
+    """The size and format an image's header claims (a path or the file's bytes), decoding
+    nothing and leaving Pillow's process-wide pixel limit alone: an ``ImageHeader`` with
+    ``width``, ``height``, ``format`` and ``pixels``. Raises :class:`~vsearch.errors.ImageDecodeError`."""
+    from vsearch.imaging import images  # Pillow: only a caller that reads headers pays for it
+
+    return images.read_header(source)

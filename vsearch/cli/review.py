@@ -96,10 +96,10 @@ def _pixels_and_format(member: Any) -> tuple[tuple[int, int] | None, str | None]
     """(width, height) and format: from the member when it has them, else the file's header."""
     fmt = getattr(member, "format", None)
     try:
-        from PIL import Image
+        from vsearch import api
 
-        with Image.open(member.path) as img:  # reads the header only
-            return img.size, fmt or img.format
+        header = api.read_header(member.path)  # reads the header only
+        return (header.width, header.height), fmt or header.format
     except Exception:  # noqa: BLE001 - an unreadable file is shown as such, not an error
         return None, fmt
 

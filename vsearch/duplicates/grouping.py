@@ -311,16 +311,15 @@ def _by_digest(files: list[_File]) -> dict[str, list[int]]:
 def _with_header(f: _File) -> _File:
     """``f`` with its size and mtime as on disk now (a keep rule decides on what is there, and
     touching a file does not re-index it), and its pixel count and format from the image header."""
-    from PIL import Image  # Pillow: only rows that have a duplicate candidate pay for it
+    from vsearch.imaging.images import read_header  # Pillow: only rows that have a duplicate candidate pay for it
 
     try:
         st = os.stat(f.path)
         f = replace(f, bytes=st.st_size, mtime=st.st_mtime)
         if not stat.S_ISREG(st.st_mode):  # never open a FIFO (it would block)
             return f
-        with Image.open(f.path) as im:
-            w, h = im.size
-            return replace(f, pixels=w * h, format=im.format)
+        header = read_header(f.path)
+        return replace(f, pixels=header.pixels, format=header.format)
     except Exception as e:  # noqa: BLE001 - RAW, gone, unreadable: sorted as 0 pixels, still grouped
         log.info("no header for %s: %s", f.path, e)
         return f

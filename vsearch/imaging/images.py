@@ -101,8 +101,6 @@ PAD_COLOUR = (124, 116, 104)
 RESAMPLE = Image.Resampling.BICUBIC
 REDUCING_GAP = 3.0
 
-#: The old, private name of :func:`register_heif`: kept while the page (vsearch.serve) still calls it.
-_register_heif = register_heif
 
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: camera JPEGs with extra pictures appended
 

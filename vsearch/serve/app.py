@@ -340,17 +340,10 @@ def _options(params: Any) -> dict[str, Any]:
 
 def _pixels(data: bytes) -> int | None:
     """Width x height an image's header claims (nothing decoded), or None for no image."""
-    import io
-
-    from PIL import Image
-
-    library.register_heif()
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
+        return int(library.read_header(data).pixels)
     except Exception:  # noqa: BLE001 - any failure to parse a header means "not an image"
         return None
-    return w * h
 
 
 def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:

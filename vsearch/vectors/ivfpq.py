@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +91,10 @@ def ivfpq_name(generation: int) -> str:
 
 def load_faiss() -> Any:
     """``import faiss``, or one error line saying how to install it."""
-    if "faiss" not in sys.modules:
-        # faiss's OpenMP threads spin while they wait (libgomp's default), and on a shared 2-core
-        # box they then fight each other and numpy's BLAS: training 3,000 x 128 took 31 s
-        # spinning against 4.3 s passive. libgomp reads this once, when it loads; a value the
-        # user set is kept (as models.passive_openmp does for torch).
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # faiss's OpenMP threads spin while they wait (libgomp's default), and on a shared 2-core
+    # box they then fight each other and numpy's BLAS: training 3,000 x 128 took 31 s spinning
+    # against 4.3 s passive. The program chooses (OMP_WAIT_POLICY=PASSIVE, set by the CLI's
+    # entry point before faiss loads); the library leaves its environment alone.
     try:
         import faiss
     except ImportError:
