@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# What `make demo` needs (the runtime), and what the tests and the linters need on top of it.
+RUNTIME := $(VENV)/.installed-runtime
+DEV     := $(VENV)/.installed-dev
 DEMO_INDEX ?= .demo-index
 
 .PHONY: install demo test test-fast lint bench clean
@@ -11,30 +13,37 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.cfg pyproject.toml
+$(RUNTIME): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
 	$(PY) -m pip install --quiet -e '.[test,dev]'
-	touch $(STAMP)
+	touch $(DEV)
 
-install: $(STAMP)
+install: $(DEV)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(VENV)/bin/vsearch build-index sample_images --index-dir $(DEMO_INDEX)
 	$(VENV)/bin/vsearch query sample_images/chelsea.jpg --index-dir $(DEMO_INDEX) --k 5
 	$(VENV)/bin/vsearch evaluate --groups sample_images/groups.csv --index-dir $(DEMO_INDEX)
 
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m pytest -q -rs
 
 # The edit-test loop: everything but the tests that load the real default model (marked slow).
-test-fast: $(STAMP)
+test-fast: $(DEV)
 	$(PY) -m pytest -q -m "not slow" -n auto
 
-lint: $(STAMP)
+# Style, the import contracts of .importlinter (every import runs down the layers), and types.
+lint: $(DEV)
 	$(VENV)/bin/ruff check vsearch tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy vsearch
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(PY) benchmarks/bench_embed.py
 	$(PY) benchmarks/bench_search.py
 
 clean:
-	rm -rf $(DEMO_INDEX) .pytest_cache build *.egg-info
+	rm -rf $(DEMO_INDEX) .pytest_cache .mypy_cache build *.egg-info

@@ -53,7 +53,7 @@ def disk_errors(path: Path | str) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in _DISK_ERRNOS:
             raise
-        raise write_error(exc, path) from None  # type: ignore[misc]
+        raise write_error(exc, path) from None  # type: ignore[misc]  # never None for a disk errno
 
 
 def write_some(fh: BinaryIO, data: bytes | memoryview) -> None:

@@ -20,6 +20,7 @@ from vsearch.api.details import IndexDetails
 from vsearch.duplicates import actions as act
 from vsearch.duplicates import grouping as dup
 from vsearch.duplicates import marks
+from vsearch.duplicates.actions import Action, UndoLog, UndoResult
 from vsearch.duplicates.grouping import DuplicateGroup
 from vsearch.errors import VsearchError
 from vsearch.learning import judgments as jd
@@ -35,9 +36,7 @@ if TYPE_CHECKING:  # these import Pillow: only a build or an evaluation pays for
     from vsearch.indexing.pipeline import IndexSummary
     from vsearch.learning.train import TrainResult
 
-__all__ = ["Index", "open_index"]
-
-Action, UndoLog, UndoResult = act.Action, act.UndoLog, act.UndoResult
+__all__ = ["Action", "Index", "UndoLog", "UndoResult", "open_index"]
 
 
 # --- an open index ---------------------------------------------------------------------------
@@ -176,7 +175,7 @@ class Index:
             # A build committed since: its manifest rows point into the new vectors, which the
             # vectors held here do not have, so read the new generation (model and root are the same).
             self._reopen()
-        return self._store, self._searcher  # type: ignore[return-value]
+        return self._store, self._searcher
 
     # --- searching -------------------------------------------------------------------------
 
@@ -386,7 +385,7 @@ class Index:
             raise
         if self._store is not None:
             self._store.close()
-        self._store, self._searcher, self._meta = store, searcher, store.meta  # type: ignore[assignment]
+        self._store, self._searcher, self._meta = store, searcher, store.meta  # type: ignore[assignment]  # a reader has a meta
 
     # --- scoring ---------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def evaluate_index(store: Store, searcher: Searcher, *, pairs: PathLike | None =
 def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> Labels:
     from vsearch.evaluation import labels as lb
 
-    return lb.read_pairs(Path(pairs)) if pairs is not None else lb.read_groups(Path(groups))  # type: ignore[arg-type]
+    return lb.read_pairs(Path(pairs)) if pairs is not None else lb.read_groups(Path(groups))  # type: ignore[arg-type]  # one of the two is given
 
 
 @dataclass(frozen=True)

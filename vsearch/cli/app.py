@@ -76,7 +76,7 @@ def user_errors(fn: F) -> F:
             err("interrupted: work done so far is saved; run the same command again to resume")
             raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # same signature as fn (functools.wraps)
 
 
 def _version(value: bool) -> None:

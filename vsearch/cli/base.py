@@ -80,9 +80,9 @@ class _Converter:
         raise typer.BadParameter(f"{value!r} is not true or false", ctx=ctx, param=param)
 
     def _choice(self, value: Any, param: Any, ctx: Any) -> Enum:
-        members = list(self.leaf)  # type: ignore[call-overload]
+        members = list(self.leaf)  # type: ignore[call-overload]  # an Enum class iterates its members
         if isinstance(value, self.leaf):
-            return value
+            return value  # type: ignore[return-value]  # leaf is an Enum class: its members are Enums
         text = str(value)
         for m in members:
             if m.value == text or (not self.info.case_sensitive and str(m.value).lower() == text.lower()):
@@ -204,7 +204,7 @@ def _escape_unencodable() -> None:
     """Paths that are not valid UTF-8 go to stdout as their own bytes, to stderr as escapes."""
     for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
         try:
-            stream.reconfigure(errors=errors)  # type: ignore[union-attr]
+            stream.reconfigure(errors=errors)  # type: ignore[union-attr]  # a TextIOWrapper; others raise AttributeError
         except (AttributeError, ValueError, OSError):  # not a TextIOWrapper (captured output)
             pass
 
@@ -220,8 +220,9 @@ class VsearchGroup(TyperGroup):
             _plain_help_flag(command)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        """Run a command; usage mistakes, a closed stdout and Ctrl-C end the way the module says."""
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        """Run a command; usage mistakes, a closed stdout and Ctrl-C end the way the module says.
+        (``windows_expand_args`` is the base class's; arguments are never glob-expanded here.)"""
         args = list(sys.argv[1:] if args is None else args) or ["--help"]
         _escape_unencodable()
         try:

@@ -28,9 +28,16 @@ PAGE_CSS = (
 
 
 class HitLike(Protocol):
-    rank: int
-    path: Path
-    score: float
+    """What a gallery needs of a result (read-only, as :class:`vsearch.api.Hit` is)."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def score(self) -> float: ...
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

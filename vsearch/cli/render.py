@@ -45,7 +45,7 @@ def _plain(value: Any) -> Any:
 def _rows(items: Sequence[Any]) -> list[dict[str, Any]]:
     rows = []
     for item in items:
-        data = asdict(item) if is_dataclass(item) else dict(item)
+        data = asdict(item) if is_dataclass(item) and not isinstance(item, type) else dict(item)
         rows.append({k: _plain(v) for k, v in data.items()})
     return rows
 

@@ -221,7 +221,7 @@ def comparison_rows(ev: Evaluation, *, ann: bool, missing: Any = "n/a") -> tuple
         for name, values in zip(diffs, shown[1:]):
             a, b = shown[0].get(key), values.get(key)
             numeric = isinstance(a, (int, float)) and isinstance(b, (int, float)) and key != "num_queries"
-            row[name] = float(b) - float(a) if numeric else ""
+            row[name] = float(b) - float(a) if numeric else ""  # type: ignore[arg-type]  # numeric: both are numbers
         rows.append(row)
     if ev.comparisons:
         conf = round(ev.comparisons[0].ci.confidence * 100)

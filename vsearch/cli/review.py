@@ -110,5 +110,5 @@ def _bytes(n: int | None) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
+        n /= 1000  # type: ignore[assignment]  # a float from here on, shown with one decimal
     return str(n)  # pragma: no cover

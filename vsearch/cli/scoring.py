@@ -170,7 +170,7 @@ def evaluate(
     adapters = _per_index("--adapter", adapter, len(dirs), "settings")
     if any(a not in ("on", "off") for a in adapters):
         raise VsearchError(f"--adapter takes on or off, comma-separated (got {adapter!r})")
-    setups = [api.Setup(Path(d), m, e, f, day, a == "on")  # type: ignore[arg-type]
+    setups = [api.Setup(Path(d), m, e, f, day, a == "on")
               for d, m, e, f, day, a in zip(dirs, modes, expands, folder_caps, day_caps, adapters)]
     with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
         done = api.evaluate_side_by_side(setups, pairs=pairs, groups=groups, augment=augment, judged=judged, ks=ks,

@@ -359,6 +359,7 @@ def _restore_step(record: dict[str, Any], trashed_at: str | None) -> tuple[dict[
         if source.is_file() and path_digest(source) == digest:
             return record, None, None  # never moved (a crash after the log line), or put back already
         return record, None, f"{source} exists and is another file; vsearch never overwrites a file"
+    where: Path | None
     if record["action"] == "move":
         where = Path(record["target"])
     else:

@@ -12,6 +12,7 @@ skipped when read. The paths are kept only to make the file readable by a person
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from vsearch.storage import sidelog
 from vsearch.errors import VsearchError
@@ -38,7 +39,7 @@ def add_not_duplicate(index_dir: Path, digest_a: str, digest_b: str, *, paths: t
     a, b = sorted((digest_a, digest_b))
     if frozenset((a, b)) in not_duplicates(index_dir):
         return
-    record = {"a": a, "b": b, "time": sidelog.timestamp()}
+    record: dict[str, Any] = {"a": a, "b": b, "time": sidelog.timestamp()}
     if paths is not None:
         record["paths"] = [str(p) for p in paths]
     sidelog.append(marks_path(index_dir), record)

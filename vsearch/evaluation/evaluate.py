@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from vsearch.vectors import nearest
 from vsearch.evaluation import metrics
+from vsearch.evaluation.metrics import QueryResult
 from vsearch.retrieval import rerank
 from vsearch.errors import VsearchError
 from vsearch.evaluation.labels import LabelledQuery
@@ -65,7 +66,7 @@ class EvalReport:
     """
 
     metrics: dict[str, float]
-    per_query: list[metrics.QueryResult] = field(default_factory=list)
+    per_query: list[QueryResult] = field(default_factory=list)
     elapsed_s: float = 0.0
     embedded_queries: int = 0
     records: list[QueryRecord] = field(default_factory=list)
@@ -169,7 +170,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
         ])
     depth = max(max(ks), MRR_DEPTH)
     own_rows = [rows.get(q.query) for q in labels]
-    rankings = (_capped_rankings(searcher, vectors, own_rows, depth, mode, caps) if caps
+    rankings: Iterable[Sequence[int] | np.ndarray] = (_capped_rankings(searcher, vectors, own_rows, depth, mode, caps) if caps
                 else _rankings(searcher, vectors, depth + 1, mode))
     results, records, shares = [], [], []
     for q, found, own in zip(labels, rankings, own_rows):
@@ -178,7 +179,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
         if q.same_as:
             alias = {rows[a]: rows[p] for a, p in q.same_as.items() if a in rows and p in rows}
             ranked = tuple(alias.get(r, r) for r in ranked)
-        gains = {rows[p]: g for p, g in q.gains.items() if g > 0}
+        gains: dict[Hashable, float] = {rows[p]: g for p, g in q.gains.items() if g > 0}
         result = metrics.QueryResult(query=str(q.query), ranked=ranked, gains=gains)
         results.append(result)
         expected = tuple(p for p, g in sorted(q.gains.items(), key=lambda pg: -pg[1]) if g > 0)
@@ -251,7 +252,7 @@ def _capped_rankings(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence
     return out
 
 
-def _first_ranks(ranked: Sequence[int], relevant: dict[int, float]) -> tuple[int, ...]:
+def _first_ranks(ranked: Sequence[int], relevant: Mapping[Hashable, float]) -> tuple[int, ...]:
     """1-based ranks of relevant ids, each at its first place only (as the metrics count them)."""
     seen: set[int] = set()
     out = []
@@ -298,7 +299,7 @@ def ann_recall_at(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[in
     # One blocked matmul for every picked query: far cheaper than an exact search per query.
     all_rows, all_scores = nearest.exact_search(searcher.search_vectors, vectors[picked], max(ks) + 1)
     totals = dict.fromkeys(ks, 0.0)
-    for vec, own, rows, scores in zip(vectors[picked], (own_rows[i] for i in picked), all_rows, all_scores):
+    for vec, own, rows, scores in zip(vectors[picked], (own_rows[int(i)] for i in picked), all_rows, all_scores):
         extra = int(own is not None)
         keep = [i for i, r in enumerate(rows) if int(r) != own]
         exact_rows = [int(rows[i]) for i in keep]

@@ -44,7 +44,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
@@ -189,9 +189,9 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _decode_unguarded(fp: io.IOBase, nbytes: int, min_side: int | None, max_pixels: int,
+def _decode_unguarded(fp: IO[bytes], nbytes: int, min_side: int | None, max_pixels: int,
                       max_bytes: int) -> Image.Image:
-    im = open_image(fp)  # the header only; Pillow's process-wide limit is not consulted (see opening.py)
+    im: Image.Image = open_image(fp)  # the header only; Pillow's process-wide limit is not consulted (see opening.py)
     w, h = im.size
     if w <= 0 or h <= 0:
         raise ImageDecodeError(f"invalid image size {w}x{h}")

@@ -159,8 +159,8 @@ class Verifier:
         # Keypoints back in the image's own pixels (the decoded image may be a draft-mode
         # reduction of the file: ``size`` is the decoded size, and both images of a pair are
         # compared by the share of their area, which does not depend on that).
-        to_own = np.float32([size[0] / grey.shape[1], size[1] / grey.shape[0]])
-        points = np.float32([k.pt for k in keypoints]).reshape(-1, 2) * to_own
+        to_own = np.array([size[0] / grey.shape[1], size[1] / grey.shape[0]], dtype=np.float32)
+        points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2) * to_own
         thumb = cv2.resize(grey, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
         return _Features(points, descriptors, size, _detail(thumb))
 
@@ -248,9 +248,9 @@ def _overlap(matrix: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int
     cv2 = _cv2()
     wa, ha = size_a
     wb, hb = size_b
-    corners = np.float32([[0, 0], [wa, 0], [wa, ha], [0, ha]])
+    corners = np.array([[0, 0], [wa, 0], [wa, ha], [0, ha]], dtype=np.float32)
     mapped = corners @ matrix[:, :2].T.astype(np.float32) + matrix[:, 2].astype(np.float32)
-    frame_b = np.float32([[0, 0], [wb, 0], [wb, hb], [0, hb]])
+    frame_b = np.array([[0, 0], [wb, 0], [wb, hb], [0, hb]], dtype=np.float32)
     area, _ = cv2.intersectConvexConvex(mapped, frame_b)
     scale2 = abs(float(np.linalg.det(matrix[:, :2])))  # area of A's pixels in B's pixels
     if area <= 0 or scale2 <= 0:

@@ -174,10 +174,10 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     # Buffered writes, block by block, never a writable memory map: on a full disk a write
     # through a map is a SIGBUS, where a write fails with ENOSPC and becomes one error line.
     with atomic.open_replacing(store.dir / info.file) as out:
-        np.lib.format.write_array_header_1_0(out, {  # type: ignore[arg-type]
+        np.lib.format.write_array_header_1_0(out, {
             "descr": np.lib.format.dtype_to_descr(raw.dtype),
             "fortran_order": False, "shape": raw.shape})
-        database_side_augmentation(raw, rows, _RowWriter(out, raw.shape[1], raw.dtype))  # type: ignore[arg-type]
+        database_side_augmentation(raw, rows, _RowWriter(out, raw.shape[1], raw.dtype))  # type: ignore[arg-type]  # writes rows as an array would take them
     store.set_dba(info)
     return info
 

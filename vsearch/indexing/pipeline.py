@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -393,7 +393,7 @@ class _Pipeline:
         engine: _Engine = self._ray_batches if self.options.engine == "ray" else self._local_batches
         summary, done = self.summary, 0
         try:
-            with contextlib.closing(engine(candidates)) as batches:
+            with contextlib.closing(engine(candidates)) as batches:  # type: ignore[type-var]  # a generator: it has close()
                 for batch in batches:
                     for d in batch.files:
                         if d.error is not None:
@@ -440,7 +440,8 @@ class _Pipeline:
     def _embed(self, batch: list[_Decoded]) -> _EmbeddedBatch:
         if not self.source.ready:
             self._bind(self.source.get())
-        vectors = self.source.embed(np.stack([d.pixels for d in batch]))
+        # Only decoded files are batched: each has its pixels.
+        vectors = self.source.embed(np.stack([cast(np.ndarray, d.pixels) for d in batch]))
         return _EmbeddedBatch(batch, vectors)
 
     def _ray_batches(self, candidates: list[Candidate]) -> Iterator[_EmbeddedBatch]:

@@ -103,7 +103,7 @@ def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
     with database(index_dir, write=True) as db:
         cur = db.execute("INSERT INTO queries(time, query, shown, swapped) VALUES (?, ?, ?, ?)",
                          (sidelog.timestamp(), query, len(shown), swapped))
-        query_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        query_id = int(cur.lastrowid)  # type: ignore[arg-type]  # set by the INSERT
         db.executemany("INSERT INTO impressions(query_id, rank, original_rank, result) VALUES (?, ?, ?, ?)",
                        [(query_id, rank, original + 1, results[original])
                         for rank, original in enumerate(order, start=1)])

@@ -80,7 +80,7 @@ def estimate_propensities(clicked: np.ndarray, swapped: np.ndarray, shown: np.nd
         c_top, c_low = clicked[control, k - 1].mean(), clicked[control, k].mean()
         if c_top + s_top == 0 or out[k - 1] is None:
             break
-        out[k] = float(out[k - 1] * (s_low + c_low) / (c_top + s_top))  # type: ignore[operator]
+        out[k] = float(out[k - 1] * (s_low + c_low) / (c_top + s_top))
     return out
 
 

@@ -186,7 +186,8 @@ def judged_rows(store: Store) -> tuple[list[tuple[int, int]], list[tuple[int, in
             cache[digest] = entry.row if entry is not None else None
         return cache[digest]
 
-    relevant, irrelevant = [], []
+    relevant: list[tuple[int, int]] = []
+    irrelevant: list[tuple[int, int]] = []
     for j in found:
         q, r = row(j.query), row(j.result)
         if q is None or r is None or q == r:
@@ -392,7 +393,7 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
         if options.views:
             paths = [store.abs_path(p) for p in store.paths_by_row()]
             encoder = QueryEncoder(store, device=device, adapter=False)
-            owner, views = embed_views(encoder, paths, options.views, options.seed, keys=rows,
+            owner, views = embed_views(encoder, paths, options.views, options.seed, keys=rows.tolist(),
                                        progress=(lambda d, t: progress("views", d, t)) if progress else None)
             views = SearchSpace.of(store).to_space(views) if len(views) else np.zeros((0, dim_in), dtype=np.float32)
         embed_s = time.perf_counter() - started

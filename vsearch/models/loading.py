@@ -513,18 +513,22 @@ def identify(name: str | None = None) -> ModelId | None:
 #: so that both can be compared side by side with ``vsearch evaluate --index-dir A --index-dir B``.
 LITE_FRAMINGS = {"": None, "-wholeframe": "squash", "-centrecrop": "center_crop"}
 
+def _lite_loader(variant: str, framing: str | None) -> Loader:
+    def load(name: str, device: str, threads: int | None) -> Embedder:
+        return load_efficientnet_lite(variant, device, threads, name=name, **({"framing": framing} if framing else {}))
+    return load
+
+
+def _lite_identity(variant: str, framing: str | None) -> Identify:
+    # The identity is the weights file's hash: known without torch (see identify).
+    def identify(name: str) -> ModelId:
+        return _efficientnet_lite_id(variant, name=name, **({"framing": framing} if framing else {}))[0]
+    return identify
+
+
 for _variant in _LITE_SIZES:
     for _suffix, _framing in LITE_FRAMINGS.items():
-        register(
-            f"efficientnet-{_variant}{_suffix}",
-            lambda name, device, threads, _v=_variant, _f=_framing: load_efficientnet_lite(
-                _v, device, threads, name=name, **({"framing": _f} if _f else {})
-            ),
-            # The identity is the weights file's hash: known without torch (see identify).
-            lambda name, _v=_variant, _f=_framing: _efficientnet_lite_id(
-                _v, name=name, **({"framing": _f} if _f else {})
-            )[0],
-        )
+        register(f"efficientnet-{_variant}{_suffix}", _lite_loader(_variant, _framing), _lite_identity(_variant, _framing))
 
 
 def passive_openmp() -> None:

@@ -26,7 +26,7 @@ import datetime
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -179,13 +179,13 @@ class Searcher:
         if self.use_approximate(mode):
             if self._approximate is None:
                 self._approximate = SearchSpace.of(self.store).approximate()
-            return nearest.approximate_search(self._approximate, self.search_vectors, vector, k,  # type: ignore[arg-type]
+            return nearest.approximate_search(self._approximate, self.search_vectors, vector, k,  # type: ignore[arg-type]  # set just above
                                          search_k=search_k)
         rows, scores = nearest.exact_search(self.search_vectors, vector[None], k)
         return rows[0], scores[0]
 
     def expand(self, vector: np.ndarray, n: int, mode: SearchMode = "auto",
-               exclude_rows: Sequence[int] = ()) -> np.ndarray:
+               exclude_rows: Collection[int] = ()) -> np.ndarray:
         """Average query expansion: the normalised mean of ``vector`` and its top-``n`` results.
 
         ``exclude_rows`` (e.g. the query's own row) do not count among the top n. ``n=0``

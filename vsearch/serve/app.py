@@ -370,7 +370,7 @@ def _hits(api: _Api, hits: list[Any], query_key: str) -> JSONResponse:
     results, query_id = [], None
     digests = [_digest_of_hit(api, h) for h in hits]
     if hits and None not in digests:
-        shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]
+        shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]  # no None: checked above
                                        swap_fraction=api.swap_fraction)
         hits, query_id = [hits[i] for i in shown.order], shown.query_id
     for rank, h in enumerate(hits, start=1):

@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Self
 
 from vsearch.version import __version__
 from vsearch.errors import IndexCorruptError, IndexWriteError
@@ -110,7 +111,7 @@ class ManifestReader:
         self.writable = writable
 
     @classmethod
-    def open(cls, path: Path, *, write: bool) -> Manifest:  # type: ignore[misc]
+    def open(cls, path: Path, *, write: bool) -> Self:
         """Connect (a writer creates the schema); refuse a damaged or too new manifest."""
         remedy = "`vsearch build-index FOLDER --rebuild` rebuilds it"
         try:

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -344,7 +344,7 @@ def remove_stale(store: Store) -> None:
     ``meta.json`` nor the generation before it names."""
     if store._lock_fd is None:
         return
-    keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, MARKS_FILE, UNDO_DIR, *json.loads(store.manifest.get("previous_files", "[]"))}
+    keep = {META_FILE, MANIFEST_FILE, CHUNK_DIR, LOCK_FILE, MARKS_FILE, UNDO_DIR, *json.loads(store.manifest.get("previous_files") or "[]")}
     keep.add(store.manifest.get(TRANSFORM_KEY) or "")  # the writer's PCA, reused by the next commit
     if store.meta is not None:
         keep |= _files_of(store.meta)
@@ -533,7 +533,7 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
     return meta
 
 
-def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
+def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list[Any]] | None:
     """Remove a (damaged) index's files, keeping what can be trusted for ``Manifest.restore``:
     ``(vectors moved to chunk 0, root, model JSON, rows)`` when the manifest reads and its
     vectors file is intact and agrees with it, else None (everything is embedded again).
@@ -541,7 +541,7 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
     Only damage is forgiven here (an unreadable manifest or vectors file, a model record that
     does not parse); any other error is a bug and propagates, rather than silently embedding
     the whole folder again."""
-    kept = None
+    kept: tuple[Path | None, str, str, list[Any]] | None = None
     with contextlib.suppress(VsearchError, OSError):
         old = Manifest.open(index_dir / MANIFEST_FILE, write=False)
         try:
@@ -551,7 +551,7 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list] | None:
             source = index_dir / vectorfiles.vectors_name(old.generation)
             if dim is not None:
                 vectorfiles.load(source, (len(rows), dim), "")
-            if dim is not None and root and [r[4] for r in rows] == list(range(len(rows))) and rows:
+            if dim is not None and model and root and [r[4] for r in rows] == list(range(len(rows))) and rows:
                 kept = (source, root, model, rows)
         finally:
             old.close()

@@ -79,7 +79,7 @@ def generation_of(name: str) -> int | None:
 def save(path: Path, array: np.ndarray) -> None:
     """Save a float32 array as ``.npy`` at ``path``, atomically."""
     with atomic.open_replacing(path) as out:
-        np.save(out, np.ascontiguousarray(array, dtype=np.float32))  # type: ignore[arg-type]
+        np.save(out, np.ascontiguousarray(array, dtype=np.float32))
 
 
 def load(path: Path, shape: tuple[int, int] | None, remedy: str, dtype: Any = np.float32) -> np.ndarray:
@@ -115,7 +115,7 @@ def write_blocks(target: Path, shape: tuple[int, int], dtype: Any, blocks: Itera
     dtype = np.dtype(dtype)
     rows = 0
     with atomic.open_replacing(target) as out:
-        np.lib.format.write_array_header_1_0(out, {  # type: ignore[arg-type]
+        np.lib.format.write_array_header_1_0(out, {
             "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
         for block in blocks:
             block = np.ascontiguousarray(block, dtype=dtype).reshape(-1, shape[1])
@@ -136,7 +136,7 @@ def merge(target: Path, sources: Sequence[tuple[int | None, int | None]], dim: i
     opened: dict[int, np.ndarray] = {}
     old_vectors: np.ndarray | None = None  # opened only when a row comes from it
     with atomic.open_replacing(target) as out:
-        np.lib.format.write_array_header_1_0(out, {  # type: ignore[arg-type]
+        np.lib.format.write_array_header_1_0(out, {
             "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
             "fortran_order": False, "shape": (len(sources), dim)})
         for start in range(0, len(sources), block):

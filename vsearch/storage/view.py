@@ -148,7 +148,7 @@ class IndexView:
                 paths[row] = path
         if any(p is None for p in paths):
             raise IndexCorruptError(f"manifest and vectors disagree in {self.dir}; {rebuild_hint(self.abs_path(''))}")
-        return paths  # type: ignore[return-value]
+        return paths  # type: ignore[return-value]  # no None left: checked above
 
     def path_of_row(self, row: int) -> str:
         """Relative path of one committed row."""
@@ -178,7 +178,7 @@ class IndexView:
                                        f"`vsearch build-index {self.meta.root}` repairs the index")
         return self._vectors
 
-    def _load(self, name: str, shape: tuple[int, ...], remedy: str, dtype: Any = np.float32) -> np.ndarray:
+    def _load(self, name: str, shape: tuple[int, int], remedy: str, dtype: Any = np.float32) -> np.ndarray:
         """A vectors file of this reader's generation (see :meth:`_own_generation`)."""
         path = self.dir / name
         with self._own_generation(path):

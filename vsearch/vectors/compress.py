@@ -22,6 +22,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,8 @@ class Pca:
         parts = {"mean": self.mean, "components": self.components}
         if self.scale is not None:
             parts["scale"] = self.scale
-        np.savez(buf, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in parts.items()})
+        arrays: dict[str, Any] = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in parts.items()}
+        np.savez(buf, **arrays)
         atomic.write_bytes(Path(path), buf.getvalue())
 
     @classmethod
