@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -41,8 +38,10 @@ from vsearch.errors import VsearchError
 from vsearch.serve.common import error as _error
 from vsearch.serve.common import read_json as _json
 from vsearch.serve.common import whole_number as _int
-from vsearch.serve.dupes import duplicate_routes
+from vsearch.serve.common import CSRF_COOKIE, guarded, state_of
+from vsearch.serve.dupes import DUPLICATE_ROUTES
 from vsearch.serve.page import DUPLICATES_PAGE, SEARCH_PAGE
+from vsearch.serve.state import LockedIndex, PageState
 from vsearch.serve.thumbs import ThumbCache
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_UPLOAD_PIXELS", "DEFAULT_PORT",
@@ -57,11 +56,8 @@ MAX_K = 200
 #: Host headers a loopback server answers: others are refused (400), which stops a DNS
 #: rebinding page (evil.example resolving to 127.0.0.1) from reading photos or posting.
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
-#: Sessions (CSRF tokens) kept; the oldest is forgotten past this, so page loads cannot grow memory.
-MAX_SESSIONS = 1000
 #: On every served image: a browser must not guess another type (an "image" that sniffs as HTML).
 FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
-CSRF_COOKIE, CSRF_HEADER = "vsearch_csrf", "x-csrf-token"
 
 
 def is_loopback(host: str) -> bool:
@@ -89,39 +85,6 @@ def check_host(host: str, allow_remote: bool) -> str | None:
             "there is no login and no TLS")
 
 
-class _Api:
-    """The one open index and what the app asks of it, serialised by a lock."""
-
-    def __init__(self, index: Any, swap_fraction: float = 0.0) -> None:
-        self.index = index
-        self.lock = threading.Lock()
-        self.swap_fraction = swap_fraction  # share of result lists shown with one pair swapped
-
-    def row_file(self, row: int) -> tuple[Path, str]:
-        """The file of ``row`` (resolved, inside the root) and its content digest; LookupError if none."""
-        with self.lock:
-            if not 0 <= row < self.index.count:
-                raise LookupError(row)
-            entry = self.index.entry_of_row(row)
-            if entry is None or entry.digest is None:
-                raise LookupError(row)
-            root = Path(self.index.root).resolve()
-        path = (root / entry.path).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            raise LookupError(row)  # gone since indexing, or a symlink out of the root
-        return path, entry.digest
-
-    def query(self, **kwargs: Any) -> list[Any]:
-        with self.lock:
-            return self.index.query(**kwargs)
-
-    def digest_of_path(self, path: Path) -> str | None:
-        root = Path(self.index.root)
-        with self.lock:
-            entry = self.index.entry_of_path(path.relative_to(root).as_posix())
-        return entry.digest if entry is not None else None
-
-
 def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS, thumb_cache_bytes: int | None = None,
                allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
@@ -129,144 +92,13 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     """The web app over an open :class:`vsearch.api.Index` (which the caller closes).
 
     ``allowed_hosts``: the Host header names it answers (``["*"]``: any, for --allow-remote).
-    ``swap_fraction``: share of searches shown with one adjacent pair swapped (vsearch.learning.clicks);
-    :func:`serve` (the page people use) passes the page's, 0.1, so position bias can be measured.
+    ``swap_fraction``: share of searches shown with one adjacent pair swapped (the click log's
+    position-bias measure); :func:`serve` (the page people use) passes the page's, 0.1.
     """
-    api = _Api(index, swap_fraction)
-    thumbs = ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {}))
-    tokens: dict[str, None] = {}  # insertion-ordered: the oldest session goes first
-
-    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def run(request: Request) -> Response:
-            if request.method == "POST":
-                refusal = _refuse_post(request, tokens)
-                if refusal is not None:
-                    return refusal
-            try:
-                return await handler(request)
-            except VsearchError as exc:
-                return _error(400, str(exc))
-        return run
-
-    def page_of(template: str) -> Callable[[Request], Any]:
-        """A page handler: the HTML with this session's CSRF token (made on the first visit)."""
-        async def page(request: Request) -> Response:
-            token = request.cookies.get(CSRF_COOKIE)
-            if token not in tokens:
-                token = secrets.token_urlsafe(32)
-                tokens[token] = None
-                while len(tokens) > MAX_SESSIONS:
-                    del tokens[next(iter(tokens))]
-            html = template.replace("{{CSRF}}", token).replace("{{TEXT}}", "true" if index.text_search else "false")
-            response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
-            response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
-            return response
-        return page
-
-    async def info(request: Request) -> Response:
-        return JSONResponse({"model": index.model, "count": index.count, "text_search": index.text_search,
-                             "root": str(index.root), "max_upload_bytes": max_upload_bytes})
-
-    async def search_get(request: Request) -> Response:
-        params = request.query_params
-        options = _options(params)
-        if "row" in params:
-            row = _int(params["row"], "row")
-            try:
-                path, digest = await run_in_threadpool(api.row_file, row)
-            except LookupError:
-                return _error(404, f"no image at row {row}")
-            hits = await run_in_threadpool(lambda: api.query(queries=path, **options))
-            return _hits(api, hits, f"{digest}")
-        if params.get("text", "").strip():
-            text = params["text"].strip()
-            hits = await run_in_threadpool(lambda: api.query(text=text, **options))
-            return _hits(api, hits, "text:" + text)
-        return _error(400, "give row= (an indexed image) or text= (CLIP indexes)")
-
-    async def search_upload(request: Request) -> Response:
-        options = _options(request.query_params)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
-            return _too_large(max_upload_bytes)
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > max_upload_bytes:
-                return _too_large(max_upload_bytes)
-        if not data:
-            return _error(400, "the upload is empty: send the image's bytes as the request body")
-        pixels = _pixels(bytes(data))
-        if pixels is None:
-            return _error(400, "the upload is not an image vsearch can read")
-        if pixels > max_upload_pixels:
-            return _error(413, f"the upload has {pixels:,} pixels; the limit is {max_upload_pixels:,}")
-        hits = await run_in_threadpool(lambda: _query_bytes(api, bytes(data), options))
-        return _hits(api, hits, library.bytes_digest(bytes(data)))
-
-    async def thumb(request: Request) -> Response:
-        row = request.path_params["row"]
-        try:
-            path, digest = await run_in_threadpool(api.row_file, row)
-            data = await run_in_threadpool(thumbs.get, path, digest)
-        except (LookupError, VsearchError):
-            return _error(404, f"no image at row {row}")
-        return Response(data, media_type="image/jpeg", headers=FILE_HEADERS)
-
-    async def image(request: Request) -> Response:
-        row = request.path_params["row"]
-        try:
-            path, _ = await run_in_threadpool(api.row_file, row)
-        except LookupError:
-            return _error(404, f"no image at row {row}")
-        return FileResponse(path, headers=FILE_HEADERS)
-
-    async def judgment(request: Request) -> Response:
-        body = await _json(request)
-        result_row = _int(body.get("row"), "row")
-        try:
-            path, digest = await run_in_threadpool(api.row_file, result_row)
-        except LookupError:
-            return _error(404, f"no image at row {result_row}")
-        rel = path.relative_to(Path(index.root).resolve()).as_posix()
-        query, label = str(body.get("query", "")), str(body.get("label", ""))
-        if label not in ("relevant", "not-relevant"):
-            raise VsearchError(f"label must be relevant or not-relevant (got {label!r})")
-        shown = await run_in_threadpool(library.latest_shown, index.index_dir, query, digest) if query else None
-        done = library.record_verdict(index.index_dir, query, digest, label == "relevant", source="page",
-                               rank=shown[1] if shown else None, result_path=rel)
-        return JSONResponse({**done.__dict__, "label": label})
-
-    async def event(request: Request) -> Response:
-        body = await _json(request)
-        kind, query = str(body.get("kind", "")), str(body.get("query", ""))
-        if kind not in ("impression", "click"):
-            raise VsearchError(f"kind must be impression or click (got {kind!r})")
-        shown = body.get("results")
-        if not isinstance(shown, list) or not shown or len(shown) > MAX_K:
-            return _error(400, f"results must be a list of 1 to {MAX_K} {{row, rank}} objects")
-        logged = 0
-        for item in shown:
-            row = _int(item.get("row") if isinstance(item, dict) else None, "row")
-            rank = _int(item.get("rank"), "rank")
-            try:
-                _, digest = await run_in_threadpool(api.row_file, row)
-            except LookupError:
-                continue
-            if kind == "click":  # impressions were logged when the search answered (in _hits)
-                qid = body.get("query_id")
-                found = (_int(qid, "query_id"), rank) if qid is not None else \
-                    await run_in_threadpool(library.latest_shown, index.index_dir, query, digest)
-                if found is None:
-                    continue
-                await run_in_threadpool(library.log_click, index.index_dir, found[0], digest)
-            logged += 1
-        return JSONResponse({"logged": logged})
-
     routes = [
-        Route("/", page_of(SEARCH_PAGE)),
-        Route("/duplicates", page_of(DUPLICATES_PAGE)),
-        *duplicate_routes(api, guarded),
+        Route("/", search_page),
+        Route("/duplicates", duplicates_page),
+        *DUPLICATE_ROUTES,
         Route("/api/info", guarded(info)),
         Route("/api/search", guarded(search_get), methods=["GET"]),
         Route("/api/search", guarded(search_upload), methods=["POST"]),
@@ -275,7 +107,151 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         Route("/thumb/{row:int}", thumb),
         Route("/image/{row:int}", image),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_HostCheck, allowed=allowed_hosts)])
+    app = Starlette(routes=routes, middleware=[Middleware(_HostCheck, allowed=allowed_hosts)])
+    app.state.page = PageState(
+        LockedIndex(index, swap_fraction),
+        ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {})),
+        max_upload_bytes=max_upload_bytes, max_upload_pixels=max_upload_pixels)
+    return app
+
+
+# --- the handlers: each finds the open index and the session tokens in the app's state -----------
+
+
+def _page_of(template: str) -> Callable[[Request], Any]:
+    """A page handler: the HTML with this session's CSRF token (made on the first visit)."""
+    async def page(request: Request) -> Response:
+        state = state_of(request)
+        token = state.session_token(request.cookies.get(CSRF_COOKIE))
+        html = template.replace("{{CSRF}}", token).replace("{{TEXT}}", "true" if state.api.index.text_search else "false")
+        response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
+    return page
+
+
+search_page = _page_of(SEARCH_PAGE)
+duplicates_page = _page_of(DUPLICATES_PAGE)
+
+
+async def info(request: Request) -> Response:
+    page = state_of(request)
+    index = page.api.index
+    return JSONResponse({"model": index.model, "count": index.count, "text_search": index.text_search,
+                         "root": str(index.root), "max_upload_bytes": page.max_upload_bytes})
+
+
+async def search_get(request: Request) -> Response:
+    page = state_of(request)
+    api = page.api
+    params = request.query_params
+    options = _options(params)
+    if "row" in params:
+        row = _int(params["row"], "row")
+        try:
+            path, digest = await run_in_threadpool(api.row_file, row)
+        except LookupError:
+            return _error(404, f"no image at row {row}")
+        hits = await run_in_threadpool(lambda: api.query(queries=path, **options))
+        return _hits(api, hits, f"{digest}")
+    if params.get("text", "").strip():
+        text = params["text"].strip()
+        hits = await run_in_threadpool(lambda: api.query(text=text, **options))
+        return _hits(api, hits, "text:" + text)
+    return _error(400, "give row= (an indexed image) or text= (CLIP indexes)")
+
+
+async def search_upload(request: Request) -> Response:
+    page = state_of(request)
+    api = page.api
+    options = _options(request.query_params)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > page.max_upload_bytes:
+        return _too_large(page.max_upload_bytes)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > page.max_upload_bytes:
+            return _too_large(page.max_upload_bytes)
+    if not data:
+        return _error(400, "the upload is empty: send the image's bytes as the request body")
+    pixels = _pixels(bytes(data))
+    if pixels is None:
+        return _error(400, "the upload is not an image vsearch can read")
+    if pixels > page.max_upload_pixels:
+        return _error(413, f"the upload has {pixels:,} pixels; the limit is {page.max_upload_pixels:,}")
+    hits = await run_in_threadpool(lambda: _query_bytes(api, bytes(data), options))
+    return _hits(api, hits, library.bytes_digest(bytes(data)))
+
+
+async def thumb(request: Request) -> Response:
+    page = state_of(request)
+    api = page.api
+    row = request.path_params["row"]
+    try:
+        path, digest = await run_in_threadpool(api.row_file, row)
+        data = await run_in_threadpool(page.thumbs.get, path, digest)
+    except (LookupError, VsearchError):
+        return _error(404, f"no image at row {row}")
+    return Response(data, media_type="image/jpeg", headers=FILE_HEADERS)
+
+
+async def image(request: Request) -> Response:
+    page = state_of(request)
+    api = page.api
+    row = request.path_params["row"]
+    try:
+        path, _ = await run_in_threadpool(api.row_file, row)
+    except LookupError:
+        return _error(404, f"no image at row {row}")
+    return FileResponse(path, headers=FILE_HEADERS)
+
+
+async def judgment(request: Request) -> Response:
+    page = state_of(request)
+    api, index = page.api, page.api.index
+    body = await _json(request)
+    result_row = _int(body.get("row"), "row")
+    try:
+        path, digest = await run_in_threadpool(api.row_file, result_row)
+    except LookupError:
+        return _error(404, f"no image at row {result_row}")
+    rel = path.relative_to(Path(index.root).resolve()).as_posix()
+    query, label = str(body.get("query", "")), str(body.get("label", ""))
+    if label not in ("relevant", "not-relevant"):
+        raise VsearchError(f"label must be relevant or not-relevant (got {label!r})")
+    shown = await run_in_threadpool(library.latest_shown, index.index_dir, query, digest) if query else None
+    done = library.record_verdict(index.index_dir, query, digest, label == "relevant", source="page",
+                           rank=shown[1] if shown else None, result_path=rel)
+    return JSONResponse({**done.__dict__, "label": label})
+
+
+async def event(request: Request) -> Response:
+    page = state_of(request)
+    api, index = page.api, page.api.index
+    body = await _json(request)
+    kind, query = str(body.get("kind", "")), str(body.get("query", ""))
+    if kind != "click":  # impressions are logged as the search answers (_hits)
+        raise VsearchError(f"kind must be click (got {kind!r})")
+    shown = body.get("results")
+    if not isinstance(shown, list) or not shown or len(shown) > MAX_K:
+        return _error(400, f"results must be a list of 1 to {MAX_K} {{row, rank}} objects")
+    logged = 0
+    for item in shown:
+        row = _int(item.get("row") if isinstance(item, dict) else None, "row")
+        rank = _int(item.get("rank"), "rank")
+        try:
+            _, digest = await run_in_threadpool(api.row_file, row)
+        except LookupError:
+            continue
+        qid = body.get("query_id")
+        found = (_int(qid, "query_id"), rank) if qid is not None else \
+            await run_in_threadpool(library.latest_shown, index.index_dir, query, digest)
+        if found is None:
+            continue
+        await run_in_threadpool(library.log_click, index.index_dir, found[0], digest)
+        logged += 1
+    return JSONResponse({"logged": logged})
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -307,21 +283,6 @@ def _too_large(cap: int) -> JSONResponse:
     return _error(413, f"the upload is larger than the limit of {cap // (1024 * 1024)} MiB ({cap:,} bytes)")
 
 
-def _refuse_post(request: Request, tokens: dict[str, None]) -> Response | None:
-    """403 unless the request comes from this server's own page with its session's token."""
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    host = request.headers.get("host")
-    if not origin or not host:
-        return _error(403, "cross-origin request refused: no Origin or Referer header")
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
-        return _error(403, f"cross-origin request refused: {parts.scheme}://{parts.netloc} is not this server")
-    cookie, header = request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)
-    if not header or cookie not in tokens or not secrets.compare_digest(header, cookie or ""):
-        return _error(403, "missing or wrong CSRF token: reload the page")
-    return None
-
-
 def _options(params: Any) -> dict[str, Any]:
     """The query options the page offers: k, exclude_self, path (glob), diverse."""
     k = _int(params.get("k", 20), "k")
@@ -346,7 +307,7 @@ def _pixels(data: bytes) -> int | None:
         return None
 
 
-def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:
+def _query_bytes(api: LockedIndex, data: bytes, options: dict[str, Any]) -> list[Any]:
     """Search by an upload, from a temporary file outside the photo folder (removed afterwards)."""
     root = Path(api.index.root).resolve()
     folder = Path(tempfile.gettempdir()).resolve()
@@ -363,7 +324,7 @@ def _query_bytes(api: _Api, data: bytes, options: dict[str, Any]) -> list[Any]:
         Path(name).unlink(missing_ok=True)
 
 
-def _hits(api: _Api, hits: list[Any], query_key: str) -> JSONResponse:
+def _hits(api: LockedIndex, hits: list[Any], query_key: str) -> JSONResponse:
     """The results as the page shows them, logged as impressions (library.log_impressions): on a
     share of searches one adjacent pair is swapped, to measure position bias."""
     root = Path(api.index.root)
@@ -380,7 +341,7 @@ def _hits(api: _Api, hits: list[Any], query_key: str) -> JSONResponse:
     return JSONResponse({"query": query_key, "query_id": query_id, "results": results})
 
 
-def _digest_of_hit(api: _Api, hit: Any) -> str | None:
+def _digest_of_hit(api: LockedIndex, hit: Any) -> str | None:
     try:
         return api.row_file(hit.row)[1]
     except LookupError:

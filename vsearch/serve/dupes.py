@@ -13,8 +13,6 @@ records a pair, as ``--not-duplicate A B``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,9 @@ from starlette.routing import Route
 
 from vsearch.api import DuplicateGroup, choose_keeper
 from vsearch.errors import VsearchError
-from vsearch.serve.common import error, read_json, whole_number
+from vsearch.serve.common import error, guarded, read_json, state_of, whole_number
+from vsearch.serve.groups import GroupQuery, Member, StaleGroup, the_group
+from vsearch.serve.state import PageState
 
 #: Groups sent to the page at most (largest first); the answer says how many there are.
 MAX_GROUPS = 500
@@ -33,155 +33,93 @@ MAX_GROUPS = 500
 MAX_MEMBERS = 10_000
 
 
-class StaleGroup(Exception):
-    """What the page showed is not what the index holds now (answered 409, nothing done)."""
+def _groups_now(page: PageState, query: GroupQuery, fresh: bool) -> list[DuplicateGroup]:
+    with page.api.lock:  # the near level can take a while; searches wait (the Index is not thread-safe)
+        return page.found.get(query, page.api.index, fresh=fresh)
 
 
-@dataclass(frozen=True)
-class GroupQuery:
-    """How the groups were found: ``Index.duplicates``'s level, keep rule and threshold."""
-
-    level: str = "near"
-    keep: str = "default"
-    threshold: float | None = None
-
-    def find(self, index: Any) -> list[DuplicateGroup]:
-        """The groups, from the library (which checks level and keep)."""
-        return index.duplicates(self.threshold, level=self.level, keep=self.keep)
+def _act_now(page: PageState, query: GroupQuery, shown: list[Member], keeper_row: int, move_to: Path | None) -> Any:
+    with page.api.lock:
+        group = the_group(page.found.get(query, page.api.index), shown)
+        keeper = next((m for m in group if m.row == keeper_row), None)
+        if keeper is None:
+            raise VsearchError(f"the keeper (row {keeper_row}) is not a member of this group")
+        chosen = choose_keeper(group, keeper.path)
+        actions = page.api.index.plan_actions([chosen], move_to=move_to, trash=move_to is None)
+        return page.api.index.apply_actions(actions)
 
 
-@dataclass(frozen=True)
-class Member:
-    """A member as the page names it: the row and content digest it was shown with."""
-
-    row: int
-    digest: str
+def _mark_now(page: PageState, a: Member, b: Member) -> None:
+    paths = [_file_of(page.api, m) for m in (a, b)]  # row_file takes the lock itself
+    page.api.index.not_duplicate(*paths)  # reads the two files and appends to marks.jsonl: no index state
 
 
-def duplicate_routes(api: Any, guarded: Callable[[Callable[[Request], Any]], Callable[[Request], Any]]) -> list[Route]:
-    """The routes of the duplicates page's JSON over ``api`` (the app's lock-holding index
-    wrapper); ``guarded`` adds the app's POST checks (CSRF token, same origin) and error answers."""
-    index = api.index
-
-    found = FoundGroups()
-
-    def groups_now(query: GroupQuery, fresh: bool) -> list[DuplicateGroup]:
-        with api.lock:  # the near level can take a while; searches wait (the Index is not thread-safe)
-            return found.get(query, index, fresh=fresh)
-
-    def act_now(query: GroupQuery, shown: list[Member], keeper_row: int, move_to: Path | None) -> Any:
-        with api.lock:
-            group = _the_group(found.get(query, index), shown)
-            keeper = next((m for m in group if m.row == keeper_row), None)
-            if keeper is None:
-                raise VsearchError(f"the keeper (row {keeper_row}) is not a member of this group")
-            chosen = choose_keeper(group, keeper.path)
-            actions = index.plan_actions([chosen], move_to=move_to, trash=move_to is None)
-            return index.apply_actions(actions)
-
-    def mark_now(a: Member, b: Member) -> None:
-        paths = [_file_of(api, m) for m in (a, b)]  # row_file takes the lock itself
-        index.not_duplicate(*paths)  # reads the two files and appends to marks.jsonl: no index state
-
-    def undo_now() -> Any:
-        with api.lock:
-            return index.undo()
-
-    async def groups(request: Request) -> Response:
-        query = _group_query(request.query_params)
-        fresh = request.query_params.get("fresh", "") in ("1", "true")
-        groups = await run_in_threadpool(groups_now, query, fresh)
-        root = Path(index.root)
-        return JSONResponse({"level": query.level, "keep": query.keep, "threshold": query.threshold,
-                             "total": len(groups), "groups": [_group_json(g, root) for g in groups[:MAX_GROUPS]]})
-
-    async def act(request: Request) -> Response:
-        body = await read_json(request)
-        how = body.get("action")
-        if how not in ("trash", "move"):
-            raise VsearchError(f"action must be trash or move (got {how!r})")
-        move_to = _folder(body.get("move_to")) if how == "move" else None
-        shown = _members(body.get("members"))
-        keeper = whole_number(body.get("keeper"), "keeper")
-        try:
-            done = await run_in_threadpool(act_now, _group_query(body), shown, keeper, move_to)
-        except StaleGroup:
-            return _stale()
-        count = done.moved + done.trashed
-        files = f"{count} file{'s' if count != 1 else ''}"
-        where = "sent to the trash" if how == "trash" else f"moved to {move_to}"
-        return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
-                             "message": f"{files} {where}; Undo puts {'them' if count != 1 else 'it'} back"})
-
-    async def not_duplicate(request: Request) -> Response:
-        body = await read_json(request)
-        a, b = (_member(body.get(name), name) for name in ("a", "b"))
-        if a == b:
-            raise VsearchError("a and b are the same image")
-        try:
-            await run_in_threadpool(mark_now, a, b)
-        except StaleGroup:
-            return _stale()
-        return JSONResponse({"recorded": True})
-
-    async def undo(request: Request) -> Response:
-        done = await run_in_threadpool(undo_now)
-        count = done.restored + done.already
-        return JSONResponse({"restored": done.restored, "already": done.already, "log": str(done.log),
-                             "message": f"{count} file{'s' if count != 1 else ''} put back (undo log {done.log.name})"})
-
-    return [
-        Route("/api/duplicates", guarded(groups), methods=["GET"]),
-        Route("/api/duplicates/act", guarded(act), methods=["POST"]),
-        Route("/api/duplicates/not-duplicate", guarded(not_duplicate), methods=["POST"]),
-        Route("/api/undo", guarded(undo), methods=["POST"]),
-    ]
+def _undo_now(page: PageState) -> Any:
+    with page.api.lock:
+        return page.api.index.undo()
 
 
-# --- the groups, found once per commit ----------------------------------------------------------
+async def groups(request: Request) -> Response:
+    page = state_of(request)
+    query = _group_query(request.query_params)
+    fresh = request.query_params.get("fresh", "") in ("1", "true")
+    groups = await run_in_threadpool(_groups_now, page, query, fresh)
+    root = Path(page.api.index.root)
+    return JSONResponse({"level": query.level, "keep": query.keep, "threshold": query.threshold,
+                         "total": len(groups), "groups": [_group_json(g, root) for g in groups[:MAX_GROUPS]]})
 
 
-class FoundGroups:
-    """The groups last found for each :class:`GroupQuery`, kept while the index folder's commit
-    record (``meta.json``) and not-duplicate marks (``marks.jsonl``) stay the same file.
+async def act(request: Request) -> Response:
+    page = state_of(request)
+    body = await read_json(request)
+    how = body.get("action")
+    if how not in ("trash", "move"):
+        raise VsearchError(f"action must be trash or move (got {how!r})")
+    move_to = _folder(body.get("move_to")) if how == "move" else None
+    shown = _members(body.get("members"))
+    keeper = whole_number(body.get("keeper"), "keeper")
+    try:
+        done = await run_in_threadpool(_act_now, page, _group_query(body), shown, keeper, move_to)
+    except StaleGroup:
+        return _stale()
+    count = done.moved + done.trashed
+    files = f"{count} file{'s' if count != 1 else ''}"
+    where = "sent to the trash" if how == "trash" else f"moved to {move_to}"
+    return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
+                         "message": f"{files} {where}; Undo puts {'them' if count != 1 else 'it'} back"})
 
-    Finding near duplicates verifies every shortlisted pair (about 45 s for 1,360 photos here),
-    so switching the level back, or acting on a group, must not find them all again. A commit
-    (an action here, a build or ``vsearch duplicates --yes`` elsewhere) or a new mark replaces
-    those files, and the next request finds the groups again. A file changed on disk without a
-    commit is caught by :meth:`Index.apply_actions`, which checks every copy before touching any.
-    """
 
-    #: Queries remembered (level x keep rule fits; thresholds vary).
-    KEPT = 12
+async def not_duplicate(request: Request) -> Response:
+    page = state_of(request)
+    body = await read_json(request)
+    a, b = (_member(body.get(name), name) for name in ("a", "b"))
+    if a == b:
+        raise VsearchError("a and b are the same image")
+    try:
+        await run_in_threadpool(_mark_now, page, a, b)
+    except StaleGroup:
+        return _stale()
+    return JSONResponse({"recorded": True})
 
-    def __init__(self) -> None:
-        self.found: dict[GroupQuery, tuple[tuple[Any, ...], list[DuplicateGroup]]] = {}
 
-    def get(self, query: GroupQuery, index: Any, *, fresh: bool = False) -> list[DuplicateGroup]:
-        """The groups for ``query``: remembered, unless the stamp changed or ``fresh``."""
-        stamp = index.state()  # before finding: a commit meanwhile makes the next call find again
-        kept = self.found.get(query)
-        if kept is not None and kept[0] == stamp and not fresh:
-            return kept[1]
-        groups = query.find(index)
-        self.found = {q: v for q, v in self.found.items() if v[0] == stamp and q != query}
-        while len(self.found) >= self.KEPT:
-            del self.found[next(iter(self.found))]
-        self.found[query] = (stamp, groups)
-        return groups
+async def undo(request: Request) -> Response:
+    page = state_of(request)
+    done = await run_in_threadpool(_undo_now, page)
+    count = done.restored + done.already
+    return JSONResponse({"restored": done.restored, "already": done.already, "log": str(done.log),
+                         "message": f"{count} file{'s' if count != 1 else ''} put back (undo log {done.log.name})"})
+
+
+#: The duplicates page's JSON endpoints, each behind the POST checks.
+DUPLICATE_ROUTES = [
+    Route("/api/duplicates", guarded(groups), methods=["GET"]),
+    Route("/api/duplicates/act", guarded(act), methods=["POST"]),
+    Route("/api/duplicates/not-duplicate", guarded(not_duplicate), methods=["POST"]),
+    Route("/api/undo", guarded(undo), methods=["POST"]),
+]
 
 
 # --- the group a request names ---------------------------------------------------------------
-
-
-def _the_group(groups: list[DuplicateGroup], shown: list[Member]) -> DuplicateGroup:
-    """The group whose members are exactly ``shown``; :class:`StaleGroup` (409) when none is any more."""
-    wanted = {(m.row, m.digest) for m in shown}
-    for group in groups:
-        if {(m.row, m.digest) for m in group} == wanted:
-            return group
-    raise StaleGroup("stale group")
 
 
 def _file_of(api: Any, member: Member) -> Path:
