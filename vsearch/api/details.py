@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsearch.retrieval.freshness import Freshness
-from vsearch.storage.view import IndexView
+from vsearch.storage.snapshot import Snapshot
 
 __all__ = ["IndexDetails"]
 
@@ -37,7 +37,7 @@ class IndexDetails:
     total_bytes: int
 
     @classmethod
-    def of(cls, view: IndexView, freshness: Freshness) -> IndexDetails:
+    def of(cls, view: Snapshot, freshness: Freshness) -> IndexDetails:
         """The details of an open index, with what :func:`vsearch.retrieval.freshness.check` saw."""
         meta = view.meta
         assert meta is not None  # a reader has a committed index

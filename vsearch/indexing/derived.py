@@ -133,9 +133,9 @@ class _RowWriter:
 def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] | None = None) -> DbaInfo | None:
     """Database-side augmentation, computed at build time (``build-index --dba N``).
 
-    Writes ``normalise(v_i + sum of v_i's N nearest other vectors)`` for every row beside the raw
+    Writes ``normalise(v_i + sum of v_i's N nearest other vectors)`` for every row beside the search-space
     vectors and records it in ``meta.json``; search then ranks against it (and Annoy, rebuilt
-    afterwards, indexes it). ``neighbours=0`` drops an existing copy. The raw vectors are left as
+    afterwards, indexes it). ``neighbours=0`` drops an existing copy. The source vectors are left as
     they are: a query image still maps to the vector it would get if embedded now.
 
     With a compressed format it is computed in the search space, over the search copy, and
@@ -154,18 +154,18 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     info = DbaInfo(file=dba_name(meta.generation, neighbours), neighbours=neighbours)
     if meta.dba == info and (store.dir / info.file).exists():
         return info
-    raw = SearchSpace.of(store).vectors()
+    space_rows = SearchSpace.of(store).vectors()
     annoy = None
     tmp_ann = store.dir / f".dba-neighbours.{os.getpid()}.ann.tmp"
     if meta.count > nearest.EXACT_LIMIT:
         if progress:
             progress(f"dba: building a temporary Annoy index over {meta.count} vectors")
-        nearest.build_annoy(raw, tmp_ann)
-        annoy = nearest.AnnoySearcher(tmp_ann, raw.shape[1])
+        nearest.build_annoy(space_rows, tmp_ann)
+        annoy = nearest.AnnoySearcher(tmp_ann, space_rows.shape[1])
     try:
         if progress:
             progress(f"dba: finding {neighbours} neighbours of each of {meta.count} vectors")
-        rows, _ = nearest.neighbour_graph(raw, neighbours, annoy=annoy)
+        rows, _ = nearest.neighbour_graph(space_rows, neighbours, annoy=annoy)
     finally:
         annoy = None
         if tmp_ann.exists():
@@ -175,9 +175,9 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     # through a map is a SIGBUS, where a write fails with ENOSPC and becomes one error line.
     with atomic.open_replacing(store.dir / info.file) as out:
         np.lib.format.write_array_header_1_0(out, {
-            "descr": np.lib.format.dtype_to_descr(raw.dtype),
-            "fortran_order": False, "shape": raw.shape})
-        database_side_augmentation(raw, rows, _RowWriter(out, raw.shape[1], raw.dtype))  # type: ignore[arg-type]  # writes rows as an array would take them
+            "descr": np.lib.format.dtype_to_descr(space_rows.dtype),
+            "fortran_order": False, "shape": space_rows.shape})
+        database_side_augmentation(space_rows, rows, _RowWriter(out, space_rows.shape[1], space_rows.dtype))  # type: ignore[arg-type]  # writes rows as an array would take them
     store.set_dba(info)
     return info
 

@@ -1,6 +1,6 @@
 """Vector file formats: the names ``meta.json`` and the manifest record for a search copy.
 
-    fp32      the raw float32 vectors, searched as they are (no search copy)
+    fp32      the float32 source vectors, searched as they are (no search copy)
     fp16      the same vectors stored as float16
     pcaD[w][-fp16]  projected on D principal components (w: whitened), float32 or float16
 

@@ -140,7 +140,7 @@ class IndexMeta:
 
     @property
     def space_file(self) -> str:
-        """The file of the search-space vectors: the search copy, else the raw vectors."""
+        """The file of the search-space vectors: the search copy, else the source vectors."""
         return self.vectors if self.vectors_format is None else self.vectors_format.file
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from vsearch.storage.meta import (
 )
 from vsearch.storage.manifest import FROM_VECTORS, SCHEMA_VERSION, FileEntry, GenerationGone, Manifest
 from vsearch.storage.vectorfiles import CHUNK_DIR, ann_name, dba_name
-from vsearch.storage.view import (
+from vsearch.storage.snapshot import (
     COMMIT_WAIT_S,
     FORMAT_KEY,
     KEPT_LOGS,
@@ -42,7 +42,7 @@ from vsearch.storage.view import (
     MARKS_FILE,
     TRANSFORM_KEY,
     UNDO_DIR,
-    IndexView,
+    Snapshot,
     check_agrees,
     check_bound,
     file_digest,
@@ -56,13 +56,13 @@ __all__ = ["FROM_VECTORS", "SCHEMA_VERSION", "Derivations", "FileEntry", "Store"
 
 
 class Derivations(Protocol):
-    """What a commit makes from the raw vectors besides them: the compressed search copy and
+    """What a commit makes from the source vectors besides them: the compressed search copy and
     the trained head's projected copy. The vectors layer supplies it to a writer
     (:class:`vsearch.vectors.space.SearchFiles`): storage stores the files and their names in
     ``meta.json`` but knows no codec and no head."""
 
-    def search_copy(self, store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
-        """Write the search copy of one generation's raw vectors; None when search reads them as they are."""
+    def search_copy(self, store: Store, source: np.ndarray, generation: int) -> FormatInfo | None:
+        """Write the search copy of one generation's source vectors; None when search reads them as they are."""
 
     def check_search_copy(self, store: Store) -> None:
         """Raise IndexCorruptError when the committed search copy cannot be read."""
@@ -71,7 +71,7 @@ class Derivations(Protocol):
         """Write what ``meta`` needs beside the vectors before it is committed; the meta to commit."""
 
 
-class Store(IndexView):
+class Store(Snapshot):
     """An index directory. Readers open it plainly; one writer at a time holds its lock."""
 
     def __init__(self, index_dir: Path, manifest: Manifest, meta: IndexMeta | None, lock_fd: int | None,
@@ -294,7 +294,7 @@ class Store(IndexView):
 
     def refresh_search_copy(self) -> IndexMeta:
         """Make the committed generation's search copy again in :meth:`wanted_format`, from the
-        raw vectors (no image is embedded again). The Annoy index and the DBA copy, made over
+        source vectors (no image is embedded again). The Annoy index and the DBA copy, made over
         the old copy, are dropped: the next ``build-index`` step makes them again."""
         self._require_writer()
         assert self.meta is not None
@@ -303,11 +303,11 @@ class Store(IndexView):
                                             updated=_now()))
         return self.meta
 
-    def search_copy(self, raw: np.ndarray, generation: int) -> FormatInfo | None:
-        """The search copy of ``raw`` (one generation's vectors) in :meth:`wanted_format`, made
-        by the writer's ``derived``; None for fp32 (search reads the raw vectors)."""
+    def search_copy(self, source: np.ndarray, generation: int) -> FormatInfo | None:
+        """The search copy of ``source`` (one generation's vectors) in :meth:`wanted_format`, made
+        by the writer's ``derived``; None for fp32 (search reads the source vectors)."""
         if self._derived is not None:
-            return self._derived.search_copy(self, raw, generation)
+            return self._derived.search_copy(self, source, generation)
         if self.wanted_format().compressed:
             raise RuntimeError(f"a {self.wanted_format().name} search copy needs a writer opened with derived=")
         return None
@@ -471,7 +471,7 @@ def _drop_unreadable_vectors(store: Store) -> None:
 
 def _remake_unreadable_search_copy(store: Store) -> None:
     """A search copy or transform that cannot be read (or does not match meta.json) is made
-    again from the raw vectors, the transform fitted again: nothing is lost, nothing embedded."""
+    again from the source vectors, the transform fitted again: nothing is lost, nothing embedded."""
     if store.meta is None or store.meta.vectors_format is None or store._derived is None:
         return
     try:

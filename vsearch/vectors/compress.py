@@ -1,13 +1,13 @@
 """Compressed search vectors: the formats ``build-index --vectors`` takes, and the PCA transform.
 
-    fp32      the raw float32 vectors, searched as they are (no search copy)
+    fp32      the float32 source vectors, searched as they are (no search copy)
     fp16      the same vectors stored as float16: half the memory, cosines within about 1e-3
     pcaD      centred and projected on the top D principal components of the collection,
               L2-normalised again, stored as float32
     pcaDw     the same, whitened (each component divided by its standard deviation)
     pcaD[w]-fp16  either, stored as float16 (half the bytes of the float32 copy)
 
-The raw float32 vectors stay the index's source of truth; a *search copy* in the chosen format
+The float32 source vectors stay the index's source of truth; a *search copy* in the chosen format
 is made beside them at each commit (:func:`make_search_copy`, called by the storage layer's commit), and every query vector goes through the same
 transform (:func:`to_space`), so the stored-row, torch and ONNX paths land in one space. Scores
 are cosines in that space.
@@ -206,38 +206,38 @@ def encode(x: np.ndarray, fmt: VectorFormat, pca: Pca | None) -> np.ndarray:
 # --- the search copy of one generation, made at each commit --------------------------------
 
 
-def make_search_copy(store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
-    """Write the search copy of ``raw`` (one generation's vectors) in the store's wanted format,
-    block by block; None for fp32 (search reads the raw vectors). A PCA is fitted only when
+def make_search_copy(store: Store, source: np.ndarray, generation: int) -> FormatInfo | None:
+    """Write the search copy of ``source`` (one generation's vectors) in the store's wanted format,
+    block by block; None for fp32 (search reads the source vectors). A PCA is fitted only when
     the index has none for this format (first build, ``--refit``, another D or whitening)."""
     fmt = store.wanted_format()
     if not fmt.compressed:
         return None
     model = store.model_id
     assert model is not None
-    fmt.check(model.dim, len(raw))
-    pca, transform = _pca_for(store, fmt, raw) if fmt.kind == "pca" else (None, None)
+    fmt.check(model.dim, len(source))
+    pca, transform = _pca_for(store, fmt, source) if fmt.kind == "pca" else (None, None)
     dim = model.dim if fmt.dim is None else fmt.dim
     name = vectorfiles.search_copy_name(generation, fmt.name, pca.digest[:8] if pca else "")
     step = BLOCK
-    vectorfiles.write_blocks(store.dir / name, (len(raw), dim), fmt.dtype,
-                             (encode(raw[i:i + step], fmt, pca) for i in range(0, len(raw), step)))
+    vectorfiles.write_blocks(store.dir / name, (len(source), dim), fmt.dtype,
+                             (encode(source[i:i + step], fmt, pca) for i in range(0, len(source), step)))
     return FormatInfo(fmt.name, name, dim, fmt.dtype, transform, pca.digest if pca else None)
 
 
-def _pca_for(store: Store, fmt: VectorFormat, raw: np.ndarray) -> tuple[Pca, str]:
+def _pca_for(store: Store, fmt: VectorFormat, source: np.ndarray) -> tuple[Pca, str]:
     """The index's PCA for ``fmt`` (fitted at the first build, then reused), or a new fit on
-    ``raw`` (a seeded sample) when it has none that fits."""
+    ``source`` (a seeded sample) when it has none that fits."""
     known = store.manifest.get(TRANSFORM_KEY)
     if known:
         try:
             pca = Pca.load(store.dir / known)
-            if pca.dim == fmt.dim and (pca.scale is not None) == fmt.whiten and pca.in_dim == raw.shape[1]:
+            if pca.dim == fmt.dim and (pca.scale is not None) == fmt.whiten and pca.in_dim == source.shape[1]:
                 return pca, known
-        except IndexCorruptError as exc:  # the raw vectors are the truth: a refit loses nothing
+        except IndexCorruptError as exc:  # the source vectors are the truth: a refit loses nothing
             log.warning("warning: %s; fitting it again", exc)
-    log.info("fitting a PCA to %d dimensions on %d vectors", fmt.dim, min(len(raw), DEFAULT_SAMPLE))
-    pca = fit_pca(raw, fmt.dim or 0, whiten=fmt.whiten)
+    log.info("fitting a PCA to %d dimensions on %d vectors", fmt.dim, min(len(source), DEFAULT_SAMPLE))
+    pca = fit_pca(source, fmt.dim or 0, whiten=fmt.whiten)
     name = vectorfiles.transform_name(pca.digest)
     pca.save(store.dir / name)
     store.manifest.set(TRANSFORM_KEY, name)

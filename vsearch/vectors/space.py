@@ -1,6 +1,6 @@
 """The search space of one open index: what queries are compared against, and how a query gets there.
 
-    raw model vectors -> [compressed search copy: fp16, or PCA (``compress``)] -> [DBA copy]
+    the model's source vectors -> [compressed search copy: fp16, or PCA (``compress``)] -> [DBA copy]
                       -> [trained head (``adapter``): a projected copy]
 
 A :class:`SearchSpace` reads, checks and caches the files of the generation its view holds:
@@ -23,7 +23,7 @@ import numpy as np
 from vsearch.errors import IndexCorruptError, IndexMissingError
 from vsearch.storage.meta import FormatInfo, IndexMeta, rebuild_hint
 from vsearch.storage.store import Store
-from vsearch.storage.view import IndexView
+from vsearch.storage.snapshot import Snapshot
 from vsearch.vectors import compress, nearest
 from vsearch.vectors import head as adapter
 from vsearch.vectors.ivfpq import IvfpqSearcher
@@ -32,18 +32,18 @@ __all__ = ["SearchFiles", "SearchSpace"]
 
 #: One search space per open view (its caches are memory maps and a loaded transform), dropped
 #: with the view. Written only by :meth:`SearchSpace.of`.
-_SPACES: weakref.WeakKeyDictionary[IndexView, SearchSpace] = weakref.WeakKeyDictionary()
+_SPACES: weakref.WeakKeyDictionary[Snapshot, SearchSpace] = weakref.WeakKeyDictionary()
 
 
 class SearchSpace:
     """The search space of the generation an index view holds (see the module docstring)."""
 
-    def __init__(self, view: IndexView) -> None:
+    def __init__(self, view: Snapshot) -> None:
         self._view = view
         self._forget(view.meta)
 
     @classmethod
-    def of(cls, view: IndexView) -> SearchSpace:
+    def of(cls, view: Snapshot) -> SearchSpace:
         """The search space of an open index view (one per view, kept while the view lives)."""
         space = _SPACES.get(view)
         if space is None:
@@ -67,7 +67,7 @@ class SearchSpace:
 
     @property
     def format(self) -> compress.VectorFormat:
-        """The format of the committed search copy (fp32: none, search reads the raw vectors)."""
+        """The format of the committed search copy (fp32: none, search reads the source vectors)."""
         info = self._meta.vectors_format if self._meta is not None else None
         return compress.FP32 if info is None else compress.parse_format(info.name)
 
@@ -97,7 +97,7 @@ class SearchSpace:
 
     @property
     def in_dim(self) -> int:
-        """The raw vectors' (the model's) dimension."""
+        """The source vectors' (the model's) dimension."""
         return self._meta.dim if self._meta is not None else (self._view.model_id.dim if self._view.model_id else 0)
 
     def to_space(self, x: np.ndarray) -> np.ndarray:
@@ -107,7 +107,7 @@ class SearchSpace:
 
     def vectors(self) -> np.ndarray:
         """Every committed vector in the search space, memory-mapped: the search copy when there
-        is one (float16 or PCA), else the raw vectors. What a stored query row, MMR, dedupe and
+        is one (float16 or PCA), else the source vectors. What a stored query row, MMR, dedupe and
         duplicate shortlisting read."""
         info = self._meta.vectors_format if self._meta is not None else None
         if info is None:
@@ -188,13 +188,13 @@ class SearchSpace:
 
 
 class SearchFiles:
-    """The files a commit derives from the raw vectors (see :class:`vsearch.storage.store.Derivations`):
+    """The files a commit derives from the source vectors (see :class:`vsearch.storage.store.Derivations`):
     the compressed search copy (:func:`compress.make_search_copy`) and the trained head's
     projected copy (:func:`adapter.with_projected`)."""
 
-    def search_copy(self, store: Store, raw: np.ndarray, generation: int) -> FormatInfo | None:
-        """The search copy of one generation's raw vectors, in the store's wanted format."""
-        return compress.make_search_copy(store, raw, generation)
+    def search_copy(self, store: Store, source: np.ndarray, generation: int) -> FormatInfo | None:
+        """The search copy of one generation's source vectors, in the store's wanted format."""
+        return compress.make_search_copy(store, source, generation)
 
     def check_search_copy(self, store: Store) -> None:
         """Read the committed search copy and its transform (IndexCorruptError when damaged)."""

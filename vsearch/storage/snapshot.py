@@ -27,7 +27,7 @@ from vsearch.storage.meta import (
 from vsearch.storage.manifest import FileEntry, GenerationGone, Manifest
 
 
-__all__ = ["COMMIT_WAIT_S", "FORMAT_KEY", "KEPT_LOGS", "LOCK_FILE", "MARKS_FILE", "TRANSFORM_KEY", "UNDO_DIR", "IndexView",
+__all__ = ["COMMIT_WAIT_S", "FORMAT_KEY", "KEPT_LOGS", "LOCK_FILE", "MARKS_FILE", "TRANSFORM_KEY", "UNDO_DIR", "Snapshot",
            "check_agrees", "check_bound", "file_digest", "path_digest"]
 
 
@@ -64,7 +64,7 @@ def path_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-class IndexView:
+class Snapshot:
     """What every open index offers: its binding, its manifest's rows and its vector files.
 
     A reader (a plain :class:`Store`) sees the generation ``meta.json`` named when it opened;
