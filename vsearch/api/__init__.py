@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from vsearch.api.building import BuildOptions, build, build_index
 from vsearch.api.changes import choose_keeper, index_of_undo_log, is_keeper
-from vsearch.api.common import PathLike, read_header, register_heif
+from vsearch.api.common import MODES, PathLike, read_header, register_heif
 from vsearch.api.details import IndexDetails
 from vsearch.api.feedback import (
     DEFAULT_SWAP_FRACTION,
@@ -54,6 +54,7 @@ from vsearch.retrieval.search import Hit
 
 __all__ = [
     "DEFAULT_SWAP_FRACTION",
+    "MODES",
     "Action",
     "BuildOptions",
     "DuplicateGroup",

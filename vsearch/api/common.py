@@ -17,7 +17,7 @@ PathLike = str | os.PathLike[str]
 #: The search modes every call that searches takes.
 MODES: tuple[str, ...] = get_args(SearchMode)
 
-__all__ = ["MODES", "PathLike", "check_mode", "content_digest", "index_dir_of", "listed", "read_header", "register_heif"]
+__all__ = ["MODES", "PathLike", "check_mode", "check_qe", "content_digest", "index_dir_of", "listed", "read_header", "register_heif"]
 
 
 def index_dir_of(index_dir: PathLike | None) -> Path:
@@ -38,6 +38,12 @@ def check_mode(mode: str) -> None:
     """Refuse a search mode that is not one of :data:`MODES` (the one check every call uses)."""
     if mode not in MODES:
         raise VsearchError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+
+
+def check_qe(qe: int) -> None:
+    """Refuse a query-expansion depth that is not a whole number of 0 or more."""
+    if isinstance(qe, bool) or not hasattr(qe, "__index__") or qe < 0:
+        raise VsearchError(f"qe must be 0 or more (got {qe!r})")
 
 
 def content_digest(path: Path) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vsearch.api import changes, learning, scoring
-from vsearch.api.common import PathLike, check_mode, index_dir_of, listed
+from vsearch.api.common import PathLike, check_mode, check_qe, index_dir_of, listed
 from vsearch.api.details import IndexDetails
 from vsearch.duplicates import actions as act
 from vsearch.duplicates import grouping as dup
@@ -444,8 +444,7 @@ def _check_query_options(k: int, mode: str, not_weight: float, min_score: float 
             raise VsearchError(f"{name} must be a number (got {value!r})")
     if diverse is not None and not 0.0 <= diverse <= 1.0:  # also refuses nan
         raise VsearchError(f"diverse must be between 0 and 1 (got {diverse!r})")
-    if isinstance(qe, bool) or qe < 0:
-        raise VsearchError(f"qe must be 0 or more (got {qe!r})")
+    check_qe(qe)
 
 
 # --- helpers ----------------------------------------------------------------------------------

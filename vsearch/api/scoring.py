@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vsearch.api.common import PathLike, check_mode, index_dir_of
+from vsearch.api.common import PathLike, check_mode, check_qe, index_dir_of
 from vsearch.errors import VsearchError
 from vsearch.learning import clicks, judgments
 from vsearch.retrieval.search import Refine, Searcher, SearchMode
@@ -47,8 +47,7 @@ def evaluate_index(store: Store, searcher: Searcher, *, pairs: PathLike | None =
     if sum(x is not None for x in (pairs, groups, augment)) + bool(judged) != 1:
         raise VsearchError("give exactly one of pairs=, groups=, augment= or judgments=True")
     check_mode(mode)
-    if isinstance(qe, bool) or qe < 0:
-        raise VsearchError(f"qe must be 0 or more (got {qe!r})")
+    check_qe(qe)
     if augment is not None and (isinstance(augment, bool) or augment < 1):
         raise VsearchError(f"augment must be 1 or more (got {augment!r})")
     caps = Refine(max_per_folder=max_per_folder, max_per_day=max_per_day)  # checks them before any work

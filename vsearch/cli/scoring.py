@@ -45,8 +45,10 @@ def _search_modes(mode: str | None, exact: bool, n: int) -> list[str]:
         return ["exact" if exact else "auto"] * n
     if exact:
         raise VsearchError("--exact and --mode exclude each other; use --mode exact")
+    from vsearch import api  # numpy comes with it: --help does not pay for it
+
     modes = _per_index("--mode", mode, n, "modes")
-    bad = [m for m in modes if m not in ("auto", "exact", "approximate")]
+    bad = [m for m in modes if m not in api.MODES]
     if bad:
         raise VsearchError(f"--mode {bad[0]!r}: choose auto, exact or approximate")
     return modes
