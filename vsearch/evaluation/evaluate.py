@@ -140,17 +140,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     caps = searcher.caps(Refine(max_per_folder=max_per_folder, max_per_day=max_per_day))
     if not labels:
         raise VsearchError("no labelled queries to evaluate")
-    wanted = {p for q in labels for p in q.gains}
-    aliases = {p for q in labels for p in q.same_as}
-    rows = searcher.rows_of(sorted(wanted | aliases | {q.query for q in labels}))
-    missing = sorted(p for p in wanted if p not in rows)
-    if missing:
-        shown = ", ".join(str(p) for p in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise VsearchError(
-            f"{len(missing)} labelled image(s) are not in the index at {searcher.store.dir}: {shown}{more}; "
-            "index their folder first (vsearch build-index FOLDER)"
-        )
+    rows = _labelled_rows(searcher, labels)
     queries = [q.query for q in labels]
     texts = {i: q.text for i, q in enumerate(labels) if q.text is not None}
     to_embed = sum(1 for i, q in enumerate(queries)
@@ -172,7 +162,45 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     own_rows = [rows.get(q.query) for q in labels]
     rankings: Iterable[Sequence[int] | np.ndarray] = (_capped_rankings(searcher, vectors, own_rows, depth, mode, caps) if caps
                 else _rankings(searcher, vectors, depth + 1, mode))
-    results, records, shares = [], [], []
+    results, records, shares = _score_rankings(searcher, labels, rows, rankings, own_rows, ks, depth)
+    summary = metrics.summarize(results, ks)
+    summary.update(_mean_shares(shares))
+    ann = None
+    if ann_recall and searcher.approximate_kind is not None and not searcher.adapted:  # Annoy or IVF-PQ: search space
+        ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
+    meta = searcher.meta
+    return EvalReport(
+        summary, results, time.perf_counter() - started, embedded, records=records, ann_recall=ann,
+        by_kind=_by_kind(records, ks), label=label or searcher.store.dir.name, index_dir=searcher.store.dir,
+        model=meta.model.name, mode=mode, count=meta.count, annoy_trees=meta.ann.trees if meta.ann else None,
+    )
+
+
+def _labelled_rows(searcher: Searcher, labels: Sequence[LabelledQuery]) -> dict[Path, int]:
+    """The index row of every image the labels name (queries, expected images, their aliases);
+    every expected image must be in the index."""
+    wanted = {p for q in labels for p in q.gains}
+    aliases = {p for q in labels for p in q.same_as}
+    rows = searcher.rows_of(sorted(wanted | aliases | {q.query for q in labels}))
+    missing = sorted(p for p in wanted if p not in rows)
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise VsearchError(
+            f"{len(missing)} labelled image(s) are not in the index at {searcher.store.dir}: {shown}{more}; "
+            "index their folder first (vsearch build-index FOLDER)"
+        )
+    return rows
+
+
+def _score_rankings(searcher: Searcher, labels: Sequence[LabelledQuery], rows: dict[Path, int],
+                    rankings: Iterable[Sequence[int] | np.ndarray], own_rows: Sequence[int | None],
+                    ks: Sequence[int], depth: int) -> tuple[list[QueryResult], list[QueryRecord], list[dict[str, float]]]:
+    """Each query's ranking scored against its labels (its own row left out), with what the
+    report shows of it and how concentrated its top K are."""
+    results: list[QueryResult] = []
+    records: list[QueryRecord] = []
+    shares: list[dict[str, float]] = []
     for q, found, own in zip(labels, rankings, own_rows):
         ranked = tuple(int(r) for r in found if own is None or int(r) != own)[:depth]
         shares.append(concentration(searcher, ranked, ks))
@@ -189,17 +217,7 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
             relevant_ranks=_first_ranks(ranked, gains),
             depth=depth, scores={**metrics.score_query(result, ks), **shares[-1]},
         ))
-    summary = metrics.summarize(results, ks)
-    summary.update(_mean_shares(shares))
-    ann = None
-    if ann_recall and searcher.approximate_kind is not None and not searcher.adapted:  # Annoy or IVF-PQ: search space
-        ann = ann_recall_at(searcher, vectors, [rows.get(q) for q in queries], ks)
-    meta = searcher.meta
-    return EvalReport(
-        summary, results, time.perf_counter() - started, embedded, records=records, ann_recall=ann,
-        by_kind=_by_kind(records, ks), label=label or searcher.store.dir.name, index_dir=searcher.store.dir,
-        model=meta.model.name, mode=mode, count=meta.count, annoy_trees=meta.ann.trees if meta.ann else None,
-    )
+    return results, records, shares
 
 
 def top_share(keys: Sequence[Hashable | None], k: int) -> float:
