@@ -71,7 +71,7 @@ def test_pca_save_load_and_damage(tmp_path):
     back = compress.Pca.load(tmp_path / "p.npz")
     assert back.digest == pca.digest
     (tmp_path / "bad.npz").write_bytes(b"not a transform")
-    with pytest.raises(IndexCorruptError, match="--rebuild"):
+    with pytest.raises(IndexCorruptError, match=r"`build_index\(FOLDER, rebuild=True\)` repairs it$"):
         compress.Pca.load(tmp_path / "bad.npz")
     with pytest.raises(IndexCorruptError, match="missing"):
         compress.Pca.load(tmp_path / "gone.npz")

@@ -27,7 +27,7 @@ from vsearch.imaging import images, opening
 REPO = Path(__file__).resolve().parents[1]
 
 #: The refusal of an image whose header claims more than --max-pixels, word for word as before.
-OVER_CAP = "image too large (30000x30000 = 900 MP > limit 200 MP; raise it with --max-pixels)"
+OVER_CAP = "image too large (30000x30000 = 900 MP > limit 200 MP; raise it with max_pixels=)"
 
 
 def _run(code: str, *args: str) -> dict:

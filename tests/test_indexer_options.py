@@ -43,7 +43,7 @@ def test_options_check_their_values_and_keep_excludes_as_a_tuple():
     for bad in ({"batch_size": 0}, {"chunk_size": 0}, {"workers": 0}, {"max_pixels": 0}, {"threads": -1}):
         with pytest.raises(VsearchError, match="must be 1 or more"):
             indexer.IndexOptions(**bad)
-    with pytest.raises(VsearchError, match="--exclude needs a pattern"):
+    with pytest.raises(VsearchError, match="^exclude= needs a pattern"):
         indexer.IndexOptions(exclude=["/"])
 
 

@@ -189,16 +189,16 @@ def test_missing_weights_without_network_say_what_to_do(monkeypatch):
         models.load_model("ViT-B-32:laion2b_s34b_b79k", device="cpu")
     message = str(info.value)
     assert "\n" not in message
-    assert "--model efficientnet-lite0" in message
-    assert "--model ViT-B-32:/path/to/weights.pt" in message
+    assert "the default model (model='efficientnet-lite0')" in message
+    assert "a local checkpoint (model='ViT-B-32:/path/to/weights.pt')" in message
 
 
 @pytest.mark.slow
 def test_unknown_names_and_tags_are_one_line_errors():
     with pytest.raises(VsearchError,
                        match=r"'no-such-tag' is neither a checkpoint file nor a pretrained tag of "
-                       r"ViT-B-32 \(tags: .*laion2b_s34b_b79k.*\); .*--model efficientnet-lite0.*"
-                       r"--model ViT-B-32:/path/to/weights\.pt") as info:
+                       r"ViT-B-32 \(tags: .*laion2b_s34b_b79k.*\); .*\(model='efficientnet-lite0'\).*"
+                       r"\(model='ViT-B-32:/path/to/weights\.pt'\)") as info:
         models.load_model("ViT-B-32:no-such-tag", device="cpu")
     assert "\n" not in str(info.value)
     with pytest.raises(VsearchError, match="'/no/such/weights.pt' is neither a checkpoint file"):
@@ -319,7 +319,7 @@ def test_without_network_one_quick_look_then_one_line(hub_cache, monkeypatch):
         models._pretrained_weights(fake, HUB_CFG, "ViT-B-32:laion2b_s34b_b79k", "ViT-B-32")
     assert fake.calls == 0  # the cache only: no download with its retries
     assert str(info.value).startswith("could not get the weights for ViT-B-32:laion2b_s34b_b79k (no network: ")
-    assert "--model ViT-B-32:/path/to/weights.pt" in str(info.value)
+    assert "(model='ViT-B-32:/path/to/weights.pt')" in str(info.value)
 
 
 def test_with_network_the_download_runs_without_retry_chatter(hub_cache, monkeypatch, caplog):

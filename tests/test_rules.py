@@ -117,8 +117,8 @@ def test_cap_asks_for_keys_only_while_needed():
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, True])
 def test_cap_refuses_a_limit_below_one(limit):
-    with pytest.raises(VsearchError, match=r"--max-per-day takes a whole number, 1 or more"):
-        rerank.Cap(lambda s: s, limit, "--max-per-day")
+    with pytest.raises(VsearchError, match=r"^max_per_day= takes a whole number, 1 or more"):
+        rerank.Cap(lambda s: s, limit, "max_per_day=")
 
 
 # --- query --max-per-folder --------------------------------------------------------------------
@@ -194,9 +194,9 @@ def test_query_refuses_a_bad_cap_in_one_line(albums, option, value, says):
 def test_api_refuses_a_bad_cap(albums):
     root, index, _ = albums
     with api.open_index(index) as idx:
-        with pytest.raises(VsearchError, match=r"--max-per-folder takes a whole number, 1 or more \(got 0\)"):
+        with pytest.raises(VsearchError, match=r"^max_per_folder= takes a whole number, 1 or more \(got 0\)"):
             idx.query(root / "album" / "a0.jpg", max_per_folder=0)
-        with pytest.raises(VsearchError, match=r"--max-per-day takes a whole number, 1 or more \(got -1\)"):
+        with pytest.raises(VsearchError, match=r"^max_per_day= takes a whole number, 1 or more \(got -1\)"):
             idx.evaluate(augment=2, max_per_day=-1)
 
 

@@ -22,6 +22,7 @@ from vsearch.models import loading as models
 from vsearch.retrieval import rerank
 from vsearch.vectors import dba
 from vsearch.duplicates.grouping import find_groups
+from vsearch.cli.wording import cli_words
 from vsearch.errors import VsearchError
 from vsearch.retrieval.search import Refine, Searcher
 from vsearch.storage.store import Store
@@ -499,11 +500,11 @@ def test_nan_refinements_are_refused_in_one_line(indexed, photos, args, message)
     result = cli("query", photos / "p03.jpg", "--index-dir", indexed, *args)
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [message]
-    with pytest.raises(VsearchError, match="--min-score takes a number"):
+    with pytest.raises(VsearchError, match="^min_score= takes a number"):
         Refine(min_score=float("inf"))
-    with pytest.raises(VsearchError, match="--qe takes 0 or more"):
+    with pytest.raises(VsearchError, match="^qe= takes 0 or more"):
         Refine(expand=-1)
-    with pytest.raises(VsearchError, match="--diverse takes a number, not nan"):
+    with pytest.raises(VsearchError, match="^diverse= takes a number, not nan"):
         Refine(diverse=float("nan"))  # the CLI's 0..1 range check stops it first there
 
 
@@ -512,9 +513,10 @@ def test_text_search_error_is_the_models_one(indexed, open_store):
     expected = str(models.no_text_search(searcher.meta.model, "a dog on the beach"))
     with pytest.raises(VsearchError) as caught:
         searcher.query_vector("a dog on the beach")
-    assert str(caught.value) == expected
+    assert str(caught.value) == expected and "(build one with model='ARCH:TAG', e.g." in expected
     result = cli("query", "a dog on the beach", "--index-dir", indexed)
-    assert result.stderr.strip() == f"error: {expected}"
+    assert result.stderr.strip() == f"error: {cli_words(expected)}"  # the CLI names the flag
+    assert "(build one with --model ARCH:TAG, e.g. ViT-B-32:laion2b_s34b_b79k)" in result.stderr
 
 
 def test_query_encoder_batches_new_images_with_the_index_model(indexed, photos, fake_model, tmp_path):

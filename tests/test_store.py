@@ -166,7 +166,7 @@ def test_a_second_writer_is_refused_while_readers_still_open(writer):
 
 
 def test_an_index_is_bound_to_one_model(writer):
-    with pytest.raises(ModelMismatchError, match="built with model fake.*Leave out --model"):
+    with pytest.raises(ModelMismatchError, match="built with model fake.*Leave out model= to use fake, or use another index_dir=$"):
         writer.bind(writer.root, "other-model")
     with pytest.raises(ModelMismatchError, match="would not be comparable"):
         writer.bind_model(model_id(weights="1" * 64))
@@ -174,7 +174,7 @@ def test_an_index_is_bound_to_one_model(writer):
 
 
 def test_a_reader_needs_a_committed_index(tmp_path, writer):
-    with pytest.raises(IndexMissingError, match="no index at .*build-index"):
+    with pytest.raises(IndexMissingError, match=r"no index at .*; build one with `build_index\(FOLDER\)` \(or point index_dir= "):
         Store.open(tmp_path / "nothing-here")
     # Manifest present, meta.json not yet written: never completed.
     writer.add_chunk(records(["a.jpg"]), unit_vectors(1, 8))
@@ -191,7 +191,7 @@ def test_vectors_that_disagree_with_meta_json_never_load(writer):
     reader = Store.open(writer.dir)
     for _ in range(2):  # a failed check is not cached as a success
         with pytest.raises(IndexCorruptError,
-                           match=r"holds \(2, 8\).*meta.json says \(3, 8\) float32; `vsearch build-index"):
+                           match=r"holds \(2, 8\).*meta.json says \(3, 8\) float32; `build_index\(.*\)` repairs the index$"):
             reader.vectors()
     reader.close()
 

@@ -294,7 +294,7 @@ def test_index_dir_that_is_a_file_or_unwritable_is_one_clear_error(tmp_path, pho
     afile = tmp_path / "afile"
     afile.write_text("x")
     for write in (False, True):
-        with pytest.raises(VsearchError, match=f"--index-dir {afile} is a file, not a folder"):
+        with pytest.raises(VsearchError, match=f"^index_dir={afile} is a file, not a folder"):
             Store.open(afile, write=write)
 
     def denied(self, *args, **kwargs):

@@ -70,7 +70,7 @@ def judge(store: Store, root: Path, query: PathLike, results: Sequence[PathLike]
         entry = store.entry_by_digest(digest)
         if entry is None:
             raise VsearchError(f"{path} is not in the index at {store.dir} (judged results must be indexed images; "
-                               "run vsearch build-index first); nothing was recorded")
+                               "call `build_index` first); nothing was recorded")
         resolved = path.resolve()
         rel = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else entry.path
         verdicts.append(judgments.Verdict(query_key, digest, relevant, grade, None, rel, query_path))

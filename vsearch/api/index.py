@@ -268,7 +268,7 @@ class Index:
         vectors = None
         if searcher.adapted:  # the trained head's copy; the Annoy file is in the raw space
             if mode == "approximate":
-                raise VsearchError("approximate duplicates need the raw vectors' Annoy index: use --adapter off")
+                raise VsearchError("approximate duplicates need the raw vectors' Annoy index: use adapter=False")
             vectors, mode = searcher.vectors, "exact"
         # Marks recorded with not_duplicate (or the CLI's --not-duplicate) always apply.
         apart = set(not_duplicates) | marks.not_duplicates(store.dir)
@@ -458,7 +458,7 @@ def _verify_query(verify: int, queries: Any, text: Any) -> Path | None:
         return None
     images = listed(queries)
     if len(images) != 1 or listed(text) or not Path(images[0]).expanduser().is_file():
-        raise VsearchError("--verify needs exactly one query image (not text, not several images)")
+        raise VsearchError("verify= needs exactly one query image (not text, not several images)")
     return Path(images[0]).expanduser()
 
 

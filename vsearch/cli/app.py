@@ -14,6 +14,7 @@ import typer
 
 from vsearch import __version__
 from vsearch.cli.base import VsearchGroup, stdout_closed
+from vsearch.cli.wording import cli_words
 from vsearch.errors import VsearchError
 
 
@@ -55,7 +56,8 @@ def examples(*lines: str) -> str:
 
 
 def user_errors(fn: F) -> F:
-    """Turn a library error into one ``error: ...`` line on stderr and exit status 1.
+    """Turn a library error into one ``error: ...`` line on stderr, in the CLI's words
+    (:func:`~vsearch.cli.wording.cli_words`), and exit status 1.
 
     A reader that closes stdout early (``| head -1``) ends the command quietly with status 0.
     """
@@ -70,7 +72,7 @@ def user_errors(fn: F) -> F:
             stdout_closed()
             raise typer.Exit(0) from None
         except VsearchError as exc:
-            err(f"error: {exc}")
+            err(f"error: {cli_words(str(exc))}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err("interrupted: work done so far is saved; run the same command again to resume")
@@ -136,4 +138,4 @@ def build_with_bar(folder: Path, index_dir: Path | None, *, quiet: bool, trees: 
 
     with progress_bar(quiet) as bar:
         return api.build_index(folder, index_dir, trees=trees, dba=dba, progress=lambda p: bar.update(p.done, p.total),
-                               on_note=None if quiet else err, **options)
+                               on_note=None if quiet else lambda note: err(cli_words(note)), **options)

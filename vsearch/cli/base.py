@@ -8,6 +8,8 @@
 * ends quietly with status 0 when stdout is closed early (``vsearch query x.jpg -f paths | head -1``),
   as Python's ``signal`` docs advise: catch ``BrokenPipeError`` at the top and point stdout at
   /dev/null so the interpreter's last flush cannot fail again;
+* shows library warnings logged while a command runs in the CLI's words, flag names and
+  commands (:func:`~vsearch.cli.wording.library_warnings`);
 * writes file names that are not valid UTF-8 back as the bytes they were (stdout,
   surrogateescape) or as backslash escapes (stderr), never a ``UnicodeEncodeError``;
 * shows flags as flags (Typer 0.29 gives every flag a ``<bool>`` type column, which reads as if it
@@ -31,6 +33,8 @@ from typing import Any, get_args, get_origin
 
 import typer
 from typer.core import TyperGroup
+
+from vsearch.cli.wording import library_warnings
 
 
 class _Converter:
@@ -228,7 +232,7 @@ class VsearchGroup(TyperGroup):
         try:
             try:
                 # Always "vsearch": `python -m vsearch` and test runners would otherwise name it after themselves.
-                with self.make_context("vsearch", args, **extra) as ctx:
+                with self.make_context("vsearch", args, **extra) as ctx, library_warnings():
                     self.invoke(ctx)
                 code: Any = 0
                 sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

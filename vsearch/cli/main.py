@@ -26,6 +26,7 @@ from vsearch.cli.options import (
 from vsearch.cli.render import Format
 
 from vsearch.cli.app import app, err, examples, user_errors
+from vsearch.cli.wording import cli_words
 
 # The commands register on the app as their modules load, in the order --help lists them.
 from vsearch.cli import build, search, dupes, scoring  # noqa: E402,F401,I001
@@ -53,6 +54,7 @@ def info(
         raise VsearchError("info prints one record: use --format table or json")
     with api.open_index(index_dir, device="cpu") as index:
         details = dataclasses.asdict(index.details())
+    details["freshness"] = cli_words(details["freshness"])  # the library's remedy, as a command
     if fmt is Format.json:
         render.mapping(details, fmt)
     else:

@@ -16,6 +16,8 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
+from vsearch.cli.wording import cli_words
+
 
 class Format(str, Enum):
     """Output formats shared by every command that prints records."""
@@ -153,7 +155,7 @@ def index_summary(summary: Any, index_dir: Path, *, ann: Any = None, out: IO[str
     out.write(f"{', '.join(parts)} in {summary.elapsed_s:.1f}s; index {index_dir} holds {summary.total} images"
               f" ({summary.model})\n")
     for path, reason in summary.skipped[:20]:
-        out.write(f"skipped {path}: {reason}\n")
+        out.write(f"skipped {path}: {cli_words(reason)}\n")
     if len(summary.skipped) > 20:
         out.write(f"... and {len(summary.skipped) - 20} more skipped\n")
     for path, reason in summary.scan_problems[:20]:

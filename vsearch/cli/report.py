@@ -29,6 +29,7 @@ from vsearch.atomic import write_bytes as atomic_write_bytes
 from vsearch.errors import VsearchError
 from vsearch.api.records import EvalReport, Evaluation, Labels, QueryRecord
 from vsearch.cli.render import EvalFormat, Format
+from vsearch.cli.wording import cli_words
 
 #: The metrics measured at each cut-off K: the columns of the grid, in order.
 AT_K = ("recall", "hit", "precision", "map", "ndcg")
@@ -173,7 +174,7 @@ def _render_notes(ev: Evaluation, *, source: str, labels: Labels | None, quiet: 
         err.write(f"skipped {len(labels.skipped)} picked image(s) no longer on disk: {shown}{more} "
                   "(run vsearch build-index to refresh)\n")
     for note in labels.notes if labels is not None else ():
-        err.write(f"note: {note}\n")
+        err.write(f"note: {cli_words(note)}\n")
     if quiet:
         return
     err.write(f"{source}; {ev.reports[0].metrics['num_queries']} queries in {ev.elapsed_s:.1f}s\n")

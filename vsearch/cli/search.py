@@ -22,6 +22,7 @@ from vsearch.cli.options import (
 from vsearch.cli.render import Format
 
 from vsearch.cli.app import AdapterOpt, AdapterSwitch, app, err, examples, user_errors
+from vsearch.cli.wording import cli_words
 
 
 @app.command(epilog=examples(
@@ -72,7 +73,7 @@ def query(
     with api.open_index(index_dir, device=device, adapter=adapter is AdapterSwitch.on) as index:
         stale = index.freshness().warning()  # a cheap, time-boxed look: an index is never silently stale
         if stale:
-            err(stale)
+            err(cli_words(stale))
         dropped: list[Path] = []
         hits = index.query(queries, k, negatives=negatives or [], not_weight=not_weight, exclude_self=exclude_self,
                            min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, qe=expand,

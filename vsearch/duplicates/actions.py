@@ -116,7 +116,7 @@ def plan(groups: Iterable[Iterable[Any]], *, root: Path, move_to: Path | None = 
     exists. A problem raises :class:`VsearchError` before any file is touched.
     """
     if (move_to is None) == (not trash):
-        raise VsearchError("give one of --move-to DIR or --trash")
+        raise VsearchError("give one of move_to=DIR or trash=True")
     root = Path(root).absolute()
     if move_to is not None:
         move_to = _check_target(Path(move_to).expanduser().absolute(), root, index_dir)
@@ -149,19 +149,19 @@ def _relative(path: Path, root: Path) -> Path:
 
 def _check_target(move_to: Path, root: Path, index_dir: Path | None) -> Path:
     if not move_to.exists():
-        raise VsearchError(f"--move-to {move_to} does not exist; create it first (mkdir -p {move_to})")
+        raise VsearchError(f"move_to={move_to} does not exist; create it first (mkdir -p {move_to})")
     if not move_to.is_dir():
-        raise VsearchError(f"--move-to {move_to} is a file; give a folder")
+        raise VsearchError(f"move_to={move_to} is a file; give a folder")
     if not os.access(move_to, os.W_OK | os.X_OK):
-        raise VsearchError(f"--move-to {move_to} is not writable; choose a folder you can write to")
+        raise VsearchError(f"move_to={move_to} is not writable; choose a folder you can write to")
     real, real_root = move_to.resolve(), root.resolve()
     if real == real_root or real in real_root.parents:
-        raise VsearchError(f"--move-to {move_to} holds the indexed folder {root}; choose a folder outside it, "
+        raise VsearchError(f"move_to={move_to} holds the indexed folder {root}; choose a folder outside it, "
                            f"or one inside it such as {root / 'duplicates'}")
     if index_dir is not None:
         real_index = Path(index_dir).resolve()
         if real == real_index or real_index in real.parents:
-            raise VsearchError(f"--move-to {move_to} is inside the index folder {index_dir}; choose another folder")
+            raise VsearchError(f"move_to={move_to} is inside the index folder {index_dir}; choose another folder")
     return move_to
 
 
@@ -171,10 +171,10 @@ def _check_moves(actions: list[Action], move_to: Path) -> None:
     for a in actions:
         assert a.target is not None
         if real in a.source.resolve().parents:
-            raise VsearchError(f"{a.source} is already under --move-to {move_to}; choose another folder, "
-                               "or leave that folder out of the index (build-index --exclude)")
+            raise VsearchError(f"{a.source} is already under move_to={move_to}; choose another folder, "
+                               "or leave that folder out of the index (build_index with exclude=)")
         if a.target.exists() or a.target.is_symlink():
-            raise VsearchError(f"{a.target} already exists; vsearch never overwrites a file (choose another --move-to)")
+            raise VsearchError(f"{a.target} already exists; vsearch never overwrites a file (choose another move_to=)")
         if a.target in seen:  # pragma: no cover - sources are distinct paths under one root
             raise VsearchError(f"two copies would be moved to {a.target}")
         seen.add(a.target)
@@ -228,7 +228,7 @@ def _check_unchanged(store: Store, root: Path, action: Action, seen: dict[Path, 
     keeper = store.entry(_relative(action.keeper, root).as_posix())
     for path, e in ((action.source, entry), (action.keeper, keeper)):
         if e is None or e.digest is None:
-            raise VsearchError(f"{path} is not in the index (any more); run `vsearch build-index {root}` first")
+            raise VsearchError(f"{path} is not in the index (any more); call `build_index({root})` first")
         try:
             if path not in seen and path.is_file():
                 seen[path] = path_digest(path)
@@ -236,8 +236,8 @@ def _check_unchanged(store: Store, root: Path, action: Action, seen: dict[Path, 
         except OSError as exc:
             raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
         if not same:
-            raise VsearchError(f"{path} changed or is gone since it was indexed; nothing was done. Run "
-                               f"`vsearch build-index {root}` and look at the groups again")
+            raise VsearchError(f"{path} changed or is gone since it was indexed; nothing was done. Call "
+                               f"`build_index({root})` and look at the groups again")
     st = action.source.stat()
     assert entry is not None and entry.digest is not None
     vector = None
@@ -320,7 +320,7 @@ def undo(index_dir: Path, log_path: Path | None = None) -> UndoResult:
         mine = path.parent.resolve() == undo_dir(store.dir).resolve()
         if header.get("root") != str(root) or not (mine or header.get("index") == str(store.dir)):
             raise VsearchError(f"{path} is an undo log of another index ({header.get('index')}, folder "
-                               f"{header.get('root')}); give that index with --index-dir")
+                               f"{header.get('root')}); give that index with index_dir=")
         if data["undone"] is not None:
             raise VsearchError(f"{path} was undone already ({data['undone']})")
         steps = [_restore_step(a, data["trashed"].get(a["source"])) for a in reversed(data["actions"])]
@@ -481,7 +481,7 @@ def _send_to_trash(path: Path, digest: str) -> Path:
     try:
         from send2trash import send2trash
     except ImportError:  # pragma: no cover - an install requirement
-        raise VsearchError("--trash needs the send2trash package: pip install send2trash") from None
+        raise VsearchError("trash=True needs the send2trash package: pip install send2trash") from None
     try:
         send2trash(str(path))
     except OSError as exc:

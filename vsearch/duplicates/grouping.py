@@ -152,13 +152,13 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     a :class:`vsearch.imaging.verify.Verifier` to use (default: one with ``NEAR_MIN_OVERLAP``).
     """
     if level not in LEVELS:
-        raise VsearchError(f"--level takes one of {', '.join(LEVELS)} (got {level!r})")
+        raise VsearchError(f"level= takes one of {', '.join(LEVELS)} (got {level!r})")
     if keep not in KEEP_RULES:
-        raise VsearchError(f"--keep takes one of {', '.join(KEEP_RULES)} (got {keep!r})")
+        raise VsearchError(f"keep= takes one of {', '.join(KEEP_RULES)} (got {keep!r})")
     if threshold is None:
         threshold = SHORTLIST_THRESHOLD if level == "near" else DEFAULT_THRESHOLD
     if not -1.0 <= threshold <= 1.0:  # also refuses nan
-        raise VsearchError(f"--threshold takes a cosine between -1 and 1, e.g. {DEFAULT_THRESHOLD}")
+        raise VsearchError(f"threshold= takes a cosine between -1 and 1, e.g. {DEFAULT_THRESHOLD}")
     meta = store.meta
     if meta is None:
         raise VsearchError(f"index at {store.dir} has no vectors yet")
@@ -254,8 +254,8 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
         if SearchSpace.of(store).approximate_kind() is None or meta.dba is not None:  # Annoy or IVF-PQ
             if mode == "approximate":
                 raise VsearchError(
-                    f"--approximate: index at {store.dir} has no Annoy index over its raw vectors; "
-                    "run `vsearch build-index` (without --dba)"
+                    f"mode='approximate': index at {store.dir} has no Annoy index over its raw vectors; "
+                    "call `build_index` (without dba=)"
                 )
         else:
             annoy = SearchSpace.of(store).approximate()

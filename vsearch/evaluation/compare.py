@@ -110,10 +110,10 @@ def evaluate_all(targets: Sequence[Target], labels: Sequence[LabelledQuery], ks:
     ks = tuple(ks)
     headline = headline or default_headline(ks, augmented)
     if headline not in headline_keys(ks):
-        raise VsearchError(f"--headline {headline!r} is not a metric of this run; choose from "
+        raise VsearchError(f"headline={headline!r} is not a metric of this run; choose from "
                            f"{', '.join(headline_keys(ks))}")
     if not targets:
-        raise VsearchError("nothing to evaluate: give at least one --index-dir")
+        raise VsearchError("nothing to evaluate: give at least one Setup")
     # Indexes of one model embed each out-of-index query once (e.g. exact vs approximate, or two
     # Annoy settings); indexes of different models each embed with their own.
     caches: dict[str, dict[Path, np.ndarray]] = {}

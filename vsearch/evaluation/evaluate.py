@@ -118,7 +118,7 @@ def query_vectors(searcher: Searcher, queries: Sequence[Path], known: dict[Path,
 def check_ks(ks: Sequence[int]) -> None:
     """Refuse cut-offs that are not positive integers."""
     if not ks or any(isinstance(k, bool) or k < 1 for k in ks):
-        raise VsearchError("--k takes positive integers, e.g. --k 1,5,10")
+        raise VsearchError("ks= takes positive integers, e.g. ks=(1, 5, 10)")
 
 
 def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[int] = (1, 5, 10),
@@ -188,7 +188,7 @@ def _labelled_rows(searcher: Searcher, labels: Sequence[LabelledQuery]) -> dict[
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise VsearchError(
             f"{len(missing)} labelled image(s) are not in the index at {searcher.store.dir}: {shown}{more}; "
-            "index their folder first (vsearch build-index FOLDER)"
+            "index their folder first (`build_index(FOLDER)`)"
         )
     return rows
 

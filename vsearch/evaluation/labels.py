@@ -216,8 +216,8 @@ def judged_labels(store: Store) -> Labels:
 
     verdicts = jd.latest_verdicts(jd.read_judgments(store.dir))
     if not verdicts:
-        raise VsearchError(f"no judgments recorded in {store.dir}: record some with `vsearch judge QUERY RESULT... "
-                           "--relevant` or on the `vsearch serve` page")
+        raise VsearchError(f"no judgments recorded in {store.dir}: record some with "
+                           "`Index.judge(QUERY, RESULTS, relevant=True)` or on the page")
     by_query: OrderedDict[str, list] = OrderedDict()
     for v in verdicts:
         by_query.setdefault(v.query, []).append(v)
@@ -260,7 +260,7 @@ def judged_labels(store: Store) -> Labels:
         notes.append(f"{empty} quer{'y' if empty == 1 else 'ies'} left out: no relevant result judged")
     if not queries:
         raise VsearchError(f"none of the {len(by_query)} judged queries in {store.dir} can be scored ("
-                           f"{'; '.join(notes)}); judge some results --relevant")
+                           f"{'; '.join(notes)}); judge some results relevant")
     return Labels(queries, notes=tuple(notes))
 
 
@@ -318,7 +318,7 @@ def augment_labels(searcher: Searcher, n: int, seed: int, folder: Path,
     originals = [p for p in picked if p not in skipped]
     if not originals:
         raise VsearchError(f"none of the {n} images picked is still on disk (the first: {skipped[0]}); "
-                           "run vsearch build-index to refresh the index")
+                           "call `build_index` to refresh the index")
     copies = augment.make_copies(originals, folder, seed=seed, progress=progress)
     twins = indexed_duplicates(searcher, originals)
     return Labels([LabelledQuery(c.copy, {c.original: 1.0}, c.kind, {t: c.original for t in twins[c.original]})
@@ -356,10 +356,10 @@ def make_pairs(folder: Path, n: int, seed: int, out_dir: Path,
     out_dir = Path(out_dir).expanduser()
     walk = images.scan_folder(folder, exclude=[out_dir])  # checks the folder now; the walk is lazy
     if out_dir.resolve().is_relative_to(folder.resolve()):
-        raise VsearchError(f"--out {out_dir} is inside {folder}: the copies would be indexed with the originals; "
+        raise VsearchError(f"out={out_dir} is inside {folder}: the copies would be indexed with the originals; "
                            "choose a folder outside it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise VsearchError(f"--out {out_dir} exists and is not an empty folder; choose a new one")
+        raise VsearchError(f"out={out_dir} exists and is not an empty folder; choose a new one")
     found = [f.path.resolve() for f in walk]
     if not found:
         raise VsearchError(f"no images under {folder}")

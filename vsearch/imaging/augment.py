@@ -190,9 +190,9 @@ def pick(paths: Sequence[Path], n: int, seed: int) -> list[Path]:
     """
     pool = sorted(set(paths))
     if n < 1:
-        raise VsearchError("--augment takes a positive number of images")
+        raise VsearchError("augment= takes a positive number of images")
     if n > len(pool):
-        raise VsearchError(f"--augment {n}: only {len(pool)} images to pick from; ask for {len(pool)} or fewer")
+        raise VsearchError(f"augment={n}: only {len(pool)} images to pick from; ask for {len(pool)} or fewer")
     chosen = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
     return [pool[i] for i in sorted(int(c) for c in chosen)]
 

@@ -172,7 +172,7 @@ def _decode(data: bytes | bytearray | memoryview, min_side: int | None, max_pixe
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # Pillow's own limit, which some of its plugins check while they read (TIFF and GIF
         # frames, WebP): it is the process's setting (PIL.Image.MAX_IMAGE_PIXELS), left as it is,
-        # so --max-pixels cannot raise it. (The warning arrives here only where the process's
+        # so max_pixels cannot raise it. (The warning arrives here only where the process's
         # warnings filters turn it into an error.)
         raise ImageDecodeError(f"image too large for Pillow's limit in this process ({_one_line(e)})") from None
     except MemoryError:
@@ -205,9 +205,9 @@ def _decode_unguarded(fp: IO[bytes], nbytes: int, min_side: int | None, max_pixe
     if im.width * im.height > max_pixels:
         raise ImageDecodeError(
             f"image too large ({w}x{h} = {_mp(w * h)} MP > limit {_mp(max_pixels)} MP;"
-            " raise it with --max-pixels)"
+            " raise it with max_pixels=)"
         )
-    # After the pixel cap (its message names the flag that changes it), before any decoding.
+    # After the pixel cap (its message names the parameter that changes it), before any decoding.
     if w * h > BOMB_MIN_PIXELS and w * h > nbytes * MAX_PIXELS_PER_BYTE:
         raise ImageDecodeError(
             f"likely decompression bomb ({w}x{h} = {_mp(w * h)} MP claimed by a file of {size_text(nbytes)},"

@@ -113,7 +113,7 @@ def read_raw(data: bytes, *, min_side: int | None, max_pixels: int, max_bytes: i
             pixels = sizes.raw_width * sizes.raw_height
             if pixels > max_pixels:
                 raise ImageDecodeError(f"RAW image too large ({sizes.raw_width}x{sizes.raw_height} > limit"
-                                       f" {max_pixels / 1e6:.0f} MP; raise it with --max-pixels)")
+                                       f" {max_pixels / 1e6:.0f} MP; raise it with max_pixels=)")
             # LibRaw holds the 16-bit sensor data plus a quarter-size 4x16-bit work image.
             need = pixels * 4
             if need > max_bytes:

@@ -58,7 +58,7 @@ INDEX_KINDS = ("auto", "annoy", "ivfpq")
 def check_index_kind(kind: str) -> str:
     """``kind`` when it is one of :data:`INDEX_KINDS`, else one error line."""
     if kind not in INDEX_KINDS:
-        raise VsearchError(f"--index takes {', '.join(INDEX_KINDS[:-1])} or {INDEX_KINDS[-1]}, not {kind!r}")
+        raise VsearchError(f"approximate= takes {', '.join(INDEX_KINDS[:-1])} or {INDEX_KINDS[-1]}, not {kind!r}")
     return kind
 
 
@@ -146,7 +146,7 @@ def build_dba(store: Store, neighbours: int, *, progress: Callable[[str], None] 
     if meta is None:
         raise VsearchError(f"index at {store.dir} holds no vectors yet")
     if neighbours < 0:
-        raise VsearchError("--dba takes a number of neighbours, 0 (off) or more")
+        raise VsearchError("dba= takes a number of neighbours, 0 (off) or more")
     if neighbours == 0:
         if meta.dba is not None:
             store.set_dba(None)

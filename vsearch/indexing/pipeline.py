@@ -120,11 +120,11 @@ class IndexOptions:
                 raise VsearchError(f"{name.replace('_', '-')} must be 1 or more (got {value})")
         for pattern in self.exclude:
             if not pattern.strip("/"):
-                raise VsearchError("--exclude needs a pattern, e.g. '*.png', 'thumbs' or '2019/raw'")
+                raise VsearchError("exclude= needs a pattern, e.g. '*.png', 'thumbs' or '2019/raw'")
         if self.engine not in ENGINES:
             raise VsearchError(f"unknown engine {self.engine!r}; choose {' or '.join(ENGINES)}")
         if self.address and self.engine != "ray":
-            raise VsearchError("--address is for the Ray engine: add --engine ray")
+            raise VsearchError("address= is for the Ray engine: add engine='ray'")
 
 
 @dataclass
@@ -311,7 +311,7 @@ def update(
     if store.meta is None and next(walk(store, root, options.exclude, lambda p: None), None) is None:
         raise VsearchError(
             f"no images found in {folder} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}"
-            + (", outside the --exclude patterns)" if options.exclude else ")")
+            + (", outside the exclude= patterns)" if options.exclude else ")")
         )
     store.bind(root, model_name)
     known = store.model_id
@@ -341,7 +341,7 @@ def update(
     if store.pending_changes():
         store.consolidate()  # makes the search copy too
     elif store.search_copy_stale():
-        store.refresh_search_copy()  # another --vectors, or --refit: no image embedded again
+        store.refresh_search_copy()  # another vectors= format, or refit=True: no image embedded again
     summary.total = store.meta.count if store.meta else 0
     summary.elapsed_s = time.perf_counter() - started
     return summary

@@ -102,7 +102,7 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401  (the engine needs Ray Data, not only Ray core)
     except ImportError as exc:
-        raise VsearchError(f"--engine ray needs Ray Data, which is not installed ({exc}); "
+        raise VsearchError(f"engine='ray' needs Ray Data, which is not installed ({exc}); "
                            f"install it with: {INSTALL_HINT}") from None
     return ray
 
@@ -168,7 +168,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise VsearchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
-                           "`ray start --head` on the head node, or leave out --address for a local one") from None
+                           "`ray start --head` on the head node, or leave out address= for a local one") from None
 
 
 def _run(ray: Any, root: Path, rels: list[str], model: ModelSpec, batch_size: int, max_pixels: int,

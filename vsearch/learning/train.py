@@ -72,15 +72,15 @@ class TrainOptions:
     def check(self, dim_in: int) -> None:
         """Refuse options that cannot train (one error line each)."""
         if self.epochs < 1:
-            raise VsearchError(f"--epochs takes 1 or more (got {self.epochs})")
+            raise VsearchError(f"epochs= takes 1 or more (got {self.epochs})")
         if self.dim is not None and not 1 <= self.dim <= dim_in:
-            raise VsearchError(f"--dim takes 1 to {dim_in} (the index's vectors have {dim_in}); got {self.dim}")
+            raise VsearchError(f"dim= takes 1 to {dim_in} (the index's vectors have {dim_in}); got {self.dim}")
         if not 0 <= self.views <= len(VIEW_KINDS):
-            raise VsearchError(f"--views takes 0 to {len(VIEW_KINDS)} (got {self.views})")
+            raise VsearchError(f"views= takes 0 to {len(VIEW_KINDS)} (got {self.views})")
         if self.views == 0 and not self.use_judgments:
-            raise VsearchError("--views 0 leaves nothing to train on; give --use-judgments or 1 view or more")
+            raise VsearchError("views=0 leaves nothing to train on; give use_judgments=True or 1 view or more")
         if self.seed < 0:
-            raise VsearchError(f"--seed takes 0 or more (got {self.seed})")
+            raise VsearchError(f"seed= takes 0 or more (got {self.seed})")
 
 
 @dataclass(frozen=True)
@@ -371,9 +371,9 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
     """
     with Store.open(Path(index_dir), write=True, derived=SearchFiles()) as store:
         if store.meta is None or store.meta.count == 0:
-            raise VsearchError(f"index at {store.dir} holds no vectors yet; run `vsearch build-index FOLDER` first")
+            raise VsearchError(f"index at {store.dir} holds no vectors yet; call `build_index(FOLDER)` first")
         meta = store.meta
-        dim_in = meta.space_dim  # the head works on the search space (after --vectors' transform)
+        dim_in = meta.space_dim  # the head works on the search space (after the vectors= transform)
         options.check(dim_in)
         if options.dim is None:
             options = dataclasses.replace(options, dim=min(DEFAULT_DIM, dim_in))
@@ -385,8 +385,8 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
         if options.use_judgments:
             relevant, irrelevant = judged_rows(store)
             if not relevant:
-                raise VsearchError(f"--use-judgments: no relevant judged pair of indexed images in {store.dir}; "
-                                   "judge some results first (vsearch judge / vsearch serve)")
+                raise VsearchError(f"use_judgments=True: no relevant judged pair of indexed images in {store.dir}; "
+                                   "judge some results first (`Index.judge` or the page)")
         owner = np.zeros(0, dtype=np.int64)
         views = np.zeros((0, dim_in), dtype=np.float32)
         rows = np.arange(meta.count)

@@ -60,7 +60,7 @@ def no_text_search(model_id: ModelId, query: str | None = None) -> VsearchError:
     missing = f"no file {query!r} exists, and " if query is not None else ""
     return VsearchError(
         f"{missing}text search needs a CLIP index; this index uses {model_id.name}, an image-only model "
-        "(build one with --model ARCH:TAG, e.g. ViT-B-32:laion2b_s34b_b79k)"
+        "(build one with model='ARCH:TAG', e.g. ViT-B-32:laion2b_s34b_b79k)"
     )
 
 
@@ -100,13 +100,13 @@ def pick_device(device: str = "auto") -> str:
             return "mps"
         return "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise VsearchError("--device cuda: no CUDA device is available here; use --device cpu")
+        raise VsearchError("device='cuda': no CUDA device is available here; use device='cpu'")
     if device == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
-        raise VsearchError("--device mps: no MPS device is available here; use --device cpu")
+        raise VsearchError("device='mps': no MPS device is available here; use device='cpu'")
     if device not in ("cpu", "cuda", "mps"):
-        raise VsearchError(f"unknown --device {device!r}; choose auto, cpu, cuda or mps")
+        raise VsearchError(f"unknown device={device!r}; choose auto, cpu, cuda or mps")
     return device
 
 
@@ -347,7 +347,7 @@ def _pretrained_weights(open_clip: Any, cfg: dict[str, Any], name: str, arch: st
     def unavailable(why: str) -> ModelUnavailableError:
         return ModelUnavailableError(
             f"could not get the weights for {name} ({why}); without a network, use the default "
-            f"model (--model {DEFAULT_MODEL}) or a local checkpoint (--model {arch}:/path/to/weights.pt)"
+            f"model (model='{DEFAULT_MODEL}') or a local checkpoint (model='{arch}:/path/to/weights.pt')"
         )
 
     cached = _cached_pretrained(cfg)
@@ -432,8 +432,8 @@ def load_clip(name: str, device: str = "auto", threads: int | None = None) -> Cl
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
             raise VsearchError(
                 f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {arch} "
-                f"(tags: {tags}); use a listed tag, the default model (--model {DEFAULT_MODEL}) "
-                f"or a local checkpoint (--model {arch}:/path/to/weights.pt)"
+                f"(tags: {tags}); use a listed tag, the default model (model='{DEFAULT_MODEL}') "
+                f"or a local checkpoint (model='{arch}:/path/to/weights.pt')"
             )
         checkpoint = _pretrained_weights(open_clip, cfg, name, arch)
         weights_id = file_sha256(checkpoint)

@@ -267,7 +267,7 @@ def _open(path: Path, options: Any) -> Any:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VsearchError(f"cannot load {path} ({why}); delete it and run `vsearch build-index`") from None
+        raise VsearchError(f"cannot load {path} ({why}); delete it and call `build_index`") from None
 
 
 def _optimised_session(plain: Path, threads: int | None) -> Any:

@@ -58,7 +58,7 @@ class Freshness:
         verb = "differs" if self.dirs_changed + self.files_changed == 1 else "differ"
         what = " and ".join(parts)
         return (f"warning: {self.root} changed since the index was built ({what} {verb}); "
-                f"run `vsearch embed {self.root}` to update")
+                f"call `build_index({self.root}, trees=None)` to update")
 
 
 def check(store: Store, *, budget_s: float = DEFAULT_BUDGET_S, sample: int = DEFAULT_SAMPLE,

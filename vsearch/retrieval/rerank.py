@@ -67,12 +67,12 @@ def combine_examples(positives: np.ndarray, negatives: np.ndarray | None = None,
     if positives.size == 0:
         raise VsearchError("give at least one positive example to search for")
     if negative_weight < 0:
-        raise VsearchError("--not-weight must be zero or more")
+        raise VsearchError("not_weight= must be zero or more")
     query = positives.mean(axis=0)
     if negatives is not None and np.asarray(negatives).size:
         query = query - negative_weight * np.atleast_2d(np.asarray(negatives, dtype=np.float32)).mean(axis=0)
     if float(np.linalg.norm(query)) < 1e-6:
-        raise VsearchError("the negative examples cancel the positive ones out; lower --not-weight")
+        raise VsearchError("the negative examples cancel the positive ones out; lower not_weight=")
     return _unit(query)
 
 
@@ -83,7 +83,7 @@ def path_matcher(pattern: str, root: Path) -> Callable[[Path], bool]:
     ``*.png``); an absolute one against the absolute path.
     """
     if not pattern:
-        raise VsearchError("--path needs a pattern, e.g. '*.png' or 'holiday/*'")
+        raise VsearchError("path_glob= needs a pattern, e.g. '*.png' or 'holiday/*'")
     absolute = Path(pattern).expanduser().is_absolute()
     pattern = str(Path(pattern).expanduser()) if absolute else pattern
     root = Path(root)
@@ -109,7 +109,7 @@ def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
     Returns (indices kept, in order; number of results each kept one represents, itself included).
     """
     if not -1.0 <= threshold <= 1.0:
-        raise VsearchError("--dedupe takes a cosine threshold between -1 and 1, e.g. 0.95")
+        raise VsearchError("dedupe= takes a cosine threshold between -1 and 1, e.g. 0.95")
     vectors = np.asarray(vectors, dtype=np.float32)
     kept: list[int] = []
     counts: list[int] = []
@@ -132,7 +132,7 @@ class Cap(Generic[T]):
 
     key: Callable[[T], Hashable | None]
     limit: int
-    option: str = "the cap"  # the flag, for the error message
+    option: str = "the cap"  # the parameter, for the error message
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
@@ -177,7 +177,7 @@ def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarra
     is plain relevance order, lower values trade relevance for variety.
     """
     if not 0.0 <= lam <= 1.0:
-        raise VsearchError("--diverse takes a lambda between 0 and 1 (1 = plain relevance order)")
+        raise VsearchError("diverse= takes a lambda between 0 and 1 (1 = plain relevance order)")
     vectors = np.asarray(vectors, dtype=np.float32)
     n = len(vectors)
     k = min(k, n)

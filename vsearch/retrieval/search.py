@@ -98,17 +98,17 @@ class Refine:
     max_per_day: int | None = None
 
     def __post_init__(self) -> None:
-        # NaN compares false with everything: a nan --min-score would silently keep nothing
-        # (and a nan --dedupe nothing collapsed), so refuse it here, where every caller passes.
-        for option, value in (("--min-score", self.min_score), ("--dedupe", self.dedupe),
-                              ("--diverse", self.diverse)):
+        # NaN compares false with everything: a nan min_score would silently keep nothing
+        # (and a nan dedupe nothing collapsed), so refuse it here, where every caller passes.
+        for option, value in (("min_score=", self.min_score), ("dedupe=", self.dedupe),
+                              ("diverse=", self.diverse)):
             if value is not None and not math.isfinite(value):
                 raise VsearchError(f"{option} takes a number, not {value}")
         if self.diverse is not None and not 0.0 <= self.diverse <= 1.0:
-            raise VsearchError(f"--diverse takes a number from 0 to 1, not {self.diverse}")
+            raise VsearchError(f"diverse= takes a number from 0 to 1, not {self.diverse}")
         if self.expand < 0:
-            raise VsearchError(f"--qe takes 0 or more results, not {self.expand}")
-        for option, cap in (("--max-per-folder", self.max_per_folder), ("--max-per-day", self.max_per_day)):
+            raise VsearchError(f"qe= takes 0 or more results, not {self.expand}")
+        for option, cap in (("max_per_folder=", self.max_per_folder), ("max_per_day=", self.max_per_day)):
             if cap is not None and (isinstance(cap, bool) or not hasattr(cap, "__index__") or cap < 1):
                 raise VsearchError(f"{option} takes a whole number, 1 or more (got {cap!r})")
 
@@ -159,15 +159,15 @@ class Searcher:
             return False
         if self.adapted:
             if mode == "approximate":
-                raise VsearchError("--approximate: the approximate index is over the raw vectors, not the trained head's; "
-                                   "search exactly, or use --adapter off")
+                raise VsearchError("mode='approximate': the approximate index is over the raw vectors, not the trained "
+                                   "head's; search exactly, or use adapter=False")
             return False
         has_ann = self.approximate_kind is not None
         if mode == "approximate":
             if not has_ann:
                 raise VsearchError(
-                    f"--approximate: index at {self.store.dir} has no Annoy index (nor IVF-PQ); "
-                    "run `vsearch build-index`"
+                    f"mode='approximate': index at {self.store.dir} has no Annoy index (nor IVF-PQ); "
+                    "call `build_index`"
                 )
             return True
         return has_ann and self.meta.count > nearest.EXACT_LIMIT
@@ -246,7 +246,7 @@ class Searcher:
         ``stat`` each). ``on_missing`` is called once with the dropped paths, when there are any.
         """
         if k < 1:
-            raise VsearchError("--k must be at least 1")
+            raise VsearchError("k= must be at least 1")
         refine = refine or Refine()
         drop = {int(r) for r in exclude_rows}
         query = self.expand(vector, refine.expand, mode, drop | {int(r) for r in query_rows})
@@ -302,9 +302,9 @@ class Searcher:
         first (a path look-up), then the capture day (read from the file's header)."""
         caps: list[rerank.Cap[tuple[int, float]]] = []
         if refine.max_per_folder is not None:
-            caps.append(rerank.Cap(lambda rs: self.folder(rs[0]), int(refine.max_per_folder), "--max-per-folder"))
+            caps.append(rerank.Cap(lambda rs: self.folder(rs[0]), int(refine.max_per_folder), "max_per_folder="))
         if refine.max_per_day is not None:
-            caps.append(rerank.Cap(lambda rs: self.capture_day(rs[0]), int(refine.max_per_day), "--max-per-day"))
+            caps.append(rerank.Cap(lambda rs: self.capture_day(rs[0]), int(refine.max_per_day), "max_per_day="))
         return caps
 
     def folder(self, row: int) -> str:
@@ -320,7 +320,7 @@ class Searcher:
         """The day a row's photo was taken (EXIF), or None; see :func:`vsearch.imaging.images.exif_date`.
         Remembered per row for this searcher's life (one committed generation)."""
         if row not in self._days:
-            from vsearch.imaging.images import exif_date  # Pillow: only --max-per-day pays for it
+            from vsearch.imaging.images import exif_date  # Pillow: only max_per_day pays for it
 
             self._days[row] = exif_date(self.path(row))
         return self._days[row]
@@ -370,7 +370,7 @@ def verify_rerank(query: Path, hits: Sequence[Hit], n: int, *, verifier: Any = N
     from vsearch.imaging.verify import Verifier  # OpenCV: only a verified query pays for it
 
     if n < 0:
-        raise VsearchError(f"--verify takes 0 or more results (got {n})")
+        raise VsearchError(f"verify= takes 0 or more results (got {n})")
     if n == 0 or not hits:
         return list(hits)
     verifier = verifier or Verifier()

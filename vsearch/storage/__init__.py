@@ -52,6 +52,7 @@ previous generation's vector and Annoy files stay on disk until the next commit.
 A writer that finds SQLite's generation ahead of ``meta.json`` (a crash between the two) finishes
 the commit. Files that cannot be read are repaired where no information is lost (a damaged
 chunk's files are embedded again; so are the files of unreadable committed vectors), and
-refused otherwise with one remedy: ``vsearch build-index FOLDER --rebuild``, which starts a clean
-index and keeps the old manifest's files and vectors where they can be trusted.
+refused otherwise with one remedy, ``build_index(FOLDER, rebuild=True)`` (on the command line,
+``vsearch build-index FOLDER --rebuild``), which starts a clean index and keeps the old manifest's
+files and vectors where they can be trusted.
 """

@@ -42,10 +42,10 @@ class VectorFormat:
         if self.kind != "pca" or self.dim is None:
             return
         if self.dim >= model_dim:
-            raise VsearchError(f"--vectors {self.name}: {self.dim} dimensions is not fewer than the model's "
+            raise VsearchError(f"vectors={self.name}: {self.dim} dimensions is not fewer than the model's "
                                f"{model_dim}; choose a smaller D, or fp32/fp16")
         if count is not None and self.dim > count:
-            raise VsearchError(f"--vectors {self.name}: a PCA to {self.dim} dimensions needs at least {self.dim} "
+            raise VsearchError(f"vectors={self.name}: a PCA to {self.dim} dimensions needs at least {self.dim} "
                                f"images, the index holds {count}; choose a smaller D, or fp32/fp16")
 
 
@@ -58,7 +58,7 @@ def parse_format(text: str) -> VectorFormat:
     """``fp32``, ``fp16``, ``pcaD`` or ``pcaDw`` as a :class:`VectorFormat`; VsearchError otherwise."""
     found = _FORMAT.match(str(text).strip().lower())
     if not found:
-        raise VsearchError(f"--vectors takes {ALLOWED} (got {text!r})")
+        raise VsearchError(f"vectors= takes {ALLOWED} (got {text!r})")
     plain, dim, whiten, half = found.groups()
     if plain == "fp32":
         return FP32
@@ -66,5 +66,5 @@ def parse_format(text: str) -> VectorFormat:
         return VectorFormat("fp16", "fp16", None, False, "float16")
     d = int(dim)
     if d < 1:
-        raise VsearchError(f"--vectors takes {ALLOWED} (got {text!r}: D must be 1 or more)")
+        raise VsearchError(f"vectors= takes {ALLOWED} (got {text!r}: D must be 1 or more)")
     return VectorFormat(f"pca{d}{whiten}{half or ''}", "pca", d, bool(whiten), "float16" if half else "float32")

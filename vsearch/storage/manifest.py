@@ -113,7 +113,7 @@ class ManifestReader:
     @classmethod
     def open(cls, path: Path, *, write: bool) -> Self:
         """Connect (a writer creates the schema); refuse a damaged or too new manifest."""
-        remedy = "`vsearch build-index FOLDER --rebuild` rebuilds it"
+        remedy = "`build_index(FOLDER, rebuild=True)` rebuilds it"
         try:
             with sql_errors(path):
                 if write:
@@ -133,7 +133,7 @@ class ManifestReader:
             db.close()
             raise IndexCorruptError(
                 f"manifest {path} has schema version {row[0] if row else '?'}, which this vsearch "
-                f"({__version__}) does not read; upgrade vsearch, or `vsearch build-index FOLDER --rebuild`"
+                f"({__version__}) does not read; upgrade vsearch, or `build_index(FOLDER, rebuild=True)`"
             )
         manifest = cls(path, db, write)
         try:

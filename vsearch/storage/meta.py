@@ -27,7 +27,7 @@ __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "META_FILE", "AdapterInfo", "AnnIn
 
 def rebuild_hint(folder: object = "FOLDER") -> str:
     """The one remedy for an index whose files cannot be trusted."""
-    return f"`vsearch build-index {folder} --rebuild` repairs it"
+    return f"`build_index({folder}, rebuild=True)` repairs it"
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def read_meta(index_dir: Path) -> IndexMeta:
     if version != FORMAT_VERSION:
         raise IndexCorruptError(
             f"index at {index_dir} has format version {version}; this vsearch ({__version__}) reads "
-            f"version {FORMAT_VERSION}. Rebuild it with `vsearch build-index FOLDER --rebuild`")
+            f"version {FORMAT_VERSION}. Rebuild it with `build_index(FOLDER, rebuild=True)`")
     try:
         return IndexMeta.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -175,7 +175,7 @@ class Snapshot:
             if self.meta is None:
                 raise IndexMissingError(f"index at {self.dir} has no committed vectors yet")
             self._vectors = self._load(self.meta.vectors, (self.meta.count, self.meta.dim),
-                                       f"`vsearch build-index {self.meta.root}` repairs the index")
+                                       f"`build_index({self.meta.root})` repairs the index")
         return self._vectors
 
     def _load(self, name: str, shape: tuple[int, int], remedy: str, dtype: Any = np.float32) -> np.ndarray:
@@ -251,7 +251,7 @@ def check_agrees(index_dir: Path, manifest: Manifest, meta: IndexMeta) -> None:
             raise GenerationGone(meta.generation)
         raise IndexCorruptError(
             f"index at {index_dir} was interrupted while committing (manifest generation {gen}, "
-            f"meta.json generation {meta.generation}); re-run `vsearch build-index {root or 'FOLDER'}` to finish it")
+            f"meta.json generation {meta.generation}); re-run `build_index({root or 'FOLDER'})` to finish it")
     n = manifest.row_span(meta.generation)  # what a query's open can afford at 1M rows
     if n != meta.count:
         raise IndexCorruptError(f"index at {index_dir}: manifest has {n} rows but meta.json says {meta.count}; "

@@ -94,7 +94,7 @@ class Store(Snapshot):
         """
         index_dir = Path(index_dir).expanduser().absolute()
         if index_dir.exists() and not index_dir.is_dir():
-            raise VsearchError(f"--index-dir {index_dir} is a file, not a folder")
+            raise VsearchError(f"index_dir={index_dir} is a file, not a folder")
         if not write:
             return cls._open_reader(index_dir)
         return open_writer(cls, index_dir, rebuild=rebuild, derived=derived)
@@ -104,10 +104,10 @@ class Store(Snapshot):
         if not (index_dir / META_FILE).exists():
             if (index_dir / MANIFEST_FILE).exists():
                 raise IndexMissingError(
-                    f"index at {index_dir} was never completed; run `vsearch build-index FOLDER` to finish it")
+                    f"index at {index_dir} was never completed; call `build_index(FOLDER)` to finish it")
             raise IndexMissingError(
-                f"no index at {index_dir}; build one with `vsearch build-index FOLDER`"
-                " (or point --index-dir / VSEARCH_INDEX_DIR at an existing one)")
+                f"no index at {index_dir}; build one with `build_index(FOLDER)`"
+                " (or point index_dir= / VSEARCH_INDEX_DIR at an existing one)")
         deadline = time.monotonic() + COMMIT_WAIT_S
         while True:
             meta = read_meta(index_dir)
@@ -152,13 +152,13 @@ class Store(Snapshot):
             self.manifest.clear()
             known_root = None
         if known_root is not None and known_root != root:
-            raise VsearchError(f"index at {self.dir} covers {known_root}, not {root}; use another --index-dir "
+            raise VsearchError(f"index at {self.dir} covers {known_root}, not {root}; use another index_dir= "
                                "for this folder")
         known = self.model_id
         if known is not None and model_name and model_name != known.name:
             raise ModelMismatchError(
                 f"index at {self.dir} was built with model {known.name}; it cannot mix in vectors "
-                f"from {model_name}. Leave out --model to use {known.name}, or use another --index-dir")
+                f"from {model_name}. Leave out model= to use {known.name}, or use another index_dir=")
         self.manifest.set("root", str(root))
 
     def bind_model(self, model_id: ModelId) -> None:
@@ -171,7 +171,7 @@ class Store(Snapshot):
             raise ModelMismatchError(
                 f"index at {self.dir} was built with {known.name}, but the model loaded now differs "
                 f"({known.differences(model_id)}); its vectors would not be comparable. "
-                "Rebuild the index in a new --index-dir")
+                "Rebuild the index in a new index_dir=")
 
     # --- writes (writer only); the commit itself is consolidate() below ----------------------------
 
@@ -374,14 +374,14 @@ def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False,
     if index_dir.exists() and any(index_dir.iterdir()) and not (
         (index_dir / MANIFEST_FILE).exists() or (index_dir / META_FILE).exists()
     ):
-        raise VsearchError(f"--index-dir {index_dir} is a non-empty folder that holds no vsearch index; "
+        raise VsearchError(f"index_dir={index_dir} is a non-empty folder that holds no vsearch index; "
                            "choose an empty or new folder")
     try:
         (index_dir / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
         lock_fd = _take_lock(index_dir / LOCK_FILE)
     except PermissionError:
         raise VsearchError(f"cannot write to the index folder {index_dir} (permission denied); "
-                           "choose another --index-dir or make it writable") from None
+                           "choose another index_dir= or make it writable") from None
     except OSError as exc:
         raise atomic.write_error(exc, index_dir) or exc from None
     try:

@@ -115,7 +115,7 @@ class Pca:
         atomic.write_bytes(Path(path), buf.getvalue())
 
     @classmethod
-    def load(cls, path: Path, *, remedy: str = "`vsearch build-index FOLDER --rebuild` repairs it") -> Pca:
+    def load(cls, path: Path, *, remedy: str = "`build_index(FOLDER, rebuild=True)` repairs it") -> Pca:
         """Read a transform saved by :meth:`save`; IndexCorruptError (ending in ``remedy``) when it
         is missing, damaged, of inconsistent shapes or not finite."""
         path = Path(path)

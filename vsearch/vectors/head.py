@@ -40,7 +40,7 @@ from vsearch.storage.meta import IndexMeta, rebuild_hint
 log = logging.getLogger(__name__)
 
 #: The remedy for a head that cannot be used.
-RETRAIN = "run `vsearch train` again (or query with --adapter off)"
+RETRAIN = "call `train()` again (or query with adapter=False)"
 #: Rows projected per block: bounds the temporaries of a projection.
 BLOCK = 65_536
 
@@ -146,9 +146,9 @@ def with_projected(index_dir: Path, meta: IndexMeta) -> IndexMeta:
     except IndexCorruptError as exc:
         log.warning("warning: %s; the index is committed without it", exc)
         return dataclasses.replace(meta, adapter=None)
-    if info.dim_in != meta.space_dim:  # e.g. --vectors changed the search space since training
+    if info.dim_in != meta.space_dim:  # e.g. another vectors= format since training
         log.warning("warning: the trained head takes %d-d vectors, the search space now has %d; the index is "
-                    "committed without it (run `vsearch train` again)", info.dim_in, meta.space_dim)
+                    "committed without it (call `train()` again)", info.dim_in, meta.space_dim)
         return dataclasses.replace(meta, adapter=None)
     fmt = meta.vectors_format
     vectors = vectorfiles.load(index_dir / meta.space_file, (meta.count, meta.space_dim), rebuild_hint(meta.root),

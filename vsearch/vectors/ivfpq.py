@@ -99,7 +99,7 @@ def load_faiss() -> Any:
         import faiss
     except ImportError:
         raise FaissMissingError("the IVF-PQ index needs faiss, which is not installed: "
-                                "pip install 'vsearch[scale]' (or build with --index annoy)") from None
+                                "pip install 'vsearch[scale]' (or build with approximate='annoy')") from None
     return faiss
 
 
@@ -172,8 +172,8 @@ def build_file(vectors: np.ndarray, path: Path, params: IvfpqParams) -> tuple[in
 
 
 def _damaged(path: Path, why: str) -> IndexCorruptError:
-    return IndexCorruptError(f"cannot read the IVF-PQ index {path} ({why}); `vsearch build-index FOLDER` "
-                             "rebuilds it, and --exact searches without it")
+    return IndexCorruptError(f"cannot read the IVF-PQ index {path} ({why}); `build_index(FOLDER)` "
+                             "rebuilds it, and mode='exact' searches without it")
 
 
 def read_checked(path: Path, *, size: int | None, sha256: str | None) -> bytes:

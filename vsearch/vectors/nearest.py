@@ -139,7 +139,7 @@ def _check_room_for_annoy(path: Path, count: int, dim: int, trees: int) -> None:
     if free < need:
         raise IndexWriteError(f"no space left on device writing {path}: the Annoy index needs about "
                               f"{need / 1e6:.0f} MB, {free / 1e6:.0f} MB are free; free some space, or "
-                              "search without it (--exact)")
+                              "search without it (mode='exact')")
 
 
 def default_search_k(n_candidates: int) -> int:
@@ -164,7 +164,7 @@ def check_annoy_file(path: Path, dim: int, *, count: int | None = None, trees: i
     be a root over ``count`` items (when known, else over some n with node n not an item); and
     ``trees`` copies of it must end the file.
     """
-    repair = "`vsearch build-index FOLDER` rebuilds it, and --exact searches without it"
+    repair = "`build_index(FOLDER)` rebuilds it, and mode='exact' searches without it"
     try:
         actual = path.stat().st_size
     except OSError as exc:
@@ -213,7 +213,7 @@ class AnnoySearcher:
         except OSError as exc:  # missing or damaged (e.g. truncated): one line, not a traceback
             raise IndexCorruptError(
                 f"cannot read the Annoy index {path} ({str(exc).split(':')[0]}); "
-                "`vsearch build-index FOLDER` rebuilds it, and --exact searches without it"
+                "`build_index(FOLDER)` rebuilds it, and mode='exact' searches without it"
             ) from None
 
     def candidates(self, query: np.ndarray, n: int, search_k: int = -1) -> np.ndarray:

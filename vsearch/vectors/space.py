@@ -125,7 +125,7 @@ class SearchSpace:
         if self._meta is None or self._meta.dba is None:
             return space
         if self._search_vectors is None:
-            self._search_vectors = self._view._load(self._meta.dba.file, space.shape, "rebuild with `vsearch build-index`",
+            self._search_vectors = self._view._load(self._meta.dba.file, space.shape, "rebuild with `build_index`",
                                               dtype=space.dtype)
         return self._search_vectors
 
@@ -143,7 +143,7 @@ class SearchSpace:
         """The committed vectors through the trained head (the cached copy), shape (count, dim_out)."""
         head = self.head()
         if head is None:
-            raise IndexMissingError(f"index at {self._view.dir} has no trained head; run `vsearch train`")
+            raise IndexMissingError(f"index at {self._view.dir} has no trained head; call `train()`")
         assert self._meta is not None
         if self._projected is None:
             self._projected = adapter.load_projected(self._view.dir, head, self.vectors(), self._meta.space_file)
