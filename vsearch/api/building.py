@@ -17,7 +17,7 @@ from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
 from vsearch.errors import VsearchError
 
 if TYPE_CHECKING:  # Pillow comes with the pipeline: only a build pays for it (imported when called)
-    from vsearch.indexing.pipeline import Progress
+    from vsearch.indexing.pipeline import Progress  # Pillow and the pipeline: only a build pays for them
 
 __all__ = ["BuildOptions", "build", "build_index"]
 
@@ -117,12 +117,12 @@ def build(folder: PathLike, index_dir: PathLike | None, options: BuildOptions, *
           on_note: Callable[[str], None] | None = None) -> Index:
     """:func:`build_index` with its options as one record."""
     from vsearch.imaging import images  # Pillow: only a build pays for it
-    from vsearch.indexing import derived
-    from vsearch.indexing import pipeline as indexer
+    from vsearch.indexing import derived  # Pillow and the pipeline: only a build pays for them
+    from vsearch.indexing import pipeline as indexer  # Pillow and the pipeline: only a build pays for them
 
     derived.check_index_kind(options.approximate)
     if options.approximate == "ivfpq":
-        from vsearch.vectors.ivfpq import load_faiss
+        from vsearch.vectors.ivfpq import load_faiss  # faiss: only an IVF-PQ build asks for it
 
         load_faiss()  # missing faiss: one line before any work, not after the embedding
     where = index_dir_of(index_dir)

@@ -22,10 +22,10 @@ from vsearch.retrieval.search import Refine, Searcher, SearchMode
 from vsearch.storage.store import Store
 
 if TYPE_CHECKING:  # these import Pillow: only an evaluation pays for it (imported when called)
-    from vsearch.evaluation.compare import Evaluation
-    from vsearch.evaluation.evaluate import EvalReport
-    from vsearch.evaluation.labels import LabelledQuery, Labels
-    from vsearch.learning.propensity import ClickReport
+    from vsearch.evaluation.compare import Evaluation  # Pillow: only an evaluation pays for it
+    from vsearch.evaluation.evaluate import EvalReport  # Pillow: only an evaluation pays for it
+    from vsearch.evaluation.labels import LabelledQuery, Labels  # Pillow: only an evaluation pays for it
+    from vsearch.learning.propensity import ClickReport  # numpy maths: only the click report pays for it
 
 __all__ = ["Setup", "SideBySide", "click_report", "evaluate_index", "evaluate_side_by_side", "judged_pairs",
            "make_pairs", "pairs_csv", "read_judgments"]
@@ -41,8 +41,8 @@ def evaluate_index(store: Store, searcher: Searcher, *, pairs: PathLike | None =
     """Score one open index on labels (see :meth:`vsearch.api.index.Index.evaluate`)."""
     import tempfile
 
-    from vsearch.evaluation import evaluate as ev
-    from vsearch.evaluation import labels as lb
+    from vsearch.evaluation import evaluate as ev  # Pillow: only an evaluation pays for it
+    from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
     if sum(x is not None for x in (pairs, groups, augment)) + bool(judged) != 1:
         raise VsearchError("give exactly one of pairs=, groups=, augment= or judgments=True")
@@ -66,7 +66,7 @@ def evaluate_index(store: Store, searcher: Searcher, *, pairs: PathLike | None =
 
 
 def _read_labels(pairs: PathLike | None, groups: PathLike | None) -> Labels:
-    from vsearch.evaluation import labels as lb
+    from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
     return lb.read_pairs(Path(pairs)) if pairs is not None else lb.read_groups(Path(groups))  # type: ignore[arg-type]  # one of the two is given
 
@@ -96,7 +96,7 @@ class SideBySide:
 def column_labels(setups: Sequence[Setup]) -> list[str]:
     """Short distinct column labels; a cap, or the head when it is not on for all, shows beside
     the mode, so that one index with and without it differ."""
-    from vsearch.evaluation import compare
+    from vsearch.evaluation import compare  # Pillow: only an evaluation pays for it
 
     all_adapted = all(s.adapter for s in setups)
     shown = [s.mode + "".join(f", max {n} {c}" for c, n in (("per folder", s.max_per_folder),
@@ -113,8 +113,8 @@ def evaluate_side_by_side(setups: Sequence[Setup], *, pairs: PathLike | None = N
     paired bootstrap 95% CI). Labels: exactly one of ``pairs``, ``groups``, ``augment`` (edited
     copies of that many indexed photos of the first setup's index, written under ``scratch``,
     which must outlive any report that shows them) or ``judged`` (the first index's judgments)."""
-    from vsearch.evaluation import compare
-    from vsearch.evaluation import labels as lb
+    from vsearch.evaluation import compare  # Pillow: only an evaluation pays for it
+    from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
     if not setups:
         raise VsearchError("give at least one index to evaluate")
@@ -146,7 +146,7 @@ def evaluate_side_by_side(setups: Sequence[Setup], *, pairs: PathLike | None = N
 def click_report(index_dir: PathLike | None = None) -> ClickReport:
     """What the page's click log says: click-through by rank, the position-bias propensities
     measured from the swapped pairs, and the inverse-propensity-weighted precision."""
-    from vsearch.learning import propensity
+    from vsearch.learning import propensity  # numpy maths: only the click report pays for it
 
     with Store.open(index_dir_of(index_dir)) as store:
         logged = clicks.read_click_log(store.dir)
@@ -163,7 +163,7 @@ def read_judgments(index_dir: PathLike | None = None) -> list[judgments.Judgment
 
 def judged_pairs(index_dir: PathLike | None = None) -> Labels:
     """The recorded judgments as labelled queries (current paths), with notes on what was left out."""
-    from vsearch.evaluation import labels as lb
+    from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
     with Store.open(index_dir_of(index_dir)) as store:
         return lb.judged_labels(store)
@@ -171,7 +171,7 @@ def judged_pairs(index_dir: PathLike | None = None) -> Labels:
 
 def pairs_csv(found: Labels) -> str:
     """Labelled queries as a pairs CSV (``query,positive,relevance``) that ``pairs=`` reads."""
-    from vsearch.evaluation import labels as lb
+    from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
     return lb.pairs_csv(found)
 
@@ -179,6 +179,6 @@ def pairs_csv(found: Labels) -> str:
 def make_pairs(folder: PathLike, n: int, seed: int, out: PathLike) -> tuple[Path, int]:
     """Write edited copies of ``n`` images under ``folder`` into ``out`` with a pairs CSV;
     returns the CSV's path and the number of copies."""
-    from vsearch.evaluation import labels as lb
+    from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
     return lb.make_pairs(Path(folder), n, seed, Path(out))

@@ -134,7 +134,7 @@ class progress_bar:
 def build_with_bar(folder: Path, index_dir: Path | None, *, quiet: bool, trees: int | None = None, dba: int = 0,
            **options: Any):
     """Bring the index up to date with ``folder`` (and build Annoy when ``trees``), with a progress bar."""
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     with progress_bar(quiet) as bar:
         return api.build_index(folder, index_dir, trees=trees, dba=dba, progress=lambda p: bar.update(p.done, p.total),

@@ -101,7 +101,7 @@ def duplicates(
 
     --move-to DIR or --trash acts on those copies: a dry run, unless --yes.
     """
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     if move_to is not None and trash:
         raise VsearchError("--move-to and --trash exclude each other; give one")
@@ -154,7 +154,7 @@ def _review(out: Path, groups: list[Any], actions: list[Any], where: Path, index
     """Write the review page, with the commands that act on the groups."""
     import shlex
 
-    from vsearch.cli import review
+    from vsearch.cli import review  # Pillow: only --html pays for it
 
     base = "vsearch duplicates" + (f" --index-dir {shlex.quote(str(where))}" if index_dir is not None else "")
     if move_to is not None:
@@ -185,7 +185,7 @@ def undo(
 
     Never overwrites a file: if anything is in the way, nothing is undone.
     """
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     if index_dir is None and log is not None:
         index_dir = api.index_of_undo_log(log)  # a log inside an index folder belongs to that index

@@ -48,7 +48,7 @@ def info(
     """Describe an index: model, folder, counts, sizes on disk, generation, last update, freshness."""
     import dataclasses
 
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     if fmt not in (Format.table, Format.json):
         raise VsearchError("info prints one record: use --format table or json")
@@ -91,13 +91,13 @@ def serve(
     /duplicates reviews the groups of `vsearch duplicates`; its trash and move use the undo log.
     """
     try:
-        from vsearch.serve import app as web
+        from vsearch.serve import app as web  # numpy and the library: --help does not pay for them
     except ImportError as exc:
         raise VsearchError(f"vsearch serve needs {exc.name}: pip install 'vsearch[serve]'") from None
     warning = web.check_host(host, allow_remote)
     if warning:
         err(warning)
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     with api.open_index(index_dir, device="cpu") as index:
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
@@ -146,7 +146,7 @@ def judge(
     """
     if relevant is None:
         raise VsearchError("give the verdict: --relevant or --irrelevant")
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     with api.open_index(index_dir) as index:
         done = index.judge(query, results, relevant=relevant, grade=grade)
@@ -173,12 +173,12 @@ def judgments(
     quiet: Quiet = False,
 ) -> None:
     """List the relevance judgments recorded with `vsearch judge` or `vsearch serve`, or export them."""
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     if action is JudgmentsAction.export:
         if fmt not in (None, Format.csv):
             raise VsearchError("judgments export writes csv (a pairs file): --format csv")
-        from vsearch import atomic
+        from vsearch import atomic  # only an export to a file needs it
 
         found = api.judged_pairs(index_dir)
         text = api.pairs_csv(found)

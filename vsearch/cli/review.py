@@ -96,7 +96,7 @@ def _pixels_and_format(member: Any) -> tuple[tuple[int, int] | None, str | None]
     """(width, height) and format: from the member when it has them, else the file's header."""
     fmt = getattr(member, "format", None)
     try:
-        from vsearch import api
+        from vsearch import api  # numpy and the library: --help does not pay for them
 
         header = api.read_header(member.path)  # reads the header only
         return (header.width, header.height), fmt or header.format

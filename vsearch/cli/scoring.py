@@ -152,8 +152,8 @@ def evaluate(
     """
     import tempfile
 
-    from vsearch import api
-    from vsearch.cli import report
+    from vsearch import api  # numpy and the library: --help does not pay for them
+    from vsearch.cli import report  # matplotlib and Pillow: only evaluate pays for them
 
     if clicks:
         if sum(x is not None for x in (pairs, groups, augment)) or judged or len(index_dirs or []) > 1:
@@ -215,7 +215,7 @@ def train(
     Queries, duplicates and evaluate then search through it (--adapter off: the raw vectors).
     Nothing changes until you train: measure with `vsearch evaluate --adapter off,on` before you keep it.
     """
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     where = index_dir or default_index_dir()
     if remove:
@@ -247,7 +247,7 @@ def make_pairs(
     quiet: Quiet = False,
 ) -> None:
     """Write edited copies of N images under FOLDER and a pairs CSV, for `vsearch evaluate --pairs`."""
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     pairs, count = api.make_pairs(folder, augment, seed, out)
     if not quiet:

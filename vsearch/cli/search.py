@@ -65,7 +65,7 @@ def query(
 
     A query image already in the index reuses its stored vector (no model is loaded).
     """
-    from vsearch import api
+    from vsearch import api  # numpy and the library: --help does not pay for them
 
     if exact and approximate:
         raise VsearchError("--exact and --approximate exclude each other")
@@ -82,7 +82,7 @@ def query(
                            max_per_folder=max_per_folder, max_per_day=max_per_day)
     render.records(hits, fmt, columns=["rank", "score", "path"], null=null)
     if html_out or sheet_out:
-        from vsearch.cli import gallery
+        from vsearch.cli import gallery  # Pillow: only --html/--sheet pays for it
 
         shown = [Path(q).expanduser() if Path(q).expanduser().exists() else q for q in queries]
         if html_out:

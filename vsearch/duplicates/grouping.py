@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vsearch.vectors import nearest
-from vsearch.errors import VsearchError
+from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.storage.store import Store
 from vsearch.vectors.space import SearchSpace
 
@@ -232,8 +232,6 @@ def _marked(marks: set[frozenset[str]], a: str | None, b: str | None) -> bool:
 
 
 def _verified(verifier: Verifier, a: Path, b: Path) -> bool:
-    from vsearch.imaging.images import ImageDecodeError
-
     try:
         return verifier.verify(a, b).same
     except (ImageDecodeError, OSError) as e:

@@ -43,7 +43,8 @@ from vsearch.vectors import nearest
 from vsearch.atomic import write_bytes as atomic_write_bytes
 from vsearch.errors import VsearchError
 from vsearch.retrieval.search import Searcher
-from vsearch.storage.store import Store
+from vsearch.learning import judgments as jd
+from vsearch.storage.store import Store, file_digest
 
 ProgressFn = Callable[[int, int], None]
 #: How a text query is written where an image path would be (judgments, pairs files).
@@ -212,8 +213,6 @@ def judged_labels(store: Store) -> Labels:
     in the index, and queries left with no relevant result (nothing to find). A text query
     (``text:WORDS``) is run through the model's text tower; an image-only index leaves it out.
     """
-    from vsearch.learning import judgments as jd
-
     verdicts = jd.latest_verdicts(jd.read_judgments(store.dir))
     if not verdicts:
         raise VsearchError(f"no judgments recorded in {store.dir}: record some with "
@@ -278,8 +277,6 @@ def _indexed_copies(store: Store, digests: set[str]) -> dict[str, list[Path]]:
 
 def _same_file(path: str | None, digest: str) -> Path | None:
     """``path`` when it still holds the bytes of ``digest``, else None."""
-    from vsearch.storage.store import file_digest
-
     if not path:
         return None
     p = Path(path)

@@ -73,7 +73,7 @@ class QueryEncoder:
             if onnxmodel.preferred(self._device):
                 self._embedder = onnxmodel.load_for_index(self.store.dir, self.meta.model, self._threads)
         if self._embedder is None:
-            from vsearch.models.sources import model_for_index
+            from vsearch.models.sources import model_for_index  # torch: only a new photo without ONNX pays for it
 
             self._embedder = model_for_index(self.store, self._device, self._threads)
         return self._embedder

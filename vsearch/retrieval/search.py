@@ -35,7 +35,7 @@ import numpy as np
 
 from vsearch.vectors import nearest
 from vsearch.retrieval import rerank
-from vsearch.errors import VsearchError
+from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.models.loading import l2_normalise
 from vsearch.retrieval.query import QueryEncoder, QueryVector
 from vsearch.storage.store import Store
@@ -366,7 +366,6 @@ def verify_rerank(query: Path, hits: Sequence[Hit], n: int, *, verifier: Any = N
     counts as not verified. Raises :class:`~vsearch.imaging.images.ImageDecodeError` when the query
     itself cannot be decoded.
     """
-    from vsearch.imaging.images import ImageDecodeError
     from vsearch.imaging.verify import Verifier  # OpenCV: only a verified query pays for it
 
     if n < 0:
