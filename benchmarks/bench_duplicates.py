@@ -12,7 +12,14 @@ project), flat, one file per picture version:
   ``vsearch.imaging.augment.same_picture``'s rule; flowers17 holds 66 such pairs), all of them unless
   ``--repeats`` caps the number of repeat groups;
 * ``distractor``: ``--distractors`` untouched photos of the originals' classes, each a picture of
-  its own (so only a false match can pair them).
+  its own (so only a false match can pair them);
+* ``burst`` (``--bursts N``): for N of the originals, two more frames of the same scene a
+  moment later (:func:`burst_frame`: the subject moved, the camera moved a little or the
+  framing a few percent apart, a new exposure and sensor noise). Each frame is a picture of its
+  own: a pair of it with its original, a copy of the original or the other frame is false;
+* ``small`` (``--small N``): N more photos reduced to a small original (200-400 px on the long
+  side, JPEG q85), each with a copy at half that size saved at JPEG q60 (100-200 px): the
+  small copies the issue saw missed.
 
 Photos that are another flowers17 photo at a different crop (:data:`CROP_REPEATS`) are used
 neither as originals nor as distractors.
@@ -22,7 +29,7 @@ copies, the copies among themselves, and the members of each repeat group). A to
 scored as pairs: every pair within a vsearch group (a group says all its members are one
 picture), every (file, duplicate) pair imagededup lists, every pair within a czkawka group.
 Pair precision, recall and F1 follow, with recall per kind (each copy against its original, and
-the repeat pairs).
+the repeat pairs), and how many pairs with a burst frame were claimed (all false).
 
 Times are wall clock on this machine: "build" is what must exist before grouping (vsearch:
 ``build_index`` on the fresh set, model load included; imagededup: hashing every file;
@@ -39,7 +46,7 @@ Usage (its own environment: imagededup and czkawka must not go into the project'
     /tmp/benchvenv/bin/python benchmarks/bench_duplicates.py [--originals 200] [--distractors 200]
         [--data ../shared/datasets/flowers17] [--levels exact,near,similar] [--peers imagededup,czkawka]
         [--scale] [--tiny ../shared/datasets/tiny-imagenet-val] [--cache /tmp/vsearch-bench-cache]
-        [--work DIR] [--seed 0] [--show-false N] [--czkawka-similarity 0-50]
+        [--work DIR] [--seed 0] [--show-false N] [--czkawka-similarity 0-50] [--bursts N] [--small N]
 
 The markdown table goes to stdout, progress to stderr. ``Index.duplicates`` is called with
 ``level=`` when the vsearch in use takes it; an older vsearch (cosine groups only) is run as
@@ -75,12 +82,16 @@ from vsearch.imaging import augment  # noqa: E402
 
 LEVELS = ("exact", "near", "similar")
 PEERS = ("imagededup", "czkawka")
-KINDS = ("half", "crop", "mirror", "repeat")
+KINDS = ("half", "crop", "mirror", "repeat", "small")
 HALF_QUALITY = 60
 CROP_FRACTION = (0.05, 0.10)  # of the width and of the height
 BRIGHTNESS = 1.15
 COPY_QUALITY = 90
 SCALE_TARGET = 100_000
+#: Burst frames per burst original; the small originals' long side, and their copies' quality.
+BURST_FRAMES = 2
+SMALL_SIDE = (200, 400)
+SMALL_QUALITY = 85
 #: flowers17 photos that are another flowers17 photo at a different crop or zoom (not caught by
 #: the whole-frame pixel rule): found as the pairs that vsearch's near level (branch dupfind at
 #: 45b03d6) grouped over all 1,360 photos and that are not pixel repeats, 46 pairs, each looked
@@ -189,8 +200,84 @@ def make_copies(original: Path, folder: Path, rng: random.Random) -> dict[str, s
     return names
 
 
+def burst_frame(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Another frame of the scene in ``img``, a moment later: not a copy of it.
+
+    * the subject moved: a soft-edged box of 30-45% of the width and of the height, centred
+      within 15% of the middle (where flowers17's subject is), pasted again 4-15% of the frame
+      away in a random direction (the background behind it stays: both places differ);
+    * the camera moved (half of the frames): turned by up to 2 degrees, shifted by up to 3% of
+      the frame, with up to 1.5% of perspective at each corner; or the framing a few percent
+      apart (the other half): zoomed by 0.94-1.06 and shifted by up to 4%;
+    * a new exposure (x0.94-1.06) and sensor noise (Gaussian, sigma 1.5-3.5 grey levels).
+
+    The frame is zoomed in 6% so no border shows. A frame with nothing moved in it would be the
+    same picture (a crop of it), so every frame has the subject moved.
+    """
+    import cv2
+
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    h, w = rgb.shape[:2]
+    bw, bh = w * rng.uniform(0.30, 0.45), h * rng.uniform(0.30, 0.45)
+    cx, cy = w * (0.5 + rng.uniform(-0.15, 0.15)), h * (0.5 + rng.uniform(-0.15, 0.15))
+    angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.04, 0.15)
+    move = np.float32([[1, 0, math.cos(angle) * dist * w], [0, 1, math.sin(angle) * dist * h]])
+    mask = np.zeros((h, w), np.float32)
+    x0, y0 = int(cx - bw / 2), int(cy - bh / 2)
+    mask[max(0, y0):max(0, y0 + int(bh)), max(0, x0):max(0, x0 + int(bw))] = 1
+    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.03 * min(w, h)))
+    moved = cv2.warpAffine(rgb, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    over = cv2.warpAffine(mask, move, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+    out = rgb * (1 - over) + moved * over
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    if rng.random() < 0.5:  # the camera moved
+        turn, zoom = math.radians(rng.uniform(-2, 2)), 1.0
+        shift = rng.uniform(-0.03, 0.03, 2) * (w, h)
+        jitter = rng.uniform(-0.015, 0.015, (4, 2)) * (w, h)
+    else:  # framed a few percent apart
+        turn, zoom = 0.0, rng.uniform(0.94, 1.06)
+        shift = rng.uniform(-0.04, 0.04, 2) * (w, h)
+        jitter = np.zeros((4, 2))
+    c, s = math.cos(turn) * zoom, math.sin(turn) * zoom
+    centre = np.float32([w / 2, h / 2])
+    target = ((corners - centre) @ np.float32([[c, s], [-s, c]]) + centre + shift + jitter - centre) * 1.06 + centre
+    warp = cv2.getPerspectiveTransform(corners, target.astype(np.float32))
+    out = cv2.warpPerspective(out, warp, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    out = out * rng.uniform(0.94, 1.06) + rng.normal(0, rng.uniform(1.5, 3.5), out.shape)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def add_bursts(out: LabelledSet, originals: list[Path], seed: int) -> None:
+    """``BURST_FRAMES`` burst frames of each of ``originals`` (already in the set), JPEG q92."""
+    for i, p in enumerate(originals):
+        rng = np.random.default_rng([seed, i])
+        with Image.open(p) as im:
+            img = ImageOps.exif_transpose(im).convert("RGB")
+        for j in range(BURST_FRAMES):
+            name = f"{p.stem}_burst{j + 1}.jpg"
+            burst_frame(img, rng).save(out.folder / name, quality=92)
+            out.kind[name] = "burst"
+
+
+def add_small(out: LabelledSet, photos: list[Path], rng: random.Random) -> None:
+    """Each of ``photos`` as a small original and its half-size q60 copy (a true pair)."""
+    for p in photos:
+        with Image.open(p) as im:
+            img = ImageOps.exif_transpose(im).convert("RGB")
+        side = rng.randint(*SMALL_SIDE)
+        img.thumbnail((side, side), Image.Resampling.LANCZOS)
+        original, copy = f"{p.stem}_small.jpg", f"{p.stem}_small_half.jpg"
+        img.save(out.folder / original, quality=SMALL_QUALITY)
+        img.resize((max(1, img.width // 2), max(1, img.height // 2)), Image.Resampling.LANCZOS).save(
+            out.folder / copy, quality=HALF_QUALITY)
+        out.kind[original] = "small-original"
+        out.kind[copy] = "small"
+        out.source[copy] = original
+        out.groups.append([original, copy])
+
+
 def build_set(data: Path, folder: Path, originals: int, distractors: int, repeats: int | None,
-              seed: int) -> LabelledSet:
+              seed: int, bursts: int = 0, small: int = 0) -> LabelledSet:
     """Make the labelled set in ``folder`` (see the module docstring)."""
     classes = read_classes(data)
     paths = sorted(classes)
@@ -211,6 +298,10 @@ def build_set(data: Path, folder: Path, originals: int, distractors: int, repeat
     if distractors > len(rest):
         raise SystemExit(f"--distractors: only {len(rest)} other photos of the originals' classes")
     decoys = sorted(rng.sample(rest, distractors))
+    spare = [p for p in singles if p not in set(picked) and p not in set(decoys)]
+    if small > len(spare):
+        raise SystemExit(f"--small: only {len(spare)} photos left to pick from")
+    smalls = sorted(rng.sample(spare, small)) if small else []
     if repeats is not None:
         repeat_groups = sorted(rng.sample(repeat_groups, min(repeats, len(repeat_groups))))
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,6 +324,12 @@ def build_set(data: Path, folder: Path, originals: int, distractors: int, repeat
     for p in decoys:
         shutil.copyfile(p, folder / p.name)
         out.kind[p.name] = "distractor"
+    if bursts:
+        log(f"writing {BURST_FRAMES} burst frames of {min(bursts, len(picked))} originals...")
+        add_bursts(out, picked[:bursts], seed)
+    if smalls:
+        log(f"writing {len(smalls)} small photos with a half-size q60 copy each...")
+        add_small(out, smalls, rng)
     return out
 
 
@@ -273,18 +370,20 @@ def table(rows: list[Row], labelled: LabelledSet) -> str:
     """The markdown table of every row."""
     truth = labelled.truth()
     per_kind = labelled.kind_pairs()
+    bursts = any(k == "burst" for k in labelled.kind.values())
     head = ["tool", "setting", "pairs claimed", "precision", "recall", "F1",
-            *(f"recall {k}" for k in KINDS), "build s", "group s", "note"]
+            *(f"recall {k}" for k in KINDS if per_kind[k]), *(["burst pairs claimed"] if bursts else []),
+            "build s", "group s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.pairs is None:
             cells = [r.tool, r.setting, *[""] * (len(head) - 3), r.note]
         else:
             p, rc, f1 = scores(r.pairs, truth)
-            kinds = [f"{len(r.pairs & per_kind[k]) / len(per_kind[k]):.3f}" if per_kind[k] else ""
-                     for k in KINDS]
+            kinds = [f"{len(r.pairs & per_kind[k]) / len(per_kind[k]):.3f}" for k in KINDS if per_kind[k]]
+            burst = [str(sum(1 for pair in r.pairs if any(labelled.kind[n] == "burst" for n in pair)))] if bursts else []
             cells = [r.tool, r.setting, str(len(r.pairs)), f"{p:.3f}", f"{rc:.3f}", f"{f1:.3f}",
-                     *kinds, _secs(r.build_s), _secs(r.group_s), r.note]
+                     *kinds, *burst, _secs(r.build_s), _secs(r.group_s), r.note]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -448,6 +547,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=None, help="folder for the set and its index (default: a temp folder)")
     ap.add_argument("--show-false", type=int, default=0, metavar="N",
                     help="list up to N false pairs of each tool on stderr")
+    ap.add_argument("--bursts", type=int, default=0, metavar="N",
+                    help=f"add {BURST_FRAMES} burst frames of each of N originals (default 0)")
+    ap.add_argument("--small", type=int, default=0, metavar="N",
+                    help="add N small photos with a half-size JPEG q60 copy each (default 0)")
     ap.add_argument("--scale", action="store_true", help="also time grouping at 10k images")
     ap.add_argument("--tiny", type=Path, default=REPO.parent / "shared" / "datasets" / "tiny-imagenet-val")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vsearch-bench-cache")
@@ -461,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
         if any((work / "set").glob("*")) or (work / "vsearch-index").exists():
             # Files of an earlier run would be scored as unlabelled extras.
             raise SystemExit(f"--work: {work} holds an earlier run's set or index; give an empty folder")
-        labelled = build_set(args.data, work / "set", args.originals, args.distractors, args.repeats, args.seed)
+        labelled = build_set(args.data, work / "set", args.originals, args.distractors, args.repeats, args.seed,
+                             bursts=args.bursts, small=args.small)
         rows = run_vsearch(labelled.folder, work / "vsearch-index", levels)
         if "imagededup" in peers:
             rows.append(run_imagededup(labelled.folder))

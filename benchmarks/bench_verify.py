@@ -13,10 +13,13 @@ verification could at best bring to rank 1), the median and p90 ms per query spe
 and the median ms to embed and search (the same for every N). Also the mean ms per verified
 pair with a cold cache (both images decoded) and a warm one (query keypoints cached).
 
+``--bursts N`` measures the aligned-pixel agreement instead (see :func:`bursts`): how far
+edited copies and burst frames lie apart, and what each threshold costs.
+
 ``--small N`` measures the small-image path instead, on N tiny-imagenet photos (64x64): each is
 saved again at 80x80 JPEG q60 (a copy), and paired with another photo of its class (not a
 copy); it prints how many copies are verified and how many non-copies are, and by which path
-(ORB on the upscaled image, or the thumbnail fallback), at the duplicates' overlap.
+(ORB on the upscaled image, or aligned by pixels), with the near level's verifier.
 
 Measured (2026-12-01, efficientnet-lite0, flowers17's 1,360 photos, 100 crops, seed 0, on a
 shared 2-core machine with a load average of 7-9, so times are high)::
@@ -41,6 +44,7 @@ Usage::
     python benchmarks/bench_verify.py --index-dir /tmp/vs-flowers-lite0 \\
         [--folder /work/shared/datasets/flowers17/images] [--queries 100] [--n 0,5,10,20,40]
     python benchmarks/bench_verify.py --small 300 [--tiny /work/shared/datasets/tiny-imagenet-val]
+    python benchmarks/bench_verify.py --bursts 120 [--seed 1]
 
 The index is built from ``--folder`` first when ``--index-dir`` holds none (efficientnet-lite0,
 about 2 minutes for flowers17 on 2 cores).
@@ -90,7 +94,7 @@ def small_images(tiny: Path, count: int, seed: int) -> None:
     """64 px photos: copies at 80 px q60 against other photos of the same class."""
     import csv
 
-    from vsearch.duplicates.grouping import NEAR_MIN_OVERLAP
+    from vsearch.duplicates.grouping import near_verifier
 
     with open(tiny / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -99,7 +103,7 @@ def small_images(tiny: Path, count: int, seed: int) -> None:
         by_group.setdefault(r["group"], []).append(r["path"])
     rng = random.Random(seed)
     picked = rng.sample(rows, count)
-    verifier = Verifier(min_overlap=NEAR_MIN_OVERLAP)
+    verifier = near_verifier()  # the near level's: overlap and aligned-pixel agreement
     copies: dict[str, int] = {}
     others: dict[str, int] = {}
     times: list[float] = []
@@ -115,12 +119,70 @@ def small_images(tiny: Path, count: int, seed: int) -> None:
             copies[v.reason] = copies.get(v.reason, 0) + 1
             w = verifier.verify(src, other)
             others[w.reason] = others.get(w.reason, 0) + 1
-    same = ("verified", "verified (thumbnails)")
+    same = ("verified", "verified (pixels)", "verified (thumbnails)")
     print(f"{count} tiny-imagenet photos (64x64): copy at 80x80 q60 verified {sum(copies.get(k, 0) for k in same)}"
           f"/{count}; another photo of the class verified {sum(others.get(k, 0) for k in same)}/{count}")
     print(f"  copies by reason: {dict(sorted(copies.items()))}")
     print(f"  non-copies by reason: {dict(sorted(others.items()))}")
     print(f"  {statistics.mean(times):.1f} ms per pair (cold)")
+
+
+def bursts(count: int, seed: int) -> None:
+    """Aligned-pixel agreement of edited copies against burst frames, on ``count`` flowers17 photos.
+
+    Per photo: the duplicates benchmark's three copies (half size q60; 5-10% crop +15%
+    brightness q90; mirrored q90), one of each of vsearch.imaging.augment's colour, blur, jpeg,
+    rotate and all edits, a small copy (the photo reduced to 150-300 px, then halved at q60) and
+    two burst frames (bench_duplicates.burst_frame). Each pair is verified with min_overlap 0.5
+    and no agreement asked; for the pairs whose keypoints fit, it prints the agreement's spread per
+    kind, and at several thresholds how many copies would be lost and how many bursts kept.
+    """
+    import numpy as np
+    from PIL import ImageOps
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_duplicates as bd
+    from vsearch.imaging import augment
+
+    rng, photos = random.Random(seed), sorted(FLOWERS.glob("*.jpg"))
+    verifier = Verifier(min_overlap=0.5)
+    agreement: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-bursts-") as tmp:
+        folder = Path(tmp)
+        for i, src in enumerate(rng.sample(photos, count)):
+            img = ImageOps.exif_transpose(Image.open(src)).convert("RGB")
+            pairs = [(kind, src, folder / name) for kind, name in bd.make_copies(src, folder, rng).items()]
+            for kind in ("colour", "blur", "jpeg", "rotate", "all"):
+                dest = folder / f"{src.stem}_{kind}.png"
+                augment.KINDS[kind](img, np.random.default_rng([seed, i, len(kind)])).save(dest)
+                pairs.append((kind, src, dest))
+            small = img.copy()
+            small.thumbnail((rng.randint(150, 300),) * 2)
+            small.save(folder / f"{src.stem}_s.jpg", quality=85)
+            small.resize((small.width // 2, small.height // 2), Image.Resampling.LANCZOS).save(
+                folder / f"{src.stem}_sh.jpg", quality=60)
+            pairs.append(("small", folder / f"{src.stem}_s.jpg", folder / f"{src.stem}_sh.jpg"))
+            for j in range(2):
+                dest = folder / f"{src.stem}_burst{j}.jpg"
+                bd.burst_frame(img, np.random.default_rng([seed, i, 100 + j])).save(dest, quality=92)
+                pairs.append(("burst", src, dest))
+            for kind, a, b in pairs:
+                v = verifier.verify(a, b)
+                if v.same and v.agreement is not None and v.cells >= 8:
+                    agreement.setdefault(kind, []).append(v.agreement)
+            print(f"\r{i + 1}/{count}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    print(f"{count} flowers17 photos, seed {seed}: aligned-pixel agreement of the pairs whose keypoints fit")
+    print(f"{'kind':>8} {'pairs':>6} {'min':>6} {'p5':>6} {'median':>7} {'max':>6}")
+    for kind, values in agreement.items():
+        values.sort()
+        print(f"{kind:>8} {len(values):>6} {values[0]:>6.2f} {percentile(values, 0.05):>6.2f} "
+              f"{statistics.median(values):>7.2f} {values[-1]:>6.2f}")
+    copies = [a for kind, values in agreement.items() if kind != "burst" for a in values]
+    frames = agreement.get("burst", [])
+    for t in (0.85, 0.88, 0.9, 0.92, 0.95):
+        print(f"at {t:.2f}: copies lost {sum(a < t for a in copies)}/{len(copies)}, "
+              f"burst frames kept {sum(a >= t for a in frames)}/{len(frames)}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,6 +194,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index-dir", type=Path)
     ap.add_argument("--small", type=int, default=0, metavar="N")
+    ap.add_argument("--bursts", type=int, default=0, metavar="N",
+                    help="aligned-pixel agreement of copies against burst frames, on N flowers17 photos")
     ap.add_argument("--tiny", type=Path, default=FLOWERS.parent.parent / "tiny-imagenet-val")
     ap.add_argument("--folder", type=Path, default=FLOWERS)
     ap.add_argument("--queries", type=int, default=100)
@@ -141,8 +205,11 @@ def main() -> None:
     if args.small:
         small_images(args.tiny, args.small, args.seed)
         return
+    if args.bursts:
+        bursts(args.bursts, args.seed)
+        return
     if args.index_dir is None:
-        ap.error("--index-dir is required (or --small N)")
+        ap.error("--index-dir is required (or --small N, or --bursts N)")
     ns = sorted({int(x) for x in args.n.split(",")})
     if not (args.index_dir / "meta.json").exists():
         t = time.perf_counter()

@@ -258,7 +258,6 @@ def test_bad_move_targets_are_one_error_line(lib, tmp_path):
     photos, index = lib
     before = tree_bytes(photos, index)
     base = ["duplicates", "--index-dir", index, "--threshold", THRESHOLD]
-    fails(cli(*base, "--move-to", tmp_path / "nope"), r"--move-to .*nope does not exist")
     (tmp_path / "afile").write_text("x")
     fails(cli(*base, "--move-to", tmp_path / "afile"), r"is a file")
     fails(cli(*base, "--move-to", photos), r"holds the indexed folder")

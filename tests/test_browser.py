@@ -151,6 +151,42 @@ def show_duplicates(page, url: str) -> None:
     page.wait_for_load_state("networkidle")
 
 
+def assert_pictures_show_their_files(page, photos: Path, cards: str) -> int:
+    """Every picture in ``cards`` (elements with ``data-path`` and an ``img``), as the browser
+    has it (its HTTP cache first), is the thumbnail of the file the card names; returns how many."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vsearch.imaging.thumbnails import jpeg_bytes, load_thumbnail
+
+    shown = page.evaluate("""async (cards) => Promise.all(Array.from(document.querySelectorAll(cards)).map(async c => {
+        const r = await fetch(c.querySelector("img").src, {cache: "force-cache"});
+        const bytes = new Uint8Array(await r.arrayBuffer());
+        let text = ""; for (const b of bytes) text += String.fromCharCode(b);
+        return [c.dataset.path, r.status, btoa(text)];
+    }))""", cards)
+    for path, status, data in shown:
+        assert status == 200, path
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"), dtype=np.int16)
+        made = np.asarray(Image.open(io.BytesIO(jpeg_bytes(load_thumbnail(photos / path)))).convert("RGB"),
+                          dtype=np.int16)
+        assert got.shape == made.shape and abs(got - made).mean() < 1.0, f"{path} shows another picture"
+    return len(shown)
+
+
+def show_every_photo(page, url: str, upload: Path, photos: Path) -> None:
+    """Search by ``upload`` with k large enough that every indexed photo is a result."""
+    page.goto(url + "/")
+    page.fill("#k", "50")
+    page.uncheck("#self")
+    page.set_input_files("#file", str(upload))
+    sync_api.expect(page.locator(".hit")).to_have_count(len(list(photos.iterdir())), timeout=WAIT_MS)
+    page.wait_for_load_state("networkidle")
+
+
 def edited_upload(photos: Path, folder: Path) -> Path:
     """A smaller, re-encoded chelsea.jpg outside the photo folder: what a person would drop."""
     from PIL import Image
@@ -208,6 +244,8 @@ def test_search_by_upload_then_click_a_result_to_search_by_it(site, page, tmp_pa
     assert clicked not in (ORIGINAL, COPY)
     third.locator("img").click()
     sync_api.expect(hits.first).to_contain_text(f"1. 1.000 {clicked}", timeout=WAIT_MS)
+    page.wait_for_load_state("networkidle")
+    assert assert_pictures_show_their_files(page, site.photos, ".hit") >= 10
     # The click is logged at rank 3 of the list the server logged for the upload (by its id).
     digest = file_digest((site.photos / clicked).read_bytes())
     deadline = time.monotonic() + WAIT_MS / 1000
@@ -233,6 +271,12 @@ def test_trash_a_copy_from_the_duplicates_page_then_undo(site, page, tmp_path):
     original = (site.photos / COPY).read_bytes()
     show_duplicates(page, site.url)
     page.screenshot(path=str(tmp_path / "serve-duplicates.png"))
+    # The search page shows every photo first: the browser keeps their pictures in its cache.
+    upload = edited_upload(site.photos, tmp_path)
+    show_every_photo(page, site.url, upload, site.photos)
+    assert assert_pictures_show_their_files(page, site.photos, ".hit") == len(list(site.photos.iterdir()))
+    show_duplicates(page, site.url)
+    assert assert_pictures_show_their_files(page, site.photos, ".member") >= 2
     group = page.locator(".group").filter(has=page.locator(f'.member[data-path="{COPY}"]'))
     assert group.locator(".member.keeper").get_attribute("data-path") == ORIGINAL  # the suggested keeper
     # Picking the other member as keeper moves the mark (and its "not a duplicate" button) over.
@@ -247,8 +291,14 @@ def test_trash_a_copy_from_the_duplicates_page_then_undo(site, page, tmp_path):
     assert (site.trash / "files" / COPY).read_bytes() == original
     # The groups reload without it; the undo button puts it back, bytes and all.
     sync_api.expect(page.locator(f'.member[data-path="{COPY}"]')).to_have_count(0, timeout=WAIT_MS)
+    # The trash renumbered the index's rows; every picture still shows its own file, cached or not.
+    show_every_photo(page, site.url, upload, site.photos)
+    assert assert_pictures_show_their_files(page, site.photos, ".hit") == len(list(site.photos.iterdir()))
+    show_duplicates(page, site.url)
     page.get_by_role("button", name="Undo the last action").click()
     sync_api.expect(page.locator("#msg")).to_contain_text("1 file put back", timeout=WAIT_MS)
     assert (site.photos / COPY).read_bytes() == original
     assert not list((site.trash / "files").iterdir())
     sync_api.expect(page.locator(f'.member[data-path="{COPY}"]')).to_have_count(1, timeout=WAIT_MS)
+    page.wait_for_load_state("networkidle")
+    assert assert_pictures_show_their_files(page, site.photos, ".member") >= 2

@@ -4,6 +4,7 @@ on simulated logs with a known curve, the IPW metric, and ``vsearch evaluate --c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import numpy as np
@@ -175,3 +176,50 @@ def test_click_arrays_reads_the_logged_lists(tmp_path):
     clicked, swapped, shown = click_arrays(read_click_log(tmp_path), 4)
     assert clicked.tolist() == [[True, False, False, False]] and swapped.tolist() == [a.swapped]
     assert shown.tolist() == [3]
+
+
+def test_the_log_keeps_a_window_of_the_newest_lists_and_the_file_stops_growing(tmp_path):
+    """Each search the page answers logs a list (about 2.3 KB at 20 results): only the newest
+    keep_lists stay, with their clicks, and SQLite reuses the pages of the older ones."""
+    import sqlite3
+
+    from vsearch.learning.judgments import DB_FILE
+
+    rng = random.Random(0)
+    digests = [f"{i:032x}" for i in range(500)]
+
+    def search(n: int, click: bool = False) -> list[int]:
+        ids = []
+        for _ in range(n):
+            shown = log_impressions(tmp_path, rng.choice(digests), rng.sample(digests, 20), keep_lists=10, rng=rng)
+            if click:
+                log_click(tmp_path, shown.query_id, shown.results[0])
+            ids.append(shown.query_id)
+        return ids
+
+    def size() -> int:
+        with sqlite3.connect(tmp_path / DB_FILE) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return (tmp_path / DB_FILE).stat().st_size
+
+    ids = search(12, click=True)
+    logged = read_click_log(tmp_path)
+    assert [q.query_id for q in logged] == ids[-10:]  # the newest 10, oldest first
+    assert all(q.clicked == {1} for q in logged)  # each with its click
+    full = size()
+    ids = search(40)  # 40 more lists would add about 90 KB if nothing were forgotten
+    assert [q.query_id for q in read_click_log(tmp_path)] == ids[-10:]
+    assert size() <= full + 4 * 4096  # the window's size (give or take a few pages), not the history's
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert db.execute("SELECT count(*) FROM clicks").fetchone()[0] == 0  # went with their lists
+        assert db.execute("SELECT count(*) FROM impressions").fetchone()[0] == 10 * 20
+    with pytest.raises(VsearchError, match="query .* did not show"):  # a forgotten list takes no click
+        log_click(tmp_path, ids[0], digests[0])
+    with pytest.raises(VsearchError, match="keep_lists"):
+        log_impressions(tmp_path, "q", ["r"], keep_lists=0)
+
+
+def test_the_page_default_window_is_documented():
+    from vsearch.learning.clicks import MAX_LOGGED_LISTS
+
+    assert f"{MAX_LOGGED_LISTS:,}" in (Path(__file__).parent.parent / "docs" / "clicks.md").read_text()

@@ -188,4 +188,6 @@ def test_defaults_with_the_real_model(tmp_path):
     assert not any(sum(n.startswith("hubble_deep_field_tile") for n in g) > 1 for g in groups.values())
     assert {"coins-64.png", "coins-80.jpg"} <= next(g for g in groups.values() if "coins-64.png" in g)
     keepers = {Path(m["path"]).name for m in members if m["keeper"]}
-    assert "astronaut-original.png" in keepers and "astronaut-small.jpg" not in keepers
+    # astronaut-original.png was saved from astronaut.jpg (its pixels sit on that JPEG's grid, at
+    # its quality): the JPEG it came from is kept, never the small lossy copy.
+    assert "astronaut.jpg" in keepers and "astronaut-small.jpg" not in keepers

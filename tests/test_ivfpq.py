@@ -136,7 +136,7 @@ def test_a_damaged_ivfpq_file_is_one_error_line_naming_the_rebuild(photos, tmp_p
     else:
         path.unlink()
     fails(cli("query", photos / "g1_0.jpg", "--index-dir", index, "--approximate"),
-          r"cannot read the IVF-PQ index .*index\.000001\.ivfpq .*`vsearch build-index FOLDER` rebuilds it")
+          rf"cannot read the IVF-PQ index .*index\.000001\.ivfpq .*`vsearch build-index {photos}` rebuilds it")
     ok(cli("query", photos / "g1_0.jpg", "--index-dir", index, "--exact"))  # the remedy it names
     build(photos, index, "--index", "ivfpq")  # and a build repairs it
     ok(cli("query", photos / "g1_0.jpg", "--index-dir", index, "--approximate"))

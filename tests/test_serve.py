@@ -59,6 +59,17 @@ def row_of(index, name: str) -> int:
     return next(h.row for h in index.query(index.root / name, k=len(index)) if h.path.name == name)
 
 
+def search(client, **params):
+    """A search as the page makes it: a POST (the server logs what it shows), options in the query."""
+    return post(client, "/api/search", params=params)
+
+
+def urls_of(index, row: int) -> tuple[str, str]:
+    """The thumbnail and image URLs of ``row``, named by content as the page names them."""
+    digest = index.entry_of_row(row).digest
+    return f"/thumb/{row}/{digest}", f"/image/{row}/{digest}"
+
+
 # --- searching -----------------------------------------------------------------------------
 
 
@@ -66,15 +77,15 @@ def test_search_by_row_returns_the_photo_and_its_copy(indexed):
     index, photos = indexed
     client = client_for(index)
     dog = row_of(index, "dog.jpg")
-    got = client.get("/api/search", params={"row": dog, "k": 3}).json()
+    got = search(client, row=dog, k=3).json()
     assert [r["path"] for r in got["results"][:2]] == ["dog.jpg", "dog-copy.jpg"]
-    excluded = client.get("/api/search", params={"row": dog, "k": 3, "exclude_self": "1"}).json()
+    excluded = search(client, row=dog, k=3, exclude_self="1").json()
     assert excluded["results"][0]["path"] == "dog-copy.jpg"
-    beach = client.get("/api/search", params={"row": dog, "k": 5, "path": "beach/*"}).json()
+    beach = search(client, row=dog, k=5, path="beach/*").json()
     assert beach["results"] and all(r["path"].startswith("beach/") for r in beach["results"])
-    assert client.get("/api/search", params={"row": dog, "k": 5, "diverse": "0.5"}).status_code == 200
-    assert client.get("/api/search", params={"row": 10_000}).status_code == 404
-    assert "diverse" in client.get("/api/search", params={"row": dog, "diverse": "7"}).json()["error"]
+    assert search(client, row=dog, k=5, diverse="0.5").status_code == 200
+    assert search(client, row=10_000).status_code == 404
+    assert "diverse" in search(client, row=dog, diverse="7").json()["error"]
 
 
 def test_search_by_upload_embeds_it_and_finds_its_original(indexed, tmp_path, fake_model):
@@ -96,8 +107,8 @@ def test_a_request_never_imports_torch(indexed, tmp_path):
         pytest.skip("torch was imported by an earlier test in this process")
     client = client_for(index)
     post(client, "/api/search", content=(tmp_path / "work" / "new.jpg").read_bytes())
-    client.get("/api/search", params={"row": 0})
-    client.get("/thumb/0")
+    search(client, row=0)
+    client.get(urls_of(index, 0)[0])
     assert "torch" not in sys.modules
 
 
@@ -109,7 +120,7 @@ def test_text_search_on_a_clip_index(tmp_path):
         with vsearch.build_index(photos, index_dir=tmp_path / "idx", model=CLIP_NAME) as index:
             client = client_for(index)
             assert "const CSRF" in client.get("/").text and "TEXT = true" in client.get("/").text
-            got = client.get("/api/search", params={"text": "a cat", "k": 2}).json()
+            got = search(client, text="a cat", k=2).json()
             assert {r["path"] for r in got["results"]} == {"cat.jpg", "cat-small.png"}
             assert got["query"] == "text:a cat"
     finally:
@@ -120,7 +131,7 @@ def test_text_search_on_an_image_only_index_is_a_clear_400(indexed):
     index, _ = indexed
     client = client_for(index)
     assert "TEXT = false" in client.get("/").text
-    resp = client.get("/api/search", params={"text": "a cat"})
+    resp = search(client, text="a cat")
     assert resp.status_code == 400 and "CLIP" in resp.json()["error"]
 
 
@@ -148,23 +159,43 @@ def test_upload_over_the_pixel_cap_is_413_and_garbage_is_400(indexed):
 # --- files: by row only ----------------------------------------------------------------------
 
 
-def test_thumbnails_and_images_are_served_by_row(indexed):
+def test_thumbnails_and_images_are_served_by_row_and_content(indexed):
     index, photos = indexed
     client = client_for(index)
     dog = row_of(index, "dog.jpg")
-    thumb = client.get(f"/thumb/{dog}")
+    thumb_url, image_url = urls_of(index, dog)
+    thumb = client.get(thumb_url)
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
     assert len(list((index.index_dir / "thumbs").iterdir())) == 1
-    assert client.get(f"/thumb/{dog}").content == thumb.content  # from the cache
-    image = client.get(f"/image/{dog}")
+    assert client.get(thumb_url).content == thumb.content  # from the cache
+    image = client.get(image_url)
     assert image.content == (photos / "dog.jpg").read_bytes()
-    assert image.headers["x-content-type-options"] == thumb.headers["x-content-type-options"] == "nosniff"
+    for served in (thumb, image):  # a URL names its content: a browser may keep it for good
+        assert served.headers["x-content-type-options"] == "nosniff"
+        assert "immutable" in served.headers["cache-control"]
+        assert index.entry_of_row(dog).digest in served.headers["etag"]
+    other = index.entry_of_row(row_of(index, "cat.jpg")).digest
+    assert client.get(f"/thumb/{dog}/{other}").status_code == 404  # another file's content: not this row's
+    assert client.get(f"/image/{dog}/{other}").status_code == 404
+    assert client.get(f"/thumb/{dog}").status_code == 404  # a row alone names nothing
+
+
+def test_a_file_edited_since_indexing_is_404_and_never_cached_under_the_old_content(indexed):
+    index, photos = indexed
+    client = client_for(index)
+    dog = row_of(index, "dog.jpg")
+    thumb_url, image_url = urls_of(index, dog)
+    (photos / "dog.jpg").write_bytes((photos / "cat.jpg").read_bytes())  # another picture, same name
+    assert client.get(thumb_url).status_code == 404 and client.get(image_url).status_code == 404
+    assert not (index.index_dir / "thumbs").exists() or not list((index.index_dir / "thumbs").iterdir())
 
 
 @pytest.mark.parametrize("url", [
     "/thumb/../../etc/passwd", "/thumb/..%2f..%2fetc%2fpasswd", "/image/%2e%2e/%2e%2e/etc/passwd",
     "/image/..%2F..%2Fetc%2Fpasswd", "/thumb/-1", "/image/99999", "/thumb/1.5", "/image//etc/passwd",
+    "/thumb/0/..%2f..%2fetc%2fpasswd", "/image/0/../../etc/passwd", "/image/0/%2e%2e", "/thumb/0/abc",
+    "/image/99999/" + "0" * 32, "/thumb/-1/" + "0" * 32,
 ])
 def test_path_traversal_attempts_are_404(indexed, url):
     index, _ = indexed
@@ -176,10 +207,10 @@ def test_path_traversal_attempts_are_404(indexed, url):
 def test_a_deleted_file_is_404(indexed):
     index, photos = indexed
     client = client_for(index)
-    dog = row_of(index, "dog.jpg")
+    thumb_url, image_url = urls_of(index, row_of(index, "dog.jpg"))
     (photos / "dog.jpg").unlink()
-    assert client.get(f"/thumb/{dog}").status_code == 404
-    assert client.get(f"/image/{dog}").status_code == 404
+    assert client.get(thumb_url).status_code == 404
+    assert client.get(image_url).status_code == 404
 
 
 def test_a_symlink_out_of_the_root_is_404(tmp_path, fake_model):
@@ -192,22 +223,24 @@ def test_a_symlink_out_of_the_root_is_404(tmp_path, fake_model):
     with vsearch.build_index(photos, index_dir=tmp_path / "idx", model="fake") as index:
         rows = {h.path.name: h.row for h in index.query(photos / "p0.jpg", k=len(index))}
         client = client_for(index)
-        assert client.get(f"/image/{rows['p0.jpg']}").status_code == 200
+        assert client.get(urls_of(index, rows["p0.jpg"])[1]).status_code == 200
         if "link.jpg" in rows:  # the indexer may follow the link; the server must not
-            assert client.get(f"/image/{rows['link.jpg']}").status_code == 404
-            assert client.get(f"/thumb/{rows['link.jpg']}").status_code == 404
+            thumb_url, image_url = urls_of(index, rows["link.jpg"])
+            assert client.get(image_url).status_code == 404
+            assert client.get(thumb_url).status_code == 404
         else:  # not indexed: then swap an indexed file for a link out of the root
+            thumb_url, image_url = urls_of(index, rows["p1.jpg"])
             (photos / "p1.jpg").unlink()
             (photos / "p1.jpg").symlink_to(secret)
-            assert client.get(f"/image/{rows['p1.jpg']}").status_code == 404
-            assert client.get(f"/thumb/{rows['p1.jpg']}").status_code == 404
+            assert client.get(image_url).status_code == 404
+            assert client.get(thumb_url).status_code == 404
 
 
 def test_thumbnail_cache_stays_under_its_cap(tmp_path):
     images = [make_photo(tmp_path / f"p{i}.jpg", seed=i) for i in range(8)]
     cache = ThumbCache(tmp_path / "idx", cap_bytes=20_000)
     (tmp_path / "idx").mkdir()
-    sizes = [len(cache.get(p, f"d{i}")) for i, p in enumerate(images)]
+    sizes = [len(cache.get(p, file_digest(p.read_bytes()))) for p in images]
     assert sum(sizes) > 20_000  # the cap bit
     assert cache.size() <= 20_000
 
@@ -238,11 +271,13 @@ def test_a_host_header_not_of_this_machine_is_refused(indexed):
     index, _ = indexed
     client = TestClient(web.create_app(index), base_url="http://evil.example:8000")
     assert client.get("/").status_code == 400
-    assert client.get("/image/0").status_code == 400
-    for loopback in ("http://localhost:8000", "http://[::1]:8000", "http://[::1]"):
-        assert TestClient(web.create_app(index), base_url=loopback).get("/image/0").status_code == 200
+    image_url = urls_of(index, 0)[1]
+    assert client.get(image_url).status_code == 400
+    for loopback in ("http://localhost:8000", "http://[::1]:8000", "http://[::1]", "http://LocalHost.:8000",
+                     "http://[0:0:0:0:0:0:0:1]:8000"):
+        assert TestClient(web.create_app(index), base_url=loopback).get(image_url).status_code == 200
     remote = TestClient(web.create_app(index, allowed_hosts=["*"]), base_url="http://evil.example:8000")
-    assert remote.get("/image/0").status_code == 200
+    assert remote.get(image_url).status_code == 200
 
 
 def test_a_referer_from_this_server_is_accepted(indexed):
@@ -260,7 +295,7 @@ def test_judgments_round_trip_through_the_cli(indexed):
     index, photos = indexed
     client = client_for(index)
     dog = row_of(index, "dog.jpg")
-    query = client.get("/api/search", params={"row": dog, "k": 3}).json()
+    query = search(client, row=dog, k=3).json()
     copy = next(r for r in query["results"] if r["path"] == "dog-copy.jpg")
     ok_resp = post(client, "/api/judgment", json={"query": query["query"], "row": copy["row"], "label": "relevant"})
     assert ok_resp.status_code == 200, ok_resp.text
@@ -284,7 +319,7 @@ def test_judgments_round_trip_through_the_cli(indexed):
 def test_impressions_and_clicks_are_logged_with_rank(indexed):
     index, _ = indexed
     client = client_for(index)
-    got = client.get("/api/search", params={"row": 0, "k": 3}).json()
+    got = search(client, row=0, k=3).json()
     shown = [{"row": r["row"], "rank": r["rank"]} for r in got["results"]]
     # Impressions are logged as the search answers: the page posts clicks only.
     assert post(client, "/api/event", json={"kind": "impression", "query": got["query"], "results": shown}).status_code == 400
@@ -296,9 +331,9 @@ def test_impressions_and_clicks_are_logged_with_rank(indexed):
 
 def test_the_page_shows_a_swapped_pair_on_its_share_of_searches(indexed):
     index, _ = indexed
-    client = TestClient(web.create_app(index, swap_fraction=1.0), base_url=BASE)
+    client = client_for(index, swap_fraction=1.0)
     plain = [h.row for h in index.query(queries=index.root / "dog.jpg", k=4)]
-    got = client.get("/api/search", params={"row": plain[0], "k": 4}).json()
+    got = search(client, row=plain[0], k=4).json()
     (logged,) = read_click_log(index.index_dir)
     k = logged.swapped
     assert k in (1, 2, 3)
@@ -323,7 +358,7 @@ def test_other_hosts_need_allow_remote_and_warn(host):
 
 def test_serve_defaults_to_loopback_and_refuses_a_remote_host_without_the_flag(built, monkeypatch):
     served = []
-    monkeypatch.setattr(web, "serve", lambda index, host, port: served.append((host, port, index.count)))
+    monkeypatch.setattr(web, "serve", lambda index, host, port, **kw: served.append((host, port, index.count)))
     ok(cli("serve"))
     assert served == [("127.0.0.1", 8000, 6)]
     fails(cli("serve", "--host", "0.0.0.0"), "--allow-remote")
@@ -348,9 +383,11 @@ with vsearch.open_index({index!r}, device="cpu") as index:
     resp = client.post("/api/search?k=3", content=Path({upload!r}).read_bytes(),
                        headers={{"X-CSRF-Token": token, "Origin": "http://127.0.0.1"}})
     assert resp.status_code == 200, resp.text
-    assert client.get("/api/search", params={{"row": 0}}).status_code == 200
-    assert client.get("/thumb/0").status_code == 200
-    assert client.get("/api/duplicates").status_code == 200  # the near level verifies with OpenCV, not torch
+    headers = {{"X-CSRF-Token": token, "Origin": "http://127.0.0.1"}}
+    assert client.post("/api/search", params={{"row": 0}}, headers=headers).status_code == 200
+    assert client.get(resp.json()["results"][0]["thumb"]).status_code == 200
+    # the near level verifies with OpenCV, not torch
+    assert client.post("/api/duplicates", json={{}}, headers=headers).status_code == 200
     print(before, "torch" in sys.modules, "onnxruntime" in sys.modules, resp.json()["results"][0]["path"])
 """
 
@@ -390,45 +427,108 @@ def test_an_upload_is_embedded_through_onnx_without_torch_with_the_real_model(tm
     assert (before, after, onnx, best) == ("False", "False", "True", "chelsea.jpg")
 
 
-def test_vsearch_serve_starts_uvicorn_on_loopback_and_answers(built, tmp_path):
-    """The real command in a subprocess: it listens on 127.0.0.1, serves the page and searches."""
-    import os
-    import socket
-    import subprocess
-    import time
+class Served:
+    """``vsearch serve ARGS`` in a subprocess; its stderr lines are read as they come (a thread)."""
 
+    def __init__(self, index_dir, *args: str) -> None:
+        import os
+        import queue
+        import subprocess
+        import threading
+
+        from tests.conftest import REPO
+
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "vsearch", "serve", "--index-dir", str(index_dir), *args],
+                                     env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.said: list[str] = []
+
+        def read() -> None:
+            for line in self.proc.stderr:  # type: ignore[union-attr]
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def url(self, timeout: float = 60) -> str | None:
+        """The address the command says it serves at, or None when it ended without saying one."""
+        import re
+
+        while (line := self.lines.get(timeout=timeout)) is not None:
+            self.said.append(line)
+            if found := re.search(r" at (http://\S+/);", line):
+                return found[1]
+        return None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout=20)
+
+
+def _page_answers(url: str) -> None:
+    """The page at ``url`` loads, and a search (a POST with its token, same origin) answers."""
     import httpx
 
-    from tests.conftest import REPO
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "vsearch", "serve", "--index-dir", str(built), "--port", str(port)],
-                            env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.1)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        page = client.get("/")
         assert page.status_code == 200 and "vsearch" in page.text
-        got = httpx.get(f"http://127.0.0.1:{port}/api/search", params={"row": 0, "k": 3}, timeout=10).json()
-        assert len(got["results"]) == 3
+        token = page.cookies[web.CSRF_COOKIE]
+        got = client.post("/api/search", params={"row": 0, "k": 3},
+                          headers={"X-CSRF-Token": token, "Origin": url.rstrip("/")})
+        assert got.status_code == 200, got.text
+        assert len(got.json()["results"]) == 3
+
+
+def test_vsearch_serve_starts_uvicorn_on_loopback_and_answers(built):
+    """The real command in a subprocess: it listens on 127.0.0.1 on the free port --port 0 picked,
+    prints that address (not port 0), serves the page and searches."""
+    served = Served(built, "--port", "0")
+    try:
+        url = served.url()
+        assert url is not None, served.said
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/")
+        _page_answers(url)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    assert f"at http://127.0.0.1:{port}/" in proc.stderr.read()
+        served.stop()
+
+
+def test_a_port_in_use_is_one_error_line_exit_1_and_no_serving_line(built):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = Served(built, "--port", str(port))
+        assert served.url() is None
+        assert served.stop() == 1
+    assert served.said == [f"error: port {port} is in use: --port 0 picks a free one\n"]
+
+
+@pytest.mark.parametrize("host", ["[::1]", "::1"])
+def test_an_ipv6_loopback_host_is_served_at_its_bracketed_address(built, host):
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    served = Served(built, "--host", host, "--port", "0")
+    try:
+        url = served.url()
+        assert url is not None and url.startswith("http://[::1]:"), served.said
+        _page_answers(url)
+    finally:
+        served.stop()
 
 
 def test_a_click_by_query_id_and_a_judgment_are_logged_at_the_rank_shown_after_a_swap(indexed):
     index, _ = indexed
     client = client_for(index, swap_fraction=1.0)
-    got = client.get("/api/search", params={"row": 0, "k": 2}).json()  # two results: ranks 1 and 2 swap
+    got = search(client, row=0, k=2).json()  # two results: ranks 1 and 2 swap
     (logged,) = read_click_log(index.index_dir)
     assert logged.swapped == 1 and logged.original_rank == (2, 1)
     second = got["results"][1]
@@ -473,6 +573,7 @@ def test_thumbnails_of_one_digest_made_at_once_all_succeed(tmp_path):
     import threading
 
     image = make_photo(tmp_path / "p.jpg", size=(1600, 1200))
+    digest = file_digest(image.read_bytes())
     (tmp_path / "idx").mkdir()
     cache = ThumbCache(tmp_path / "idx")
     barrier, got, errors = threading.Barrier(8), [], []
@@ -480,7 +581,7 @@ def test_thumbnails_of_one_digest_made_at_once_all_succeed(tmp_path):
     def fetch():
         barrier.wait()
         try:
-            got.append(cache.get(image, "same-digest"))
+            got.append(cache.get(image, digest))
         except Exception as exc:  # noqa: BLE001 - the test reports any failure
             errors.append(exc)
 
@@ -490,3 +591,16 @@ def test_thumbnails_of_one_digest_made_at_once_all_succeed(tmp_path):
     for t in threads:
         t.join()
     assert errors == [] and len(got) == 8 and len(set(got)) == 1
+
+
+def test_a_thumbnail_is_made_only_from_bytes_with_its_digest(tmp_path):
+    """The cache keys a thumbnail by content: bytes that do not have the digest asked for (a file
+    edited after the caller checked it) make none, so no picture is ever stored under another's name."""
+    image = make_photo(tmp_path / "p.jpg")
+    other = file_digest(make_photo(tmp_path / "q.jpg", seed=3).read_bytes())
+    (tmp_path / "idx").mkdir()
+    cache = ThumbCache(tmp_path / "idx")
+    with pytest.raises(LookupError):
+        cache.get(image, other)
+    assert cache.size() == 0 and cache._making == {}
+    assert cache.get(image, file_digest(image.read_bytes()))[:2] == b"\xff\xd8"

@@ -34,7 +34,8 @@ def lib(tmp_path, fake_model):
 
 
 def groups_of(client, **params) -> list[dict]:
-    resp = client.get("/api/duplicates", params={**FIND, **params})
+    """The groups as the page asks for them: a POST (finding them can take seconds)."""
+    resp = post(client, "/api/duplicates", json={**FIND, **params})
     assert resp.status_code == 200, resp.text
     return resp.json()["groups"]
 
@@ -88,7 +89,7 @@ def test_level_and_keep_rule_selectors(lib):
     newest = group_with(groups_of(client, keep="newest"), "p2.jpg")
     assert newest["members"][0]["path"] == "sub/p2_small.png" and newest["members"][0]["keeper"]
     for bad, word in (({"level": "close"}, "level"), ({"keep": "best"}, "keep"), ({"threshold": "x"}, "threshold")):
-        resp = client.get("/api/duplicates", params=bad)
+        resp = post(client, "/api/duplicates", json=bad)
         assert resp.status_code == 400 and word in resp.json()["error"]
 
 
@@ -222,21 +223,24 @@ def test_trash_then_undo(lib, trash, fake_model):
     assert not list((trash / "files").iterdir())
 
 
-@pytest.mark.parametrize("where", ["index", "indexsub", "file", "missing", "relative", "empty", "root-parent"])
+@pytest.mark.parametrize("where", ["index", "indexsub", "file", "missing", "relative", "empty", "root-parent",
+                                   "long-name", "long-path"])
 def test_bad_move_folders_are_refused_and_change_nothing(lib, tmp_path, where):
     index, photos = lib
     client = client_for(index)
     (index.index_dir / "sub").mkdir()
     folder = {"index": str(index.index_dir), "indexsub": str(index.index_dir / "sub"),
               "file": str(photos / "p3.jpg"), "missing": str(tmp_path / "nowhere"), "relative": "dest",
-              "empty": "  ", "root-parent": str(tmp_path)}[where]
+              "empty": "  ", "root-parent": str(tmp_path), "long-name": "/" + "a" * 300,
+              "long-path": "/a" * 3000}[where]
     group = group_with(groups_of(client), "p1.jpg")
     before = tree_bytes(photos, index.index_dir)
     resp = post(client, "/api/duplicates/act", json=act_body(group, "move", move_to=folder))
     assert resp.status_code == 400, resp.text
     message = resp.json()["error"]
     expected = {"index": "index folder", "indexsub": "index folder", "file": "is a file", "missing": "does not exist",
-                "relative": "full path", "empty": "type the folder", "root-parent": "holds the indexed folder"}[where]
+                "relative": "full path", "empty": "type the folder", "root-parent": "holds the indexed folder",
+                "long-name": "too long", "long-path": "too long"}[where]
     assert expected in message
     assert tree_bytes(photos, index.index_dir) == before
 
@@ -310,5 +314,73 @@ def test_groups_are_found_once_per_commit_and_marks(lib, monkeypatch, tmp_path):
     post(client, "/api/duplicates/not-duplicate",
          json={"a": {"row": a["row"], "digest": a["digest"]}, "b": {"row": b["row"], "digest": b["digest"]}})
     assert groups_of(client) == [] and len(calls) == 4  # the mark: found again
-    groups_of(client, fresh="1")
+    groups_of(client, fresh=True)
     assert len(calls) == 5  # the "Find duplicates" button looks again anyway
+
+
+# --- pictures are named by content: no renumbering shows one file's picture under another's name ----
+
+
+class BrowserCache:
+    """A browser's HTTP cache, as far as these answers go: a GET whose answer allows caching
+    (``Cache-Control: max-age`` above 0, no ``no-store``) is answered from the cache next time."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.kept: dict[str, bytes] = {}
+
+    def get(self, url: str) -> bytes | None:
+        import re
+
+        if url in self.kept:
+            return self.kept[url]
+        resp = self.client.get(url)
+        if resp.status_code != 200:
+            return None
+        rules = resp.headers.get("cache-control", "")
+        if "no-store" not in rules and re.search(r"max-age=[1-9]", rules):
+            self.kept[url] = resp.content
+        return resp.content
+
+
+def _pixels(data: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def _shown_everywhere(client, index) -> list[dict]:
+    """Every picture the page shows: the members of each group, and a search over every image."""
+    results = post(client, "/api/search", params={"row": 0, "k": len(index)}).json()["results"]
+    return [m for g in groups_of(client) for m in g["members"]] + results
+
+
+def test_after_a_move_every_thumbnail_shown_is_the_picture_of_the_file_it_names(lib, tmp_path):
+    """A move renumbers the index's rows. The page's answers name pictures by content, so the
+    pictures a browser kept from before (the URLs are cacheable) still show the right files."""
+    from vsearch.imaging.thumbnails import jpeg_bytes, load_thumbnail
+
+    index, photos = lib
+    client = client_for(index)
+    browser = BrowserCache(client)
+    before = _shown_everywhere(client, index)
+    for item in before:  # the page showed them: the browser has them
+        assert browser.get(item["thumb"]) is not None and browser.get(item["image"]) is not None
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    group = group_with(groups_of(client), "p1.jpg")
+    assert post(client, "/api/duplicates/act", json=act_body(group, "move", move_to=str(dest))).status_code == 200
+    after = _shown_everywhere(client, index)
+    assert {(m["row"], m["path"]) for m in after} != {(m["row"], m["path"]) for m in before}  # renumbered
+    assert len({m["path"] for m in after}) == len(index)
+    for item in after:
+        path = photos / item["path"]
+        shown, made = _pixels(browser.get(item["thumb"])), _pixels(jpeg_bytes(load_thumbnail(path)))
+        assert shown.shape == made.shape and abs(shown - made).mean() < 1.0, item["path"]
+        assert browser.get(item["image"]) == path.read_bytes(), item["path"]
+    for item in before:  # a URL of the moved copy names nothing now
+        if item["path"] == "p1_copy.jpg":
+            assert client.get(item["thumb"]).status_code == 404 and client.get(item["image"]).status_code == 404

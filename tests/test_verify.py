@@ -73,8 +73,8 @@ def test_a_64px_photo_saved_again_at_80px_q60_is_verified(tmp_path):
     assert not verify_pair(small, other, min_overlap=0.5).same
 
 
-def test_flat_images_fall_back_to_thumbnails(tmp_path):
-    """Too few keypoints: a copy is told by its thumbnail; a flat picture matches nothing."""
+def test_flat_images_are_aligned_by_their_pixels(tmp_path):
+    """Too few keypoints: a copy is told by its aligned pixels; a flat picture matches nothing."""
     import numpy as np
 
     yy, xx = np.mgrid[0:48, 0:48]
@@ -85,7 +85,7 @@ def test_flat_images_fall_back_to_thumbnails(tmp_path):
     Image.new("RGB", (48, 48), (90, 90, 90)).save(tmp_path / "flat.png")
     Image.fromarray((xx * 5).astype("uint8")).convert("RGB").save(tmp_path / "gradient.png")
     same = verify_pair(tmp_path / "ramp.png", tmp_path / "ramp2.png")
-    assert same.same and same.reason == "verified (thumbnails)"
+    assert same.same and same.reason == "verified (pixels)" and same.agreement == pytest.approx(1.0, abs=0.05)
     assert not verify_pair(tmp_path / "ramp.png", tmp_path / "turned.png").same
     assert verify_pair(tmp_path / "flat.png", tmp_path / "ramp.png").reason == "too few keypoints"
     # Any two gradients correlate: only the detail beyond one is compared, and a gradient has none.

@@ -122,6 +122,17 @@ PAIRS = [
     ("the trained head /i/head.npz cannot be read (ValueError); call `train()` again (or query with adapter=False)",
      "the trained head /i/head.npz cannot be read (ValueError); run `vsearch train` again (or query with --adapter off)"),
     ("index at /i has no trained head; call `train()`", "index at /i has no trained head; run `vsearch train`"),
+    ("/i/vectors.000001.npy is damaged: stored vector 2 (a.jpg) holds values that are not finite (NaN or infinity); "
+     "`build_index(/p, rebuild=True)` repairs it, and `check()` lists every damaged file",
+     "/i/vectors.000001.npy is damaged: stored vector 2 (a.jpg) holds values that are not finite (NaN or infinity); "
+     "`vsearch build-index /p --rebuild` repairs it, and `vsearch check` lists every damaged file"),
+    ("/i/v.head-abc.npy is damaged: stored vector 0 (a.jpg) is not a unit vector (zeroed or changed); call `train()` "
+     "again (or query with adapter=False), and `check()` lists every damaged file",
+     "/i/v.head-abc.npy is damaged: stored vector 0 (a.jpg) is not a unit vector (zeroed or changed); run `vsearch "
+     "train` again (or query with --adapter off), and `vsearch check` lists every damaged file"),
+    ("no checksums recorded (the index was last committed by an older vsearch): `build_index(/p, rebuild=True)` adds "
+     "them", "no checksums recorded (the index was last committed by an older vsearch): `vsearch build-index /p "
+     "--rebuild` adds them"),
     ("cannot read /i/v.dba2.npy: no data; rebuild with `build_index`",
      "cannot read /i/v.dba2.npy: no data; rebuild with `vsearch build-index`"),
     ("cannot read the Annoy index /i/a.ann (damaged); `build_index(FOLDER)` rebuilds it, and mode='exact' searches "
@@ -209,8 +220,19 @@ PAIRS = [
     ("level= takes one of exact, near, similar (got 'x')", "--level takes one of exact, near, similar (got 'x')"),
     ("keep= takes one of default, largest (got 'x')", "--keep takes one of default, largest (got 'x')"),
     ("threshold= takes a cosine between -1 and 1, e.g. 0.92", "--threshold takes a cosine between -1 and 1, e.g. 0.92"),
+    ("min_overlap= takes a share between 0 and 1 (got 1.5)", "--min-overlap takes a share between 0 and 1 (got 1.5)"),
+    ("only 0.31 of each image in common (needs 0.50): a heavier crop than min_overlap= allows",
+     "only 0.31 of each image in common (needs 0.50): a heavier crop than --min-overlap allows"),
+    ("/a.jpg and /b.jpg are not marked as not duplicates (`Index.marks()` lists the marks); nothing was taken back",
+     "/a.jpg and /b.jpg are not marked as not duplicates (`vsearch duplicates --marks` lists them); nothing was "
+     "taken back"),
     ("give one of move_to=DIR or trash=True", "give one of --move-to DIR or --trash"),
     ("move_to=/d does not exist; create it first (mkdir -p /d)", "--move-to /d does not exist; create it first (mkdir -p /d)"),
+    ("move_to= is empty; give the folder to move the copies to", "--move-to is empty; give the folder to move the copies to"),
+    ("move_to=/proc is on a proc file system, which holds no files; choose a folder on a disk",
+     "--move-to /proc is on a proc file system, which holds no files; choose a folder on a disk"),
+    ("move_to=/d/f/x: /d/f is a file; give a folder", "--move-to /d/f/x: /d/f is a file; give a folder"),
+    ("keep= takes one of default, pixels (got 'x')", "--keep takes one of default, pixels (got 'x')"),
     ("/p/d/a.jpg is already under move_to=/p/d; choose another folder, or leave that folder out of the index "
      "(build_index with exclude=)",
      "/p/d/a.jpg is already under --move-to /p/d; choose another folder, or leave that folder out of the index "
@@ -253,6 +275,27 @@ PAIRS = [
      "(call `train()` again)",
      "warning: the trained head takes 48-d vectors, the search space now has 4; the index is committed without it "
      "(run `vsearch train` again)"),
+    # Hardening, round two (issue 20): bounds, devices, a stale meta.json, a folder that cannot be made.
+    ("k= takes at most 1000000000 results (got 10000000000)", "--k takes at most 1000000000 results (got 10000000000)"),
+    ("ks= takes at most 1000000000 (got 10000000000)", "--k takes at most 1000000000 (got 10000000000)"),
+    ("qe= takes at most 1000000000 results, not 10000000000", "--qe takes at most 1000000000 results, not 10000000000"),
+    ("verify= takes at most 10000 results (got 10001)", "--verify takes at most 10000 results (got 10001)"),
+    ("epochs= takes at most 10000 (got 10001)", "--epochs takes at most 10000 (got 10001)"),
+    ("trees= takes at most 1000 (got 1001)", "--trees takes at most 1000 (got 1001)"),
+    ("dba= takes 0 to 1000 neighbours (got 1001)", "--dba takes 0 to 1000 neighbours (got 1001)"),
+    ("unknown device='bogus'; choose auto, cpu, cuda or mps", "unknown --device 'bogus'; choose auto, cpu, cuda or mps"),
+    ("model= names no model; leave it out for the index's own model (or the default)",
+     "--model names no model; leave it out for the index's own model (or the default)"),
+    ("/i/meta.json names generation -1, which the manifest (at generation 3) no longer holds (a meta.json restored "
+     "from an older copy, or edited); `build_index(/p)` rewrites it",
+     "/i/meta.json names generation -1, which the manifest (at generation 3) no longer holds (a meta.json restored "
+     "from an older copy, or edited); `vsearch build-index /p` rewrites it"),
+    ("cannot make the index folder /f/x: Not a directory; choose another index_dir=",
+     "cannot make the index folder /f/x: Not a directory; choose another --index-dir"),
+    ("cannot read the Annoy index /i/a.ann (damaged); `build_index(/p)` rebuilds it, and mode='exact' searches "
+     "without it",
+     "cannot read the Annoy index /i/a.ann (damaged); `vsearch build-index /p` rebuilds it, and --exact searches "
+     "without it"),
 ]
 
 
@@ -368,13 +411,18 @@ def test_a_damaged_meta_json(work):
 
 
 def test_duplicates_and_evaluation(work):
-    idx, nowhere = work / "idx", work / "nowhere"
+    idx = work / "idx"
     with vsearch.open_index(idx) as index:
         groups = index.duplicates(level="exact")
-        round_trip(lambda: index.plan_actions(groups, move_to=nowhere),
-                   ("duplicates", "--index-dir", idx, "--level", "exact", "--move-to", nowhere),
-                   f"move_to={nowhere} does not exist; create it first (mkdir -p {nowhere})",
-                   f"--move-to {nowhere} does not exist; create it first (mkdir -p {nowhere})")
+        round_trip(lambda: index.plan_actions(groups, move_to=""),
+                   ("duplicates", "--index-dir", idx, "--level", "exact", "--move-to", ""),
+                   "move_to= is empty; give the folder to move the copies to",
+                   "--move-to is empty; give the folder to move the copies to")
+        (work / "afile").write_text("x")
+        round_trip(lambda: index.plan_actions(groups, move_to=work / "afile" / "sub"),
+                   ("duplicates", "--index-dir", idx, "--level", "exact", "--move-to", work / "afile" / "sub"),
+                   f"move_to={work / 'afile' / 'sub'}: {work / 'afile'} is a file; give a folder",
+                   f"--move-to {work / 'afile' / 'sub'}: {work / 'afile'} is a file; give a folder")
         round_trip(lambda: index.evaluate(augment=1000), ("evaluate", "--index-dir", idx, "--augment", "1000"),
                    "augment=1000: only 7 images to pick from; ask for 7 or fewer",
                    "--augment 1000: only 7 images to pick from; ask for 7 or fewer")

@@ -2,7 +2,9 @@
 
 Every file vsearch writes (index files, exported models, galleries, reports) goes through
 :func:`replacing` (or :func:`open_replacing` / :func:`write_bytes`), so a crash or kill mid-write
-leaves the old file or none, never half of one. Leftover temporaries are named
+leaves the old file or none, never half of one. An output file the user names (a gallery, a
+report, an export) goes through :func:`write_output`, which does the same for a file but writes
+a FIFO or a device such as ``/dev/null`` in place: renaming over one would replace it. Leftover temporaries are named
 ``.NAME.PID.tmp``; the index's writer deletes them on open.
 
 Every byte written through :func:`open_replacing` passes through :func:`write_some`, and every
@@ -16,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from vsearch.errors import IndexWriteError
+from vsearch.errors import IndexWriteError, VsearchError
 
 #: OSErrors that say "this disk cannot take the write", as opposed to a bug.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -112,6 +116,75 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with open_replacing(path) as out:
         out.write(data)
+
+
+#: How long :func:`write_output` waits for a FIFO's reader to open it before it gives up.
+FIFO_WAIT_S = 10.0
+
+
+def write_output(path: Path, data: bytes) -> Path:
+    """Write an output file the user named (a gallery, a report, an export); returns the path.
+
+    A regular file (or a new name) is replaced atomically, as by :func:`write_bytes`; through a
+    symbolic link, the file it leads to is replaced and the link stays. A FIFO or a character
+    device (``/dev/null``, a terminal, ``/dev/stdout``) cannot be replaced without breaking what
+    reads it, so it is written in place; a FIFO must find its reader within :data:`FIFO_WAIT_S`.
+    A folder, a block device or a socket is refused. Every failure is one
+    :class:`~vsearch.errors.VsearchError` naming the file.
+    """
+    path = Path(path).expanduser()
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise VsearchError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        _write_in_place(path, data)
+        return path
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode) \
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        raise VsearchError(f"cannot write {path}: it is {kind}; give a file name")
+    target = path.resolve() if path.is_symlink() else path  # the link stays; its file is replaced
+    if not target.parent.is_dir():
+        raise VsearchError(f"cannot write {path}: folder {target.parent} does not exist")
+    try:
+        write_bytes(target, data)
+    except OSError as exc:  # a name too long, a read-only folder that is no disk error, ...
+        raise VsearchError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` into the FIFO or character device at ``path`` (no temporary, no rename)."""
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    deadline = time.monotonic() + FIFO_WAIT_S
+    try:
+        while True:
+            try:
+                # Non-blocking, so a FIFO nobody reads fails (ENXIO) instead of hanging the open.
+                fd = os.open(path, flags)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or not stat.S_ISFIFO(os.stat(path).st_mode):
+                    raise
+                if time.monotonic() > deadline:
+                    raise VsearchError(f"cannot write {path}: it is a FIFO and nothing opened it for reading "
+                                       f"within {FIFO_WAIT_S:.0f} s") from None
+                time.sleep(0.05)
+        with open(fd, "wb") as fh:
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):  # swapped since the stat: never write into it
+                raise VsearchError(f"cannot write {path}: it changed while being opened; try again")
+            os.set_blocking(fd, True)  # a full pipe waits for its reader
+            with disk_errors(path):
+                write_some(fh, data)
+                fh.flush()
+    except BrokenPipeError:
+        raise VsearchError(f"cannot write {path}: its reader closed it") from None
+    except OSError as exc:
+        raise VsearchError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def fsync_dir(folder: Path) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from vsearch.api.common import PathLike, index_dir_of
 from vsearch.api.index import Index
-from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES
+from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES, MAX_DBA, MAX_TREES
 from vsearch.errors import VsearchError
 
 if TYPE_CHECKING:  # Pillow comes with the pipeline: only a build pays for it (imported when called)
@@ -48,6 +48,10 @@ class BuildOptions:
         object.__setattr__(self, "exclude", exclude)
         if self.trees is not None and (isinstance(self.trees, bool) or self.trees < 1):
             raise VsearchError(f"trees must be 1 or more, or None to skip the Annoy index (got {self.trees!r})")
+        if self.trees is not None and self.trees > MAX_TREES:
+            raise VsearchError(f"trees= takes at most {MAX_TREES} (got {self.trees})")
+        if isinstance(self.dba, bool) or not 0 <= self.dba <= MAX_DBA:
+            raise VsearchError(f"dba= takes 0 to {MAX_DBA} neighbours (got {self.dba!r})")
         if self.dba and self.trees is None:
             raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
         if self.batch_size < 1:

@@ -5,10 +5,11 @@ folder), and the duplicates' keeper choice. Moving and trashing copies, and undo
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vsearch.api.common import PathLike, content_digest, listed
+from vsearch.api.common import PathLike, check_utf8_name, content_digest, listed
 from vsearch.duplicates import actions, marks
 from vsearch.duplicates.grouping import DuplicateGroup
 from vsearch.errors import VsearchError
@@ -46,6 +47,8 @@ def choose_keeper(group: DuplicateGroup, keeper: PathLike) -> DuplicateGroup:
 
 def not_duplicate(index_dir: Path, a: PathLike, b: PathLike) -> None:
     """Record that images ``a`` and ``b`` are not duplicates (``marks.jsonl``, by content)."""
+    for p in (a, b):
+        check_utf8_name(p)
     digests = [content_digest(Path(p).expanduser()) for p in (a, b)]
     marks.add_not_duplicate(index_dir, *digests, paths=(str(a), str(b)))
 
@@ -57,14 +60,17 @@ def judge(store: Store, root: Path, query: PathLike, results: Sequence[PathLike]
     found = listed(results)
     if not found:
         raise VsearchError("give at least one result image to judge")
-    if isinstance(query, str) and query.startswith("text:") and not Path(query).exists():
+    # os.path.exists: a text longer than a file name can be is no file (Path.exists raises)
+    if isinstance(query, str) and query.startswith("text:") and not os.path.exists(query):
         query_key, query_path = query, None
     else:
+        check_utf8_name(query)
         q = Path(query).expanduser()
         query_key, query_path = content_digest(q), str(q.resolve())
     root = root.resolve()
     verdicts = []
     for r in found:
+        check_utf8_name(r)
         path = Path(r).expanduser()
         digest = content_digest(path)
         entry = store.entry_by_digest(digest)

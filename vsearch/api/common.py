@@ -4,12 +4,13 @@ checks of the options several calls take."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, get_args
 
 from vsearch.errors import VsearchError
 from vsearch.locations import default_index_dir
-from vsearch.retrieval.search import SearchMode
+from vsearch.retrieval.search import MAX_K, SearchMode
 from vsearch.storage.store import file_digest
 
 #: A path given as a str or any os.PathLike (pathlib.Path included).
@@ -17,7 +18,7 @@ PathLike = str | os.PathLike[str]
 #: The search modes every call that searches takes.
 MODES: tuple[str, ...] = get_args(SearchMode)
 
-__all__ = ["MODES", "PathLike", "check_mode", "check_qe", "content_digest", "index_dir_of", "listed", "read_header", "register_heif"]
+__all__ = ["MODES", "PathLike", "check_mode", "check_qe", "check_seed", "check_utf8_name", "content_digest", "index_dir_of", "listed", "read_header", "register_heif"]
 
 
 def index_dir_of(index_dir: PathLike | None) -> Path:
@@ -44,13 +45,36 @@ def check_qe(qe: int) -> None:
     """Refuse a query-expansion depth that is not a whole number of 0 or more."""
     if isinstance(qe, bool) or not hasattr(qe, "__index__") or qe < 0:
         raise VsearchError(f"qe must be 0 or more (got {qe!r})")
+    if qe > MAX_K:
+        raise VsearchError(f"qe= takes at most {MAX_K} results, not {qe}")
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed that numpy's generators do not take: a whole number of 0 or more."""
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or seed < 0:
+        raise VsearchError(f"seed= takes 0 or more (got {seed!r})")
+
+
+def check_utf8_name(path: PathLike) -> None:
+    """Refuse a file name that is not valid UTF-8 (it cannot be recorded: judgments, marks and
+    the index keep UTF-8 names only) in one line."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise VsearchError(f"file name is not valid UTF-8: {shown}; rename it (vsearch reads only UTF-8 names)") from None
 
 
 def content_digest(path: Path) -> str:
     """The manifest's content digest of a file (what marks and judgments are keyed by)."""
-    if not path.exists():
-        raise VsearchError(f"no such file: {path}")
-    if not path.is_file():  # a folder, or a FIFO that would block the read
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise VsearchError(f"no such file: {path}") from None
+    except OSError as exc:  # a name too long for the file system, a folder that cannot be searched
+        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # a folder, or a FIFO that would block the read
         raise VsearchError(f"{path} is not a regular file; give an image file")
     from vsearch.imaging import images  # Pillow: only marking or judging a pair pays for it
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 from vsearch.api.common import PathLike, index_dir_of
 from vsearch.learning import clicks, judgments
 from vsearch.learning.clicks import DEFAULT_SWAP_FRACTION, log_click, log_impressions
+from vsearch.learning.interleaving import Interleaved, team_draft
+from vsearch.learning.interleaving import log_click as _log_interleaved_click
+from vsearch.learning.interleaving import log_interleaved as _log_interleaved
 from vsearch.storage.store import file_digest
 
-__all__ = ["DEFAULT_SWAP_FRACTION", "bytes_digest", "latest_shown", "log_click", "log_impressions", "record_verdict"]
+__all__ = ["DEFAULT_SWAP_FRACTION", "Interleaved", "bytes_digest", "latest_shown", "log_click", "log_impressions",
+           "log_interleaved", "log_interleaved_click", "record_verdict", "team_draft"]
 
 
 def bytes_digest(data: bytes) -> str:
@@ -28,3 +32,15 @@ def record_verdict(index_dir: PathLike | None, query: str, result: str, relevant
     with the rank it was shown at, when known."""
     return judgments.record_judgment(index_dir_of(index_dir), query, result, relevant, source=source, rank=rank,
                                      result_path=result_path)
+
+
+def log_interleaved(index_dir: PathLike | None, query: str, shown: Interleaved[str], a: str, b: str) -> int:
+    """Log an interleaved list (:func:`team_draft` of configurations ``a`` and ``b``, result
+    keys as digests) shown for ``query``; returns the list id that clicks name. Kept apart from
+    the click log: an interleaved list is neither ranker's order."""
+    return _log_interleaved(index_dir_of(index_dir), query, shown, a, b)
+
+
+def log_interleaved_click(index_dir: PathLike | None, list_id: int, result: str) -> int:
+    """Log a click on ``result`` (a digest) in interleaved list ``list_id``; returns its rank."""
+    return _log_interleaved_click(index_dir_of(index_dir), list_id, result)

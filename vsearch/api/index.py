@@ -8,15 +8,17 @@ open index.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vsearch.api import changes, learning, scoring
+from vsearch.api import changes, comparing, learning, scoring
 from vsearch.api.common import PathLike, check_mode, check_qe, index_dir_of, listed
 from vsearch.api.details import IndexDetails
+from vsearch.defaults import DEFAULT_QE
 from vsearch.duplicates import actions as act
 from vsearch.duplicates import grouping as dup
 from vsearch.duplicates import marks
@@ -27,7 +29,7 @@ from vsearch.learning import judgments as jd
 from vsearch.retrieval import freshness as fresh
 from vsearch.retrieval.query import QueryVector
 from vsearch.retrieval.rerank import DEFAULT_NEGATIVE_WEIGHT, combine_examples
-from vsearch.retrieval.search import Hit, Refine, Searcher, SearchMode, verify_rerank
+from vsearch.retrieval.search import MAX_K, MAX_VERIFY, Hit, Refine, Searcher, SearchMode, verify_rerank
 from vsearch.storage.meta import META_FILE, IndexMeta
 from vsearch.storage.store import MARKS_FILE, FileEntry, Store
 
@@ -192,12 +194,13 @@ class Index:
         path_glob: str | None = None,
         dedupe: float | None = None,
         diverse: float | None = None,
-        qe: int = 0,
+        qe: int = DEFAULT_QE,
         mode: SearchMode = "auto",
         on_missing: Callable[[list[Path]], None] | None = None,
         verify: int = 0,
         max_per_folder: int | None = None,
         max_per_day: int | None = None,
+        copy_first: bool = True,
     ) -> list[Hit]:
         """The ``k`` images nearest to the query, best first, as :class:`Hit` s (rank, score, path).
 
@@ -214,7 +217,11 @@ class Index:
         results whose path relative to :attr:`root` matches (``*`` crosses folders).
         ``dedupe``: collapse results whose cosine to a better one is at least this.
         ``diverse``: MMR re-ranking, 1 = relevance only, lower = more varied. ``qe``: average
-        query expansion with the top ``qe`` results (0 = off). ``mode``: ``auto`` (Annoy for
+        query expansion with the top ``qe`` results (default
+        :data:`~vsearch.defaults.DEFAULT_QE`, measured in docs/defaults.md; 0 = off).
+        ``copy_first``: when expansion (or a DBA copy) changes the order, the query's nearest
+        neighbour by its own vector stays first, so an edited copy still finds its original at
+        rank 1 (with ``exclude_self`` off, an indexed query photo stays ahead of it). ``mode``: ``auto`` (Annoy for
         large indexes), ``exact`` or ``approximate`` (Annoy; needs one).
         ``verify``: re-rank the top ``verify`` results by local-feature verification against
         the query image (one image query only): copies of the query, cropped, rescaled,
@@ -238,6 +245,7 @@ class Index:
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
         refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe,
+                        copy_first=copy_first,
                         max_per_folder=max_per_folder, max_per_day=max_per_day)
         image = _verify_query(verify, queries, text)
         hits = searcher.search(vector, max(k, verify), mode, exclude_rows=own if exclude_self else [], refine=refine,
@@ -246,20 +254,31 @@ class Index:
 
     def duplicates(self, threshold: float | None = None, *, level: str = "near", keep: str = "default",
                    not_duplicates: Collection[frozenset[str]] = (), mode: SearchMode = "auto",
-                   progress: Callable[[int, int], None] | None = None) -> list[DuplicateGroup]:
+                   progress: Callable[[int, int], None] | None = None,
+                   min_overlap: float = dup.NEAR_MIN_OVERLAP) -> list[DuplicateGroup]:
         """Groups of duplicate images, largest first, each a star around the copy to keep.
 
         ``level``: ``exact`` (byte-identical files), ``near`` (default: copies verified by local
         features: rescaled, recompressed, cropped, re-coloured or mirrored) or ``similar``
         (cosine only). ``threshold``: the shortlist cosine at the near level (default 0.80),
         the grouping cosine at the similar level (default 0.92; higher is stricter).
-        ``keep``: which copy each group keeps: ``default`` (most pixels, then largest file,
-        then oldest, then path), ``largest``, ``smallest``, ``oldest``, ``newest`` or
-        ``shortest-path``. ``not_duplicates``: pairs of content digests never grouped together.
+        ``keep``: which copy each group keeps: ``default`` (the original over its derivatives:
+        a regular file over a symbolic link, a camera RAW, camera EXIF, the earliest capture
+        time, most pixels, no trace of a re-save in the pixels, the higher JPEG quality, a name
+        that is no copy's, the oldest, the larger file, the path; see
+        :mod:`vsearch.duplicates.keeper`), ``pixels`` (most pixels, then largest file, then
+        oldest, then path), ``largest``, ``smallest``, ``oldest``, ``newest`` or
+        ``shortest-path`` (each first, then the default order). A hard link or symbolic link
+        to the keeper is listed at level ``same-file``, never as a copy to act on.
+        ``not_duplicates``: pairs of content digests never grouped together.
         ``mode``: ``auto``, ``exact`` or ``approximate``. ``progress(done, total)`` follows
-        the rows compared, then the rows grouped.
+        the rows compared, then the rows grouped. ``min_overlap`` (near): the share of each
+        image a copy must have in common with its keeper (default 0.5; lower finds heavier
+        crops). A near copy is also the same picture, not another moment of the scene: its
+        aligned pixels agree (a burst frame is grouped at ``similar`` only).
         """
         check_mode(mode)
+        comparing.check_share("min_overlap", min_overlap)
         if level not in dup.LEVELS:
             raise VsearchError(f"level must be one of {', '.join(dup.LEVELS)} (got {level!r})")
         if keep not in dup.KEEP_RULES:
@@ -273,7 +292,49 @@ class Index:
         # Marks recorded with not_duplicate (or the CLI's --not-duplicate) always apply.
         apart = set(not_duplicates) | marks.not_duplicates(store.dir)
         return dup.find_groups(store, threshold, level=level, keep=keep, not_duplicates=apart,
-                               mode=mode, progress=progress, vectors=vectors)
+                               mode=mode, progress=progress, vectors=vectors, min_overlap=min_overlap)
+
+    def against(self, folder: PathLike, *, level: str = "near", threshold: float | None = None,
+                min_overlap: float = dup.NEAR_MIN_OVERLAP, mode: SearchMode = "auto",
+                progress: Callable[[int, int], None] | None = None) -> list[comparing.AgainstResult]:
+        """For every image under ``folder`` (recursively; nothing is added to the index), whether
+        the index already holds it: an :class:`~vsearch.duplicates.against.AgainstResult` each,
+        sorted by path, ``status`` ``present`` (with the ``match``, its ``level`` and cosine),
+        ``new`` or ``unreadable``.
+
+        ``level``: ``exact`` (the same bytes only), ``near`` (default: the same bytes, or a
+        verified copy, crop or edit, as :meth:`duplicates` finds them) or ``similar`` (the
+        nearest indexed photo's cosine reaches ``threshold``). ``threshold``, ``min_overlap``,
+        ``mode``: as in :meth:`duplicates`. ``progress(done, total)`` follows the photos checked.
+        """
+        _, searcher = self._open()
+        return comparing.against(searcher, folder, level=level, threshold=threshold, min_overlap=min_overlap,
+                                 mode=mode, progress=progress)
+
+    def explain(self, a: PathLike, b: PathLike, *, level: str = "near", threshold: float | None = None,
+                min_overlap: float = dup.NEAR_MIN_OVERLAP) -> comparing.PairExplanation:
+        """Why images ``a`` and ``b`` are (or are not) duplicates: their cosine, the keypoints
+        matched, the fitted transform, the overlap, the aligned-pixel agreement, the strictest
+        level the pair reaches and each test it passed or missed (a
+        :class:`~vsearch.duplicates.explain.PairExplanation`; ``a`` in the keeper's place).
+        Either image may be outside the index. ``threshold`` is ``level``'s cosine, as in
+        :meth:`duplicates`; ``min_overlap`` as there."""
+        _, searcher = self._open()
+        return comparing.explain(searcher, a, b, level=level, threshold=threshold, min_overlap=min_overlap)
+
+    def marks(self) -> list[comparing.MarkedPair]:
+        """The standing "not a duplicate" marks, oldest first, each with where its two images are
+        (a :class:`~vsearch.api.comparing.MarkedPair`)."""
+        store, _ = self._open()
+        return comparing.marked_pairs(store)
+
+    def unmark(self, a: PathLike, b: PathLike) -> None:
+        """Take back a "not a duplicate" mark of images ``a`` and ``b``: later :meth:`duplicates`
+        calls may group them again. Changes a file: ``marks.jsonl`` gets one more line (the log
+        is append-only, kept by content like the marks). Raises :class:`VsearchError` when the
+        two are not marked."""
+        self._open()
+        comparing.unmark(self._dir, a, b)
 
     def not_duplicate(self, a: PathLike, b: PathLike) -> None:
         """Record that images ``a`` and ``b`` are not duplicates: later :meth:`duplicates` calls
@@ -298,28 +359,33 @@ class Index:
     def plan_actions(self, groups: Sequence[DuplicateGroup], *, move_to: PathLike | None = None,
                      trash: bool = False) -> list[Action]:
         """What acting on ``groups`` would do, changing nothing: move every copy that is not its
-        group's keeper under ``move_to`` (keeping its path relative to :attr:`root`), or send it
-        to the trash (``trash=True``). Raises :class:`VsearchError` for a missing or unwritable
-        folder, a folder that holds :attr:`root` or lies in the index folder, or a target that
-        exists already. Give the result to :meth:`apply_actions`."""
+        group's keeper under ``move_to`` (keeping its path relative to :attr:`root`; a missing
+        folder is made by :meth:`apply_actions`), or send it to the trash (``trash=True``).
+        ``same-file`` members (links to the keeper) are never acted on. Raises
+        :class:`VsearchError` for an empty ``move_to``, one that is no folder, is unwritable, is
+        on a file system that holds no files (/proc, /sys), holds :attr:`root` or lies in the
+        index folder, a target that exists already, or a copy whose folder is read-only. Give
+        the result to :meth:`apply_actions`."""
         self._open()
-        return act.plan(groups, root=self.root, move_to=Path(move_to) if move_to is not None else None,
-                        trash=trash, index_dir=self._dir)
+        return act.plan(groups, root=self.root, move_to=move_to, trash=trash, index_dir=self._dir)
 
     def apply_actions(self, actions: Sequence[Action],
                       progress: Callable[[int, int], None] | None = None) -> UndoLog:
         """Do what :meth:`plan_actions` planned. Each action is written to an undo log in the index
         folder (fsynced) before the file is touched; the index follows (a copy moved inside
-        :attr:`root` keeps its row under its new path, others leave it; nothing is embedded).
-        Every copy and keeper must be unchanged since indexing, else nothing is done.
-        Returns the :class:`UndoLog`; :meth:`undo` reverses it."""
+        :attr:`root` keeps its row under its new path, others leave it; nothing is embedded),
+        and records the folders' new mtimes, so :meth:`freshness` still finds it up to date.
+        Every copy and keeper must be unchanged since indexing, and each keeper a regular
+        file, else nothing is done; a target folder no file can be made in is refused before
+        the log is written. Returns the :class:`UndoLog`; :meth:`undo` reverses it."""
         self._open()
         return act.apply(self._dir, list(actions), progress=progress)
 
     def undo(self, log: PathLike | None = None) -> UndoResult:
         """Put back what an undo log moved or trashed (the newest log not yet undone when None),
-        with the files' rows in the index. Never overwrites a file; refuses a log made for
-        another index."""
+        with the files' rows in the index, all or nothing: every entry is checked first, and a
+        damaged one is an error naming the log and line. Never overwrites a file; refuses a log
+        made for another index; removes what a killed run left at the targets."""
         self._open()
         return act.undo(self._dir, Path(log) if log is not None else None)
 
@@ -398,7 +464,7 @@ class Index:
         judgments: bool = False,
         ks: Sequence[int] | None = None,
         mode: SearchMode = "auto",
-        qe: int = 0,
+        qe: int = DEFAULT_QE,
         seed: int = 0,
         ann_recall: bool = False,
         progress: Callable[[int, int], None] | None = None,
@@ -436,6 +502,8 @@ def _check_query_options(k: int, mode: str, not_weight: float, min_score: float 
                          dedupe: float | None, diverse: float | None, qe: int) -> None:
     if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1:  # numpy integers are fine
         raise VsearchError(f"k must be a whole number, 1 or more (got {k!r})")
+    if k > MAX_K:
+        raise VsearchError(f"k= takes at most {MAX_K} results (got {k})")
     check_mode(mode)
     if not math.isfinite(not_weight) or not_weight < 0:
         raise VsearchError(f"not_weight must be 0 or more (got {not_weight!r})")
@@ -454,10 +522,12 @@ def _verify_query(verify: int, queries: Any, text: Any) -> Path | None:
     """The one query image that ``verify`` re-ranks against (None when verify is 0)."""
     if isinstance(verify, bool) or not hasattr(verify, "__index__") or verify < 0:
         raise VsearchError(f"verify must be a whole number, 0 or more (got {verify!r})")
+    if verify > MAX_VERIFY:
+        raise VsearchError(f"verify= takes at most {MAX_VERIFY} results (got {verify})")
     if verify == 0:
         return None
     images = listed(queries)
-    if len(images) != 1 or listed(text) or not Path(images[0]).expanduser().is_file():
+    if len(images) != 1 or listed(text) or not os.path.isfile(Path(images[0]).expanduser()):  # never raises
         raise VsearchError("verify= needs exactly one query image (not text, not several images)")
     return Path(images[0]).expanduser()
 

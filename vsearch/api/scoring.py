@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vsearch.api.common import PathLike, check_mode, check_qe, index_dir_of
+from vsearch.api.common import PathLike, check_mode, check_qe, check_seed, index_dir_of
+from vsearch.defaults import DEFAULT_QE
 from vsearch.errors import VsearchError
 from vsearch.learning import clicks, judgments
 from vsearch.retrieval.search import Refine, Searcher, SearchMode
@@ -26,8 +27,10 @@ if TYPE_CHECKING:  # these import Pillow: only an evaluation pays for it (import
     from vsearch.evaluation.evaluate import EvalReport  # Pillow: only an evaluation pays for it
     from vsearch.evaluation.labels import LabelledQuery, Labels  # Pillow: only an evaluation pays for it
     from vsearch.learning.propensity import ClickReport  # numpy maths: only the click report pays for it
+    from vsearch.learning.interleaving import InterleavingReport  # only the interleaving report pays for it
 
-__all__ = ["Setup", "SideBySide", "click_report", "evaluate_index", "evaluate_side_by_side", "judged_pairs",
+__all__ = ["Setup", "SideBySide", "click_report", "evaluate_index", "evaluate_side_by_side", "interleaving_reports",
+           "judged_pairs",
            "make_pairs", "pairs_csv", "read_judgments"]
 
 ProgressFn = Callable[[int, int], None]
@@ -35,7 +38,7 @@ ProgressFn = Callable[[int, int], None]
 
 def evaluate_index(store: Store, searcher: Searcher, *, pairs: PathLike | None = None, groups: PathLike | None = None,
                    augment: int | None = None, judged: bool = False, ks: Sequence[int] | None = None,
-                   mode: SearchMode = "auto", qe: int = 0, seed: int = 0, ann_recall: bool = False,
+                   mode: SearchMode = "auto", qe: int = DEFAULT_QE, seed: int = 0, ann_recall: bool = False,
                    progress: ProgressFn | None = None, max_per_folder: int | None = None,
                    max_per_day: int | None = None) -> EvalReport:
     """Score one open index on labels (see :meth:`vsearch.api.index.Index.evaluate`)."""
@@ -48,6 +51,7 @@ def evaluate_index(store: Store, searcher: Searcher, *, pairs: PathLike | None =
         raise VsearchError("give exactly one of pairs=, groups=, augment= or judgments=True")
     check_mode(mode)
     check_qe(qe)
+    check_seed(seed)
     if augment is not None and (isinstance(augment, bool) or augment < 1):
         raise VsearchError(f"augment must be 1 or more (got {augment!r})")
     caps = Refine(max_per_folder=max_per_folder, max_per_day=max_per_day)  # checks them before any work
@@ -77,10 +81,11 @@ class Setup:
 
     index_dir: Path
     mode: SearchMode = "auto"
-    qe: int = 0
+    qe: int = DEFAULT_QE
     max_per_folder: int | None = None
     max_per_day: int | None = None
     adapter: bool = True
+    copy_first: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,9 @@ def column_labels(setups: Sequence[Setup]) -> list[str]:
     all_adapted = all(s.adapter for s in setups)
     shown = [s.mode + "".join(f", max {n} {c}" for c, n in (("per folder", s.max_per_folder),
                                                               ("per day", s.max_per_day)) if n)
-             + ("" if all_adapted else f", adapter {'on' if s.adapter else 'off'}") for s in setups]
+             + ("" if all_adapted else f", adapter {'on' if s.adapter else 'off'}")
+             + ("" if all(t.copy_first for t in setups) else f", copy first {'on' if s.copy_first else 'off'}")
+             for s in setups]
     return compare.target_labels([s.index_dir for s in setups], shown, [s.qe for s in setups])
 
 
@@ -122,10 +129,13 @@ def evaluate_side_by_side(setups: Sequence[Setup], *, pairs: PathLike | None = N
         raise VsearchError("give exactly one of pairs=, groups=, augment= or judged=True")
     for s in setups:
         check_mode(s.mode)
+        check_qe(s.qe)
+    check_seed(seed)
     names = column_labels(setups)
     with ExitStack() as opened:
         targets = [compare.Target(Searcher(opened.enter_context(Store.open(s.index_dir)), device=device,
-                                           adapter=s.adapter), s.mode, name, s.qe, s.max_per_folder, s.max_per_day)
+                                           adapter=s.adapter), s.mode, name, s.qe, s.max_per_folder, s.max_per_day,
+                                   s.copy_first)
                    for s, name in zip(setups, names)]
         if augment is not None:
             started = time.perf_counter()
@@ -151,6 +161,16 @@ def click_report(index_dir: PathLike | None = None) -> ClickReport:
     with Store.open(index_dir_of(index_dir)) as store:
         logged = clicks.read_click_log(store.dir)
     return propensity.click_report(logged, clicks.SWAP_DEPTH)
+
+
+def interleaving_reports(index_dir: PathLike | None = None) -> list[InterleavingReport]:
+    """What the interleaving log says: one report per experiment (pair of configurations) the
+    page interleaved, with per-query wins, losses and ties, A's share of the decided queries
+    with its 95% interval, the sign test p-value and which configuration is better."""
+    from vsearch.learning import interleaving  # only the interleaving report pays for it
+
+    with Store.open(index_dir_of(index_dir)) as store:
+        return interleaving.reports(interleaving.read_log(store.dir))
 
 
 def read_judgments(index_dir: PathLike | None = None) -> list[judgments.Judgment]:
@@ -181,4 +201,5 @@ def make_pairs(folder: PathLike, n: int, seed: int, out: PathLike) -> tuple[Path
     returns the CSV's path and the number of copies."""
     from vsearch.evaluation import labels as lb  # Pillow: only an evaluation pays for it
 
+    check_seed(seed)
     return lb.make_pairs(Path(folder), n, seed, Path(out))

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import stat
@@ -117,7 +118,9 @@ class _Converter:
         info = self.info
         try:
             mode = path.stat().st_mode
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # no file can have this name: say so here, once
+                raise typer.BadParameter(f"{path}: file name too long", ctx=ctx, param=param) from None
             if info.exists:
                 raise typer.BadParameter(f"{path} does not exist", ctx=ctx, param=param) from None
             return path

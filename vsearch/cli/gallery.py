@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vsearch import atomic
-from vsearch.errors import VsearchError
 from vsearch.imaging.thumbnails import THUMB_SIDE, data_uri, thumbnail
 
 #: The look every vsearch page shares (the gallery, the duplicates review).
@@ -41,10 +40,8 @@ class HitLike(Protocol):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path).expanduser()
-    if path.parent and not path.parent.exists():
-        raise VsearchError(f"cannot write {path}: folder {path.parent} does not exist")
-    atomic.write_bytes(path, data)
+    # A file is replaced atomically; a FIFO or /dev/null is written in place, never replaced.
+    atomic.write_output(path, data)
 
 
 def write_page(out: Path, doc: str) -> Path:

@@ -29,7 +29,7 @@ from vsearch.cli.app import app, err, examples, user_errors
 from vsearch.cli.wording import cli_words
 
 # The commands register on the app as their modules load, in the order --help lists them.
-from vsearch.cli import build, search, dupes, scoring  # noqa: E402,F401,I001
+from vsearch.cli import build, search, dupes, scoring, check  # noqa: E402,F401,I001
 
 __all__ = ["app", "default_index_dir", "run", "user_errors"]
 
@@ -79,7 +79,8 @@ def _size_text(n: int) -> str:
 def serve(
     index_dir: IndexDir = None,
     host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", metavar="PORT", min=1, max=65535, help="Port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535,
+                                      help="Port (0: a free one, which the address printed shows).")] = 8000,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
     allow_remote: Annotated[bool, typer.Option(
         "--allow-remote", help="Allow a --host other machines can reach (prints a warning).")] = False,
@@ -100,16 +101,19 @@ def serve(
     from vsearch import api  # numpy and the library: --help does not pay for them
 
     with api.open_index(index_dir, device="cpu") as index:
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
-        err(f"serving {index.count} images ({index.model}) at {url}; Ctrl-C stops")
-        if open_browser:
-            import threading
-            import webbrowser
+        def ready(url: str) -> None:
+            """Called once the port is bound (a port in use was an error, and nothing printed):
+            the address it is bound to, the real port with --port 0."""
+            err(f"serving {index.count} images ({index.model}) at {url}; Ctrl-C stops")
+            if open_browser:
+                import threading  # only --open needs them
+                import webbrowser
 
-            opener = threading.Timer(1.0, webbrowser.open, (url,))  # once uvicorn listens
-            opener.daemon = True
-            opener.start()
-        web.serve(index, host, port)
+                opener = threading.Timer(0.5, webbrowser.open, (url,))  # the socket listens already
+                opener.daemon = True
+                opener.start()
+
+        web.serve(index, host, port, ready=ready)
 
 
 class JudgmentsAction(str, Enum):
@@ -178,14 +182,14 @@ def judgments(
     if action is JudgmentsAction.export:
         if fmt not in (None, Format.csv):
             raise VsearchError("judgments export writes csv (a pairs file): --format csv")
-        from vsearch import atomic  # only an export to a file needs it
+        from vsearch import atomic  # only an export to a file needs it (a FIFO or /dev/null: written in place)
 
         found = api.judged_pairs(index_dir)
         text = api.pairs_csv(found)
         if out is None:
             typer.echo(text, nl=False)
         else:
-            atomic.write_bytes(out.expanduser(), text.encode("utf-8"))
+            atomic.write_output(out, text.encode("utf-8"))
         if not quiet:
             for note in found.notes:
                 err(f"note: {note}")

@@ -170,11 +170,12 @@ def duplicate_groups(groups: Sequence[Any], fmt: Format, *, columns: Sequence[st
 
     json keeps every field (``keeper`` true/false, ``mtime`` in seconds since the epoch);
     table and csv show ``keeper`` as ``yes`` or blank and ``mtime`` as local time; ``paths``
-    lists every member but the keepers: the copies a de-duplication would remove.
+    lists every member but the keepers and the keepers' own files under other paths (level
+    ``same-file``): the copies a de-duplication would remove.
     """
     members = [m for g in groups for m in g]
     if fmt is Format.paths:
-        records([m for m in members if not m.keeper], fmt, out=out, null=null)
+        records([m for m in members if m.is_copy], fmt, out=out, null=null)
         return
     if fmt is Format.json:
         records(members, fmt, out=out)

@@ -25,7 +25,7 @@ import numpy as np
 
 from vsearch.imaging.thumbnails import data_uri, load_thumbnail
 from vsearch.cli import render
-from vsearch.atomic import write_bytes as atomic_write_bytes
+from vsearch.atomic import write_output
 from vsearch.errors import VsearchError
 from vsearch.api.records import EvalReport, Evaluation, Labels, QueryRecord
 from vsearch.cli.render import EvalFormat, Format
@@ -296,20 +296,13 @@ def write_per_query(path: Path, ev: Evaluation) -> int:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write(path, buf.getvalue(), atomic_write_bytes)
+    _write(path, buf.getvalue(), write_output)
     return len(rows)
 
 
 def _write(path: Path, text: str, writer: Any) -> None:
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise VsearchError(f"{path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise VsearchError(f"cannot write {path}: folder {path.parent} does not exist")
-    try:
-        writer(path, text.encode("utf-8"))
-    except OSError as exc:
-        raise VsearchError(f"cannot write {path}: {exc.strerror or exc}") from None
+    # writer: atomic.write_output, which replaces a file but writes a FIFO or /dev/null in place
+    writer(path, text.encode("utf-8"))
 
 
 # --- HTML report ---------------------------------------------------------------------------
@@ -465,7 +458,7 @@ def render_html(ev: Evaluation, *, title: str = "vsearch evaluation", source: st
 
 def write_html(path: Path, ev: Evaluation, *, title: str = "vsearch evaluation", source: str = "") -> None:
     """Write :func:`render_html` to ``path`` (atomically)."""
-    _write(path, render_html(ev, title=title, source=source), atomic_write_bytes)
+    _write(path, render_html(ev, title=title, source=source), write_output)
 
 
 # --- clicks ----------------------------------------------------------------------------------

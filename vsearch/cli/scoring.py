@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from vsearch.defaults import DEFAULT_QE
 from vsearch.errors import VsearchError
 from vsearch.locations import default_index_dir
 from vsearch.cli.options import (
@@ -55,9 +56,9 @@ def _search_modes(mode: str | None, exact: bool, n: int) -> list[str]:
 
 
 def _expansions(qe: str | None, n: int) -> list[int]:
-    """One query-expansion depth per --index-dir (0 = off)."""
+    """One query-expansion depth per --index-dir (0 = off; default: query's)."""
     if qe is None:
-        return [0] * n
+        return [DEFAULT_QE] * n
     try:
         values = [int(v) for v in _per_index("--qe", qe, n, "depths")]
     except ValueError:
@@ -92,6 +93,7 @@ def _caps(option: str, text: str | None, n: int) -> list[int | None]:
     "vsearch evaluate --index-dir A --index-dir B --groups labels.csv   # A/B, with a CI",
     "vsearch evaluate --judgments            # on verdicts recorded with vsearch judge",
     "vsearch evaluate --clicks               # the page's click log, position bias removed",
+    "vsearch evaluate --interleaving         # the page's interleaving experiments: which ranker won",
     "vsearch evaluate --index-dir A --index-dir A --groups labels.csv --max-per-folder off,3   # what a cap costs",
 ))
 @user_errors
@@ -113,6 +115,10 @@ def evaluate(
     clicks: Annotated[bool, typer.Option(
         "--clicks", help="Report the page's click log instead: click-through by rank, per-rank propensities "
                          "estimated from its swapped pairs, and the position-debiased (IPW) click metric.")] = False,
+    interleaving: Annotated[bool, typer.Option(
+        "--interleaving", help="Report the page's interleaving experiments instead: for each pair of configurations, "
+                               "the queries each won by clicks (team-draft), the ties, the share of wins with a 95% "
+                               "interval, a sign test p-value and which is better.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --augment's picks and edits, and the bootstrap.")] = 0,
     k: Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated. Default: 1,5,10; 1,10 with --augment.",
                                              show_default=False)] = None,
@@ -126,8 +132,8 @@ def evaluate(
                            "largest K's map); recall@1 with --augment.", show_default=False)] = None,
     qe: Annotated[str | None, typer.Option(
         "--qe", metavar="N", show_default=False,
-        help="Average query expansion with the top N results (0 = off); comma-separated, one per --index-dir, "
-             "to compare (e.g. --index-dir X --index-dir X --qe 0,3).")] = None,
+        help=f"Average query expansion with the top N results (0 = off; default {DEFAULT_QE}, as query); "
+             "comma-separated, one per --index-dir, to compare (e.g. --index-dir X --index-dir X --qe 0,3).")] = None,
     ann_recall: Annotated[bool, typer.Option(
         "--ann-recall", help="Add ann_recall@K (Annoy top K against exact top K, same queries) to the results; "
                              "side-by-side runs and reports always have it.")] = False,
@@ -142,6 +148,10 @@ def evaluate(
         "--adapter", metavar="on|off", help="Search through the index's trained head (`vsearch train`) when it has one; "
                                            "comma-separated, one per --index-dir, to compare (e.g. --index-dir X "
                                            "--index-dir X --adapter off,on).")] = "on",
+    copy_first: Annotated[str, typer.Option(
+        "--copy-first", metavar="on|off", help="Keep the nearest photo by the query's own vector first when --qe or "
+                                               "--dba change the order (as query does); comma-separated, one per "
+                                               "--index-dir, to compare (e.g. --copy-first off,on).")] = "on",
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -155,6 +165,14 @@ def evaluate(
     from vsearch import api  # numpy and the library: --help does not pay for them
     from vsearch.cli import report  # matplotlib and Pillow: only evaluate pays for them
 
+    if interleaving:
+        if sum(x is not None for x in (pairs, groups, augment)) or judged or clicks or len(index_dirs or []) > 1:
+            raise VsearchError("--interleaving reports one index's interleaving log: give no labels, no --clicks "
+                               "and one --index-dir")
+        from vsearch.cli import interleave  # the report's renderer: only this report pays for it
+
+        interleave.render_report(api.interleaving_reports(index_dirs[0] if index_dirs else None), fmt, quiet=quiet)
+        return
     if clicks:
         if sum(x is not None for x in (pairs, groups, augment)) or judged or len(index_dirs or []) > 1:
             raise VsearchError("--clicks reports one index's click log: give no labels and one --index-dir")
@@ -172,8 +190,11 @@ def evaluate(
     adapters = _per_index("--adapter", adapter, len(dirs), "settings")
     if any(a not in ("on", "off") for a in adapters):
         raise VsearchError(f"--adapter takes on or off, comma-separated (got {adapter!r})")
-    setups = [api.Setup(Path(d), m, e, f, day, a == "on")
-              for d, m, e, f, day, a in zip(dirs, modes, expands, folder_caps, day_caps, adapters)]
+    pinned = _per_index("--copy-first", copy_first, len(dirs), "settings")
+    if any(c not in ("on", "off") for c in pinned):
+        raise VsearchError(f"--copy-first takes on or off, comma-separated (got {copy_first!r})")
+    setups = [api.Setup(Path(d), m, e, f, day, a == "on", c == "on")
+              for d, m, e, f, day, a, c in zip(dirs, modes, expands, folder_caps, day_caps, adapters, pinned)]
     with tempfile.TemporaryDirectory(prefix="vsearch-augment-") as tmp, progress_bar(quiet) as bar:
         done = api.evaluate_side_by_side(setups, pairs=pairs, groups=groups, augment=augment, judged=judged, ks=ks,
                                          scratch=Path(tmp), headline=headline, seed=seed, device=device,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from vsearch.defaults import DEFAULT_QE
 from vsearch.cli import render
 from vsearch.errors import VsearchError
 from vsearch.cli.options import (
@@ -51,7 +53,7 @@ def query(
     path_glob: Annotated[str | None, typer.Option("--path", help="Only results whose path (relative to the indexed folder) matches this glob, e.g. '*.png' or 'holiday/*'.")] = None,
     dedupe: Annotated[float | None, typer.Option("--dedupe", help="Collapse results whose cosine to a better result is at least THRESHOLD (e.g. 0.92).", metavar="THRESHOLD")] = None,
     diverse: Annotated[float | None, typer.Option("--diverse", min=0.0, max=1.0, help="Maximal marginal relevance re-ranking: LAMBDA 1 = relevance only, lower = more varied.", metavar="LAMBDA")] = None,
-    expand: Annotated[int, typer.Option("--qe", min=0, help="Average query expansion: re-query with the mean of the query and its top N results (0 = off).", metavar="N")] = 0,
+    expand: Annotated[int, typer.Option("--qe", min=0, help="Average query expansion: re-query with the mean of the query and its top N results (0 = off); the nearest photo by the query's own vector stays first (docs/defaults.md).", metavar="N")] = DEFAULT_QE,
     verify: Annotated[int, typer.Option("--verify", min=0, metavar="N", help="Re-rank the top N by local-feature verification against the query image: finds the original of a crop or edited copy first (0 = off; 10 is the measured trade, about 25 ms per result).")] = 0,
     html_out: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML gallery of the query and results.", dir_okay=False)] = None,
     sheet_out: Annotated[Path | None, typer.Option("--sheet", help="Also write a contact-sheet PNG of the query and results.", dir_okay=False)] = None,
@@ -80,11 +82,11 @@ def query(
                            mode="exact" if exact else "approximate" if approximate else "auto",
                            on_missing=dropped.extend, verify=verify,
                            max_per_folder=max_per_folder, max_per_day=max_per_day)
-    render.records(hits, fmt, columns=["rank", "score", "path"], null=null)
-    if html_out or sheet_out:
+    if html_out or sheet_out:  # before the listing: a file that cannot be written is the one thing printed
         from vsearch.cli import gallery  # Pillow: only --html/--sheet pays for it
 
-        shown = [Path(q).expanduser() if Path(q).expanduser().exists() else q for q in queries]
+        # os.path.exists: a text query longer than a file name is text, not an OSError
+        shown = [Path(q).expanduser() if os.path.exists(Path(q).expanduser()) else q for q in queries]
         if html_out:
             written = gallery.write_html(html_out, hits, queries=shown, negatives=negatives or [])
             if not quiet:
@@ -93,6 +95,7 @@ def query(
             written = gallery.write_sheet(sheet_out, hits, queries=shown)
             if not quiet:
                 err(f"contact sheet: {written}")
+    render.records(hits, fmt, columns=["rank", "score", "path"], null=null)
     if dropped:
         err(f"{len(dropped)} results dropped: files no longer on disk (run vsearch build-index to refresh)")
     if not hits and not quiet:

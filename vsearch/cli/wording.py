@@ -40,7 +40,7 @@ FLAGS: dict[str, str] = {
     "level": "--level", "keep": "--keep", "threshold": "--threshold", "move_to": "--move-to",
     "trash": "--trash", "augment": "--augment", "headline": "--headline", "out": "--out",
     "epochs": "--epochs", "dim": "--dim", "views": "--views", "seed": "--seed",
-    "use_judgments": "--use-judgments",
+    "use_judgments": "--use-judgments", "trees": "--trees", "min_overlap": "--min-overlap",
 }
 
 #: ``name=`` of a parameter in :data:`FLAGS`, where a message names it: at the start or after a
@@ -69,6 +69,7 @@ WORDING: list[Row] = [
     ("record some with `Index.judge(QUERY, RESULTS, relevant=True)` or on the page",
      "record some with `vsearch judge QUERY RESULT... --relevant` or on the `vsearch serve` page"),
     ("; judge some results relevant", "; judge some results --relevant"),
+    ("(`Index.marks()` lists the marks)", "(`vsearch duplicates --marks` lists them)"),
     # Calls as commands: `build_index(X, rebuild=True)`, `build_index(X, trees=None)` (embedding
     # only), `build_index(X)`, `build_index`, `train()`; one calls a function, one runs a command.
     ("call `build_index", "run `build_index"),
@@ -79,6 +80,7 @@ WORDING: list[Row] = [
     (re.compile(r"`build_index\((?P<folder>[^`]+?)\)`"), r"`vsearch build-index \g<folder>`"),
     ("`build_index`", "`vsearch build-index`"),
     ("`train()`", "`vsearch train`"),
+    ("`check()`", "`vsearch check`"),
     # Values the CLI gives as flags of their own, or unquoted.
     ("mode='exact'", "--exact"),
     ("mode='approximate'", "--approximate"),
@@ -88,6 +90,7 @@ WORDING: list[Row] = [
     (re.compile(r"device='(?P<device>cpu|cuda|mps)'"), r"--device \g<device>"),
     (re.compile(r"(?<![^\s(`])model='(?P<model>[^'\s]+)'"), r"--model \g<model>"),
     ("ks= takes positive integers, e.g. ks=(1, 5, 10)", "--k takes positive integers, e.g. --k 1,5,10"),
+    ("ks= takes at most", "--k takes at most"),
     ("give at least one Setup", "give at least one --index-dir"),
     # Any other parameter: name=True is the flag, name=VALUE the flag and its value.
     (re.compile(_NAME + r"(?P<value>)True\b"), _flag),

@@ -15,9 +15,13 @@ of the keeper or of a member already in). So tile A ~ whole ~ tile B cannot put 
 together unless each is a copy of the group's keeper, and the keeper is always the best copy
 by the rule.
 
-Keep rules (``keep``): ``default``: most pixels, then largest file, then oldest mtime, then
-path. ``largest`` / ``smallest``: file size first; ``oldest`` / ``newest``: mtime first;
-``shortest-path``: shortest path first; each then falls back on the default order.
+Keep rules (``keep``): see :mod:`vsearch.duplicates.keeper`. ``default`` keeps the original
+over its derivatives (a RAW, camera EXIF, pixels, no trace of a re-save, JPEG quality, a name
+that is no copy's, age, size, path); ``pixels`` is the rule before it.
+
+Paths to one file are not copies of each other: a hard link to the keeper, or a symbolic link
+to it, joins its group at level ``same-file`` (reported, never acted on), and a symbolic link
+is never kept over a regular file.
 
 Each row links to at most ``MAX_LINKS`` neighbours, so memory is O(rows x M); byte-identical
 files are linked whatever their number. Up to ``index.EXACT_LIMIT`` rows the neighbours are
@@ -36,12 +40,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vsearch.duplicates import keeper as keep_rules
+from vsearch.duplicates import small
 from vsearch.vectors import nearest
 from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.storage.store import Store
 from vsearch.vectors.space import SearchSpace
 
-if TYPE_CHECKING:  # verify imports OpenCV and Pillow: only the near level pays for them
+if TYPE_CHECKING:  # verify imports OpenCV and Pillow, provenance Pillow: only grouping pays for them
+    from vsearch.imaging.provenance import Provenance
     from vsearch.imaging.verify import Verifier
 
 log = logging.getLogger(__name__)
@@ -62,8 +69,11 @@ NEAR_MIN_OVERLAP = 0.5
 #: Neighbours looked at per image.
 MAX_LINKS = 16
 LEVELS = ("exact", "near", "similar")
-KEEP_RULES = ("default", "largest", "smallest", "oldest", "newest", "shortest-path")
-_LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
+KEEP_RULES = keep_rules.KEEP_RULES
+#: The level of a member that is its keeper's own file under another path (a hard link, or a
+#: symbolic link to it): one file, so nothing to act on.
+SAME_FILE = "same-file"
+_LEVEL_RANK = {SAME_FILE: -1, **{level: i for i, level in enumerate(LEVELS)}}
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,9 @@ class DuplicateMember:
     """One image of a duplicate group.
 
     ``score``: cosine to the group's keeper (1.0 for the keeper). ``keeper``: the copy the keep
-    rule keeps. ``level``: how the member is tied to the keeper (``exact``: same bytes,
-    ``near``: verified copy, ``similar``: cosine only); the keeper carries its group's loosest
-    level. ``pixels``: width x height (None when the header cannot be read), ``bytes``: file
+    rule keeps. ``level``: how the member is tied to the keeper (``same-file``: the keeper's own
+    file under another path, a hard or symbolic link; ``exact``: same bytes, ``near``: verified
+    copy, ``similar``: cosine only); the keeper carries its group's loosest level. ``pixels``: width x height (None when the header cannot be read), ``bytes``: file
     size, ``format``: Pillow's name (JPEG, PNG, ...), ``mtime``: seconds since the epoch (size
     and mtime as on disk when grouped), ``digest``: content digest (as indexed).
     """
@@ -90,6 +100,11 @@ class DuplicateMember:
     format: str | None
     mtime: float
     digest: str | None
+
+    @property
+    def is_copy(self) -> bool:
+        """Whether this member is a copy to remove: not the keeper, nor the keeper's own file."""
+        return not self.keeper and self.level != SAME_FILE
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,7 @@ class DuplicateGroup:
 
     @property
     def copies(self) -> tuple[DuplicateMember, ...]:
-        """Every member but the keeper: the natural delete list."""
+        """Every member but the keeper (``same-file`` members too: see :attr:`DuplicateMember.is_copy`)."""
         return self.members[1:]
 
     @property
@@ -136,12 +151,16 @@ class _File:
     digest: str | None
     pixels: int | None = None
     format: str | None = None
+    link: bool = False  # a symbolic link
+    inode: tuple[int, int] | None = None  # (device, inode) of the file it leads to
+    evidence: Provenance | None = None  # what its header says of its origin (keeper.py)
 
 
 def find_groups(store: Store, threshold: float | None = None, *, level: str = "near", keep: str = "default",
                 not_duplicates: Collection[frozenset[str]] = (), links: int = MAX_LINKS, mode: str = "auto",
                 progress: Callable[[int, int], None] | None = None,
-                verifier: Verifier | None = None, vectors: np.ndarray | None = None) -> list[DuplicateGroup]:
+                verifier: Verifier | None = None, vectors: np.ndarray | None = None,
+                min_overlap: float = NEAR_MIN_OVERLAP) -> list[DuplicateGroup]:
     """Duplicate groups at ``level`` (exact, near or similar), largest first; see the module notes.
 
     ``threshold``: the shortlist cosine (near, default 0.80) or the grouping cosine (similar,
@@ -149,12 +168,14 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     pairs of content digests that never share a group. ``mode``: ``auto`` (exact neighbours
     up to EXACT_LIMIT rows, else Annoy when built), ``exact`` or ``approximate``.
     ``progress(done, total)`` follows the rows compared, then the rows grouped. ``verifier``:
-    a :class:`vsearch.imaging.verify.Verifier` to use (default: one with ``NEAR_MIN_OVERLAP``).
+    a :class:`vsearch.imaging.verify.Verifier` to use (default: :func:`near_verifier` with
+    ``min_overlap``, the share of each image a near copy shares with its keeper).
     """
     if level not in LEVELS:
         raise VsearchError(f"level= takes one of {', '.join(LEVELS)} (got {level!r})")
-    if keep not in KEEP_RULES:
-        raise VsearchError(f"keep= takes one of {', '.join(KEEP_RULES)} (got {keep!r})")
+    keep_rules.check_rule(keep)
+    # Small copies are looked for below the default shortlist only: a threshold given is obeyed.
+    small_copies = level == "near" and threshold is None
     if threshold is None:
         threshold = SHORTLIST_THRESHOLD if level == "near" else DEFAULT_THRESHOLD
     if not -1.0 <= threshold <= 1.0:  # also refuses nan
@@ -171,15 +192,22 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
         for i in same:
             adjacency.setdefault(i, set()).update(j for j in same if j != i)
     if level != "exact":
-        for i, j in _shortlist(store, vectors, threshold, links, mode, progress):
-            adjacency.setdefault(i, set()).add(j)
-            adjacency.setdefault(j, set()).add(i)
+        below: list[tuple[int, int]] | None = [] if small_copies else None
+        try:
+            for i, j in _shortlist(store, vectors, threshold, links, mode, progress, below):
+                adjacency.setdefault(i, set()).add(j)
+                adjacency.setdefault(j, set()).add(i)
+        except nearest.DamagedVectorError as exc:  # a damaged vectors file: name it, never group by NaN
+            raise SearchSpace.of(store).damaged(exc.source if exc.source is not None else vectors, exc.row,
+                                                exc.what) from None
+        for i, j in below or ():  # a small copy's embedding drifts further: see small.py
+            if j not in adjacency.get(i, ()) and small.small_copy_pair(files[i].path, files[j].path):
+                adjacency.setdefault(i, set()).add(j)
+                adjacency.setdefault(j, set()).add(i)
     candidates = {i: _with_header(files[i]) for i in adjacency}
-    order = sorted(candidates, key=lambda i: _keep_key(candidates[i], keep))
+    order = keep_rules.order(candidates, keep, adjacency)
     if level == "near" and verifier is None:
-        from vsearch.imaging.verify import Verifier
-
-        verifier = Verifier(min_overlap=NEAR_MIN_OVERLAP)
+        verifier = near_verifier(min_overlap)
     taken: set[int] = set()
     stars: list[list[tuple[int, str, float]]] = []
     for done, k in enumerate(order, 1):
@@ -187,6 +215,8 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
             continue
         taken.add(k)
         star = _star(k, adjacency[k] - taken, candidates, vectors, level, threshold, marks, verifier)
+        if level == "near" and len(star) > 1:
+            star = _widened(star, adjacency, taken, candidates, vectors, threshold, marks, verifier)
         if len(star) > 1:
             taken.update(i for i, _, _ in star)
             stars.append(star)
@@ -203,6 +233,16 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     return groups
 
 
+def near_verifier(min_overlap: float = NEAR_MIN_OVERLAP) -> Verifier:
+    """The verifier of the near level: a copy shares at least ``min_overlap`` of each image with
+    its keeper, and its aligned pixels agree (:data:`vsearch.imaging.verify.MIN_AGREEMENT`: the same
+    picture, not another moment of the scene). Raises :class:`VsearchError` for a ``min_overlap``
+    outside 0-1."""
+    from vsearch.imaging.verify import MIN_AGREEMENT, Verifier  # OpenCV and Pillow: only the near level pays for them
+
+    return Verifier(min_overlap=min_overlap, min_agreement=MIN_AGREEMENT)
+
+
 def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.ndarray, level: str,
           threshold: float, marks: set[frozenset[str]], verifier: Verifier | None) -> list[tuple[int, str, float]]:
     """Keeper ``k`` and the neighbours that pass the level's test against it: (row, level, cosine)."""
@@ -217,7 +257,9 @@ def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.nda
         other = files[j]
         if any(_marked(marks, files[m].digest, other.digest) for m, _, _ in star):
             continue
-        if other.digest is not None and other.digest == keeper.digest:
+        if other.inode is not None and other.inode == keeper.inode:
+            star.append((j, SAME_FILE, sim))  # one file under two paths: nothing to free
+        elif other.digest is not None and other.digest == keeper.digest:
             star.append((j, "exact", sim))
         elif level == "similar" and sim >= threshold:
             star.append((j, "similar", sim))
@@ -225,6 +267,23 @@ def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.nda
             star.append((j, "near", sim))
     star[1:] = sorted(star[1:], key=lambda t: (_LEVEL_RANK[t[1]], -t[2], t[0]))
     return star
+
+
+def _widened(star: list[tuple[int, str, float]], adjacency: dict[int, set[int]], taken: set[int],
+             files: dict[int, _File], vectors: np.ndarray, threshold: float, marks: set[frozenset[str]],
+             verifier: Verifier | None) -> list[tuple[int, str, float]]:
+    """``star`` with its members' own neighbours that pass the near test against its keeper too:
+    a copy of a copy the shortlist did not tie to the keeper (a small copy's embedding drifts
+    further from a large original than from another small copy). Still a star: each one is
+    verified against the keeper, never against the member that brought it."""
+    k = star[0][0]
+    inside = {i for i, _, _ in star}
+    further = set().union(*(adjacency[i] for i in inside if i != k)) - taken - inside
+    if not further:
+        return star
+    more = [(j, lv, sim) for j, lv, sim in _star(k, further, files, vectors, "near", threshold, marks, verifier)[1:]
+            if not any(_marked(marks, files[m].digest, files[j].digest) for m in inside)]
+    return [star[0], *sorted(star[1:] + more, key=lambda t: (_LEVEL_RANK[t[1]], -t[2], t[0]))]
 
 
 def _marked(marks: set[frozenset[str]], a: str | None, b: str | None) -> bool:
@@ -241,8 +300,11 @@ def _verified(verifier: Verifier, a: Path, b: Path) -> bool:
 
 
 def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, mode: str,
-               progress: Callable[[int, int], None] | None) -> Iterator[tuple[int, int]]:
-    """(i, j) for each row i and each of its ``links`` nearest rows j with cosine >= threshold."""
+               progress: Callable[[int, int], None] | None,
+               nearest_below: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, int]]:
+    """(i, j) for each row i and each of its ``links`` nearest rows j with cosine >= threshold.
+    ``nearest_below`` gets (i, j) for each row i whose nearest row j scores below the threshold
+    but at least ``small.SMALL_SHORTLIST`` (a small copy's reach)."""
     meta = store.meta
     assert meta is not None
     count = len(vectors)
@@ -265,13 +327,19 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
         for i, j in zip(src + start, rows[src, col]):
             if j >= 0:
                 yield int(i), int(j)
+        if nearest_below is not None and scores.shape[1]:
+            first = np.argmax(scores, axis=1)
+            best = scores[np.arange(len(scores)), first]
+            for r in np.flatnonzero((best < threshold) & (best >= small.SMALL_SHORTLIST)):
+                if rows[r, first[r]] >= 0:
+                    nearest_below.append((int(r) + start, int(rows[r, first[r]])))
         if progress:
             progress(stop, count)
 
 
 def _neighbours_of(vectors: np.ndarray, rows: np.ndarray, links: int,
                    annoy: nearest.ApproximateSearcher | None) -> tuple[np.ndarray, np.ndarray]:
-    q = np.asarray(vectors[rows[0]:rows[-1] + 1], dtype=np.float32)
+    q = nearest.stored_rows(vectors, int(rows[0]), int(rows[-1]) + 1)
     k = min(links + 1, len(vectors))
     if annoy is None:
         found, scores = nearest.exact_search(vectors, q, k, block=max(1, (1 << 25) // max(len(q), 1)))
@@ -308,35 +376,22 @@ def _by_digest(files: list[_File]) -> dict[str, list[int]]:
 
 def _with_header(f: _File) -> _File:
     """``f`` with its size and mtime as on disk now (a keep rule decides on what is there, and
-    touching a file does not re-index it), and its pixel count and format from the image header."""
-    from vsearch.imaging.images import read_header  # Pillow: only rows that have a duplicate candidate pay for it
+    touching a file does not re-index it), whether it is a symbolic link and which file it
+    leads to, and what its header says: pixel count, format, and its origin's evidence."""
+    from vsearch.imaging.provenance import read_provenance  # Pillow: only rows that have a duplicate candidate pay for it
 
     try:
+        link = os.lstat(f.path)
         st = os.stat(f.path)
-        f = replace(f, bytes=st.st_size, mtime=st.st_mtime)
+        f = replace(f, bytes=st.st_size, mtime=st.st_mtime, link=stat.S_ISLNK(link.st_mode),
+                    inode=(st.st_dev, st.st_ino))
         if not stat.S_ISREG(st.st_mode):  # never open a FIFO (it would block)
             return f
-        header = read_header(f.path)
-        return replace(f, pixels=header.pixels, format=header.format)
-    except Exception as e:  # noqa: BLE001 - RAW, gone, unreadable: sorted as 0 pixels, still grouped
+        evidence = read_provenance(f.path)
+        return replace(f, pixels=evidence.pixels, format=evidence.format, evidence=evidence)
+    except Exception as e:  # noqa: BLE001 - gone, unreadable: sorted as 0 pixels, still grouped
         log.info("no header for %s: %s", f.path, e)
         return f
-
-
-def _keep_key(f: _File, rule: str) -> tuple:
-    """Sort key: the file to keep sorts first."""
-    default = (-(f.pixels or 0), -f.bytes, f.mtime, f.rel)
-    if rule == "largest":
-        return (-f.bytes, *default)
-    if rule == "smallest":
-        return (f.bytes, *default)
-    if rule == "oldest":
-        return (f.mtime, *default)
-    if rule == "newest":
-        return (-f.mtime, *default)
-    if rule == "shortest-path":
-        return (len(f.rel), *default)
-    return default
 
 
 def _member(f: _File, group: int, size: int, score: float, keeper: bool, level: str) -> DuplicateMember:

@@ -36,6 +36,7 @@ class Target:
     expand: int = 0  # average query expansion top-n (0 = off)
     max_per_folder: int | None = None  # re-ranking caps (None = off), as query --max-per-folder
     max_per_day: int | None = None
+    copy_first: bool = True  # the unaltered nearest neighbour kept first (Refine.copy_first)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ def default_headline(ks: Sequence[int], augmented: bool = False) -> str:
 def target_labels(index_dirs: Sequence[Path], modes: Sequence[str], expands: Sequence[int] = ()) -> list[str]:
     """Short distinct column labels: the first of folder name, folder name (mode), full path,
     full path (mode) that tells every target apart; else numbered. A query expansion shows as
-    ``qe N`` beside the mode."""
-    if expands:
+    ``qe N`` beside the mode when the targets' expansions differ."""
+    if expands and len(set(expands)) > 1:
         modes = [f"{m}, qe {e}" if e else m for m, e in zip(modes, expands)]
     short = [Path(d).name or str(d) for d in index_dirs]
     full = [str(Path(d).expanduser().absolute()) for d in index_dirs]
@@ -122,7 +123,8 @@ def evaluate_all(targets: Sequence[Target], labels: Sequence[LabelledQuery], ks:
         cache = caches.setdefault(json.dumps(t.searcher.meta.model.to_dict(), sort_keys=True), {})
         reports.append(evaluate(t.searcher, labels, ks, t.mode, ann_recall=ann_recall, label=t.label,
                                 progress=progress, cache=cache, expand=t.expand,
-                                max_per_folder=t.max_per_folder, max_per_day=t.max_per_day))
+                                max_per_folder=t.max_per_folder, max_per_day=t.max_per_day,
+                                copy_first=t.copy_first))
     comparisons = []
     base = reports[0]
     a = [r.scores[headline] for r in base.records]

@@ -32,7 +32,8 @@ from vsearch.evaluation.metrics import QueryResult
 from vsearch.retrieval import rerank
 from vsearch.errors import VsearchError
 from vsearch.evaluation.labels import LabelledQuery
-from vsearch.retrieval.search import POOL_FACTOR, Refine, Searcher, SearchMode
+from vsearch.models.loading import l2_normalise
+from vsearch.retrieval.search import MAX_K, POOL_FACTOR, Refine, Searcher, SearchMode
 
 #: Depth of the ranking that ``mrr`` looks into: a first relevant item below it scores 0.
 MRR_DEPTH = 100
@@ -119,12 +120,15 @@ def check_ks(ks: Sequence[int]) -> None:
     """Refuse cut-offs that are not positive integers."""
     if not ks or any(isinstance(k, bool) or k < 1 for k in ks):
         raise VsearchError("ks= takes positive integers, e.g. ks=(1, 5, 10)")
+    if max(ks) > MAX_K:
+        raise VsearchError(f"ks= takes at most {MAX_K} (got {max(ks)})")
 
 
 def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[int] = (1, 5, 10),
              mode: SearchMode = "auto", *, ann_recall: bool = False, label: str = "",
              progress: ProgressFn | None = None, cache: dict[Path, np.ndarray] | None = None,
-             expand: int = 0, max_per_folder: int | None = None, max_per_day: int | None = None) -> EvalReport:
+             expand: int = 0, max_per_folder: int | None = None, max_per_day: int | None = None,
+             copy_first: bool = True) -> EvalReport:
     """Run every labelled query against the index and score the rankings.
 
     ``expand``: average query expansion with the top ``expand`` results (0 = off), as
@@ -134,6 +138,8 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
     index has an Annoy index). ``progress(done, total)`` follows the queries being embedded.
     ``cache``: see :func:`query_vectors`; only share one between indexes of the same model.
     ``max_per_folder``, ``max_per_day``: rank as ``vsearch query`` does with those caps.
+    ``copy_first``: keep each query's nearest neighbour by the unaltered vectors first when
+    query expansion or DBA change the ranking, as a search does (:class:`Refine`).
     """
     started = time.perf_counter()
     check_ks(ks)
@@ -153,15 +159,15 @@ def evaluate(searcher: Searcher, labels: Sequence[LabelledQuery], ks: Sequence[i
             progress(done[0], to_embed)
 
     vectors, embedded = query_vectors(searcher, queries, rows, on_embed=on_embed, cache=cache, texts=texts)
-    if expand:
-        vectors = np.stack([
-            searcher.expand(v, expand, mode, exclude_rows=[rows[q]] if q in rows else [])
-            for v, q in zip(vectors, queries)
-        ])
-    depth = max(max(ks), MRR_DEPTH)
     own_rows = [rows.get(q.query) for q in labels]
-    rankings: Iterable[Sequence[int] | np.ndarray] = (_capped_rankings(searcher, vectors, own_rows, depth, mode, caps) if caps
-                else _rankings(searcher, vectors, depth + 1, mode))
+    first = (copy_pins(searcher, vectors, own_rows, mode)
+             if copy_first and searcher.alters_ranking(expand) else None)
+    if expand:
+        vectors = expanded(searcher, vectors, own_rows, expand, mode)
+    depth = max(max(ks), MRR_DEPTH)
+    rankings: Iterable[Sequence[int] | np.ndarray] = (
+        _capped_rankings(searcher, vectors, own_rows, depth, mode, caps, first) if caps
+        else _rankings(searcher, vectors, depth + 1, mode, first))
     results, records, shares = _score_rankings(searcher, labels, rows, rankings, own_rows, ks, depth)
     summary = metrics.summarize(results, ks)
     summary.update(_mean_shares(shares))
@@ -250,7 +256,8 @@ def _mean_shares(shares: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def _capped_rankings(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None], depth: int,
-                     mode: SearchMode, caps: Sequence[rerank.Cap[tuple[int, float]]]) -> list[tuple[int, ...]]:
+                     mode: SearchMode, caps: Sequence[rerank.Cap[tuple[int, float]]],
+                     first: Sequence[int | None] | None = None) -> list[tuple[int, ...]]:
     """Each query's top ``depth`` rows under the caps (its own row left out first, so it never
     counts against its folder), from a candidate pool that grows as ``vsearch query``'s does:
     the queries still short of ``depth`` are searched again, together, with a larger pool."""
@@ -260,7 +267,8 @@ def _capped_rankings(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence
     size = min(count, (depth + 1) * POOL_FACTOR)
     while todo:
         short = []
-        for i, found in zip(todo, _rankings(searcher, vectors[todo], size, mode)):
+        lead = [first[i] for i in todo] if first is not None else None
+        for i, found in zip(todo, _rankings(searcher, vectors[todo], size, mode, lead)):
             own = own_rows[i]
             kept = rerank.cap_per_key([(int(r), 0.0) for r in found if int(r) != own], caps, depth)
             out[i] = tuple(r for r, _ in kept)
@@ -281,14 +289,56 @@ def _first_ranks(ranked: Sequence[int], relevant: Mapping[Hashable, float]) -> t
     return tuple(out)
 
 
+def expanded(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None], n: int,
+             mode: SearchMode, block: int = 256) -> np.ndarray:
+    """Each query vector expanded as :meth:`Searcher.expand` does (its own row never among the
+    top ``n``); exact searches run a block of queries at once (tiny-imagenet's 10,100 queries:
+    one pass over the vectors per block instead of one per query)."""
+    if searcher.use_approximate(mode):
+        return np.stack([searcher.expand(v, n, mode, exclude_rows=[own] if own is not None else [])
+                         for v, own in zip(vectors, own_rows)])
+    out = np.empty_like(vectors)
+    for start in range(0, len(vectors), block):
+        part = l2_normalise(vectors[start:start + block])
+        found, _ = nearest.exact_search(searcher.search_vectors, part, min(n + 1, searcher.meta.count))
+        for i, (rows, own) in enumerate(zip(found, own_rows[start:start + block])):
+            top = [int(r) for r in rows if int(r) != own][:n]
+            out[start + i] = rerank.average_query_expansion(part[i], np.asarray(searcher.search_vectors[np.sort(top)]))
+    return out
+
+
+def copy_pins(searcher: Searcher, vectors: np.ndarray, own_rows: Sequence[int | None], mode: SearchMode,
+              block: int = 256) -> list[int | None]:
+    """Each query's nearest neighbour by the unaltered vectors, its own row left out: what a
+    search keeps first (:meth:`Searcher.copy_rows`); exact searches run a block of queries at once."""
+    if searcher.use_approximate(mode):
+        return [next(iter(searcher.copy_rows(v, mode, [own] if own is not None else [])), None)
+                for v, own in zip(vectors, own_rows)]
+    out: list[int | None] = []
+    for start in range(0, len(vectors), block):
+        found, _ = nearest.exact_search(searcher.vectors, vectors[start:start + block], min(2, searcher.meta.count))
+        for rows, own in zip(found, own_rows[start:start + block]):
+            out.append(next((int(r) for r in rows if int(r) != own), None))
+    return out
+
+
 def _rankings(searcher: Searcher, vectors: np.ndarray, k: int, mode: SearchMode,
-              block: int = 256) -> Iterable[np.ndarray]:
-    """Top-k rows for each query vector, as ``searcher.neighbours`` ranks them in ``mode``.
+              first: Sequence[int | None] | None = None, block: int = 256) -> Iterable[Sequence[int] | np.ndarray]:
+    """Top-k rows for each query vector, as ``searcher.neighbours`` ranks them in ``mode``;
+    with ``first``, each query's row there leads its ranking (:func:`copy_pins`).
 
     Exact search runs on blocks of queries at once: one pass over the vectors serves a whole
     block. Measured on flowers17 (1,360 queries over 1,360 Lite0 vectors, 2 busy cores, median
     of 3): 4.0 s one query at a time through ``Searcher.neighbours``, 0.23 s in blocks (~18x).
     """
+    if first is None:
+        yield from _found(searcher, vectors, k, mode, block)
+        return
+    for found, lead in zip(_found(searcher, vectors, k, mode, block), first):
+        yield found if lead is None else rerank.keep_first([int(r) for r in found], [lead])
+
+
+def _found(searcher: Searcher, vectors: np.ndarray, k: int, mode: SearchMode, block: int) -> Iterable[np.ndarray]:
     if searcher.use_approximate(mode):
         for vec in vectors:
             yield searcher.neighbours(vec, k, mode)[0]

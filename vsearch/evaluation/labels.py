@@ -39,9 +39,10 @@ import numpy as np
 
 from vsearch.imaging import augment
 from vsearch.imaging import images
+from vsearch.imaging import reading
 from vsearch.vectors import nearest
 from vsearch.atomic import write_bytes as atomic_write_bytes
-from vsearch.errors import VsearchError
+from vsearch.errors import ImageDecodeError, VsearchError
 from vsearch.retrieval.search import Searcher
 from vsearch.learning import judgments as jd
 from vsearch.storage.store import Store, file_digest
@@ -98,7 +99,9 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, 
     path = Path(path).expanduser()
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        # The bounded reader images go through: a FIFO or device is refused, never waited on.
+        text = reading.read_regular(path).decode("utf-8-sig")
+        with io.StringIO(text, newline="") as fh:
             reader = csv.reader(fh)
             header = [h.strip() for h in next(reader, [])]
             missing = [c for c in required if c not in header]
@@ -116,6 +119,8 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, 
                 line = reader.line_num + 1
     except OSError as exc:
         raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ImageDecodeError as exc:  # not a regular file, or too large
+        raise VsearchError(f"cannot read {path}: {exc}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise VsearchError(f"{path} is not a readable CSV file ({exc})") from None
     if not rows:

@@ -3,6 +3,7 @@
 * :func:`read_image_bytes` reads a whole file: a FIFO, socket or device named ``x.jpg`` is
   refused without blocking, and a file larger than :func:`max_bytes_limit` is refused.
 * :func:`read_head` reads the first bytes of a file through the same checks.
+* :func:`read_regular` is the same read for any file a person names (a label file, an undo log).
 
 The cap (``$VSEARCH_MAX_BYTES``, default :data:`DEFAULT_MAX_BYTES`) is read at each call; this
 module only reads the environment, never writes it. Failures are :class:`ImageDecodeError`
@@ -57,39 +58,47 @@ def read_image_bytes(path: Path, *, max_bytes: int | None = None) -> bytes:
     :func:`max_bytes_limit`) are read: a larger file, or one that grows past the cap while
     being read, is refused. Raises :class:`ImageDecodeError` with a one-line reason.
     """
-    limit = max_bytes_limit() if max_bytes is None else max_bytes
     try:
-        # A stat first, so that a device file is never even opened (opening some has effects).
-        check_regular(os.stat(path), limit)
-        fd = os.open(path, _OPEN_FLAGS)
+        data = read_regular(path, max_bytes=max_bytes)
     except FileNotFoundError:
         raise ImageDecodeError("file not found") from None
     except IsADirectoryError:
         raise ImageDecodeError("is a folder, not a file") from None
     except OSError as e:
         raise ImageDecodeError(f"unreadable ({os_reason(e)})") from None
-    with open(fd, "rb", buffering=0) as f:  # unbuffered: read() returns what it reads, no copy
-        try:
-            size = check_regular(os.fstat(fd), limit)
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                # One read of the whole file and one byte more, which finds EOF; a file that
-                # grew since the fstat is read on in 1 MiB steps, up to the cap.
-                want = size + 1 - total
-                chunk = f.read(want if want > 0 else 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > limit:
-                    raise ImageDecodeError(f"file too large (grew past {size_text(limit)} while being read;"
-                                           f" raise the limit with {MAX_BYTES_ENV})")
-        except OSError as e:
-            raise ImageDecodeError(f"unreadable ({os_reason(e)})") from None
-    if total == 0:
+    if not data:
         raise ImageDecodeError("empty file")
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return data
+
+
+def read_regular(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``max_bytes`` (default:
+    :func:`max_bytes_limit`): how every image, and every file a person names for vsearch to
+    read (label files, undo logs), is read. A FIFO, socket or device is refused without
+    blocking, as is a file larger than the cap (:class:`ImageDecodeError`); a missing or
+    unreadable file raises its OSError, for the caller to word.
+    """
+    limit = max_bytes_limit() if max_bytes is None else max_bytes
+    # A stat first, so that a device file is never even opened (opening some has effects).
+    check_regular(os.stat(path), limit)
+    fd = os.open(path, _OPEN_FLAGS)
+    with open(fd, "rb", buffering=0) as f:  # unbuffered: read() returns what it reads, no copy
+        size = check_regular(os.fstat(fd), limit)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            # One read of the whole file and one byte more, which finds EOF; a file that
+            # grew since the fstat is read on in 1 MiB steps, up to the cap.
+            want = size + 1 - total
+            chunk = f.read(want if want > 0 else 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ImageDecodeError(f"file too large (grew past {size_text(limit)} while being read;"
+                                       f" raise the limit with {MAX_BYTES_ENV})")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" for an empty file
 
 
 def read_head(path: Path, n: int) -> bytes:

@@ -20,12 +20,13 @@ JPEG_QUALITY = 85
 __all__ = ["JPEG_QUALITY", "THUMB_SIDE", "data_uri", "jpeg_bytes", "load_thumbnail", "thumbnail"]
 
 
-def load_thumbnail(path: Path, side: int = THUMB_SIDE) -> Any:
+def load_thumbnail(path: Path | bytes, side: int = THUMB_SIDE) -> Any:
     """A Pillow RGB thumbnail no larger than ``side`` x ``side``, decoded with the same safe
-    decoder as indexing; raises :class:`ImageDecodeError` when the file cannot be read."""
+    decoder as indexing from a file or its bytes; raises :class:`ImageDecodeError` when it
+    cannot be read."""
     from vsearch.imaging.images import RESAMPLE, load_image  # Pillow: only a caller that shows pictures pays for it
 
-    img = load_image(Path(path), min_side=side)
+    img = load_image(path if isinstance(path, bytes) else Path(path), min_side=side)
     img.thumbnail((side, side), RESAMPLE)
     return img
 

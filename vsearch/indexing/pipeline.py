@@ -48,7 +48,7 @@ from vsearch.indexing import rayengine
 from vsearch.models.sources import ModelSource
 from vsearch.errors import ImageDecodeError, IndexBusyError, VsearchError
 from vsearch.defaults import DEFAULT_BATCH_SIZE
-from vsearch.models.loading import DEFAULT_MODEL, Embedder, ModelId, Preprocess
+from vsearch.models.loading import DEFAULT_MODEL, Embedder, ModelId, Preprocess, check_device
 from vsearch.indexing.scan import Candidate, scan, walk
 from vsearch.storage.store import FORMAT_KEY, LOCK_FILE, FileEntry, Store, file_digest
 from vsearch.vectors.space import SearchFiles
@@ -125,6 +125,10 @@ class IndexOptions:
             raise VsearchError(f"unknown engine {self.engine!r}; choose {' or '.join(ENGINES)}")
         if self.address and self.engine != "ray":
             raise VsearchError("address= is for the Ray engine: add engine='ray'")
+        # Checked here, not when a model loads: a run with nothing new to embed loads none.
+        check_device(self.device)
+        if self.model is not None and not self.model.strip():
+            raise VsearchError("model= names no model; leave it out for the index's own model (or the default)")
 
 
 @dataclass

@@ -11,11 +11,19 @@ look at the top of a list first (position bias). To measure that bias instead of
 adjacent pair, ranks k and k + 1 for a random k (a RandPair design, Wang et al. 2018), before
 the list is shown, and logs which pair. vsearch.learning.propensity turns those swaps into per-rank
 examination propensities, and those into a position-debiased click metric.
+
+The log is a window, not a history: each list takes about 2.3 KB at 20 results (measured), and
+a page searches often, so :func:`log_impressions` keeps the newest :data:`MAX_LOGGED_LISTS`
+lists (with their impressions and clicks) and forgets older ones in the same transaction. The
+newest lists are a fair sample of the recent ones, swapped or not, clicked or not, which is
+what the propensities and the click metrics need. SQLite reuses the pages freed, so the file
+stops growing at the size of the window. Verdicts (``judgments``) are not part of the window.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +32,8 @@ from vsearch.storage import sidelog
 from vsearch.errors import VsearchError
 from vsearch.learning.judgments import check_key, database, db_path
 
-__all__ = ["DEFAULT_SWAP_FRACTION", "SWAP_DEPTH", "LoggedQuery", "Shown", "log_click", "log_impressions",
-           "read_click_log"]
+__all__ = ["DEFAULT_SWAP_FRACTION", "MAX_LOGGED_LISTS", "SWAP_DEPTH", "LoggedQuery", "Shown", "log_click",
+           "log_impressions", "read_click_log"]
 
 #: Share of queries whose shown list has one adjacent pair swapped (the page's default too).
 DEFAULT_SWAP_FRACTION = 0.1
@@ -33,6 +41,8 @@ DEFAULT_SWAP_FRACTION = 0.1
 SWAP_DEPTH = 10
 #: At most this many results of one list are logged.
 MAX_SHOWN = 1000
+#: The click log keeps the newest this many result lists (about 23 MB at 20 results a list).
+MAX_LOGGED_LISTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,15 @@ class LoggedQuery:
 
 def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
                     swap_fraction: float = DEFAULT_SWAP_FRACTION,
-                    rng: random.Random | None = None) -> Shown:
+                    rng: random.Random | None = None, keep_lists: int = MAX_LOGGED_LISTS) -> Shown:
     """Log that ``results`` (result keys, the system's order) are shown for ``query``.
 
     On a ``swap_fraction`` of calls, one adjacent pair (k, k + 1), k uniform over the first
     :data:`SWAP_DEPTH` ranks the list has, is swapped first: show the returned
     :attr:`Shown.results`, in that order. ``rng``: a ``random.Random`` for reproducible
-    draws (default: a fresh unseeded one). One transaction; returns what was logged.
+    draws (default: a fresh unseeded one). ``keep_lists``: the log keeps the newest this many
+    lists, this one included; older ones go with their impressions and clicks. One
+    transaction; returns what was logged.
     """
     check_key("query", query)
     results = [check_key("result", r) for r in results]
@@ -90,6 +102,8 @@ def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
         raise VsearchError(f"at most {MAX_SHOWN} results can be logged for one query (got {len(results)})")
     if not (isinstance(swap_fraction, (int, float)) and 0.0 <= swap_fraction <= 1.0):
         raise VsearchError(f"swap_fraction must be between 0 and 1 (got {swap_fraction!r})")
+    if isinstance(keep_lists, bool) or not isinstance(keep_lists, int) or keep_lists < 1:
+        raise VsearchError(f"keep_lists must be a whole number, 1 or more (got {keep_lists!r})")
     rng = rng or random.Random()
     order = list(range(len(results)))
     swapped = None
@@ -107,7 +121,19 @@ def log_impressions(index_dir: Path, query: str, results: Sequence[str], *,
         db.executemany("INSERT INTO impressions(query_id, rank, original_rank, result) VALUES (?, ?, ?, ?)",
                        [(query_id, rank, original + 1, results[original])
                         for rank, original in enumerate(order, start=1)])
+        _forget_before(db, query_id, keep_lists)
     return Shown(query_id, shown, swapped, tuple(order))
+
+
+def _forget_before(db: sqlite3.Connection, newest: int, keep: int) -> None:
+    """Delete every list older than the newest ``keep`` (up to ``newest``), with its impressions
+    and clicks. The newest id never goes, so ids only grow: a page's old id names no new list."""
+    row = db.execute("SELECT id FROM queries WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                     (newest, keep)).fetchone()
+    if row is None:
+        return
+    for table, column in (("clicks", "query_id"), ("impressions", "query_id"), ("queries", "id")):
+        db.execute(f"DELETE FROM {table} WHERE {column} <= ?", (int(row[0]),))  # noqa: S608 - names from this tuple
 
 
 def log_click(index_dir: Path, query_id: int, result: str) -> int:

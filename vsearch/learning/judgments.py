@@ -17,7 +17,8 @@ is imported once, in the transaction that creates the schema, and left where it 
 
 A damaged database is never written to or replaced: every call raises one
 :class:`~vsearch.errors.VsearchError` naming the file, and what it held stays for a person to
-recover.
+recover. An empty (0-byte) file counts as damaged: SQLite would read it as a new database and
+say nothing of what was lost.
 """
 
 from __future__ import annotations
@@ -134,6 +135,12 @@ def _check_rank(rank: object) -> None:
         raise VsearchError(f"rank must be a whole number, 1 or more (got {rank!r})")
 
 
+#: The highest grade a verdict may have. nDCG takes the grade as its gain, as it is, so any scale
+#: a person judges on (0-3, 0-10, a percentage) fits; beyond it is a typo, and past 2**63 SQLite
+#: cannot store it at all.
+MAX_GRADE = 1000
+
+
 def _grade(v: Verdict) -> int:
     if v.grade is None:
         return 1 if v.relevant else 0
@@ -143,6 +150,8 @@ def _grade(v: Verdict) -> int:
         raise VsearchError(f"a relevant result needs a grade of 1 or more (got {v.grade})")
     if not v.relevant and v.grade != 0:
         raise VsearchError(f"an irrelevant result has grade 0 (got {v.grade})")
+    if v.grade > MAX_GRADE:
+        raise VsearchError(f"a grade is at most {MAX_GRADE} (got {v.grade})")
     return v.grade
 
 
@@ -184,6 +193,9 @@ def database(index_dir: Path, *, write: bool = False) -> Iterator[sqlite3.Connec
     path = db_path(index_dir)
     if not index_dir.is_dir():
         raise VsearchError(f"no index at {index_dir}")
+    if _empty(path):  # SQLite would take it for a new database, and its loss would go unsaid
+        raise VsearchError(f"{path} is damaged: it is empty (0 bytes), so whatever it held is lost; it was left as "
+                           "it is: move it away to start a new one, or restore it from a backup")
     with _errors(path):
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
@@ -198,6 +210,51 @@ def database(index_dir: Path, *, write: bool = False) -> Iterator[sqlite3.Connec
                 raise
         finally:
             db.close()
+
+
+def problem(index_dir: Path) -> str | None:
+    """What is wrong with ``judgments.sqlite`` (for ``check()``), or None (also when there is
+    none). Writes nothing, not even a schema into an empty file: SQLite's own check of every
+    page, then the tables this module reads."""
+    path = db_path(index_dir)
+    try:
+        if path.stat().st_size == 0:
+            return "empty: the verdicts and clicks it held are lost"
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if not path.is_file():
+        return "a folder or special file, not a database"
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.DatabaseError as exc:
+        return f"cannot be opened ({exc})"
+    try:
+        found = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            return f"damaged ({'; '.join(found[:3])})"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"kv", "judgments", "queries", "impressions", "clicks"} <= tables:
+            return "it does not hold vsearch's judgments tables"
+        row = db.execute("SELECT value FROM kv WHERE key = 'schema_version'").fetchone()
+        if row is None or not str(row[0]).isdigit() or int(row[0]) > SCHEMA_VERSION:
+            return f"schema version {row[0] if row else '?'} is not one this vsearch reads"
+    except sqlite3.DatabaseError as exc:
+        return f"damaged ({exc})"
+    finally:
+        db.close()
+    return None
+
+
+def _empty(path: Path) -> bool:
+    """Whether ``path`` is a file of 0 bytes. vsearch creates the database with its schema in
+    one transaction, so an empty file is one cut short (a failed copy, a truncation, a crash in
+    the instant between creating the file and committing the schema): treated as damaged."""
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _prepare(db: sqlite3.Connection, index_dir: Path) -> None:

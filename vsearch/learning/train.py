@@ -55,6 +55,11 @@ VIEW_SIDE = 448
 ProgressFn = Callable[[str, int, int], None]
 
 
+#: The most passes over the pairs a fit makes. The default, 10, fits a head; a thousand times
+#: that on a large collection would run for days, so more is a typo (``epochs=10**11``).
+MAX_EPOCHS = 10_000
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """How a head is fitted (the CLI's ``vsearch train`` options, and the rest at their defaults)."""
@@ -73,6 +78,8 @@ class TrainOptions:
         """Refuse options that cannot train (one error line each)."""
         if self.epochs < 1:
             raise VsearchError(f"epochs= takes 1 or more (got {self.epochs})")
+        if self.epochs > MAX_EPOCHS:
+            raise VsearchError(f"epochs= takes at most {MAX_EPOCHS} (got {self.epochs})")
         if self.dim is not None and not 1 <= self.dim <= dim_in:
             raise VsearchError(f"dim= takes 1 to {dim_in} (the index's vectors have {dim_in}); got {self.dim}")
         if not 0 <= self.views <= len(VIEW_KINDS):
@@ -405,6 +412,12 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
                            dim_out=options.dim, trained_on=len(pairs.anchors), epochs=options.epochs,
                            seed=options.seed, judgments=2 * len(relevant))
         head.save(store.dir / info.file)
+        # The projected copy is made again from this head (a damaged one is repaired): a head
+        # trained again to the same hash has the same file names. Both get new checksums.
+        projected = vectorfiles.projected_name(meta.space_file, head.sha256)
+        (store.dir / projected).unlink(missing_ok=True)
+        store.wrote(info.file)
+        store.wrote(projected)
         old = meta.adapter
         store.write_meta(dataclasses.replace(meta, adapter=info))  # writes the projected copy first
         if old is not None and old.file != info.file:

@@ -80,6 +80,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: The devices a model may run on (``device=``); ``auto`` picks cuda, then mps, then cpu.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device that is none of :data:`DEVICES`, before any work (torch is not imported:
+    an index that needs no model would otherwise never look at it)."""
+    if device not in DEVICES:
+        raise VsearchError(f"unknown device={device!r}; choose auto, cpu, cuda or mps")
+
+
 def torch_setup(device: str = "auto", threads: int | None = None) -> str:
     """Set torch's CPU thread count (when given) and resolve the device."""
     import torch
@@ -105,8 +116,7 @@ def pick_device(device: str = "auto") -> str:
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
         raise VsearchError("device='mps': no MPS device is available here; use device='cpu'")
-    if device not in ("cpu", "cuda", "mps"):
-        raise VsearchError(f"unknown device={device!r}; choose auto, cpu, cuda or mps")
+    check_device(device)
     return device
 
 

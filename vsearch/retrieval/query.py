@@ -18,6 +18,7 @@ or ONNX alike, goes through :meth:`SearchSpace.to_space <vsearch.vectors.space.S
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ import numpy as np
 
 from vsearch.models import onnxmodel
 from vsearch.errors import VsearchError
-from vsearch.models.loading import Embedder, no_text_search
+from vsearch.models.loading import Embedder, check_device, no_text_search
 from vsearch.storage.store import Store, file_digest
+from vsearch.storage import vectorfiles
+from vsearch.vectors.nearest import NOT_FINITE, NOT_UNIT
 from vsearch.vectors.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class QueryEncoder:
                  adapter: bool = True) -> None:
         if store.meta is None:
             raise VsearchError(f"index at {store.dir} has no vectors yet")
+        check_device(device)  # now, not when a query first needs the model
         self.store = store
         self.meta = store.meta
         #: The trained head applied to every query vector, or None (none trained, or turned off).
@@ -106,15 +110,27 @@ class QueryEncoder:
     def image_vector(self, image: Path, *, max_pixels: int | None = None) -> QueryVector:
         """The vector for a query image: the stored one when indexed, else embedded now."""
         image = Path(image).expanduser()
-        if not image.exists():
+        if not os.path.exists(image):  # not Path.exists: a name too long to be a file is not found, no OSError
             raise VsearchError(f"query image not found: {image}")
         if image.is_dir():
             raise VsearchError(f"query is a folder, not an image: {image}")
         row = self.stored_row(image)
         if row is not None:
-            return QueryVector(np.array(self.vectors[row], dtype=np.float32), "stored", row)
+            return QueryVector(self.stored_vector(row), "stored", row)
         vector = self.embedder.embed_images(self.query_pixels(image, max_pixels=max_pixels)[None])
         return QueryVector(self.to_query_space(vector)[0], "embedded", None)
+
+    def stored_vector(self, row: int) -> np.ndarray:
+        """The stored vector of ``row`` in query space, checked: a row that is not a finite unit
+        vector (a damaged file: NaN, zeroed, rescaled) is one error naming the file and the
+        repair, never a query that silently finds other photos (one row: nothing measurable)."""
+        vector = np.array(self.vectors[row], dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(vector).all():
+            raise SearchSpace.of(self.store).damaged(self.vectors, row, NOT_FINITE)
+        if abs(norm - 1.0) > vectorfiles.UNIT_TOLERANCE:
+            raise SearchSpace.of(self.store).damaged(self.vectors, row, NOT_UNIT)
+        return vector
 
     def to_query_space(self, vectors: np.ndarray) -> np.ndarray:
         """The model's own vectors (one or a batch, from torch, ONNX or the text tower) into the
@@ -139,7 +155,7 @@ class QueryEncoder:
         """A query image decoded and framed as the index's model expects (uint8 HxWx3)."""
         from vsearch.imaging import images  # Pillow: only a query that needs decoding pays for it
 
-        if not image.exists():
+        if not os.path.exists(image):
             raise VsearchError(f"query image not found: {image}")
         pre = self.meta.model.preprocess
         try:
@@ -160,7 +176,7 @@ class QueryEncoder:
     def query_vector(self, query: str) -> QueryVector:
         """An existing file is an image query; anything else is text (CLIP indexes only)."""
         path = Path(query).expanduser()
-        if path.exists():
+        if os.path.exists(path):  # not Path.exists, which raises for a text longer than a file name
             return self.image_vector(path)
         if _looks_like_image_path(query):
             raise VsearchError(f"query image not found: {path}")

@@ -2,9 +2,11 @@
 
 Nothing here touches files or models; :mod:`vsearch.retrieval.search` feeds these the stored vectors.
 
-QE and DBA are off by default (``query --qe 0``, ``build-index --dba 0``), by measurement:
-``benchmarks/bench_search.py rerank`` on flowers17 (1,360 queries, efficientnet-lite0, exact
-search, each query's own row left out; change in AP@10 with a paired bootstrap 95% CI)::
+QE is on by default (``qe=2``, :data:`vsearch.defaults.DEFAULT_QE`) and DBA off
+(``build-index --dba 0``), by the rule and the A/B runs in docs/defaults.md. What they did
+before the copy-first step, ``benchmarks/bench_search.py rerank`` on flowers17 (1,360 queries,
+efficientnet-lite0, exact search, each query's own row left out; change in AP@10 with a paired
+bootstrap 95% CI)::
 
     dba qe  mAP@10  P@10   mAP@100  MRR
      0   0  0.7780  0.8251 0.4757   0.9409   baseline
@@ -13,12 +15,11 @@ search, each query's own row left out; change in AP@10 with a paired bootstrap 9
      3   0  0.7851  0.8388 0.5724   0.9248   +0.007 [-0.001, +0.015]
      5  10  0.8271  0.8601 0.6578   0.9216   +0.049 [+0.039, +0.059]
 
-Both raise class-level mAP, as the literature reports (QE alone +3.9 points of mAP@10; DBA
-mostly deeper in the ranking, mAP@100 +10 to +18 points), but both lower MRR (the first result,
-what "find this photo" looks at) by 0.5 to 2.5 points, cost a second search (QE) or a
-neighbour graph at build time (DBA), and change what a printed score means (cosine to the
-expanded query, or to augmented vectors, rather than to the photo asked about). So they are
-options for browsing by category: ``--qe 3`` alone, or ``build-index --dba 5`` with ``--qe 10``.
+Both raise class-level mAP, as the literature reports, but alone they lose what "find this
+photo" needs: an edited copy's original blends into its neighbours (DBA 5: recall@1 of edited
+copies 0.90 -> 0.71 on flowers17). The copy-first step (:func:`keep_first`; the rows come from
+``Searcher.copy_rows``) keeps the query's nearest neighbour by the unaltered vectors at rank 1,
+which gives copies back exactly what they had, and scores stay cosines to the query asked.
 
 * :func:`combine_examples`: several positive and negative example vectors -> one query.
 * :func:`path_matcher`: ``--path GLOB``.
@@ -28,6 +29,8 @@ options for browsing by category: ``--qe 3`` alone, or ``build-index --dba 5`` w
 * :func:`mmr`: maximal marginal relevance (Carbonell & Goldstein 1998), for ``--diverse``.
 * :func:`average_query_expansion`: AQE (Chum et al. 2007): re-query with the mean of the query
   and its top-n results.
+* :func:`keep_first`: the copy-first step: the query's nearest neighbour by the unaltered
+  vectors stays at rank 1 whatever QE or DBA did to the order (docs/defaults.md).
 (Database-side augmentation, made once at build time, is :mod:`vsearch.vectors.dba`.)
 """
 
@@ -170,11 +173,12 @@ def cap_per_key(items: Sequence[T], caps: Sequence[Cap[T]], k: int | None = None
     return kept
 
 
-def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarray:
+def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lam: float, keep: int = 0) -> np.ndarray:
     """Maximal marginal relevance: indices of ``k`` of ``vectors``, in the order picked.
 
     Each step picks ``argmax lam * cos(query, d) - (1 - lam) * max cos(d, picked)``: ``lam=1``
-    is plain relevance order, lower values trade relevance for variety.
+    is plain relevance order, lower values trade relevance for variety. The first ``keep``
+    vectors are picked first, in their order (the copy-first result), and count as picked.
     """
     if not 0.0 <= lam <= 1.0:
         raise VsearchError("diverse= takes a lambda between 0 and 1 (1 = plain relevance order)")
@@ -187,7 +191,12 @@ def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarra
     redundancy = np.full(n, -np.inf, dtype=np.float32)
     chosen: list[int] = []
     available = np.ones(n, dtype=bool)
-    for _ in range(k):
+    for step in range(k):
+        if step < keep:
+            chosen.append(step)
+            available[step] = False
+            redundancy = np.maximum(redundancy, vectors @ vectors[step])
+            continue
         gain = lam * relevance - (1 - lam) * np.where(np.isfinite(redundancy), redundancy, 0.0)
         gain[~available] = -np.inf
         pick = int(np.argmax(gain))
@@ -203,3 +212,13 @@ def average_query_expansion(query: np.ndarray, neighbours: np.ndarray) -> np.nda
     if neighbours.size == 0:
         return _unit(query)
     return _unit((np.asarray(query, dtype=np.float32) + neighbours.sum(axis=0)) / (len(neighbours) + 1))
+
+
+def keep_first(ranked: Sequence[T], first: Sequence[T]) -> list[T]:
+    """``first`` (in their order), then ``ranked`` without them: the rest keep their order.
+
+    The copy-first step: QE and DBA order the list, the unaltered nearest neighbour leads it.
+    """
+    lead = list(dict.fromkeys(first))
+    pinned = set(lead)
+    return lead + [r for r in ranked if r not in pinned]

@@ -4,11 +4,17 @@ and the JSON they call.
 It holds no search logic: every answer is a call on one open :class:`vsearch.api.Index`
 (opened once by the caller and kept). Security, since it serves files from disk:
 
-* files are named by index row only, never by a path from the request; a row whose file is
-  gone, or which resolves (through a symlink) outside the indexed root, is a 404;
-* POSTs (every change: judgments, logs, moving or trashing copies, undo) need the page's CSRF
-  token (``X-CSRF-Token``, matching the session cookie) and an ``Origin`` (or ``Referer``)
-  naming this server;
+* files are named by index row and content digest only (``/thumb/{row}/{digest}``), never by a
+  path from the request; a row whose file is gone, holds other content now, or resolves
+  (through a symlink) outside the indexed root, is a 404;
+* a GET only reads (and fills the bounded thumbnail cache). Everything that writes or costs
+  seconds is a POST: a search (it logs the impressions), finding duplicates, judgments, clicks,
+  moving or trashing copies, undo. A POST needs the page's CSRF token (``X-CSRF-Token``,
+  matching the session cookie) and an ``Origin`` (or ``Referer``) naming this server;
+* the ``Host`` header must be ``name[:port]`` with the name this machine's (loopback) unless
+  the server was started for the network;
+* every request value is checked (whole numbers within SQLite's range, strict JSON): a client
+  gets a 4xx with a JSON error for anything it sends, never a 500;
 * files change only through the library's undo-logged actions, on groups the library found;
 * an upload is capped in bytes (read as a stream, refused past the cap) and in pixels, decoded
   by the same safe decoder as indexing, from a temporary file outside the photo folder;
@@ -17,8 +23,11 @@ It holds no search logic: every answer is a call on one open :class:`vsearch.api
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,25 +36,27 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vsearch import api as library
 from vsearch.errors import VsearchError
+from vsearch.imaging.reading import read_image_bytes
 from vsearch.serve.common import error as _error
 from vsearch.serve.common import read_json as _json
 from vsearch.serve.common import whole_number as _int
-from vsearch.serve.common import CSRF_COOKIE, guarded, state_of
+from vsearch.serve.common import CSRF_COOKIE, guarded, number, quoted, state_of
 from vsearch.serve.dupes import DUPLICATE_ROUTES
 from vsearch.serve.page import DUPLICATES_PAGE, SEARCH_PAGE
 from vsearch.serve.state import LockedIndex, PageState
 from vsearch.serve.thumbs import ThumbCache
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_MAX_UPLOAD_PIXELS", "DEFAULT_PORT",
-           "check_host", "create_app", "serve"]
+           "check_host", "create_app", "listen", "serve", "url_of"]
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 #: Uploads larger than this are refused (413) before they are decoded.
@@ -56,8 +67,17 @@ MAX_K = 200
 #: Host headers a loopback server answers: others are refused (400), which stops a DNS
 #: rebinding page (evil.example resolving to 127.0.0.1) from reading photos or posting.
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
-#: On every served image: a browser must not guess another type (an "image" that sniffs as HTML).
-FILE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+#: On every served image: a browser must not guess another type (an "image" that sniffs as HTML),
+#: and may keep it for good: its URL names its content (the digest), so what a URL shows never changes.
+FILE_HEADERS = {"Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+#: A content digest as a URL names it (the manifest's BLAKE2b, hex).
+DIGEST = re.compile(r"[0-9a-f]{16,128}")
+#: A text query's words: the click log keys it as ``text:`` + the words, one line of at most 1000.
+MAX_TEXT = 900
+#: A Host header: a DNS name (labels of 1 to 63 letters, digits and inner hyphens) or an IPv4
+#: address, or an IPv6 address in brackets; then an optional port.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"(?:(?P<name>{_LABEL}(?:\.{_LABEL})*\.?)|\[(?P<ipv6>[0-9a-f:.]{{2,45}})\])(?::(?P<port>[0-9]{{1,5}}))?")
 
 
 def is_loopback(host: str) -> bool:
@@ -100,14 +120,14 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         Route("/duplicates", duplicates_page),
         *DUPLICATE_ROUTES,
         Route("/api/info", guarded(info)),
-        Route("/api/search", guarded(search_get), methods=["GET"]),
-        Route("/api/search", guarded(search_upload), methods=["POST"]),
+        Route("/api/search", guarded(search), methods=["POST"]),
         Route("/api/judgment", guarded(judgment), methods=["POST"]),
         Route("/api/event", guarded(event), methods=["POST"]),
-        Route("/thumb/{row:int}", thumb),
-        Route("/image/{row:int}", image),
+        Route("/thumb/{row:int}/{digest}", thumb),
+        Route("/image/{row:int}/{digest}", image),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(_HostCheck, allowed=allowed_hosts)])
+    app = Starlette(routes=routes, middleware=[Middleware(_HostCheck, allowed=allowed_hosts)],
+                    exception_handlers={HTTPException: _http_error})
     app.state.page = PageState(
         LockedIndex(index, swap_fraction),
         ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {})),
@@ -116,6 +136,12 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
 
 
 # --- the handlers: each finds the open index and the session tokens in the app's state -----------
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route 404, wrong method 405) as JSON, as every other."""
+    assert isinstance(exc, HTTPException)  # registered for HTTPException only
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _page_of(template: str) -> Callable[[Request], Any]:
@@ -141,7 +167,9 @@ async def info(request: Request) -> Response:
                          "root": str(index.root), "max_upload_bytes": page.max_upload_bytes})
 
 
-async def search_get(request: Request) -> Response:
+async def search(request: Request) -> Response:
+    """A search, which logs what it shows (so it is a POST): by ``row=`` (an indexed image), by
+    ``text=`` (CLIP indexes), or by the image sent as the body (an upload); options in the query."""
     page = state_of(request)
     api = page.api
     params = request.query_params
@@ -154,17 +182,12 @@ async def search_get(request: Request) -> Response:
             return _error(404, f"no image at row {row}")
         hits = await run_in_threadpool(lambda: api.query(queries=path, **options))
         return _hits(api, hits, f"{digest}")
-    if params.get("text", "").strip():
-        text = params["text"].strip()
+    if "text" in params:
+        text = " ".join(params["text"].split())  # one line: the click log keys it as text:WORDS
+        if not text or len(text) > MAX_TEXT:
+            return _error(400, f"text= must hold 1 to {MAX_TEXT} characters")
         hits = await run_in_threadpool(lambda: api.query(text=text, **options))
         return _hits(api, hits, "text:" + text)
-    return _error(400, "give row= (an indexed image) or text= (CLIP indexes)")
-
-
-async def search_upload(request: Request) -> Response:
-    page = state_of(request)
-    api = page.api
-    options = _options(request.query_params)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > page.max_upload_bytes:
         return _too_large(page.max_upload_bytes)
@@ -174,7 +197,8 @@ async def search_upload(request: Request) -> Response:
         if len(data) > page.max_upload_bytes:
             return _too_large(page.max_upload_bytes)
     if not data:
-        return _error(400, "the upload is empty: send the image's bytes as the request body")
+        return _error(400, "give row= (an indexed image), text= (CLIP indexes), or an image's bytes as the "
+                           "request body (an upload)")
     pixels = _pixels(bytes(data))
     if pixels is None:
         return _error(400, "the upload is not an image vsearch can read")
@@ -186,25 +210,49 @@ async def search_upload(request: Request) -> Response:
 
 async def thumb(request: Request) -> Response:
     page = state_of(request)
-    api = page.api
-    row = request.path_params["row"]
+    row, digest = request.path_params["row"], request.path_params["digest"]
     try:
-        path, digest = await run_in_threadpool(api.row_file, row)
+        path = await run_in_threadpool(_named_file, page.api, row, digest)
         data = await run_in_threadpool(page.thumbs.get, path, digest)
     except (LookupError, VsearchError):
-        return _error(404, f"no image at row {row}")
-    return Response(data, media_type="image/jpeg", headers=FILE_HEADERS)
+        return _error(404, f"no image at row {row} with that content")
+    return Response(data, media_type="image/jpeg", headers={**FILE_HEADERS, "ETag": f'"{digest}-thumb"'})
 
 
 async def image(request: Request) -> Response:
     page = state_of(request)
-    api = page.api
-    row = request.path_params["row"]
+    row, digest = request.path_params["row"], request.path_params["digest"]
     try:
-        path, _ = await run_in_threadpool(api.row_file, row)
-    except LookupError:
-        return _error(404, f"no image at row {row}")
-    return FileResponse(path, headers=FILE_HEADERS)
+        data = await run_in_threadpool(_image_bytes, page.api, row, digest)
+    except (LookupError, VsearchError):
+        return _error(404, f"no image at row {row} with that content")
+    return Response(data, media_type=_media_type(data), headers={**FILE_HEADERS, "ETag": f'"{digest}"'})
+
+
+def _image_bytes(api: LockedIndex, row: int, digest: str) -> bytes:
+    """The bytes of the file a URL names, read once (capped, regular files only) and hashed: what
+    is sent is exactly the content the URL names, even if the file changes meanwhile."""
+    data = read_image_bytes(_named_file(api, row, digest))
+    if library.bytes_digest(data) != digest:
+        raise LookupError(digest)
+    return data
+
+
+def _media_type(data: bytes) -> str:
+    """The type to send a photo as, from its header (Pillow's format name), else a plain download."""
+    try:
+        kind = str(library.read_header(data).format or "").lower()
+    except Exception:  # noqa: BLE001 - any failure to parse a header: send it as bytes
+        kind = ""
+    return f"image/{kind}" if kind in ("jpeg", "png", "gif", "webp", "bmp", "tiff", "avif", "heif") \
+        else "application/octet-stream"
+
+
+def _named_file(api: LockedIndex, row: int, digest: str) -> Path:
+    """The file a thumbnail or image URL names: ``row``, holding the content ``digest``."""
+    if not DIGEST.fullmatch(digest):
+        raise LookupError(digest)
+    return api.file_with(row, digest)
 
 
 async def judgment(request: Request) -> Response:
@@ -217,9 +265,11 @@ async def judgment(request: Request) -> Response:
     except LookupError:
         return _error(404, f"no image at row {result_row}")
     rel = path.relative_to(Path(index.root).resolve()).as_posix()
-    query, label = str(body.get("query", "")), str(body.get("label", ""))
+    query, label = body.get("query", ""), str(body.get("label", ""))
+    if not isinstance(query, str):
+        raise VsearchError(f"query must be the query key the search answered with (got {quoted(query)})")
     if label not in ("relevant", "not-relevant"):
-        raise VsearchError(f"label must be relevant or not-relevant (got {label!r})")
+        raise VsearchError(f"label must be relevant or not-relevant (got {quoted(label)})")
     shown = await run_in_threadpool(library.latest_shown, index.index_dir, query, digest) if query else None
     done = library.record_verdict(index.index_dir, query, digest, label == "relevant", source="page",
                            rank=shown[1] if shown else None, result_path=rel)
@@ -230,9 +280,11 @@ async def event(request: Request) -> Response:
     page = state_of(request)
     api, index = page.api, page.api.index
     body = await _json(request)
-    kind, query = str(body.get("kind", "")), str(body.get("query", ""))
+    kind, query = str(body.get("kind", "")), body.get("query", "")
+    if not isinstance(query, str):
+        raise VsearchError(f"query must be the query key the search answered with (got {quoted(query)})")
     if kind != "click":  # impressions are logged as the search answers (_hits)
-        raise VsearchError(f"kind must be click (got {kind!r})")
+        raise VsearchError(f"kind must be click (got {quoted(kind)})")
     shown = body.get("results")
     if not isinstance(shown, list) or not shown or len(shown) > MAX_K:
         return _error(400, f"results must be a list of 1 to {MAX_K} {{row, rank}} objects")
@@ -257,26 +309,47 @@ async def event(request: Request) -> Response:
 # --- checks ----------------------------------------------------------------------------------
 
 
-class _HostCheck:
-    """Answer only requests whose Host header names an allowed host (``*``: any), else 400.
+def host_name(header: str) -> str | None:
+    """The host a ``Host`` header names (lower case, an IPv6 address without brackets), or None
+    when it is not exactly ``name[:port]``: ``localhost:8731@evil.example`` is not."""
+    found = _HOST.fullmatch(header.lower()) if len(header) <= 300 else None  # a name has at most 253
+    if found is None or (found["port"] is not None and not 0 < int(found["port"]) < 65536):
+        return None
+    if found["ipv6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(found["ipv6"]))
+        except ValueError:
+            return None
+    return str(found["name"]).rstrip(".")  # localhost. is localhost
 
-    Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at the first colon; this keeps IPv6.
-    """
+
+def _address(host: str) -> str:
+    """An allowed host as :func:`host_name` gives it: lower case, an IPv6 address unbracketed
+    and in its short form."""
+    try:
+        return str(ipaddress.IPv6Address(host.strip("[]")))
+    except ValueError:
+        return host.lower()
+
+
+class _HostCheck:
+    """Answer only requests whose Host header is ``name[:port]`` with an allowed name (``*``: any
+    name), else 400. Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at the first colon
+    and takes ``localhost:1@evil.example`` for localhost; this parses the header whole."""
 
     def __init__(self, app: ASGIApp, allowed: Sequence[str]) -> None:
         self.app = app
-        self.allowed = {h.lower() for h in allowed}
+        self.any = "*" in allowed
+        self.allowed = {_address(h) for h in allowed if h != "*"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "*" not in self.allowed:
-            host = Headers(scope=scope).get("host", "").lower()
-            name = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
-            if name not in self.allowed:
+        if scope["type"] == "http":
+            name = host_name(Headers(scope=scope).get("host", ""))
+            if name is None or not (self.any or name in self.allowed):
                 await _error(400, "this server answers only to this machine's own address (Host header)")(
                     scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
 
 
 def _too_large(cap: int) -> JSONResponse:
@@ -292,10 +365,7 @@ def _options(params: Any) -> dict[str, Any]:
     if params.get("path", "").strip():
         options["path_glob"] = params["path"].strip()
     if params.get("diverse", "").strip():
-        try:
-            options["diverse"] = float(params["diverse"])
-        except ValueError:
-            raise VsearchError(f"diverse must be a number between 0 and 1 (got {params['diverse']!r})") from None
+        options["diverse"] = number(params["diverse"], "diverse must be a number between 0 and 1")
     return options
 
 
@@ -320,25 +390,38 @@ def _query_bytes(api: LockedIndex, data: bytes, options: dict[str, Any]) -> list
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         return api.query(queries=Path(name), **options)
+    except VsearchError as exc:  # the message names the temporary file: the page says "the upload"
+        text = str(exc).replace(f"query image {name}", "the upload").replace(name, "the upload")
+        raise VsearchError(text.replace(Path(name).name, "the upload")) from None
     finally:
         Path(name).unlink(missing_ok=True)
 
 
 def _hits(api: LockedIndex, hits: list[Any], query_key: str) -> JSONResponse:
     """The results as the page shows them, logged as impressions (library.log_impressions): on a
-    share of searches one adjacent pair is swapped, to measure position bias."""
+    share of searches one adjacent pair is swapped, to measure position bias.
+
+    A click log that cannot be written (``judgments.sqlite`` damaged, busy, on a full disk) does
+    not stop the search: the answer's ``logging`` says why nothing was logged (else it is None).
+    """
     root = Path(api.index.root)
-    results, query_id = [], None
+    results, query_id, logging = [], None, None
     digests = [_digest_of_hit(api, h) for h in hits]
     if hits and None not in digests:
-        shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]  # no None: checked above
-                                       swap_fraction=api.swap_fraction)
-        hits, query_id = [hits[i] for i in shown.order], shown.query_id
-    for rank, h in enumerate(hits, start=1):
-        results.append({"rank": rank, "score": round(float(h.score), 4), "row": h.row,
+        try:
+            shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]  # no None: checked above
+                                           swap_fraction=api.swap_fraction)
+        except VsearchError as exc:
+            logging = f"this search was not logged, and clicks on it will not be: {exc}"
+        else:
+            hits, digests = [hits[i] for i in shown.order], [digests[i] for i in shown.order]
+            query_id = shown.query_id
+    for rank, (h, digest) in enumerate(zip(hits, digests), start=1):
+        results.append({"rank": rank, "score": round(float(h.score), 4), "row": h.row, "digest": digest,
                         "path": h.path.relative_to(root).as_posix() if h.path.is_relative_to(root) else h.path.name,
-                        "thumb": f"/thumb/{h.row}", "image": f"/image/{h.row}"})
-    return JSONResponse({"query": query_key, "query_id": query_id, "results": results})
+                        "thumb": f"/thumb/{h.row}/{digest}" if digest else None,
+                        "image": f"/image/{h.row}/{digest}" if digest else None})
+    return JSONResponse({"query": query_key, "query_id": query_id, "logging": logging, "results": results})
 
 
 def _digest_of_hit(api: LockedIndex, hit: Any) -> str | None:
@@ -348,11 +431,62 @@ def _digest_of_hit(api: LockedIndex, hit: Any) -> str | None:
         return None
 
 
-def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          swap_fraction: float = library.DEFAULT_SWAP_FRACTION) -> None:
-    """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``)."""
-    import uvicorn
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host`` (a name, an IPv4 address, or an IPv6 one, bracketed or
+    not) and ``port`` (0: a free one the system picks), listening.
 
-    hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"]  # remote: check_host warned
-    uvicorn.run(create_app(index, allowed_hosts=hosts, swap_fraction=swap_fraction), host=host, port=port,
-                log_level="warning")
+    Raises :class:`VsearchError` with one line when it cannot: the port in use, an address this
+    machine does not have, a port it may not use.
+    """
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(name or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as exc:
+        raise VsearchError(f"cannot listen on {host}: {getattr(exc, 'strerror', None) or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # as uvicorn does: a restart may bind while old connections wait out TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise VsearchError(f"port {port} is in use: --port 0 picks a free one") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise VsearchError(f"cannot listen on {host}: this machine has no such address") from None
+        if exc.errno == errno.EACCES:
+            raise VsearchError(f"cannot listen on port {port}: permission denied (ports below 1024 need root); "
+                               "choose another --port") from None
+        raise VsearchError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The page's address on a bound socket: ``http://127.0.0.1:8000/``, ``http://[::1]:8000/``."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          swap_fraction: float = library.DEFAULT_SWAP_FRACTION, *,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``).
+
+    Binds first (:func:`listen`: a port in use is a :class:`VsearchError`, and nothing was
+    served), then calls ``ready`` with the address it is bound to (:func:`url_of`; with
+    ``port=0``, the port the system picked), then serves on that very socket.
+    """
+    import uvicorn  # the server: only serving pays for it
+
+    sock = listen(host, port)
+    try:
+        hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"]  # remote: check_host warned
+        app = create_app(index, allowed_hosts=hosts, swap_fraction=swap_fraction)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        if ready is not None:
+            ready(url_of(sock))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

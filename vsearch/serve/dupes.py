@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from vsearch.api import DuplicateGroup, choose_keeper
 from vsearch.errors import VsearchError
-from vsearch.serve.common import error, guarded, read_json, state_of, whole_number
+from vsearch.serve.common import error, guarded, number, quoted, read_json, state_of, whole_number
 from vsearch.serve.groups import GroupQuery, Member, StaleGroup, the_group
 from vsearch.serve.state import PageState
 
@@ -31,6 +31,8 @@ from vsearch.serve.state import PageState
 MAX_GROUPS = 500
 #: Members one action may name: more than any real group, few enough to check quickly.
 MAX_MEMBERS = 10_000
+#: The longest folder name and path a move may name: Linux's NAME_MAX and PATH_MAX (less its NUL).
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4095
 
 
 def _groups_now(page: PageState, query: GroupQuery, fresh: bool) -> list[DuplicateGroup]:
@@ -60,9 +62,14 @@ def _undo_now(page: PageState) -> Any:
 
 
 async def groups(request: Request) -> Response:
+    """The groups for ``{level, keep, threshold, fresh}`` (a POST: finding near duplicates takes
+    seconds, and ``fresh`` looks again even when they are remembered)."""
     page = state_of(request)
-    query = _group_query(request.query_params)
-    fresh = request.query_params.get("fresh", "") in ("1", "true")
+    body = await read_json(request)
+    query = _group_query(body)
+    fresh = body.get("fresh", False)
+    if not isinstance(fresh, bool):
+        raise VsearchError(f"fresh must be true or false (got {quoted(fresh)})")
     groups = await run_in_threadpool(_groups_now, page, query, fresh)
     root = Path(page.api.index.root)
     return JSONResponse({"level": query.level, "keep": query.keep, "threshold": query.threshold,
@@ -74,12 +81,12 @@ async def act(request: Request) -> Response:
     body = await read_json(request)
     how = body.get("action")
     if how not in ("trash", "move"):
-        raise VsearchError(f"action must be trash or move (got {how!r})")
+        raise VsearchError(f"action must be trash or move (got {quoted(how)})")
     move_to = _folder(body.get("move_to")) if how == "move" else None
-    shown = _members(body.get("members"))
+    members = _members(body.get("members"))
     keeper = whole_number(body.get("keeper"), "keeper")
     try:
-        done = await run_in_threadpool(_act_now, page, _group_query(body), shown, keeper, move_to)
+        done = await run_in_threadpool(_act_now, page, _group_query(body), members, keeper, move_to)
     except StaleGroup:
         return _stale()
     count = done.moved + done.trashed
@@ -112,7 +119,7 @@ async def undo(request: Request) -> Response:
 
 #: The duplicates page's JSON endpoints, each behind the POST checks.
 DUPLICATE_ROUTES = [
-    Route("/api/duplicates", guarded(groups), methods=["GET"]),
+    Route("/api/duplicates", guarded(groups), methods=["POST"]),
     Route("/api/duplicates/act", guarded(act), methods=["POST"]),
     Route("/api/duplicates/not-duplicate", guarded(not_duplicate), methods=["POST"]),
     Route("/api/undo", guarded(undo), methods=["POST"]),
@@ -144,14 +151,11 @@ def _stale() -> Response:
 
 def _group_query(values: Any) -> GroupQuery:
     threshold = values.get("threshold")
-    if threshold in (None, ""):
-        value = None
-    else:
-        try:
-            value = float(threshold)
-        except (TypeError, ValueError):
-            raise VsearchError(f"threshold must be a cosine between -1 and 1 (got {threshold!r})") from None
-    return GroupQuery(str(values.get("level") or "near"), str(values.get("keep") or "default"), value)
+    value = None if threshold in (None, "") else number(threshold, "threshold must be a cosine between -1 and 1")
+    level, keep = values.get("level") or "near", values.get("keep") or "default"
+    if not isinstance(level, str) or not isinstance(keep, str):
+        raise VsearchError("level and keep must be strings, as the page sends them")
+    return GroupQuery(level, keep, value)
 
 
 def _member(value: Any, name: str) -> Member:
@@ -167,17 +171,28 @@ def _members(value: Any) -> list[Member]:
 
 
 def _folder(value: Any) -> Path:
-    """The folder a person typed for the copies. Only its form is checked here; whether it is a
-    folder one can move copies into (exists, writable, not the photos' parent, not in the index
+    """The folder a person typed for the copies. Its form is checked here, and that it exists
+    (the CLI makes a missing folder, after its dry run said so; the page has no dry run); whether
+    it is a folder one can move copies into (writable, not the photos' parent, not in the index
     folder, nothing in the way) is :meth:`Index.plan_actions`'s check, the CLI's own."""
     if not isinstance(value, str) or not value.strip():
         raise VsearchError("type the folder to move the copies to")
     if "\0" in value:
         raise VsearchError("the folder name holds a NUL character")
-    folder = Path(value.strip()).expanduser()
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES or any(
+            len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in value.split("/")):
+        # Refused here, as the file system would (ENAMETOOLONG), before any check touches it.
+        raise VsearchError(f"the folder name is too long (at most {MAX_NAME_BYTES} bytes a name, "
+                           f"{MAX_PATH_BYTES} in all)")
+    try:
+        folder = Path(value.strip()).expanduser()
+    except RuntimeError:  # ~someone who is not a user here
+        raise VsearchError(f"no such home folder: {quoted(value)}") from None
     if not folder.is_absolute():
-        raise VsearchError(f"give the folder as a full path such as /home/you/duplicates (got {value!r}); "
+        raise VsearchError(f"give the folder as a full path such as /home/you/duplicates (got {quoted(value)}); "
                            "a relative one would depend on where the server was started")
+    if not folder.exists():  # the page acts at once, with no dry run to show a typo would make a new folder
+        raise VsearchError(f"{folder} does not exist; create it first")
     return folder
 
 
@@ -189,5 +204,5 @@ def _group_json(group: DuplicateGroup, root: Path) -> dict[str, Any]:
         {"row": m.row, "digest": m.digest, "keeper": m.keeper, "level": m.level, "score": round(m.score, 4),
          "bytes": m.bytes, "pixels": m.pixels, "format": m.format, "mtime": m.mtime,
          "path": m.path.relative_to(root).as_posix() if m.path.is_relative_to(root) else m.path.name,
-         "thumb": f"/thumb/{m.row}", "image": f"/image/{m.row}"}
+         "thumb": f"/thumb/{m.row}/{m.digest}", "image": f"/image/{m.row}/{m.digest}"}
         for m in group]}

@@ -19,6 +19,7 @@ form{display:flex;gap:.8em;flex-wrap:wrap;align-items:center;margin-bottom:.8em}
 .hit{background:#fff;border:1px solid #ddd;padding:.3em;font-size:.8em;word-break:break-all}
 .hit img{width:100%;height:180px;object-fit:contain;cursor:pointer;background:#eee}
 .hit button{font-size:.9em}.judged{outline:2px solid #4a4}#msg{color:#a00}
+#note{background:#fff3cd;border:1px solid #e0c060;padding:.3em .5em;margin-bottom:.5em}
 </style></head><body>
 {{NAV}}
 <h1>vsearch</h1>
@@ -30,7 +31,7 @@ form{display:flex;gap:.8em;flex-wrap:wrap;align-items:center;margin-bottom:.8em}
 <label>path <input id="path" placeholder="*.jpg" size="12"></label>
 <label>diverse <input id="diverse" placeholder="0..1" size="4"></label>
 </form>
-<div id="msg"></div><div id="results"></div>
+<div id="note" hidden></div><div id="msg"></div><div id="results"></div>
 <script>
 const CSRF = "{{CSRF}}", TEXT = {{TEXT}};
 let current = null, currentId = null, last = null;
@@ -49,10 +50,11 @@ async function show(resp) {
   const data = await resp.json();
   if (!resp.ok) { $("msg").textContent = data.error || resp.statusText; return; }
   $("msg").textContent = ""; current = data.query; currentId = data.query_id;
+  $("note").hidden = !data.logging; $("note").textContent = data.logging || "";  // the click log is off: why
   const box = $("results"); box.innerHTML = "";
   for (const r of data.results) {
-    const d = document.createElement("div"); d.className = "hit";
-    const img = document.createElement("img"); img.src = r.thumb; img.loading = "lazy"; img.title = "search by this photo";
+    const d = document.createElement("div"); d.className = "hit"; d.dataset.path = r.path;
+    const img = document.createElement("img"); if (r.thumb) img.src = r.thumb; img.loading = "lazy"; img.title = "search by this photo";
     img.onclick = () => { log("click", [r]); byRow(r.row); };
     const cap = document.createElement("div"); cap.textContent = `${r.rank}. ${r.score.toFixed(3)} ${r.path}`;
     const yes = document.createElement("button"); yes.textContent = "relevant";
@@ -63,7 +65,9 @@ async function show(resp) {
   }
 }
 // Impressions are logged by the server as it answers a search; a click names that list's id.
+// A search the server could not log (see #note) has no id: its clicks are not logged either.
 function log(kind, results) {
+  if (currentId === null || currentId === undefined) return;
   post("/api/event", JSON.stringify({kind, query: current, query_id: currentId,
                                      results: results.map(r => ({row: r.row, rank: r.rank}))}),
        "application/json");
@@ -72,8 +76,9 @@ async function judge(r, label, el) {
   const resp = await post("/api/judgment", JSON.stringify({query: current, row: r.row, label}), "application/json");
   if (resp.ok) el.className = "hit judged"; else $("msg").textContent = (await resp.json()).error;
 }
-function byRow(row) { last = () => byRow(row); const p = params(); p.set("row", row); fetch("/api/search?" + p).then(show); }
-function byText() { const t = $("text").value; last = byText; const p = params(); p.set("text", t); fetch("/api/search?" + p).then(show); }
+// Every search is a POST: the server logs what it shows (the click log), so a GET never searches.
+function byRow(row) { last = () => byRow(row); const p = params(); p.set("row", row); post("/api/search?" + p, "", "text/plain").then(show); }
+function byText() { const t = $("text").value; last = byText; const p = params(); p.set("text", t); post("/api/search?" + p, "", "text/plain").then(show); }
 function byFile(f) { last = () => byFile(f); post("/api/search?" + params(), f, f.type || "application/octet-stream").then(show); }
 $("file").onchange = e => e.target.files[0] && byFile(e.target.files[0]);
 $("go").onclick = byText;
@@ -106,7 +111,7 @@ form{display:flex;gap:.8em;flex-wrap:wrap;align-items:center;margin-bottom:.8em}
 <form id="opts" onsubmit="return false">
 <label>level <select id="level"><option value="exact">exact (same bytes)</option>
 <option value="near" selected>near (verified copies)</option><option value="similar">similar (looks alike)</option></select></label>
-<label>keep <select id="keep"><option>default</option><option>largest</option><option>smallest</option>
+<label>keep <select id="keep"><option>default</option><option>pixels</option><option>largest</option><option>smallest</option>
 <option>oldest</option><option>newest</option><option>shortest-path</option></select></label>
 <label>threshold <input id="threshold" placeholder="auto" size="5"></label>
 <button id="find">Find duplicates</button>
@@ -120,9 +125,7 @@ const $ = id => document.getElementById(id);
 let shown = null;  // the last answer: actions name groups as it showed them
 function say(text, bad) { $("msg").textContent = text; $("msg").className = bad ? "bad" : "good"; }
 function query() {
-  const p = new URLSearchParams({level: $("level").value, keep: $("keep").value});
-  if ($("threshold").value) p.set("threshold", $("threshold").value);
-  return p;
+  return {level: $("level").value, keep: $("keep").value, threshold: $("threshold").value || null};
 }
 async function post(url, body) {
   const r = await fetch(url, {method: "POST", body: JSON.stringify(body),
@@ -131,10 +134,10 @@ async function post(url, body) {
 }
 async function load(fresh) {
   $("groups").textContent = "finding duplicates..."; $("count").textContent = "";
-  const p = query(); if (fresh === true) p.set("fresh", "1");
-  const r = await fetch("/api/duplicates?" + p), data = await r.json();
+  // A POST: finding near duplicates takes seconds, and fresh looks again even when they are known.
+  const [ok, data] = await post("/api/duplicates", {...query(), fresh: fresh === true});
   $("groups").textContent = "";
-  if (!r.ok) { say(data.error, true); return; }
+  if (!ok) { say(data.error, true); return; }
   shown = data;
   $("count").textContent = data.total ? `${data.total} group${data.total > 1 ? "s" : ""}` +
     (data.total > data.groups.length ? `, the largest ${data.groups.length} shown` : "") : "No duplicates at this level.";

@@ -4,11 +4,15 @@ the thumbnail cache, the sessions' CSRF tokens, the upload limits and the duplic
 from __future__ import annotations
 
 import secrets
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vsearch import api as library
+from vsearch.errors import VsearchError
+from vsearch.imaging.reading import read_image_bytes
 from vsearch.serve.groups import FoundGroups
 from vsearch.serve.thumbs import ThumbCache
 
@@ -39,6 +43,39 @@ class LockedIndex:
         if not path.is_relative_to(root) or not path.is_file():
             raise LookupError(row)  # gone since indexing, or a symlink out of the root
         return path, entry.digest
+
+    def file_with(self, row: int, digest: str) -> Path:
+        """The file of ``row`` when it holds the content ``digest`` now; LookupError otherwise.
+
+        What the page's thumbnail and image URLs name (``/thumb/{row}/{digest}``): a row renumbered
+        since (a move, a build) or a file edited since indexing is a 404, never another picture.
+        A file whose size and mtime are those indexed is taken to hold the indexed content (the
+        index's own rule); another one is read and hashed.
+        """
+        with self.lock:
+            if not 0 <= row < self.index.count:
+                raise LookupError(row)
+            entry = self.index.entry_of_row(row)
+            root = Path(self.index.root).resolve()
+        if entry is None or entry.digest is None or entry.digest != digest:
+            raise LookupError(row)
+        path = (root / entry.path).resolve()
+        if not path.is_relative_to(root):
+            raise LookupError(row)  # a symlink out of the root
+        try:
+            st = path.stat()
+        except OSError:
+            raise LookupError(row) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise LookupError(row)
+        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            try:  # changed since indexing: only its bytes can say whether it still holds ``digest``
+                same = library.bytes_digest(read_image_bytes(path)) == digest
+            except VsearchError:
+                same = False
+            if not same:
+                raise LookupError(row)
+        return path
 
     def query(self, **kwargs: Any) -> list[Any]:
         with self.lock:

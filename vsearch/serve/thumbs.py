@@ -1,7 +1,9 @@
 """A bounded on-disk thumbnail cache in the index folder (``thumbs/``).
 
 A thumbnail is keyed by its image's content digest and size, so a renamed photo keeps its
-thumbnail and an edited one gets a new one. The cache is capped in bytes: after a write that
+thumbnail and an edited one gets a new one. A thumbnail is made only from bytes that have that
+digest (read once, hashed, then decoded): a file edited after the caller checked it can never
+put its picture under another content's name. The cache is capped in bytes: after a write that
 takes it over the cap, the least recently used files (by modification time, which a hit
 refreshes) go until it is under 80 % of the cap.
 
@@ -18,6 +20,8 @@ import threading
 from pathlib import Path
 
 from vsearch import atomic
+from vsearch.api import bytes_digest
+from vsearch.imaging.reading import read_image_bytes
 from vsearch.imaging.thumbnails import THUMB_SIDE, jpeg_bytes, load_thumbnail
 
 THUMBS_DIR = "thumbs"
@@ -38,7 +42,8 @@ class ThumbCache:
     def get(self, image: Path, digest: str) -> bytes:
         """The JPEG thumbnail of ``image`` (whose content digest is ``digest``), made if missing.
 
-        Raises :class:`~vsearch.errors.VsearchError` when the image cannot be decoded.
+        Raises :class:`~vsearch.errors.VsearchError` when the image cannot be read or decoded,
+        and LookupError when its bytes do not have the content digest ``digest`` (any more).
         """
         path = self.folder / f"{digest}-{self.side}.jpg"
         data = _read(path)
@@ -46,19 +51,25 @@ class ThumbCache:
             return data
         with self._guard:
             making = self._making.setdefault(path.name, threading.Lock())
-        with making:
-            data = _read(path)  # made by the thread this one waited for
-            if not data:
-                data = self._make(image)
-                self.folder.mkdir(exist_ok=True)
-                atomic.write_bytes(path, data)
+        try:
+            with making:
+                data = _read(path)  # made by the thread this one waited for
+                if not data:
+                    data = self._make(image, digest)
+                    self.folder.mkdir(exist_ok=True)
+                    atomic.write_bytes(path, data)
+        finally:  # made or not (a file that cannot be read, or holds other content now)
+            with self._guard:
+                self._making.pop(path.name, None)  # a later miss finds the file (or makes it again)
         with self._guard:
-            self._making.pop(path.name, None)  # a later miss finds the file (or makes it again)
             self._trim()
         return data
 
-    def _make(self, image: Path) -> bytes:
-        return jpeg_bytes(load_thumbnail(image, self.side))
+    def _make(self, image: Path, digest: str) -> bytes:
+        data = read_image_bytes(image)
+        if bytes_digest(data) != digest:
+            raise LookupError(f"{image} no longer holds {digest}")
+        return jpeg_bytes(load_thumbnail(data, self.side))
 
     def size(self) -> int:
         """Bytes the cache holds now."""

@@ -7,7 +7,8 @@ The index directory: the writer's lock, and the commit of ``meta.json``.
 Layout (format version 1)::
 
     INDEX_DIR/
-      meta.json             commit record of the last consolidation; written last (see below)
+      meta.json             commit record of the last consolidation; written last (see below);
+                            records the size and SHA-256 of every file it names (``checksums``)
       manifest.sqlite       files (the writer's working state: path, size, mtime_ns, digest, row,
                             pending chunk, skip) and committed (each kept generation's frozen
                             row -> file mapping); see ``manifest``

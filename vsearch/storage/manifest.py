@@ -101,6 +101,32 @@ def sql_errors(path: Path) -> Iterator[None]:
         raise
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection, after rolling back what a killed writer left half-committed.
+
+    A writer killed inside a commit leaves a hot journal (``manifest.sqlite-journal``) that
+    must be played back before the database can be read, and a read-only connection cannot
+    (SQLite: ``SQLITE_READONLY_ROLLBACK``), so every reader would fail until a writer ran.
+    A plain connection plays it back on its first read: SQLite's own recovery, which runs only
+    when no live writer holds the database, so it never undoes a commit in progress.
+    """
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
+            raise
+        db.close()
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as recover:
+            recover.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as exc:
+        raise IndexWriteError(f"{path} holds a change a killed writer left half done, and rolling it back "
+                              f"failed ({exc}); make the index folder writable, then run the command again") from None
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+
+
 class ManifestReader:
     """One connection to ``manifest.sqlite`` (readers open it read-only): the schema, the
     key/value state and every read. :class:`Manifest` adds the writer's statements."""
@@ -124,8 +150,7 @@ class ManifestReader:
                     db.execute("INSERT OR IGNORE INTO kv(key, value) VALUES ('schema_version', ?)",
                                 (str(SCHEMA_VERSION),))
                 else:
-                    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
-                                         isolation_level=None)
+                    db = _open_read_only(path)
                 row = db.execute("SELECT value FROM kv WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"cannot read manifest {path}: {exc}; {remedy}") from None
@@ -315,6 +340,11 @@ class Manifest(ManifestReader):
             db.execute("DELETE FROM dirs")
             db.executemany("INSERT OR REPLACE INTO dirs(path, mtime_ns) VALUES (?, ?)", dirs)
 
+    def update_dirs(self, dirs: Iterable[tuple[str, int]]) -> None:
+        """Set the recorded mtime of these folders, leaving the others' as they are."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO dirs(path, mtime_ns) VALUES (?, ?)", dirs)
+
     def pending_count(self) -> int:
         """Working-state rows that the committed vectors do not reflect yet."""
         return self.db.execute(
@@ -324,6 +354,15 @@ class Manifest(ManifestReader):
     def ids_by_row(self) -> list[int]:
         """File id of each committed row, in row order."""
         return [i for (i,) in self.db.execute("SELECT id FROM files WHERE row IS NOT NULL ORDER BY row")]
+
+    def integrity_problem(self) -> str | None:
+        """What SQLite's own check (``PRAGMA quick_check``: pages, records, indexes) finds wrong
+        in the file, or None. Reads every page: ``check()`` calls it, a query never does."""
+        try:
+            found = [str(r[0]) for r in self.db.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return None if found == ["ok"] else "; ".join(found[:3])
 
     def live_chunks(self) -> dict[int, int]:
         """Chunk number -> rows the manifest expects it to hold (its largest chunk_row + 1)."""

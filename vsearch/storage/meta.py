@@ -3,17 +3,21 @@
 ``meta.json`` is written last by every commit (``store``); readers trust it and see exactly
 the generation it names. Each optional part (DBA copy, IVF-PQ index, compressed search copy,
 trained head) has its own key, absent when not built, so an index without it reads unchanged.
+So has ``checksums`` (:mod:`vsearch.storage.checksums`): the size and SHA-256 of every file the
+generation names, absent in an index committed before they were recorded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vsearch.version import __version__
-from vsearch.storage import formats
+from vsearch.storage import formats, vectorfiles
+from vsearch.storage.checksums import FileSum
 from vsearch.errors import IndexCorruptError, VsearchError
 from vsearch.identity import ModelId
 
@@ -132,6 +136,7 @@ class IndexMeta:
     ivfpq: IvfpqInfo | None = None  # optional key, likewise
     vectors_format: FormatInfo | None = None  # optional key: absent for fp32 (no search copy)
     adapter: AdapterInfo | None = None  # optional key: absent until `vsearch train`
+    checksums: tuple[FileSum, ...] = ()  # optional key: absent in an index from before checksums
 
     @property
     def space_dim(self) -> int:
@@ -142,6 +147,30 @@ class IndexMeta:
     def space_file(self) -> str:
         """The file of the search-space vectors: the search copy, else the source vectors."""
         return self.vectors if self.vectors_format is None else self.vectors_format.file
+
+    def named_files(self) -> list[tuple[str, str]]:
+        """(role, file name) of every file this generation names besides ``meta.json`` and the
+        manifest, in the order a reader meets them: the vectors, the search copy and its
+        transform, the DBA copy, the approximate index, the head and its projected copy."""
+        out = [("vectors", self.vectors)]
+        if self.vectors_format is not None:
+            out.append(("search copy", self.vectors_format.file))
+            if self.vectors_format.transform is not None:
+                out.append(("transform", self.vectors_format.transform))
+        if self.dba is not None:
+            out.append(("DBA copy", self.dba.file))
+        if self.ann is not None:
+            out.append(("Annoy index", self.ann.file))
+        if self.ivfpq is not None:
+            out.append(("IVF-PQ index", self.ivfpq.file))
+        if self.adapter is not None:
+            out.append(("head", self.adapter.file))
+            out.append(("projected copy", vectorfiles.projected_name(self.space_file, self.adapter.sha256)))
+        return out
+
+    def checksum(self, name: str) -> FileSum | None:
+        """What the commit recorded of file ``name`` (None: no checksum recorded for it)."""
+        return next((s for s in self.checksums if s.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         ann = None if self.ann is None else {k: v for k, v in vars(self.ann).items() if v is not None}
@@ -154,6 +183,8 @@ class IndexMeta:
             **({"ivfpq": vars(self.ivfpq).copy()} if self.ivfpq is not None else {}),
             **({"vectors_format": vars(self.vectors_format).copy()} if self.vectors_format is not None else {}),
             **({"adapter": vars(self.adapter).copy()} if self.adapter is not None else {}),
+            **({"checksums": {s.name: {"size": s.size, "sha256": s.sha256} for s in self.checksums}}
+               if self.checksums else {}),
         }
 
     @classmethod
@@ -163,10 +194,11 @@ class IndexMeta:
         meta = cls(
             generation=int(data["generation"]), model=ModelId.from_dict(data["model"]), root=data["root"],
             count=int(data["count"]), dim=int(data["dim"]), skipped=int(data.get("skipped", 0)),
-            vectors=data["vectors"], ann=AnnInfo(**ann) if ann else None, updated=data.get("updated", ""),
-            dba=DbaInfo(**dba) if dba else None, vectors_format=FormatInfo(**fmt) if fmt else None,
-            adapter=AdapterInfo(**head) if head else None,
-            ivfpq=IvfpqInfo(**data["ivfpq"]) if data.get("ivfpq") else None,
+            vectors=data["vectors"], ann=_record(AnnInfo, ann) if ann else None, updated=data.get("updated", ""),
+            dba=_record(DbaInfo, dba) if dba else None, vectors_format=_record(FormatInfo, fmt) if fmt else None,
+            adapter=_record(AdapterInfo, head) if head else None,
+            ivfpq=_record(IvfpqInfo, data["ivfpq"]) if data.get("ivfpq") else None,
+            checksums=_checksums(data.get("checksums")),
         )
         names = [meta.vectors] + [x.file for x in (meta.ann, meta.dba, meta.ivfpq, meta.adapter) if x is not None]
         if not isinstance(meta.root, str) or not all(isinstance(n, str) and "/" not in n for n in names):
@@ -181,6 +213,42 @@ class IndexMeta:
         if meta.adapter is not None and meta.adapter.dim_in != meta.space_dim:
             raise ValueError(f"adapter takes {meta.adapter.dim_in}-d vectors, the search space has {meta.space_dim}")
         return meta
+
+
+def _checksums(data: Any) -> tuple[FileSum, ...]:
+    """The ``checksums`` key read back (absent: none); ValueError or TypeError when damaged."""
+    if not data:
+        return ()
+    if not isinstance(data, dict):
+        raise TypeError("checksums must be an object")
+    out = []
+    for name, record in data.items():
+        size, sha = record["size"], record["sha256"]
+        if (not name or "/" in name or isinstance(size, bool) or not isinstance(size, int) or size < 0
+                or not isinstance(sha, str) or len(sha) != 64):
+            raise ValueError(f"checksum of {name!r} is damaged")
+        out.append(FileSum(name, size, sha))
+    return tuple(sorted(out, key=lambda s: s.name))
+
+
+_Record = TypeVar("_Record")
+#: The value types a part of ``meta.json`` may hold, by annotation.
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "str": (str,), "int | None": (int, type(None)),
+                                       "str | None": (str, type(None))}
+
+
+def _record(cls: type[_Record], data: Any) -> _Record:
+    """One part of ``meta.json`` (``ann``, ``ivfpq``...) as its record, every field of the type
+    it is declared with: a hand-edited ``"nprobe": "x"`` is damage found here, in one line, not
+    a ValueError deep in a search. TypeError when it is not."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} must be an object")
+    record = cls(**data)
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]  # cls is one of this module's dataclasses
+        value, kinds = getattr(record, f.name), _TYPES.get(str(f.type))
+        if kinds is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise TypeError(f"{cls.__name__}.{f.name} is {value!r}, not {f.type}")
+    return record
 
 
 def read_meta(index_dir: Path) -> IndexMeta:
@@ -199,5 +267,7 @@ def read_meta(index_dir: Path) -> IndexMeta:
             f"version {FORMAT_VERSION}. Rebuild it with `build_index(FOLDER, rebuild=True)`")
     try:
         return IndexMeta.from_dict(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise IndexCorruptError(f"{path} is incomplete or damaged ({exc!r}); {rebuild_hint()}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: "generation": 1e999
+        root = data.get("root")  # the folder, when that much of meta.json is readable
+        raise IndexCorruptError(f"{path} is incomplete or damaged ({exc!r}); "
+                                f"{rebuild_hint(root if isinstance(root, str) and root else 'FOLDER')}") from None

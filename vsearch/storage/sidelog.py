@@ -38,18 +38,28 @@ def read(path: Path, parse: Callable[[Any], T]) -> list[T]:
     """Every line of ``path`` through ``parse`` (given the decoded JSON value), in order; none
     when the file does not exist. A line that is not JSON, or that ``parse`` rejects with
     ValueError, KeyError or TypeError, is skipped with a warning."""
+    out, damaged = scan(path, parse)
+    for number in damaged:
+        log.warning("warning: %s line %d is damaged and was ignored", path, number)
+    return out
+
+
+def scan(path: Path, parse: Callable[[Any], T]) -> tuple[list[T], list[int]]:
+    """:func:`read` without the warnings: (the records, the numbers of the damaged lines)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return []
+        return [], []
     except OSError as exc:
-        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise VsearchError(f"cannot read {path}: {exc.strerror or exc}; move it out of the index folder to go on "
+                           "without what it records") from None
     out: list[T] = []
+    damaged: list[int] = []
     for number, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
         try:
             out.append(parse(json.loads(line)))
         except (ValueError, KeyError, TypeError):
-            log.warning("warning: %s line %d is damaged and was ignored", path, number)
-    return out
+            damaged.append(number)
+    return out, damaged

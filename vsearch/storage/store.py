@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from vsearch import atomic
-from vsearch.storage import formats, vectorfiles
+from vsearch.storage import checksums, formats, vectorfiles
+from vsearch.storage.checksums import FileSum
 from vsearch.errors import IndexBusyError, IndexCorruptError, IndexMissingError, ModelMismatchError, VsearchError
 from vsearch.identity import ModelId
 from vsearch.storage.meta import (
@@ -78,6 +79,9 @@ class Store(Snapshot):
                  derived: Derivations | None = None):
         super().__init__(index_dir, manifest, meta, lock_fd)
         self._derived = derived
+        #: Files written since the last commit of ``meta.json``, with their checksum when the
+        #: writer knew it (None: computed at that commit); see :meth:`wrote`.
+        self._fresh: dict[str, FileSum | None] = {}
 
     # --- opening -------------------------------------------------------------------------
 
@@ -116,7 +120,16 @@ class Store(Snapshot):
                 check_agrees(index_dir, manifest, meta)
                 return cls(index_dir, manifest, meta, None)
             except GenerationGone:
-                manifest.close()  # a commit landed between reading meta.json and the manifest
+                # Two commits landed between reading meta.json and the manifest: read it again. One
+                # that still names a gone generation after the wait is stale (restored from an older
+                # copy, or edited), and a writer's next commit rewrites it.
+                generation, root = manifest.generation, manifest.get("root")
+                manifest.close()
+                if time.monotonic() > deadline:
+                    raise IndexCorruptError(
+                        f"{index_dir / META_FILE} names generation {meta.generation}, which the manifest (at "
+                        f"generation {generation}) no longer holds (a meta.json restored from an older copy, or edited); "
+                        f"`build_index({root or meta.root})` rewrites it") from None
             except IndexCorruptError:
                 manifest.close()  # maybe a commit half done by a writer from before snapshots
                 if time.monotonic() > deadline:
@@ -229,6 +242,12 @@ class Store(Snapshot):
         self._require_writer()
         self.manifest.record_dirs(dirs)
 
+    def update_dirs(self, dirs: Iterable[tuple[str, int]]) -> None:
+        """Remember the new mtime of folders vsearch itself changed (moving files in or out),
+        so that the staleness check does not take its own work for a change; others keep theirs."""
+        self._require_writer()
+        self.manifest.update_dirs(dirs)
+
     def pending_changes(self) -> bool:
         """True when the manifest holds work that the committed vectors do not reflect yet."""
         return not self._vectors_current() or self.manifest.get("relabelled") is not None
@@ -243,10 +262,19 @@ class Store(Snapshot):
         """Merge committed vectors and pending chunks into a new generation, in path order."""
         return consolidate(self, block)
 
+    def wrote(self, name: str, checksum: FileSum | None = None) -> None:
+        """Say that file ``name`` in the index folder was (re)written: the next commit of
+        ``meta.json`` records its checksum anew (``checksum`` when the writer has it, else
+        computed then). A file not said so keeps the checksum of its first commit, so damage
+        done after a commit is never recorded as the file's truth."""
+        self._fresh[name] = checksum
+
     def set_ann(self, ann: AnnInfo | None) -> None:
         """Record (or drop) the Annoy index of the committed generation in ``meta.json``."""
         self._require_writer()
         assert self.meta is not None
+        if ann is not None:
+            self.wrote(ann.file)
         if ann is not None and ann.size is None:  # record the size, checked before each load
             ann = dataclasses.replace(ann, size=(self.dir / ann.file).stat().st_size)
         # One approximate index a generation: an Annoy build replaces an IVF-PQ one.
@@ -256,6 +284,8 @@ class Store(Snapshot):
         """Record (or drop) the IVF-PQ index of the committed generation; it replaces Annoy."""
         self._require_writer()
         assert self.meta is not None
+        if info is not None:  # its size and SHA-256 are what the build measured
+            self.wrote(info.file, FileSum(info.file, info.size, info.sha256))
         self.write_meta(dataclasses.replace(self.meta, ivfpq=info, ann=None if info is not None else self.meta.ann))
 
     def set_dba(self, dba: DbaInfo | None) -> None:
@@ -263,6 +293,8 @@ class Store(Snapshot):
         the vectors search ranks against, is dropped with it and must be rebuilt."""
         self._require_writer()
         assert self.meta is not None
+        if dba is not None:
+            self.wrote(dba.file)
         self.write_meta(dataclasses.replace(self.meta, dba=dba, ann=None, ivfpq=None))
 
     # --- the search copy (writer) ------------------------------------------------------------
@@ -307,7 +339,10 @@ class Store(Snapshot):
         """The search copy of ``source`` (one generation's vectors) in :meth:`wanted_format`, made
         by the writer's ``derived``; None for fp32 (search reads the source vectors)."""
         if self._derived is not None:
-            return self._derived.search_copy(self, source, generation)
+            info = self._derived.search_copy(self, source, generation)
+            if info is not None:
+                self.wrote(info.file)
+            return info
         if self.wanted_format().compressed:
             raise RuntimeError(f"a {self.wanted_format().name} search copy needs a writer opened with derived=")
         return None
@@ -323,20 +358,18 @@ class Store(Snapshot):
             meta = self._derived.before_meta(self, meta)
         elif meta.adapter is not None:
             raise RuntimeError("a meta.json that names a trained head needs a writer opened with derived=")
+        previous = {s.name: s for s in (self.meta.checksums if self.meta is not None else ())}
+        meta = dataclasses.replace(meta, checksums=checksums.record(
+            self.dir, (name for _role, name in meta.named_files()), previous, self._fresh))
         atomic.write_bytes(self.dir / META_FILE, json.dumps(meta.to_dict(), indent=2).encode())
+        self._fresh = {}
         self.meta = meta
         self._vectors = None
         remove_stale(self)
 
 
 def _files_of(meta: IndexMeta) -> set[str]:
-    names = {meta.vectors} | {x.file for x in (meta.ann, meta.dba, meta.vectors_format, meta.ivfpq, meta.adapter)
-                              if x is not None}
-    if meta.vectors_format is not None and meta.vectors_format.transform:
-        names.add(meta.vectors_format.transform)
-    if meta.adapter is not None:
-        names.add(vectorfiles.projected_name(meta.space_file, meta.adapter.sha256))
-    return names
+    return {name for _role, name in meta.named_files()}
 
 
 def remove_stale(store: Store) -> None:
@@ -383,7 +416,10 @@ def open_writer(cls: type[Store], index_dir: Path, *, rebuild: bool = False,
         raise VsearchError(f"cannot write to the index folder {index_dir} (permission denied); "
                            "choose another index_dir= or make it writable") from None
     except OSError as exc:
-        raise atomic.write_error(exc, index_dir) or exc from None
+        # A disk error as one; else the folder cannot be made there (a file in the way, a name
+        # too long), which is no bug either.
+        raise atomic.write_error(exc, index_dir) or VsearchError(
+            f"cannot make the index folder {index_dir}: {exc.strerror or exc}; choose another index_dir=") from None
     try:
         old_format = _format_before_rebuild(index_dir) if rebuild else None
         kept = rebuild_files(index_dir) if rebuild else None
@@ -513,6 +549,7 @@ def consolidate(store: Store, block: int = 4096) -> IndexMeta:
                      for _id, row, chunk, chunk_row in sources],
             model.dim, store.vectors,
             lambda n: np.load(vectorfiles.chunk_path(store.dir, n), mmap_mode="r"), block)
+        store.wrote(target.name)
         # The search copy is part of the commit: made before the manifest moves, so a reader
         # never finds a generation without the copy meta.json names.
         copy = store.search_copy(vectorfiles.load(target, (len(sources), model.dim), rebuild_hint(root)),
@@ -550,9 +587,10 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list[Any]] | None:
             dim = _model_dim(model)
             source = index_dir / vectorfiles.vectors_name(old.generation)
             if dim is not None:
-                vectorfiles.load(source, (len(rows), dim), "")
-            if dim is not None and model and root and [r[4] for r in rows] == list(range(len(rows))) and rows:
-                kept = (source, root, model, rows)
+                vectors = vectorfiles.load(source, (len(rows), dim), "")
+                if model and root and [r[4] for r in rows] == list(range(len(rows))) and rows:
+                    rows = _trusted_rows(index_dir, source, vectors, rows)
+                    kept = (source if rows else None, root, model, rows)
         finally:
             old.close()
     if kept is None:  # the manifest is lost: meta.json may still say which folder and model
@@ -565,9 +603,36 @@ def rebuild_files(index_dir: Path) -> tuple[Path, str, str, list[Any]] | None:
     for child in list(index_dir.iterdir()) + list((index_dir / CHUNK_DIR).iterdir()):
         if child.name not in (LOCK_FILE, MARKS_FILE, *KEPT_LOGS) and child.is_file() and not (kept and kept[3] and child == chunk0):
             child.unlink()
+        elif child.is_dir() and not child.is_symlink() and _index_file_name(child.name):
+            shutil.rmtree(child)  # a folder where an index file belongs: damage, in the way of the new file
     log.warning("warning: rebuilding the index at %s: %s", index_dir,
                 f"kept {len(kept[3])} files and their vectors" if kept and kept[3] else "no vectors could be kept")
     return None if kept is None else (chunk0, kept[1], kept[2], kept[3])
+
+
+def _index_file_name(name: str) -> bool:
+    """Whether ``name`` is the name of a file the index writes (never of a folder it keeps)."""
+    return (name in (META_FILE, MANIFEST_FILE) or vectorfiles.generation_of(name) is not None
+            or vectorfiles.is_transform(name) or (name.startswith("head.") and name.endswith(".npz")))
+
+
+def _trusted_rows(index_dir: Path, source: Path, vectors: np.ndarray, rows: list[Any]) -> list[Any]:
+    """The manifest rows whose vectors a rebuild may keep: none when ``meta.json`` recorded a
+    checksum that the vectors file no longer matches (which rows changed cannot be told), else
+    those whose vector is a finite unit vector; the others' images are embedded again."""
+    recorded = None
+    with contextlib.suppress(VsearchError, OSError):
+        recorded = read_meta(index_dir).checksum(source.name)
+    if recorded is not None:
+        problem = checksums.problem(source, recorded)
+        if problem is not None:
+            log.warning("warning: the vectors %s are damaged (%s); every image will be embedded again", source, problem)
+            return []
+    not_finite, not_unit = vectorfiles.bad_rows(vectors)
+    bad = set(not_finite.tolist()) | set(not_unit.tolist())
+    if bad:
+        log.warning("warning: %d vector(s) in %s are damaged; their images will be embedded again", len(bad), source)
+    return [r for r in rows if r[4] not in bad]
 
 
 def _model_dim(model_json: str | None) -> int | None:

@@ -87,7 +87,7 @@ def load(path: Path, shape: tuple[int, int] | None, remedy: str, dtype: Any = np
     be read or has another shape or dtype."""
     try:
         array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an emptied file ("No data left in file")
         raise IndexCorruptError(f"cannot read {path}: {exc}; {remedy}") from None
     dtype = np.dtype(dtype)
     if array.dtype != dtype or array.ndim != 2 or (shape is not None and array.shape != shape):
@@ -96,14 +96,47 @@ def load(path: Path, shape: tuple[int, int] | None, remedy: str, dtype: Any = np
     return array
 
 
+#: How far a stored row's length may be from 1: float32 rows are within 1e-6, a float16 copy's
+#: within about 5e-4 (11 bits of mantissa); a zeroed or rescaled row is far outside.
+UNIT_TOLERANCE = 1e-2
+
+
+def bad_rows(array: np.ndarray, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Rows an L2-normalised vectors file cannot hold, read block by block (memory: one block):
+    (rows with a value that is not finite (NaN, infinity), other rows whose length is not 1
+    within :data:`UNIT_TOLERANCE`, e.g. zeroed), each as sorted row numbers."""
+    not_finite: list[np.ndarray] = []
+    not_unit: list[np.ndarray] = []
+    for start in range(0, len(array), block):
+        rows = np.asarray(array[start:start + block], dtype=np.float32)
+        finite = np.asarray(np.isfinite(rows).all(axis=1))
+        norms = np.linalg.norm(np.where(finite[:, None], rows, 0.0), axis=1)
+        not_finite.append(np.flatnonzero(~finite) + start)
+        not_unit.append(np.flatnonzero(finite & (np.abs(norms - 1.0) > UNIT_TOLERANCE)) + start)
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(not_finite) if not_finite else empty), (np.concatenate(not_unit) if not_unit else empty)
+
+
+def rows_problem(array: np.ndarray) -> str | None:
+    """What :func:`bad_rows` finds in ``array``, in words (None when every row is a unit vector)."""
+    not_finite, not_unit = bad_rows(array)
+    parts = []
+    for rows, what in ((not_finite, "values that are not finite (NaN or infinity)"),
+                       (not_unit, "a length other than 1 (zeroed or changed)")):
+        if len(rows):
+            more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+            parts.append(f"row {int(rows[0])}{more} hold{'s' if len(rows) == 1 else ''} {what}")
+    return "; ".join(parts) or None
+
+
 def chunk_problem(path: Path, rows: int, dim: int) -> str | None:
     """Why a chunk cannot give ``rows`` vectors of ``dim`` (missing, truncated, damaged), or None."""
     try:
         array = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         return "missing"
-    except (OSError, ValueError) as exc:
-        return f"damaged ({str(exc).splitlines()[0][:80]})"
+    except (OSError, ValueError, EOFError) as exc:
+        return f"damaged ({(str(exc).splitlines() or ['empty'])[0][:80]})"
     if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim or array.shape[0] < rows:
         return f"damaged (holds {array.shape} {array.dtype})"
     return None

@@ -240,6 +240,7 @@ def _pca_for(store: Store, fmt: VectorFormat, source: np.ndarray) -> tuple[Pca, 
     pca = fit_pca(source, fmt.dim or 0, whiten=fmt.whiten)
     name = vectorfiles.transform_name(pca.digest)
     pca.save(store.dir / name)
+    store.wrote(name)  # a refit to the same digest writes the file again: its checksum is made anew
     store.manifest.set(TRANSFORM_KEY, name)
     return pca, name
 

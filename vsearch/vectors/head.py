@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +98,14 @@ class Head:
         try:
             with np.load(path, allow_pickle=False) as data:
                 matrix = np.array(data["W"], dtype=np.float32)
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # BadZipFile: a truncated file
             raise IndexCorruptError(f"the trained head {path} cannot be read ({type(exc).__name__}); {RETRAIN}") from None
-        if matrix.shape != (dim_in, dim_out) or not np.isfinite(matrix).all():
+        if matrix.shape != (dim_in, dim_out):
             raise IndexCorruptError(f"the trained head {path} is damaged (shape {matrix.shape}, expected "
                                     f"{(dim_in, dim_out)}); {RETRAIN}")
+        if not np.isfinite(matrix).all():
+            raise IndexCorruptError(f"the trained head {path} is damaged (it holds values that are not finite: "
+                                    f"NaN or infinity); {RETRAIN}")
         head = cls(matrix)
         if head.sha256 != sha256:
             raise IndexCorruptError(f"the trained head {path} is not the one meta.json names (hash differs); {RETRAIN}")
@@ -126,7 +130,7 @@ def load_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_fil
             cached = np.load(path, mmap_mode="r")
             if cached.shape == (len(vectors), head.dim_out) and cached.dtype == np.float32:
                 return cached
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: an emptied file
             pass
         log.warning("warning: the projected vectors %s are damaged; projecting in memory", path)
     else:

@@ -171,22 +171,22 @@ def build_file(vectors: np.ndarray, path: Path, params: IvfpqParams) -> tuple[in
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-def _damaged(path: Path, why: str) -> IndexCorruptError:
-    return IndexCorruptError(f"cannot read the IVF-PQ index {path} ({why}); `build_index(FOLDER)` "
+def _damaged(path: Path, why: str, root: object = "FOLDER") -> IndexCorruptError:
+    return IndexCorruptError(f"cannot read the IVF-PQ index {path} ({why}); `build_index({root})` "
                              "rebuilds it, and mode='exact' searches without it")
 
 
-def read_checked(path: Path, *, size: int | None, sha256: str | None) -> bytes:
-    """The file's bytes, refused (one line, with the rebuild hint) when missing, or when its
-    size or SHA-256 is not what ``meta.json`` recorded."""
+def read_checked(path: Path, *, size: int | None, sha256: str | None, root: object = "FOLDER") -> bytes:
+    """The file's bytes, refused (one line, with the rebuild hint naming ``root``, the indexed
+    folder) when missing, or when its size or SHA-256 is not what ``meta.json`` recorded."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _damaged(path, exc.strerror or type(exc).__name__) from None
+        raise _damaged(path, exc.strerror or type(exc).__name__, root) from None
     if size is not None and len(data) != size:
-        raise _damaged(path, f"damaged: {len(data)} bytes, {size} recorded when built")
+        raise _damaged(path, f"damaged: {len(data)} bytes, {size} recorded when built", root)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise _damaged(path, "damaged: its SHA-256 is not the one recorded when built")
+        raise _damaged(path, "damaged: its SHA-256 is not the one recorded when built", root)
     return data
 
 
@@ -197,21 +197,22 @@ class IvfpqSearcher:
     candidate_factor = CANDIDATES_PER_RESULT
 
     def __init__(self, path: Path, dim: int, *, count: int | None = None, size: int | None = None,
-                 sha256: str | None = None, nprobe: int | None = None) -> None:
-        data = read_checked(path, size=size, sha256=sha256)
+                 sha256: str | None = None, nprobe: int | None = None, root: object = "FOLDER") -> None:
+        data = read_checked(path, size=size, sha256=sha256, root=root)
         faiss = load_faiss()
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
             ivf = faiss.extract_index_ivf(index)
         except RuntimeError:
-            raise _damaged(path, "not an IVF-PQ index faiss can read") from None
+            raise _damaged(path, "not an IVF-PQ index faiss can read", root) from None
         if index.d != dim or (count is not None and index.ntotal != count):
             raise _damaged(path, f"holds {index.ntotal} vectors of {index.d} dimensions, "
-                                 f"not {count} of {dim}")
+                                 f"not {count} of {dim}", root)
         if nprobe is not None:
             ivf.nprobe = max(1, min(int(nprobe), ivf.nlist))
         self._index = index
         self.path = path
+        self.root = root  # the indexed folder, for a remedy
 
     @property
     def nprobe(self) -> int:

@@ -22,7 +22,8 @@ import numpy as np
 
 from vsearch import atomic
 from vsearch.defaults import DEFAULT_TREES
-from vsearch.errors import IndexCorruptError, IndexWriteError
+from vsearch.errors import IndexCorruptError, IndexWriteError, VsearchError
+from vsearch.storage import vectorfiles
 
 if TYPE_CHECKING:  # faiss itself is imported only when an IVF-PQ index is built or opened
     from vsearch.vectors.ivfpq import IvfpqSearcher
@@ -53,6 +54,37 @@ CANDIDATE_FACTOR = 4
 SEARCH_K_PER_CANDIDATE = 250
 
 
+#: What a damaged stored vector holds (see :class:`DamagedVectorError`).
+NOT_FINITE = "holds values that are not finite (NaN or infinity)"
+NOT_UNIT = "is not a unit vector (zeroed or changed)"
+
+
+class DamagedVectorError(IndexCorruptError):
+    """Row ``row`` of the stored vectors ``source`` is damaged (``what``: :data:`NOT_FINITE` or
+    :data:`NOT_UNIT`), which a matmul would otherwise turn into ``nan`` scores or a silently
+    wrong ranking. Raised where it is seen, with no file name: a caller that knows the files
+    names it (:meth:`vsearch.vectors.space.SearchSpace.damaged`, given ``source``)."""
+
+    def __init__(self, row: int, what: str = NOT_FINITE, source: np.ndarray | None = None) -> None:
+        super().__init__(f"stored vector {row} {what}: the index is damaged; `check()` says which file, and what "
+                         "repairs it")
+        self.row, self.what, self.source = row, what, source
+
+
+#: The most a cosine between unit vectors may exceed 1 by (rounding, a float16 copy) before the
+#: vectors are taken for damaged (a zeroed row scores 0, a rescaled one beyond 1).
+SCORE_SLACK = 1e-2
+
+
+def check_scores(rows: np.ndarray, scores: np.ndarray, source: np.ndarray) -> None:
+    """Raise :class:`DamagedVectorError` for the first of ``scores`` (of ``rows`` of ``source``)
+    that is not finite (cheap: k values, beside the matmul that made them)."""
+    finite = np.isfinite(scores)
+    if not finite.all():
+        raise DamagedVectorError(int(np.asarray(rows).reshape(-1)[int(np.argmin(finite.reshape(-1)))]), NOT_FINITE,
+                                 source)
+
+
 @dataclass(frozen=True)
 class Neighbour:
     """One search result before it is tied to a file."""
@@ -69,6 +101,8 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 
     query than single queries.
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if not np.isfinite(queries).all():  # else every score is NaN, and the blame below would fall on row 0
+        raise VsearchError("the query vector holds values that are not finite (NaN or infinity)")
     if vectors.dtype != np.float32:  # a float16 search copy: each block is converted for the matmul
         block = min(block, 16384)
     n = len(vectors)
@@ -80,6 +114,9 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 
     for start in range(0, n, block):
         # float32 for BLAS: a float16 search copy would otherwise take numpy's slow mixed-type loop
         scores = queries @ np.asarray(vectors[start:start + block], dtype=np.float32).T
+        if not np.isfinite(scores).all():  # a NaN row would sort anywhere: refuse it, not rank it
+            bad = np.flatnonzero(~np.isfinite(scores).all(axis=0))
+            raise DamagedVectorError(start + int(bad[0]), NOT_FINITE, vectors)
         kk = min(k, scores.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         rows = np.concatenate([best_rows, part + start], axis=1)
@@ -99,6 +136,7 @@ def rescore(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray) -> np.ndar
     picked = np.asarray(vectors[rows[order]], dtype=np.float32)
     scores = np.empty(len(rows), dtype=np.float32)
     scores[order] = picked @ np.asarray(query, dtype=np.float32)
+    check_scores(rows, scores, vectors)
     return scores
 
 
@@ -142,6 +180,11 @@ def _check_room_for_annoy(path: Path, count: int, dim: int, trees: int) -> None:
                               "search without it (mode='exact')")
 
 
+def annoy_repair(root: object = "FOLDER") -> str:
+    """The remedy for an Annoy file that cannot be read: build it again from ``root``."""
+    return f"`build_index({root})` rebuilds it, and mode='exact' searches without it"
+
+
 def default_search_k(n_candidates: int) -> int:
     """Annoy ``search_k`` for a query that asks for ``n_candidates`` rows."""
     return SEARCH_K_PER_CANDIDATE * n_candidates
@@ -154,7 +197,7 @@ def annoy_node_size(dim: int) -> int:
 
 
 def check_annoy_file(path: Path, dim: int, *, count: int | None = None, trees: int | None = None,
-                     size: int | None = None) -> None:
+                     size: int | None = None, root: object = "FOLDER") -> None:
     """Refuse an Annoy file that Annoy would map and then crash on (e.g. truncated at a node
     boundary), before Annoy sees it.
 
@@ -162,9 +205,9 @@ def check_annoy_file(path: Path, dim: int, *, count: int | None = None, trees: i
     copy of each tree's root (n_descendants n) at the end, where its loader looks for them. So:
     the size must be ``size`` when recorded, else a whole number of nodes; the last node must
     be a root over ``count`` items (when known, else over some n with node n not an item); and
-    ``trees`` copies of it must end the file.
+    ``trees`` copies of it must end the file. ``root``: the indexed folder, for the remedy.
     """
-    repair = "`build_index(FOLDER)` rebuilds it, and mode='exact' searches without it"
+    repair = annoy_repair(root)
     try:
         actual = path.stat().st_size
     except OSError as exc:
@@ -203,21 +246,22 @@ class AnnoySearcher:
     candidate_factor = CANDIDATE_FACTOR
 
     def __init__(self, path: Path, dim: int, *, count: int | None = None, trees: int | None = None,
-                 size: int | None = None) -> None:
+                 size: int | None = None, root: object = "FOLDER") -> None:
         from annoy import AnnoyIndex
 
-        check_annoy_file(path, dim, count=count, trees=trees, size=size)
+        check_annoy_file(path, dim, count=count, trees=trees, size=size, root=root)
+        self.root = root  # the indexed folder, for a remedy
         self._ann = AnnoyIndex(dim, "angular")
         try:
             self._ann.load(str(path))
         except OSError as exc:  # missing or damaged (e.g. truncated): one line, not a traceback
             raise IndexCorruptError(
-                f"cannot read the Annoy index {path} ({str(exc).split(':')[0]}); "
-                "`build_index(FOLDER)` rebuilds it, and mode='exact' searches without it"
+                f"cannot read the Annoy index {path} ({str(exc).split(':')[0]}); {annoy_repair(root)}"
             ) from None
 
     def candidates(self, query: np.ndarray, n: int, search_k: int = -1) -> np.ndarray:
         """Row ids of up to ``n`` approximate neighbours (``search_k=-1``: Annoy's own default)."""
+        n = min(n, len(self))  # Annoy takes a C int, and has no more to give
         return np.asarray(self._ann.get_nns_by_vector(np.asarray(query, dtype=np.float32).tolist(), n,
                                                       search_k=search_k), dtype=np.int64)
 
@@ -245,6 +289,10 @@ def approximate_search(searcher: ApproximateSearcher, vectors: np.ndarray, query
     """
     n = max(k * (factor or searcher.candidate_factor), k)
     rows = _candidates(searcher, query, n, search_k)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(vectors)):
+        raise IndexCorruptError(f"the approximate index proposed a row outside the {len(vectors)} vectors: it is damaged; "
+                                f"`build_index({searcher.root}, rebuild=True)` repairs it, and mode='exact' searches "
+                                "without it")
     return _best(vectors, query, rows, k)
 
 
@@ -298,17 +346,30 @@ def neighbour_graph(vectors: np.ndarray, n: int, *, annoy: ApproximateSearcher |
     if annoy is None:
         block = max(1, min(count, block_elements // max(count, 1)))
         for start in range(0, count, block):
-            q = np.asarray(vectors[start:start + block], dtype=np.float32)
+            q = stored_rows(vectors, start, start + block)
             rows, scores = exact_search(vectors, q, n + 1)
             rows, scores = _drop_self(rows, scores, np.arange(start, start + len(q)), n)
             rows_out[start:start + len(q)], scores_out[start:start + len(q)] = rows, scores
         return rows_out, scores_out
     for start in range(0, count, 4096):
-        q = np.asarray(vectors[start:start + 4096], dtype=np.float32)
+        q = stored_rows(vectors, start, start + 4096)
         rows, scores = approximate_search_batch(annoy, vectors, q, n + 1, search_k)
         rows, scores = _drop_self(rows, scores, np.arange(start, start + len(q)), n)
         rows_out[start:start + len(q)], scores_out[start:start + len(q)] = rows, scores
     return rows_out, scores_out
+
+
+def stored_rows(vectors: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``vectors`` as float32 queries, checked (a pass over rows the matmul
+    reads anyway): :class:`DamagedVectorError` names the first that is not a finite unit vector."""
+    q = np.asarray(vectors[start:stop], dtype=np.float32)
+    finite = np.isfinite(q).all(axis=1)
+    if not finite.all():
+        raise DamagedVectorError(start + int(np.argmin(finite)), NOT_FINITE, vectors)
+    off = np.abs(np.linalg.norm(q, axis=1) - 1.0) > vectorfiles.UNIT_TOLERANCE
+    if off.any():
+        raise DamagedVectorError(start + int(np.argmax(off)), NOT_UNIT, vectors)
+    return q
 
 
 def _drop_self(rows: np.ndarray, scores: np.ndarray, own: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,11 +16,13 @@ so storage itself knows no codec and no head.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import numpy as np
 
-from vsearch.errors import IndexCorruptError, IndexMissingError
+from vsearch.errors import IndexCorruptError, IndexMissingError, VsearchError
+from vsearch.storage import vectorfiles
 from vsearch.storage.meta import FormatInfo, IndexMeta, rebuild_hint
 from vsearch.storage.store import Store
 from vsearch.storage.snapshot import Snapshot
@@ -149,6 +151,39 @@ class SearchSpace:
             self._projected = adapter.load_projected(self._view.dir, head, self.vectors(), self._meta.space_file)
         return self._projected
 
+    # --- damage found while searching ----------------------------------------------------------
+
+    def file_of(self, array: np.ndarray) -> str | None:
+        """The name of the file ``array`` was read from, when it is one of this space's vector
+        arrays (the source vectors, the search copy, the DBA copy, the projected copy)."""
+        meta = self._meta
+        if meta is None:
+            return None
+        if meta.dba is not None and array is self._search_vectors:
+            return meta.dba.file
+        if meta.adapter is not None and array is self._projected:
+            return vectorfiles.projected_name(meta.space_file, meta.adapter.sha256)
+        if meta.vectors_format is not None and array is self._space_vectors:
+            return meta.vectors_format.file
+        if array is self._view._vectors:
+            return meta.vectors
+        return None
+
+    def damaged(self, array: np.ndarray, row: int, what: str = nearest.NOT_FINITE) -> IndexCorruptError:
+        """The one error for a stored vector found damaged while searching (``what`` it holds):
+        it names the file (see :meth:`file_of`), the row's image and what repairs it. Only what
+        a search touched is looked at (a query never hashes a file); ``check()`` looks at all."""
+        meta = self._meta
+        name = self.file_of(array)
+        where = f"{self._view.dir / name}" if name else f"a vectors file of the index at {self._view.dir}"
+        image = ""
+        with contextlib.suppress(VsearchError):
+            image = f" ({self._view.path_of_row(row)})"
+        projected = meta is not None and meta.adapter is not None and array is self._projected
+        remedy = adapter.RETRAIN if projected else rebuild_hint(meta.root if meta is not None else "FOLDER")
+        return IndexCorruptError(f"{where} is damaged: stored vector {row}{image} {what}; {remedy}, and `check()` "
+                                 "lists every damaged file")
+
     # --- the approximate index of the generation ----------------------------------------------
 
     def annoy(self) -> nearest.AnnoySearcher | None:
@@ -160,7 +195,7 @@ class SearchSpace:
         path = self._view.dir / meta.ann.file
         with self._view._own_generation(path):
             return nearest.AnnoySearcher(path, self.dim, count=meta.count, trees=meta.ann.trees,
-                                            size=meta.ann.size)
+                                            size=meta.ann.size, root=meta.root)
 
     def ivfpq(self) -> IvfpqSearcher | None:
         """The committed generation's IVF-PQ index, or None when not built; its size and
@@ -173,7 +208,7 @@ class SearchSpace:
         path = self._view.dir / info.file
         with self._view._own_generation(path):
             return IvfpqSearcher(path, self.dim, count=meta.count, size=info.size, sha256=info.sha256,
-                                 nprobe=info.nprobe)
+                                 nprobe=info.nprobe, root=meta.root)
 
     def approximate_kind(self) -> str | None:
         """Which approximate index the committed generation has: "ivfpq", "annoy" or None."""
@@ -202,4 +237,10 @@ class SearchFiles:
 
     def before_meta(self, store: Store, meta: IndexMeta) -> IndexMeta:
         """Write the head's projected copy of the generation that ``meta`` names, when it names a head."""
-        return adapter.with_projected(store.dir, meta)
+        projected = (vectorfiles.projected_name(meta.space_file, meta.adapter.sha256)
+                     if meta.adapter is not None else None)
+        existed = projected is not None and (store.dir / projected).exists()
+        meta = adapter.with_projected(store.dir, meta)
+        if projected is not None and not existed and meta.adapter is not None:
+            store.wrote(projected)
+        return meta

@@ -1,0 +1,152 @@
+"""Which copy of a duplicate group is kept: the keep rules.
+
+``default`` keeps the original over its derivatives, from evidence in the files. Each step
+decides only between files that every step before it ties (measured on planted derivatives of
+real photos: ``benchmarks/bench_keeper.py``, docs/benchmarks.md):
+
+1. a regular file before a symbolic link (a link kept while its target goes would dangle);
+2. a camera RAW file before any other file (a RAW is never proposed for removal because a
+   JPEG rendition of it exists);
+3. a file that names its camera (EXIF Make or Model) before one that does not (editors'
+   "export for web", messengers and most scripts strip it);
+4. the earliest EXIF ``DateTimeOriginal``;
+5. more pixels (a resized or cropped copy has fewer);
+6. no trace of an earlier JPEG compression in its pixels before one with such a trace (a
+   re-save, an edit saved again, a mirrored copy:
+   :func:`vsearch.imaging.provenance.prior_compression`). Decoding costs, so it is measured only
+   for files that tie, on every step above, with another file they may be grouped with;
+7. the higher JPEG quality (from the quantisation tables): a re-save at a lower quality is
+   coarser. A lossless file counts above any JPEG, unless its pixels sit on a JPEG's grid (a
+   JPEG saved as PNG): then it counts as that JPEG's quality (read from the grid, less 3 for
+   the error of the estimate), and after a JPEG of the same quality (the file it was saved from);
+8. a name that does not look like a copy's (``x (1).jpg``, ``x copy.jpg``, ``x - Copy.jpg``,
+   ``Copy of x.jpg``, ``x-copy.jpg``);
+9. the earliest modification time (a derivative is made after its original, when the files
+   kept their times);
+10. the larger file;
+11. the path, alphabetically.
+
+The other rules put one thing first and then follow the default order: ``pixels`` (the rule
+before this one: most pixels, then the largest file, then the oldest, then the path),
+``largest`` / ``smallest`` (file size), ``oldest`` / ``newest`` (modification time),
+``shortest-path``. Under every rule a symbolic link comes after a regular file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from vsearch.errors import VsearchError
+
+if TYPE_CHECKING:  # provenance imports Pillow and numpy: a query, which imports this module, must not pay for them
+    from vsearch.imaging.provenance import PriorCompression, Provenance
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KEEP_RULES", "KeepFacts", "check_rule", "copy_like_name", "order"]
+
+KEEP_RULES = ("default", "pixels", "largest", "smallest", "oldest", "newest", "shortest-path")
+
+#: Names that say "a copy of": `x (1)`, `x copy`, `x copy 2`, `x - Copy`, `x - Copy (2)`,
+#: `x-copy`, `x_copy`, `Copy of x`, `x (copy)` (the forms file managers and browsers give).
+_COPY_NAME = re.compile(r"(\s\(\d+\)|[\s_-]+copy(\s*\(?\d+\)?)?|\s\(copy( \d+)?\))$|^copy of\s", re.IGNORECASE)
+#: Quality a lossless file counts as, above any JPEG's 1-100.
+_LOSSLESS_QUALITY = 101
+#: How far the quality read from a lossless file's pixels may be off (measured: within 2 of the
+#: JPEG it was saved from, on sample_images and flowers17); taken off, so that the JPEG wins a tie.
+_EMBEDDED_ERROR = 3
+
+
+class KeepFacts(Protocol):
+    """What a keep rule sorts by: one file of a group (``vsearch.duplicates.grouping``'s record)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def rel(self) -> str: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def pixels(self) -> int | None: ...
+    @property
+    def digest(self) -> str | None: ...
+    @property
+    def link(self) -> bool: ...
+    @property
+    def evidence(self) -> Provenance | None: ...
+
+
+def check_rule(rule: str) -> None:
+    """Raise :class:`VsearchError` for a rule that is not one of :data:`KEEP_RULES`."""
+    if rule not in KEEP_RULES:
+        raise VsearchError(f"keep= takes one of {', '.join(KEEP_RULES)} (got {rule!r})")
+
+
+def copy_like_name(path: Path | str) -> bool:
+    """Whether a file's name looks like a copy's (``x (1).jpg``, ``Copy of x.jpg``, ...)."""
+    return bool(_COPY_NAME.search(Path(path).stem))
+
+
+def order(files: Mapping[int, KeepFacts], rule: str, neighbours: Mapping[int, Collection[int]],
+          prior: Callable[[Path], PriorCompression] | None = None) -> list[int]:
+    """The keys of ``files``, the one to keep first under ``rule``.
+
+    ``neighbours[i]``: the files ``i`` may share a group with; the evidence that needs the
+    pixels decoded (step 6) is measured only for a file that ties, on every step before it,
+    with a neighbour of other content. ``prior(path)``: the traces of an earlier JPEG
+    compression in the pixels (default :func:`vsearch.imaging.provenance.prior_compression`).
+    """
+    check_rule(rule)
+    if prior is None:
+        from vsearch.imaging.provenance import prior_compression  # numpy DCTs: only a tie pays for it
+
+        prior = prior_compression
+
+    heads = {i: _head(f, rule) for i, f in files.items()}
+    measured: dict[int, PriorCompression] = {}
+    if rule != "pixels":
+        for i, f in files.items():
+            for j in neighbours.get(i, ()):
+                other = files.get(j)
+                if other is not None and heads[j] == heads[i] and other.digest != f.digest:
+                    for k in (i, j):
+                        if k not in measured:
+                            measured[k] = prior(files[k].path)
+    return sorted(files, key=lambda i: (heads[i], *_tail(files[i], rule, measured.get(i))))
+
+
+def _head(f: KeepFacts, rule: str) -> tuple[Any, ...]:
+    """The steps before the pixel evidence (1-5 of the default order, after the rule's own)."""
+    e = f.evidence
+    taken = e.taken if e is not None else None
+    default = (not (e is not None and e.raw), not (e is not None and e.camera), taken is None, taken or 0,
+               -(f.pixels or 0))
+    if rule == "pixels":  # the rule before the default: most pixels, then largest file, oldest, path
+        return (f.link, -(f.pixels or 0), -f.bytes, f.mtime, f.rel)
+    first: tuple[Any, ...] = {
+        "largest": (-f.bytes,), "smallest": (f.bytes,), "oldest": (f.mtime,), "newest": (-f.mtime,),
+        "shortest-path": (len(f.rel),),
+    }.get(rule, ())
+    return (f.link, *first, *default)
+
+
+def _tail(f: KeepFacts, rule: str, measured: PriorCompression | None) -> tuple[Any, ...]:
+    """The pixel evidence and the steps after it (6-11 of the default order)."""
+    if rule == "pixels":
+        return ()
+    e = f.evidence
+    lossless = e is not None and e.lossless
+    found = measured is not None and measured.found
+    converted = lossless and measured is not None and measured.embedded is not None
+    if converted:
+        assert measured is not None and measured.embedded is not None
+        quality = measured.embedded - _EMBEDDED_ERROR
+    else:
+        quality = _LOSSLESS_QUALITY if lossless else ((e.quality if e is not None else None) or 0)
+    return (found, -quality, converted, copy_like_name(f.rel), f.mtime, -f.bytes, f.rel)
