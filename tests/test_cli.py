@@ -76,10 +76,18 @@ def test_query_top_hit_is_the_query_image_itself(real_index, name):
 def test_query_json_is_an_array_best_first_with_absolute_paths(real_index, monkeypatch):
     index_dir, _ = real_index
     monkeypatch.chdir(REPO)  # a relative query path, printed back as absolute
-    hits = query_json(index_dir, Path("sample_images/chelsea.jpg"), "--k", "7")
+    hits = query_json(index_dir, Path("sample_images/chelsea.jpg"), "--k", "7", "--qe", "0")
     assert isinstance(hits, list) and len(hits) == 7
     scores = [h["score"] for h in hits]
+    # Plain search ranks by the score it prints.
     assert scores == sorted(scores, reverse=True)
+    # The default (query expansion) ranks by the expanded query, but every score printed is
+    # still the cosine to the photo asked (docs/defaults.md): the same rows score the same.
+    expanded = query_json(index_dir, Path("sample_images/chelsea.jpg"), "--k", "7")
+    plain = {h["path"]: h["score"] for h in query_json(index_dir, Path("sample_images/chelsea.jpg"),
+                                                      "--k", "25", "--qe", "0")}
+    for h in expanded:
+        assert h["score"] == pytest.approx(plain[h["path"]], abs=1e-5)
     assert [h["rank"] for h in hits] == list(range(1, 8))
     for h in hits:
         assert Path(h["path"]).is_absolute() and Path(h["path"]).exists()
