@@ -22,12 +22,14 @@ this module changes neither:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import struct
 import threading
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -125,6 +127,21 @@ class ImageHeader:
         return self.width * self.height
 
 
+@contextlib.contextmanager
+def open_header_file(path: Path) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading its header as the decoder would: a regular file within
+    :func:`~vsearch.imaging.reading.max_bytes_limit` (checked before and after opening, so a
+    FIFO is refused without blocking), with HEIF registered when the suffix asks for it.
+    Raises ``OSError`` or :class:`ImageDecodeError`."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        register_heif()
+    check_regular(os.stat(path), max_bytes_limit())
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        check_regular(os.fstat(fd), max_bytes_limit())
+        yield f
+
+
 def read_header(source: Path | bytes) -> ImageHeader:
     """The size and format an image's header claims (a path or the file's bytes), decoding nothing.
 
@@ -137,13 +154,7 @@ def read_header(source: Path | bytes) -> ImageHeader:
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             return _header_of(io.BytesIO(source))
-        path = Path(source)
-        if path.suffix.lower() in HEIF_SUFFIXES:
-            register_heif()
-        check_regular(os.stat(path), max_bytes_limit())
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with open(fd, "rb") as f:
-            check_regular(os.fstat(fd), max_bytes_limit())
+        with open_header_file(Path(source)) as f:
             return _header_of(f)
     except ImageDecodeError:
         raise

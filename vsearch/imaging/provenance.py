@@ -51,8 +51,8 @@ import numpy as np
 from PIL import Image
 
 from vsearch.imaging import raw
-from vsearch.imaging.opening import HEIF_SUFFIXES, open_image, register_heif
-from vsearch.imaging.reading import check_regular, max_bytes_limit, read_head, read_image_bytes
+from vsearch.imaging.opening import HEIF_SUFFIXES, open_header_file, open_image, register_heif
+from vsearch.imaging.reading import read_head, read_image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +128,7 @@ def read_provenance(path: Path) -> Provenance:
     or says nothing."""
     path = Path(path)
     try:
-        if path.suffix.lower() in HEIF_SUFFIXES:
-            register_heif()
-        check_regular(os.stat(path), max_bytes_limit())
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with open(fd, "rb") as f:
-            check_regular(os.fstat(fd), max_bytes_limit())
+        with open_header_file(path) as f:
             is_raw = raw.is_raw(f.read(64 * 1024))
             with open_image(f) as im:
                 fmt, pixels = im.format, im.width * im.height
