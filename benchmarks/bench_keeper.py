@@ -80,7 +80,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vsearch.duplicates import keeper  # noqa: E402
-from vsearch.imaging.provenance import Provenance, read_provenance  # noqa: E402
 
 KINDS = ("resave-high", "resave-low", "resized", "brightened", "mirrored", "cropped", "stripped", "copy",
          "raw+jpeg")
@@ -236,30 +235,8 @@ def make_set(originals: list[Path], work: Path, *, seed: int, metadata: str, mti
 # --- choosing ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What a keep rule sorts by (as ``vsearch.duplicates.grouping`` gathers it)."""
 
-    path: Path
-    rel: str
-    bytes: int
-    mtime: float
-    pixels: int | None
-    digest: str | None
-    link: bool
-    evidence: Provenance | None
-
-
-def facts_of(path: Path, root: Path) -> Facts:
-    from vsearch.storage.snapshot import path_digest
-
-    st = path.stat()
-    evidence = read_provenance(path)
-    return Facts(path, path.relative_to(root).as_posix(), st.st_size, st.st_mtime, evidence.pixels,
-                 path_digest(path), path.is_symlink(), evidence)
-
-
-def keeper_of(group: Group, rule: str, facts: dict[Path, Facts]) -> Path:
+def keeper_of(group: Group, rule: str, facts: dict[Path, keeper.FileFacts]) -> Path:
     members = {i: facts[p] for i, p in enumerate(group.files)}
     if rule == "largest file":
         return min(members.values(), key=lambda f: (-f.bytes, f.rel)).path
@@ -273,7 +250,7 @@ def run(originals: list[Path], work: Path, seed: int, metadata: str, mtimes: str
     t = time.perf_counter()
     groups = make_set(originals, folder, seed=seed, metadata=metadata, mtimes=mtimes)
     log(f"{metadata} / {mtimes}: {len(groups)} groups made in {time.perf_counter() - t:.0f} s")
-    facts = {p: facts_of(p, folder) for g in groups for p in g.files}
+    facts = {p: keeper.facts_of(p, folder) for g in groups for p in g.files}
     out: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     t = time.perf_counter()
     for g in groups:

@@ -23,32 +23,10 @@ from tests.test_images import _write_dng
 from vsearch.duplicates import keeper
 from vsearch.imaging import provenance
 from vsearch.imaging.provenance import PriorCompression, Provenance, jpeg_quality, prior_compression, read_provenance
-from vsearch.storage.snapshot import path_digest
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What a keep rule sorts by, as ``vsearch.duplicates.grouping`` gathers it."""
-
-    path: Path
-    rel: str
-    bytes: int
-    mtime: float
-    pixels: int | None
-    digest: str | None
-    link: bool
-    evidence: Provenance | None
-
-
-def facts(path: Path, root: Path) -> Facts:
-    st = path.stat()
-    evidence = read_provenance(path)
-    return Facts(path, path.relative_to(root).as_posix(), st.st_size, st.st_mtime, evidence.pixels, path_digest(path),
-                 path.is_symlink(), evidence)
 
 
 def kept(paths: list[Path], root: Path, rule: str = "default") -> Path:
-    files = {i: facts(p, root) for i, p in enumerate(paths)}
+    files = {i: keeper.facts_of(p, root) for i, p in enumerate(paths)}
     return files[keeper.order(files, rule, {i: [j for j in files if j != i] for i in files})[0]].path
 
 

@@ -38,6 +38,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vsearch.errors import VsearchError
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # provenance imports Pillow and numpy: a query, which imports
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KEEP_RULES", "KeepFacts", "check_rule", "copy_like_name", "order"]
+__all__ = ["KEEP_RULES", "FileFacts", "KeepFacts", "check_rule", "copy_like_name", "facts_of", "order"]
 
 KEEP_RULES = ("default", "pixels", "largest", "smallest", "oldest", "newest", "shortest-path")
 
@@ -80,6 +81,33 @@ class KeepFacts(Protocol):
     def link(self) -> bool: ...
     @property
     def evidence(self) -> Provenance | None: ...
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """A :class:`KeepFacts` read from a file on disk (:func:`facts_of`), for ordering files that
+    are not in an index (a benchmark's planted copies, a test's)."""
+
+    path: Path
+    rel: str
+    bytes: int
+    mtime: float
+    pixels: int | None
+    digest: str | None
+    link: bool
+    evidence: Provenance | None
+
+
+def facts_of(path: Path, root: Path) -> FileFacts:
+    """What the keep rules sort ``path`` by, read from the file as grouping reads it; ``rel`` is
+    its path relative to ``root``."""
+    from vsearch.imaging.provenance import read_provenance  # Pillow: only a caller that reads files pays
+    from vsearch.storage.snapshot import path_digest
+
+    st = path.stat()
+    evidence = read_provenance(path)
+    return FileFacts(path, path.relative_to(root).as_posix(), st.st_size, st.st_mtime, evidence.pixels,
+                     path_digest(path), path.is_symlink(), evidence)
 
 
 def check_rule(rule: str) -> None:
