@@ -72,7 +72,7 @@ def test_other_format_version_is_refused(built, photos, fake_model):
 
 def test_meta_json_missing_never_loads_and_a_writer_finishes_it(built, photos, fake_model):
     (built / META_FILE).unlink()
-    fails(cli("query", photos / "p0.jpg"), "never completed; run `vsearch build-index FOLDER` to finish it")
+    fails(cli("query", photos / "p0.jpg"), f"never completed; run `vsearch build-index {photos}` to finish it")
     ok(cli("build-index", photos, "-q"))
     query_works(photos)
 
@@ -122,7 +122,7 @@ def test_a_run_killed_mid_embedding_never_loads_and_the_next_run_resumes(
     with Store.open(isolated_index_dir, write=True) as store, pytest.raises(KeyboardInterrupt):
         indexer.update(store, photos, indexer.IndexOptions("fake", batch_size=2, chunk_size=2, workers=1), progress=stop_after_two)
     assert not (isolated_index_dir / META_FILE).exists()
-    fails(cli("query", photos / "p0.jpg"), "never completed; run `vsearch build-index FOLDER` to finish it")
+    fails(cli("query", photos / "p0.jpg"), f"never completed; run `vsearch build-index {photos}` to finish it")
 
     result = cli("embed", photos)
     ok(result)

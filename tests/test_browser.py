@@ -238,11 +238,12 @@ def test_search_by_upload_then_click_a_result_to_search_by_it(site, page, tmp_pa
                          ".every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(tmp_path / "serve-search.png"))
     assert (tmp_path / "serve-search.png").stat().st_size > 10_000
-    # Click a result that is not the upload's photo: the page searches by it, so it comes first.
+    # Open a result that is not the upload's photo and find similar: the page searches by it, so it comes first.
     third = hits.nth(2)
     clicked = third.inner_text().split()[2]
     assert clicked not in (ORIGINAL, COPY)
     third.locator("img").click()
+    page.get_by_test_id("similar").click()
     sync_api.expect(hits.first).to_contain_text(f"1. 1.000 {clicked}", timeout=WAIT_MS)
     page.wait_for_load_state("networkidle")
     assert assert_pictures_show_their_files(page, site.photos, ".hit") >= 10

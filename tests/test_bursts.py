@@ -209,3 +209,60 @@ def test_a_small_copy_below_the_shortlist_is_still_verified(tmp_path, fake_model
         vectors[rows["c-brick.jpg"]] = (0.70, 0, 0.714, 0)
         groups = find_groups(store, vectors=vectors)
     assert names(groups) == [{"a-coins.jpg", "b-coins-half.jpg"}]
+
+
+def test_query_verify_ranks_the_original_before_a_tighter_sibling_that_agrees_where_the_crop_shows(
+        tmp_path, fake_model):
+    """Regression (issue 19, item 10): a sibling frame in which nothing moved where the crop shows
+    (the cat's head; something moved at the bottom right) and framed 6% tighter agrees with the
+    crop everywhere, as the original does, and has more inliers (the crop's scale is nearer its
+    own): ranked by agreement then inliers it came first. The original's pixels correlate more
+    closely (the sibling was resampled and has its own noise)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for p in ("coffee.jpg", "coins.jpg", "rocket.jpg"):
+        shutil.copy(SAMPLE_IMAGES / p, lib / p)
+    scene = Image.open(SAMPLE_IMAGES / "chelsea.jpg").convert("RGB")
+    w, h = scene.size
+    scene.save(lib / "cat-original.jpg", quality=90)
+    moved = burst_of(SAMPLE_IMAGES / "chelsea.jpg", tmp_path / "moved.jpg", box=(0.65, 0.55, 0.95, 0.95),
+                     shift=(-0.05, -0.05))
+    z = 0.06  # framed 6% tighter on each side
+    Image.open(moved).crop((round(z * w), round(z * h), round((1 - z) * w), round((1 - z) * h))).resize(
+        (w, h), Image.Resampling.BICUBIC).save(lib / "cat-sibling.jpg", quality=92)
+    crop = tmp_path / "crop.jpg"
+    scene.crop((round(0.05 * w), round(0.05 * h), round(0.55 * w), round(0.55 * h))).save(crop, quality=80)
+    measure = Verifier()
+    original, sibling = measure.verify(crop, lib / "cat-original.jpg"), measure.verify(crop, lib / "cat-sibling.jpg")
+    assert original.same and sibling.same
+    assert original.agreement == sibling.agreement == 1.0  # both agree everywhere the crop shows
+    assert sibling.inliers > original.inliers  # keypoints alone pick the sibling
+    assert original.correlation is not None and sibling.correlation is not None
+    assert original.correlation > sibling.correlation
+    ok(cli("build-index", lib, "--index-dir", tmp_path / "idx", "--model", "fake", "-q"))
+    with vsearch.open_index(tmp_path / "idx") as idx:
+        hits = idx.query(crop, k=3, verify=5)
+    assert [h.path.name for h in hits[:2]] == ["cat-original.jpg", "cat-sibling.jpg"]
+    out = ok(cli("query", crop, "--index-dir", tmp_path / "idx", "-k", "1", "--verify", "5", "-f", "paths")).stdout
+    assert Path(out.strip()).name == "cat-original.jpg"
+
+
+def test_query_verify_looks_for_copies_among_the_nearest_by_the_querys_own_vector(tmp_path, fake_model):
+    """Regression: with the default query expansion (qe=2), ``verify`` re-ranked the expanded
+    ranking's top N, where expansion had pushed some of the query's nearest by its own vector
+    (its copies) down and others in; a search that verifies looks for copies, so its candidates
+    are the plain nearest, whatever qe says."""
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLE_IMAGES, lib, ignore=shutil.ignore_patterns("*.csv", "*.md", "*.txt"))
+    ok(cli("build-index", lib, "--index-dir", tmp_path / "idx", "--model", "fake", "-q"))
+    with vsearch.open_index(tmp_path / "idx") as idx:
+        queries = sorted(p for p in lib.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:8]
+        differs = 0
+        for q in queries:
+            plain = [h.path for h in idx.query(q, k=6, qe=0)]
+            expanded = [h.path for h in idx.query(q, k=6, qe=2)]
+            differs += plain != expanded
+            verified = [h.path for h in idx.query(q, k=6, verify=6)]  # the default qe
+            assert sorted(verified) == sorted(plain), q.name
+            assert verified == [h.path for h in idx.query(q, k=6, verify=6, qe=0)], q.name
+        assert differs  # expansion does reorder these: the test can tell the two apart

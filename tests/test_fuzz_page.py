@@ -44,8 +44,12 @@ FUZZ = settings(max_examples=LARGE or 150, deadline=None, database=None, derando
                                        HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
 
 JSON_ROUTES = ["/api/judgment", "/api/event", "/api/duplicates", "/api/duplicates/act",
-               "/api/duplicates/not-duplicate", "/api/undo"]
-ROUTES = ["/", "/duplicates", "/api/info", "/api/search", *JSON_ROUTES]
+               "/api/duplicates/not-duplicate", "/api/undo", "/api/duplicates/search", "/api/duplicates/apply",
+               "/api/duplicates/explain"]
+#: The search page's own routes besides the search (searching.py).
+SEARCH_PAGE_ROUTES = ["/api/library-check", "/api/photo", "/api/judged", "/favicon.ico", "/static/style.css",
+                      "/static/search.js", "/upload/" + "0" * 32]
+ROUTES = ["/", "/duplicates", "/api/info", "/api/search", *JSON_ROUTES, *SEARCH_PAGE_ROUTES]
 
 
 @dataclass
@@ -166,9 +170,12 @@ def bodies(site: Site, url: str | None = None) -> st.SearchStrategy:
     shapes = {
         "/api/judgment": {"row": row, "query": st.sampled_from(site.digests) | texts(site) | value,
                           "label": st.sampled_from(["relevant", "not-relevant"]) | texts(site) | value},
-        "/api/event": {"kind": st.sampled_from(["click"]) | texts(site) | value, "query": texts(site) | value,
+        "/api/event": {"kind": st.sampled_from(["click", "dwell"]) | texts(site) | value, "query": texts(site) | value,
                        "query_id": st.integers(0, 50) | NUMBERS | value,
-                       "results": st.lists(st.fixed_dictionaries({"row": row, "rank": NUMBERS}) | value, max_size=4) | value},
+                       "results": st.lists(st.fixed_dictionaries({"row": row, "rank": NUMBERS}) | value, max_size=4) | value,
+                       # a dwell's own fields (a click ignores them)
+                       "row": row, "rank": st.integers(1, 5) | NUMBERS | value,
+                       "ms": st.integers(0, 4_000_000) | NUMBERS | value},
         "/api/duplicates": {**finding, "fresh": st.booleans() | value},
         "/api/duplicates/act": {**finding, "action": st.sampled_from(["trash", "move"]) | value, "keeper": row,
                                 "members": group | st.lists(member, max_size=4) | value,
@@ -176,6 +183,16 @@ def bodies(site: Site, url: str | None = None) -> st.SearchStrategy:
         "act-on-a-group": acts_on_groups(site),
         "/api/duplicates/not-duplicate": {"a": member, "b": member},
         "/api/undo": {},
+        "/api/duplicates/search": {**finding, "fresh": st.booleans() | value},
+        # the search the page follows now (started by the fuzzer's own searches), or another value
+        "/api/duplicates/apply": {"search": st.builds(lambda: getattr(site.client.app.state.page.searches.current,
+                                                                     "id", "none")) | value,
+                                  "action": st.sampled_from(["trash", "move"]) | value,
+                                  "groups": st.just("all") | st.lists(st.integers(0, 3) | NUMBERS, max_size=3) | value,
+                                  "keepers": st.dictionaries(st.sampled_from(["1", "2", "x"]) | texts(site), row,
+                                                             max_size=2) | value,
+                                  "move_to": st.sampled_from([str(site.dest)]) | texts(site) | value},
+        "/api/duplicates/explain": {**finding, "a": member, "b": member},
     }
     def shape(u: str) -> st.SearchStrategy:
         return shapes[u] if isinstance(shapes[u], st.SearchStrategy) else st.fixed_dictionaries(shapes[u])
@@ -258,10 +275,10 @@ def test_json_posts_never_answer_500(site, data):
 @FUZZ
 @given(data=st.data())
 def test_searches_never_answer_500(site, data):
-    keys = st.sampled_from(["row", "text", "k", "exclude_self", "path", "diverse"]) | HEADER_TEXT
+    keys = st.sampled_from(["row", "text", "upload", "k", "exclude_self", "path", "diverse"]) | HEADER_TEXT
     numbers = INTS.map(str) | FLOATS.map(str) | st.sampled_from(["1e400", "-0", "+5", " 7 ", "0x10", "٣"])
-    params = data.draw(st.dictionaries(keys, numbers | st.text(max_size=30) | st.sampled_from(["beach/*", "[", "**"]),
-                                       max_size=4), label="params")
+    params = data.draw(st.dictionaries(keys, numbers | st.text(max_size=30) | st.sampled_from(["beach/*", "[", "**"])
+                                       | st.sampled_from(site.digests), max_size=4), label="params")
     body = data.draw(st.sampled_from([b"", (site.photos / "dog.jpg").read_bytes(),
                                       (site.photos / "dog.jpg").read_bytes()[:1500]]) | st.binary(max_size=64),
                      label="body")
@@ -269,6 +286,34 @@ def test_searches_never_answer_500(site, data):
     method = data.draw(st.sampled_from(["POST", "GET"]), label="method")
     resp = site.client.request(method, "/api/search", params=params, content=body or None, headers=headers)
     check(site, method, "/api/search", resp)
+
+
+@FUZZ
+@given(data=st.data())
+def test_search_page_routes_never_answer_500(site, data):
+    """The library check (a photo's bytes, cut, or none; any level), a photo's details, the
+    judgments of a query, a kept upload, the page's files: never a 500, never a file left behind."""
+    import tempfile
+
+    photo = (site.photos / "dog.jpg").read_bytes()
+    route = data.draw(st.sampled_from(SEARCH_PAGE_ROUTES[:3] + ["/upload", "/static"]), label="route")
+    values = texts(site) | INTS.map(str) | st.sampled_from(site.digests) | st.sampled_from(["exact", "near", "similar"])
+    params = data.draw(st.dictionaries(st.sampled_from(["row", "digest", "query", "level"]) | HEADER_TEXT, values,
+                                       max_size=3), label="params")
+    if route in ("/upload", "/static"):
+        name = data.draw(texts(site) | st.sampled_from(["style.css", "search.html", "../app.py", "favicon.svg"]),
+                         label="name")
+        route = f"{route}/{quote(name.encode('utf-8', 'surrogatepass'), safe='%/.')}"
+    method = "POST" if route == "/api/library-check" else data.draw(st.sampled_from(["GET", "GET", "POST"]),
+                                                                    label="method")
+    body = data.draw(st.sampled_from([b"", photo, photo[:1500]]) | st.binary(max_size=64), label="body")
+    headers = data.draw(post_headers(site), label="headers")
+    def raw(text: str) -> str:  # a lone surrogate as the bytes a client could send
+        return quote(text.encode("utf-8", "surrogatepass"), safe="")
+    query = "&".join(f"{raw(k)}={raw(v)}" for k, v in params.items())
+    resp = site.client.request(method, f"{route}?{query}", content=body or None, headers=headers)
+    check(site, method, route, resp)
+    assert not list(Path(tempfile.gettempdir()).glob("vsearch-check-*")), "the library check left its folder"
 
 
 @FUZZ

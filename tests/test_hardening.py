@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, make_photo
+from tests.conftest import REPO, FakeEmbedder, make_photo
 from tests.helpers import cli, fails, ok
 from vsearch import atomic
 
@@ -338,3 +338,172 @@ def test_a_damaged_meta_json_names_the_folder_it_covers(built, photos):
 def test_an_index_folder_that_cannot_be_made_is_one_error_line(built, photos):
     fails(cli("train", "--index-dir", photos / "p0.jpg" / "x"),
           rf"cannot make the index folder {photos}/p0\.jpg/x: Not a directory")
+
+
+# --- leftovers of round two: side files, --batch-size, remedies, long --move-to names ------------
+
+#: The command that reads each file of the index folder first, and what its error line says.
+INDEX_FILES = {
+    "meta.json": (["info"], r"cannot read {path}: not a regular file \({kind}\); "
+                            r"`vsearch build-index {photos} --rebuild` repairs it"),
+    "manifest.sqlite": (["info"], r"cannot read manifest {path}: not a regular file \({kind}\); "
+                                  r"`vsearch build-index {photos} --rebuild` rebuilds it"),
+    "vectors": (["query", "{photos}/p0.jpg"], r"cannot read {path}: not a regular file \({kind}\); "
+                                             r"`vsearch build-index {photos}` repairs the index"),
+    "marks.jsonl": (["duplicates"], r"cannot read {path}: not a regular file \({kind}\); move it out of the "
+                                    r"index folder to go on without what it records"),
+    "judgments.jsonl": (["judgments"], r"cannot read {path}: not a regular file \({kind}\); move it out of the "
+                                       r"index folder to go on without what it records"),
+    "judgments.sqlite": (["judgments"], r"{path} is not a regular file \({kind}\); it was left as it is: move it "
+                                        r"away to start a new one"),
+}
+
+
+def _in_place(index: Path, name: str) -> Path:
+    """The path of ``name`` in the index folder (``vectors``: the committed vectors file), emptied."""
+    if name == "vectors":
+        name = json.loads((index / "meta.json").read_text())["vectors"]
+    path = index / name
+    path.unlink(missing_ok=True)
+    return path
+
+
+def _expected(name: str, path: Path, photos: Path, kind: str) -> str:
+    return INDEX_FILES[name][1].format(path=re.escape(str(path)), photos=re.escape(str(photos)), kind=kind)
+
+
+@pytest.mark.parametrize("name", list(INDEX_FILES))
+def test_an_index_file_that_is_a_fifo_is_one_error_line_not_a_wait(built, photos, name):
+    """A FIFO in place of meta.json, the manifest, the vectors or a side log (marks, the page's
+    old judgments, judgments.sqlite) made every reader wait forever for a writer."""
+    path = _in_place(built, name)
+    os.mkfifo(path)
+    args = [a.format(photos=photos) for a in INDEX_FILES[name][0]]
+    one_error_line(start(*args), _expected(name, path, photos, "a FIFO"), timeout=60)
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+@pytest.mark.parametrize("name", list(INDEX_FILES))
+@pytest.mark.parametrize("kind", ["a device", "a folder"])
+def test_an_index_file_that_is_a_device_or_a_folder_is_one_error_line(built, photos, chardev, name, kind):
+    path = _in_place(built, name)
+    if kind == "a device":
+        os.rename(chardev(), path)
+    else:
+        path.mkdir()
+    args = [a.format(photos=photos) for a in INDEX_FILES[name][0]]
+    fails(cli(*args), _expected(name, path, photos, kind))
+
+
+def test_check_says_a_marks_fifo_is_a_fifo_not_an_empty_file(built):
+    os.mkfifo(built / "marks.jsonl")
+    report = json.loads(cli("check", "-f", "json").stdout)
+    row = next(f for f in report["files"] if f["file"] == "marks.jsonl")
+    assert "not a regular file (a FIFO)" in row["problem"] and "empty" not in row["problem"]
+
+
+@pytest.mark.parametrize("command", ["build-index", "embed"])
+@pytest.mark.parametrize("value", ["10000000000000000000000", "4097"])
+def test_a_batch_size_beyond_the_bound_is_refused_before_any_work(photos, fake_model, isolated_index_dir,
+                                                                   command, value):
+    fails(cli(command, photos, "--model", "fake", "--batch-size", value),
+          rf"--batch-size takes at most 4096 images \(got {value}\)")
+    assert not (isolated_index_dir / "meta.json").exists()
+
+
+def _manifest_kv(index: Path, key: str, value: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(index / "manifest.sqlite") as db:
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", (value, key))
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    ("no meta.json", r"index at .* was never completed; run `vsearch build-index {photos}` to finish it"),
+    ("manifest schema 9", r"schema version 9, which this vsearch .* does not read; upgrade vsearch, or "
+                          r"`vsearch build-index {photos} --rebuild`"),
+    ("manifest garbage", r"cannot read manifest .*: file is not a database; `vsearch build-index {photos} "
+                         r"--rebuild` rebuilds it"),
+    ("format version 99", r"has format version 99; .* Rebuild it with `vsearch build-index {photos} --rebuild`"),
+])
+def test_a_remedy_names_the_indexed_folder_not_FOLDER(built, photos, damage, pattern):
+    if damage == "no meta.json":
+        (built / "meta.json").unlink()
+    elif damage == "manifest schema 9":
+        _manifest_kv(built, "schema_version", "9")
+    elif damage == "manifest garbage":
+        (built / "manifest.sqlite").write_bytes(b"garbage " * 600)
+    else:
+        meta = built / "meta.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "format_version": 99}))
+    message = fails(cli("info"), pattern.format(photos=re.escape(str(photos))))
+    assert "FOLDER" not in message
+
+
+def test_labelled_images_missing_from_the_index_name_the_folder_that_adds_them(built, photos, tmp_path):
+    make_photo(photos / "new.jpg", seed=77)  # under the indexed folder, not indexed yet
+    groups = tmp_path / "g.csv"
+    groups.write_text(f"path,group\n{photos / 'new.jpg'},1\n{photos / 'p0.jpg'},1\n")
+    fails(cli("evaluate", "--groups", groups),
+          rf"not in the index at .*: {re.escape(str(photos))}/new\.jpg; index their folder first "
+          rf"\(vsearch build-index {re.escape(str(photos))}\)$")
+    other = tmp_path / "other"
+    other.mkdir()
+    make_photo(other / "o.jpg", seed=78)
+    groups.write_text(f"path,group\n{other / 'o.jpg'},1\n{photos / 'p0.jpg'},1\n")
+    message = fails(cli("evaluate", "--groups", groups),
+                    rf"they are outside {re.escape(str(photos))}, the folder this index covers; index their folder "
+                    rf"first \(vsearch build-index {re.escape(str(other))} --index-dir NEW_DIR\)$")
+    assert "FOLDER" not in message
+
+
+def test_a_model_that_differs_from_the_index_names_its_folder(built, photos, tmp_path):
+    from vsearch.models import loading
+
+    loading.register("fake", lambda name, device, threads: FakeEmbedder("fake", weights_sha256="1" * 64))
+    query = make_photo(tmp_path / "q.jpg", seed=90)  # not indexed: its vector needs the model
+    message = fails(cli("query", query),
+                    rf"differs from the one that built the index at .*; rebuild the index "
+                    rf"\(vsearch build-index {re.escape(str(photos))} --index-dir NEW_DIR\)")
+    assert "FOLDER" not in message
+
+
+@pytest.fixture
+def copies_lib(tmp_path, fake_model) -> tuple[Path, Path]:
+    """tests/test_actions.py's library of planted copies, indexed with the fake model."""
+    from tests.test_actions import plant_copies
+
+    photos = plant_copies(tmp_path / "lib")
+    index = tmp_path / "idx"
+    ok(cli("build-index", photos, "--index-dir", index, "--model", "fake", "-q"))
+    return photos, index
+
+
+@pytest.mark.parametrize("yes", [False, True])
+@pytest.mark.parametrize("where", ["last", "middle", "missing parent"])
+def test_a_move_to_name_too_long_for_the_file_system_is_one_error_line_and_moves_nothing(
+        copies_lib, tmp_path, yes, where):
+    """A --move-to path with a name over 255 bytes was a traceback (OSError: File name too long)
+    once its parent existed, and left an undo log when its parent did not."""
+    from tests.test_actions import THRESHOLD, tree_bytes
+
+    photos, index = copies_lib
+    long = "d" * 256
+    (tmp_path / "dest").mkdir()
+    dest = {"last": tmp_path / "dest" / long, "middle": tmp_path / "dest" / long / "x",
+            "missing parent": tmp_path / "nothere" / long}[where]
+    before = tree_bytes(photos, index)
+    fails(cli("duplicates", "--index-dir", index, "--threshold", THRESHOLD, "--move-to", dest,
+              *(["--yes"] if yes else [])),
+          rf"--move-to {re.escape(str(dest))}: the name d{{256}} is 256 bytes, more than the file system takes "
+          r"\(255\); choose a shorter one")
+    assert tree_bytes(photos, index) == before and not (index / "undo").exists()
+    assert os.listdir(tmp_path / "dest") == [] and not (tmp_path / "nothere").exists()
+
+
+def test_a_head_that_is_a_fifo_is_one_error_line_not_a_wait(trained, photos):
+    trained.unlink()
+    os.mkfifo(trained)
+    one_error_line(start("query", photos / "p0.jpg"),
+                   rf"the trained head {re.escape(str(trained))} cannot be read: not a regular file \(a FIFO\); "
+                   r"run `vsearch train` again", timeout=60)

@@ -73,6 +73,29 @@ def urls_of(index, row: int) -> tuple[str, str]:
 # --- searching -----------------------------------------------------------------------------
 
 
+def test_a_page_of_results_names_each_file_as_row_file_would(indexed):
+    """digests_of_rows (one manifest lookup for a page of results) agrees with row_file, row by
+    row: a file gone since indexing and a row beyond the index get no digest."""
+    from vsearch.serve.state import LockedIndex
+
+    index, photos = indexed
+    api = LockedIndex(index)
+    gone = row_of(index, sorted(p.name for p in photos.iterdir() if p.is_file())[0])
+    (index.root / index.entry_of_row(gone).path).unlink()
+    rows = [*range(len(index)), len(index), len(index) + 5, -1]
+
+    def one(row):
+        try:
+            return api.row_file(row)[1]
+        except LookupError:
+            return None
+
+    digests = api.digests_of_rows(rows)
+    assert digests == [one(r) for r in rows]
+    assert digests[gone] is None and digests[-3:] == [None, None, None]
+    assert sum(d is not None for d in digests) == len(index) - 1
+
+
 def test_search_by_row_returns_the_photo_and_its_copy(indexed):
     index, photos = indexed
     client = client_for(index)
@@ -119,7 +142,8 @@ def test_text_search_on_a_clip_index(tmp_path):
     try:
         with vsearch.build_index(photos, index_dir=tmp_path / "idx", model=CLIP_NAME) as index:
             client = client_for(index)
-            assert "const CSRF" in client.get("/").text and "TEXT = true" in client.get("/").text
+            page = client.get("/").text  # the page's script reads the token and the text switch from <body>
+            assert 'data-csrf="' in page and 'data-text="true"' in page
             got = search(client, text="a cat", k=2).json()
             assert {r["path"] for r in got["results"]} == {"cat.jpg", "cat-small.png"}
             assert got["query"] == "text:a cat"
@@ -130,7 +154,7 @@ def test_text_search_on_a_clip_index(tmp_path):
 def test_text_search_on_an_image_only_index_is_a_clear_400(indexed):
     index, _ = indexed
     client = client_for(index)
-    assert "TEXT = false" in client.get("/").text
+    assert 'data-text="false"' in client.get("/").text
     resp = search(client, text="a cat")
     assert resp.status_code == 400 and "CLIP" in resp.json()["error"]
 

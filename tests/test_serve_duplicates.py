@@ -384,3 +384,247 @@ def test_after_a_move_every_thumbnail_shown_is_the_picture_of_the_file_it_names(
     for item in before:  # a URL of the moved copy names nothing now
         if item["path"] == "p1_copy.jpg":
             assert client.get(item["thumb"]).status_code == 404 and client.get(item["image"]).status_code == 404
+
+
+# --- the search in the background, pages of groups, acting on every selected group ---------------
+
+
+def search_done(client, body: dict | None = None, **params) -> dict:
+    """Start the page's search (a POST) and follow it (GETs) until it finished; the last answer."""
+    import time
+
+    resp = post(client, "/api/duplicates/search", json={**FIND, **(body or {})})
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    deadline = time.monotonic() + 60
+    while answer["running"]:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.05)
+        resp = client.get("/api/duplicates/search", params={"id": answer["id"], **params})
+        assert resp.status_code == 200, resp.text
+        answer = resp.json()
+    assert answer["error"] is None and answer["step"] == "done"
+    return answer
+
+
+def test_the_search_runs_in_the_background_and_reports_progress(lib):
+    index, _ = lib
+    client = client_for(index)
+    first = post(client, "/api/duplicates/search", json=FIND).json()
+    assert {"id", "step", "done", "total", "verified", "running", "groups", "pages"} <= first.keys()
+    done = search_done(client)
+    assert done["id"] == first["id"]  # the same query joined the search running
+    assert names(done["groups"]) == GROUPS and done["groups_total"] == 2 and done["copies_total"] == 2
+    assert done["total"] > 0 and done["done"] == done["total"] and done["verified"] >= 2
+    assert sorted(done["all_numbers"]) == [1, 2] and not done["stale"]
+    again = search_done(client)  # an unchanged index: the search done is the answer, nothing runs
+    assert again["id"] == done["id"] and again["groups"] == done["groups"]
+    other = search_done(client, {"level": "exact"})
+    back = search_done(client)  # back to near: the groups kept for the unchanged index, nothing runs
+    assert other["groups"] == [] and back["id"] != done["id"] and back["seconds"] == 0
+    assert back["groups"] == done["groups"]
+    fresh = search_done(client, {"fresh": True})  # looked again: every pair's verification remembered
+    assert fresh["id"] != back["id"] and fresh["verified"] == 0 and fresh["groups"] == done["groups"]
+
+
+def test_groups_come_a_page_at_a_time(lib):
+    index, _ = lib
+    client = client_for(index)
+    one = search_done(client, per=1)
+    assert (one["pages"], len(one["groups"]), one["groups"][0]["number"]) == (2, 1, 1)
+    second = client.get("/api/duplicates/search", params={"id": one["id"], "page": 2, "per": 1}).json()
+    assert second["groups"][0]["number"] == 2 and names(one["groups"] + second["groups"]) == GROUPS
+    assert client.get("/api/duplicates/search", params={"page": 3, "per": 1}).json()["groups"] == []
+    for bad in ({"page": 0}, {"per": 0}, {"per": 100_000}, {"page": "x"}, {"page": "1e999"}):
+        resp = client.get("/api/duplicates/search", params=bad)
+        assert resp.status_code == 400 and "error" in resp.json(), bad
+    assert client.get("/api/duplicates/search", params={"id": "another"}).status_code == 409
+
+
+def test_following_before_any_search_is_404(lib):
+    index, _ = lib
+    resp = client_for(index).get("/api/duplicates/search")
+    assert resp.status_code == 404 and "find the duplicates" in resp.json()["error"]
+
+
+def test_the_keep_rule_picks_the_keeper_of_every_group(lib):
+    index, _ = lib
+    client = client_for(index)
+    newest = search_done(client, {"keep": "newest"})
+    assert group_with(newest["groups"], "p2.jpg")["members"][0]["path"] == "sub/p2_small.png"
+    assert newest["keep"] == "newest"
+
+
+def test_apply_to_every_selected_group_writes_one_undo_log_and_undo_puts_all_back(lib, tmp_path, fake_model):
+    index, photos = lib
+    client = client_for(index)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    before = tree_bytes(photos)
+    done = search_done(client)
+    p2 = group_with(done["groups"], "p2.jpg")
+    small = next(m for m in p2["members"] if m["path"] == "sub/p2_small.png")
+    from vsearch.duplicates.actions import undo_logs
+
+    logs = set(undo_logs(index.index_dir))
+    resp = post(client, "/api/duplicates/apply", json={"search": done["id"], "action": "move", "move_to": str(dest),
+                                                      "groups": "all", "keepers": {str(p2["number"]): small["row"]}})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["moved"] == 2 and "one undo log" in resp.json()["message"]
+    (log,) = set(undo_logs(index.index_dir)) - logs  # one log for both groups
+    assert resp.json()["log"] == str(log)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == ["p1_copy.jpg", "p2.jpg"]
+    assert (photos / "sub" / "p2_small.png").is_file() and not (photos / "p2.jpg").exists()
+    assert (dest / "p2.jpg").read_bytes() == before[str(photos / "p2.jpg")]
+    assert (dest / "p1_copy.jpg").read_bytes() == before[str(photos / "p1_copy.jpg")]
+    after = search_done(client)
+    assert after["groups"] == [] and after["id"] != done["id"]  # the commit: found again
+    # The old search names groups that are gone: refused, nothing changes.
+    stale = post(client, "/api/duplicates/apply", json={"search": done["id"], "action": "trash", "groups": "all"})
+    assert stale.status_code == 409
+    undone = post(client, "/api/undo", json={})
+    assert undone.status_code == 200 and undone.json()["restored"] == 2
+    assert tree_bytes(photos) == before and not [p for p in dest.rglob("*") if p.is_file()]
+    assert names(search_done(client)["groups"]) == GROUPS
+
+
+def test_apply_to_some_groups_acts_on_those_only(lib, trash):
+    index, photos = lib
+    client = client_for(index)
+    before = tree_bytes(photos)
+    done = search_done(client)
+    p1 = group_with(done["groups"], "p1.jpg")
+    resp = post(client, "/api/duplicates/apply", json={"search": done["id"], "action": "trash", "groups": [p1["number"]]})
+    assert resp.status_code == 200 and resp.json()["trashed"] == 1
+    assert not (photos / "p1_copy.jpg").exists() and (photos / "sub" / "p2_small.png").is_file()
+    assert post(client, "/api/undo", json={}).json()["restored"] == 1
+    assert tree_bytes(photos) == before
+
+
+@pytest.mark.parametrize("body, word", [
+    ({"action": "burn", "groups": "all"}, "action"),
+    ({"action": "trash", "groups": "some"}, "groups"),
+    ({"action": "trash", "groups": []}, "groups"),
+    ({"action": "trash", "groups": [99]}, "group number"),
+    ({"action": "trash", "groups": [True]}, "group number"),
+    ({"action": "trash", "groups": "all", "keepers": []}, "keepers"),
+    ({"action": "trash", "groups": "all", "keepers": {"1": 10_000}}, "keeper"),
+    ({"action": "trash", "groups": "all", "keepers": {"x": 1}}, "group number"),
+    ({"action": "move", "groups": "all", "move_to": "relative/dir"}, "full path"),
+    ({"action": "move", "groups": "all"}, "folder"),
+])
+def test_bad_apply_bodies_are_400_and_change_nothing(lib, body, word):
+    index, photos = lib
+    client = client_for(index)
+    done = search_done(client)
+    before = tree_bytes(photos, index.index_dir)
+    resp = post(client, "/api/duplicates/apply", json={"search": done["id"], **body})
+    assert resp.status_code == 400 and word in resp.json()["error"], resp.text
+    assert tree_bytes(photos, index.index_dir) == before
+
+
+def test_apply_names_the_search_it_acts_on(lib):
+    index, photos = lib
+    client = client_for(index)
+    search_done(client)
+    before = tree_bytes(photos)
+    resp = post(client, "/api/duplicates/apply", json={"search": "not-this-one", "action": "trash", "groups": "all"})
+    assert resp.status_code == 409 and tree_bytes(photos) == before
+
+
+def test_explain_a_pair_as_the_cli_does(lib):
+    index, photos = lib
+    client = client_for(index)
+    p2 = group_with(search_done(client)["groups"], "p2.jpg")
+    a, b = ({"row": m["row"], "digest": m["digest"]} for m in p2["members"])
+    resp = post(client, "/api/duplicates/explain", json={"a": a, "b": b, "level": "near", "threshold": 0.98})
+    assert resp.status_code == 200, resp.text
+    why = resp.json()
+    cli_says = index.explain(photos / "p2.jpg", photos / "sub" / "p2_small.png", level="near", threshold=0.98)
+    assert (why["a"], why["b"], why["level"], why["why"]) == ("p2.jpg", "sub/p2_small.png", cli_says.level, cli_says.why)
+    assert [c["test"] for c in why["checks"]] == [c.test for c in cli_says.checks]
+    assert why["taken"] == [None, None]
+    for bad in ({"a": a, "b": a}, {"a": a}, {"a": a, "b": {"row": "x", "digest": "y"}}, {"a": a, "b": b, "level": "far"},
+                {"a": a, "b": b, "threshold": 7}):
+        resp = post(client, "/api/duplicates/explain", json=bad)
+        assert resp.status_code == 400 and "error" in resp.json(), bad
+    gone = post(client, "/api/duplicates/explain", json={"a": a, "b": {"row": b["row"], "digest": "0" * 16}})
+    assert gone.status_code == 409
+
+
+@pytest.mark.parametrize("body, word", [({"level": "close"}, "level"), ({"keep": "best"}, "keep"),
+                                        ({"threshold": "x"}, "threshold"), ({"threshold": 2}, "threshold"),
+                                        ({"fresh": "yes"}, "fresh")])
+def test_bad_search_bodies_are_400(lib, body, word):
+    index, _ = lib
+    resp = post(client_for(index), "/api/duplicates/search", json=body)
+    assert resp.status_code == 400 and word in resp.json()["error"]
+
+
+@pytest.mark.parametrize("url", ["/api/duplicates/search", "/api/duplicates/apply", "/api/duplicates/explain"])
+def test_the_new_posts_need_the_csrf_token_and_the_same_origin(lib, url):
+    index, photos = lib
+    client = client_for(index)
+    before = tree_bytes(photos)
+    assert post(client, url, json={}, token="wrong").status_code == 403
+    assert post(client, url, json={}, origin="http://evil.example").status_code == 403
+    assert tree_bytes(photos) == before
+
+
+def test_a_new_search_stops_the_one_running(lib):
+    """Moving the slider starts a search per position: each stops the one before (one at a time)."""
+    index, _ = lib
+    client = client_for(index)
+    page = client.app.state.page
+    first = post(client, "/api/duplicates/search", json={**FIND, "fresh": True}).json()
+    second = search_done(client, {"threshold": 0.97})
+    running = page.searches.current
+    assert running.id == second["id"] and running.query.threshold == 0.97
+    old = client.get("/api/duplicates/search", params={"id": first["id"]})
+    assert old.status_code == 409 or first["id"] == second["id"]
+
+
+# --- what the page asks of the library: steps, groups as they settle, remembered verifications ----
+
+
+def test_duplicates_reports_steps_and_each_group_as_it_settles(lib):
+    index, _ = lib
+    steps: list[tuple[str, int, int]] = []
+    early: list = []
+    groups = index.duplicates(0.98, step=lambda *s: steps.append(s), found=early.append)
+    assert sorted(sorted(m.path.relative_to(index.root).as_posix() for m in g) for g in groups) == GROUPS
+    names_of = [s[0] for s in steps]
+    assert names_of[0] == "compare" and names_of[-1] == "group" and names_of == sorted(names_of)  # compare, then group
+    assert steps[-1][1] == steps[-1][2] and [s[1] for s in steps if s[0] == "group"] == list(range(1, steps[-1][2] + 1))
+    # the same groups, settled before they were ordered by size and numbered
+    assert sorted(tuple(m.row for m in g) for g in early) == sorted(tuple(m.row for m in g) for g in groups)
+
+
+def test_remembered_verifications_give_the_same_groups_and_are_not_asked_again(lib, monkeypatch):
+    from vsearch.imaging import verify
+
+    index, _ = lib
+    calls = []
+    real = verify.Verifier.verify
+    monkeypatch.setattr(verify.Verifier, "verify", lambda self, a, b: calls.append((a, b)) or real(self, a, b))
+    verdicts: dict = {}
+    first = index.duplicates(0.98, verdicts=verdicts)
+    asked = len(calls)
+    assert asked and len(verdicts) == asked
+    assert index.duplicates(0.98, verdicts=verdicts) == first and len(calls) == asked  # nothing verified again
+    assert index.duplicates(0.98, keep="newest", verdicts=verdicts) == index.duplicates(0.98, keep="newest")
+    assert index.duplicates(0.98) == first  # without: the same groups
+
+
+def test_a_step_that_raises_stops_the_search(lib):
+    index, _ = lib
+
+    class Enough(Exception):
+        pass
+
+    def stop(name: str, done: int, total: int) -> None:
+        if name == "group":
+            raise Enough
+
+    with pytest.raises(Enough):
+        index.duplicates(0.98, step=stop)

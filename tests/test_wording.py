@@ -296,6 +296,24 @@ PAIRS = [
      "without it",
      "cannot read the Annoy index /i/a.ann (damaged); `vsearch build-index /p` rebuilds it, and --exact searches "
      "without it"),
+    # Leftovers of round two: remedies that name the folder, --batch-size's bound, long --move-to names.
+    ("the model fake loaded here differs from the one that built the index at /i (weights); rebuild the index "
+     "(`build_index(/my photos, index_dir=NEW_DIR)`)",
+     "the model fake loaded here differs from the one that built the index at /i (weights); rebuild the index "
+     "(vsearch build-index /my photos --index-dir NEW_DIR)"),
+    ("1 labelled image(s) are not in the index at /i: /p/q.jpg; index their folder first (`build_index(/p)`)",
+     "1 labelled image(s) are not in the index at /i: /p/q.jpg; index their folder first (vsearch build-index /p)"),
+    ("1 labelled image(s) are not in the index at /i: /o/q.jpg; they are outside /p, the folder this index covers; "
+     "index their folder first (`build_index(/o, index_dir=NEW_DIR)`)",
+     "1 labelled image(s) are not in the index at /i: /o/q.jpg; they are outside /p, the folder this index covers; "
+     "index their folder first (vsearch build-index /o --index-dir NEW_DIR)"),
+    ("index at /i holds no vectors yet; call `build_index(/p)` first",
+     "index at /i holds no vectors yet; run `vsearch build-index /p` first"),
+    ("batch_size= takes at most 4096 images (got 4097)", "--batch-size takes at most 4096 images (got 4097)"),
+    ("move_to=/d/xx: the name xx is 256 bytes, more than the file system takes (255); choose a shorter one",
+     "--move-to /d/xx: the name xx is 256 bytes, more than the file system takes (255); choose a shorter one"),
+    ("cannot move /p/a.jpg to /d/a.jpg: File name too long; choose another move_to=",
+     "cannot move /p/a.jpg to /d/a.jpg: File name too long; choose another --move-to"),
 ]
 
 
@@ -406,8 +424,8 @@ def test_a_damaged_meta_json(work):
     (idx / "meta.json").write_text("{garbage")
     why = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
     round_trip(lambda: vsearch.open_index(idx), ("info", "--index-dir", idx),
-               f"cannot read {idx / 'meta.json'}: {why}; `build_index(FOLDER, rebuild=True)` repairs it",
-               f"cannot read {idx / 'meta.json'}: {why}; `vsearch build-index FOLDER --rebuild` repairs it")
+               f"cannot read {idx / 'meta.json'}: {why}; `build_index({work / 'photos'}, rebuild=True)` repairs it",
+               f"cannot read {idx / 'meta.json'}: {why}; `vsearch build-index {work / 'photos'} --rebuild` repairs it")
 
 
 def test_duplicates_and_evaluation(work):

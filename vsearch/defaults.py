@@ -6,6 +6,10 @@ importing numpy (``vsearch --help`` stays quick).
 
 #: Images per forward pass while indexing (``--batch-size``).
 DEFAULT_BATCH_SIZE = 16
+#: The most images one forward pass takes: 4096 224-pixel images are 2.3 GiB of input alone,
+#: more than a large GPU gains anything from (throughput is flat past a few hundred); more is
+#: a typo (``--batch-size 1e22`` would be taken as one batch of the whole folder).
+MAX_BATCH_SIZE = 4_096
 #: Annoy trees (``--trees``): more trees cost build time and disk, and buy recall at a given
 #: search_k. At 512-d a tree is small beside the items (1M x 512: 2.9 GB index with 50 trees,
 #: 1.95 GB of vectors).

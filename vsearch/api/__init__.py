@@ -9,6 +9,7 @@ door the command line and the page use.
     Index.explain(a, b)  -> PairExplanation   why two photos are (not) duplicates
     Index.marks()        -> [MarkedPair]      the "not a duplicate" marks (Index.unmark takes one back)
     Index.judge(q, [r])  -> [Judgment]  a person's verdicts, kept in judgments.sqlite
+    photo_details(path)  -> PhotoDetails   bytes, pixels, format, EXIF date taken (the page's large view)
     check(dir)           -> CheckReport  every file against the checksums its commit recorded
     Index.evaluate(...)  -> EvalReport  on label files, edited copies, or the recorded judgments
     evaluate_side_by_side([Setup, ...])  -> SideBySide   A/B with a paired-bootstrap CI
@@ -36,18 +37,22 @@ from vsearch.api.comparing import AgainstResult, MarkedPair, PairCheck, PairExpl
 from vsearch.api.details import IndexDetails
 from vsearch.api.feedback import (
     DEFAULT_SWAP_FRACTION,
+    MAX_DWELL_MS,
     Interleaved,
     bytes_digest,
     latest_shown,
     log_click,
+    log_dwell,
     log_impressions,
     log_interleaved,
     log_interleaved_click,
+    log_interleaved_dwell,
     record_verdict,
     team_draft,
 )
 from vsearch.api.index import Action, Index, UndoLog, UndoResult, open_index
 from vsearch.api.learning import remove_head, train
+from vsearch.api.photos import PhotoDetails, photo_details
 from vsearch.api.scoring import (
     Setup,
     SideBySide,
@@ -59,12 +64,16 @@ from vsearch.api.scoring import (
     pairs_csv,
     read_judgments,
 )
-from vsearch.duplicates.grouping import DuplicateGroup, DuplicateMember
+from vsearch.duplicates.grouping import KEEP_RULES, DuplicateGroup, DuplicateMember
+from vsearch.duplicates.grouping import LEVELS as DUPLICATE_LEVELS
 from vsearch.locations import default_index_dir
 from vsearch.retrieval.search import Hit
 
 __all__ = [
     "DEFAULT_SWAP_FRACTION",
+    "DUPLICATE_LEVELS",
+    "KEEP_RULES",
+    "MAX_DWELL_MS",
     "MODES",
     "Action",
     "AgainstResult",
@@ -81,6 +90,7 @@ __all__ = [
     "PairExplanation",
     "Interleaved",
     "PathLike",
+    "PhotoDetails",
     "Setup",
     "SideBySide",
     "UndoLog",
@@ -99,12 +109,15 @@ __all__ = [
     "judged_pairs",
     "latest_shown",
     "log_click",
+    "log_dwell",
     "log_impressions",
     "log_interleaved",
     "log_interleaved_click",
+    "log_interleaved_dwell",
     "make_pairs",
     "open_index",
     "pairs_csv",
+    "photo_details",
     "read_header",
     "read_judgments",
     "record_verdict",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from vsearch.api.common import PathLike, index_dir_of
 from vsearch.api.index import Index
-from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES, MAX_DBA, MAX_TREES
+from vsearch.defaults import DEFAULT_BATCH_SIZE, DEFAULT_TREES, MAX_BATCH_SIZE, MAX_DBA, MAX_TREES
 from vsearch.errors import VsearchError
 
 if TYPE_CHECKING:  # Pillow comes with the pipeline: only a build pays for it (imported when called)
@@ -54,8 +54,10 @@ class BuildOptions:
             raise VsearchError(f"dba= takes 0 to {MAX_DBA} neighbours (got {self.dba!r})")
         if self.dba and self.trees is None:
             raise VsearchError("dba needs the Annoy step: give trees as well (or dba=0)")
-        if self.batch_size < 1:
-            raise VsearchError(f"batch_size must be 1 or more (got {self.batch_size})")
+        if isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise VsearchError(f"batch_size must be 1 or more (got {self.batch_size!r})")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise VsearchError(f"batch_size= takes at most {MAX_BATCH_SIZE} images (got {self.batch_size})")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise VsearchError(f"max_pixels must be 1 or more (got {self.max_pixels})")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,7 +226,9 @@ class Index:
         ``verify``: re-rank the top ``verify`` results by local-feature verification against
         the query image (one image query only): copies of the query, cropped, rescaled,
         recompressed or mirrored, come first (``vsearch query --verify N``; 0 = off;
-        :data:`vsearch.retrieval.search.DEFAULT_VERIFY` is the measured choice).
+        :data:`vsearch.retrieval.search.DEFAULT_VERIFY` is the measured choice). With
+        ``verify``, the candidates are the query's nearest by its own vector (``qe`` is not
+        applied): copies are what verification looks for.
         ``max_per_folder``: at most this many results from one folder (no album floods the top
         k); ``max_per_day``: at most this many taken on one day (EXIF DateTimeOriginal, else
         DateTime; results without a date are not capped). The next best results from other
@@ -244,10 +246,12 @@ class Index:
         negs = [searcher.image_vector(Path(n)) for n in listed(negatives)]
         vector = _combine(positives, negs, not_weight)
         own = [v.row for v in positives + negs if v.row is not None]
-        refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse, expand=qe,
-                        copy_first=copy_first,
-                        max_per_folder=max_per_folder, max_per_day=max_per_day)
         image = _verify_query(verify, queries, text)
+        # Verification looks for copies of the query: they are its nearest neighbours by its own
+        # vector, which query expansion (made for finding more of a kind) would push down.
+        refine = Refine(min_score=min_score, path_glob=path_glob, dedupe=dedupe, diverse=diverse,
+                        expand=0 if image is not None else qe, copy_first=copy_first,
+                        max_per_folder=max_per_folder, max_per_day=max_per_day)
         hits = searcher.search(vector, max(k, verify), mode, exclude_rows=own if exclude_self else [], refine=refine,
                                query_rows=own, on_missing=on_missing)
         return verify_rerank(image, hits, verify)[:k] if image is not None else hits
@@ -255,7 +259,9 @@ class Index:
     def duplicates(self, threshold: float | None = None, *, level: str = "near", keep: str = "default",
                    not_duplicates: Collection[frozenset[str]] = (), mode: SearchMode = "auto",
                    progress: Callable[[int, int], None] | None = None,
-                   min_overlap: float = dup.NEAR_MIN_OVERLAP) -> list[DuplicateGroup]:
+                   min_overlap: float = dup.NEAR_MIN_OVERLAP, step: Callable[[str, int, int], None] | None = None,
+                   found: Callable[[DuplicateGroup], None] | None = None,
+                   verdicts: MutableMapping[tuple[object, ...], bool] | None = None) -> list[DuplicateGroup]:
         """Groups of duplicate images, largest first, each a star around the copy to keep.
 
         ``level``: ``exact`` (byte-identical files), ``near`` (default: copies verified by local
@@ -276,6 +282,13 @@ class Index:
         image a copy must have in common with its keeper (default 0.5; lower finds heavier
         crops). A near copy is also the same picture, not another moment of the scene: its
         aligned pixels agree (a burst frame is grouped at ``similar`` only).
+
+        For a caller that shows the search as it goes (the page): ``step(name, done, total)``
+        follows it naming each step (``compare``, then ``group``, after every row), and an
+        exception it raises stops the search; ``found(group)`` gets each group as soon as it
+        is settled, before they are ordered by size; ``verdicts``, a dict the caller keeps
+        between calls, remembers each verified pair (keyed by both files' path, size and
+        mtime), so a call with another threshold or keep rule verifies only new pairs.
         """
         check_mode(mode)
         comparing.check_share("min_overlap", min_overlap)
@@ -292,7 +305,8 @@ class Index:
         # Marks recorded with not_duplicate (or the CLI's --not-duplicate) always apply.
         apart = set(not_duplicates) | marks.not_duplicates(store.dir)
         return dup.find_groups(store, threshold, level=level, keep=keep, not_duplicates=apart,
-                               mode=mode, progress=progress, vectors=vectors, min_overlap=min_overlap)
+                               mode=mode, progress=progress, vectors=vectors, min_overlap=min_overlap,
+                               step=step, found=found, verdicts=verdicts)
 
     def against(self, folder: PathLike, *, level: str = "near", threshold: float | None = None,
                 min_overlap: float = dup.NEAR_MIN_OVERLAP, mode: SearchMode = "auto",
@@ -395,6 +409,18 @@ class Index:
         store, _ = self._open()
         rel = store.paths_of_rows([row]).get(row)
         return store.entry(rel) if rel is not None else None
+
+    def entries_of_rows(self, rows: Sequence[int]) -> dict[int, FileEntry]:
+        """:meth:`entry_of_row` for many rows at once (a page of results): row -> entry, for the
+        rows that have a file."""
+        store, _ = self._open()
+        return store.entries_of_rows(rows)
+
+    def entry_of_digest(self, digest: str) -> FileEntry | None:
+        """The manifest entry of an indexed file holding the content ``digest`` (one of them, when
+        several files hold it), or None: whether the library holds these very bytes."""
+        store, _ = self._open()
+        return store.entry_by_digest(digest)
 
     def entry_of_path(self, rel: str) -> FileEntry | None:
         """The manifest entry of a path relative to :attr:`root` (POSIX), or None."""

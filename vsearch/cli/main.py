@@ -8,6 +8,7 @@ Library modules that import numpy or Pillow are imported inside the commands tha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from enum import Enum
@@ -73,6 +74,10 @@ def _size_text(n: int) -> str:
 @app.command(epilog=examples(
     "vsearch serve                       # http://127.0.0.1:8000, this machine only",
     "vsearch serve --index-dir ~/idx/crop --port 8080 --open",
+    "vsearch serve --interleave 'qe=2' 'qe=0'    # each search: one list mixing both rankers",
+    "vsearch serve --interleave adapter=on adapter=off   # the trained head against none",
+    "vsearch serve --split 'qe=2' ~/idx/dba5   # classic A/B: each browser session sees one of the two",
+    "vsearch evaluate --interleaving            # which configuration people preferred",
     "Needs `pip install 'vsearch[serve]'`. Another --host needs --allow-remote: there is no login and no TLS.",
 ))
 @user_errors
@@ -84,6 +89,16 @@ def serve(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
     allow_remote: Annotated[bool, typer.Option(
         "--allow-remote", help="Allow a --host other machines can reach (prints a warning).")] = False,
+    interleave: Annotated[tuple[str, str] | None, typer.Option(
+        "--interleave", metavar="A B", show_default=False,
+        help="Run an interleaving experiment: every search shows one team-draft list of configurations A and B "
+             "(each comma-separated settings: 'qe=N', 'adapter=on|off', 'copy-first=on|off', 'dba=N', 'index=DIR' or "
+             "an index folder of the same photos), logs whose each result was, and credits clicks; "
+             "`vsearch evaluate --interleaving` reports it.")] = None,
+    split: Annotated[tuple[str, str] | None, typer.Option(
+        "--split", metavar="A B", show_default=False,
+        help="Run a classic A/B test instead: each browser session is assigned A or B at random and sees only "
+             "that ranker; `vsearch evaluate --clicks` reports each arm's click-through.")] = None,
 ) -> None:
     """Serve a local web page to search the index: by an uploaded photo, a result, or text (CLIP).
 
@@ -95,16 +110,29 @@ def serve(
         from vsearch.serve import app as web  # numpy and the library: --help does not pay for them
     except ImportError as exc:
         raise VsearchError(f"vsearch serve needs {exc.name}: pip install 'vsearch[serve]'") from None
+    from vsearch.serve import experiment as experiments  # with the page: --help does not pay for it
+
+    if interleave and split:
+        raise VsearchError("give --interleave A B or --split A B, not both")
+    kind, pair = ("interleave", interleave) if interleave else ("split", split)
+    for text in pair or ():  # a typo is an error before anything is opened or printed
+        experiments.parse_configuration(text)
     warning = web.check_host(host, allow_remote)
     if warning:
         err(warning)
     from vsearch import api  # numpy and the library: --help does not pay for them
 
-    with api.open_index(index_dir, device="cpu") as index:
+    with api.open_index(index_dir, device="cpu") as index, contextlib.ExitStack() as stack:
+        experiment = stack.enter_context(experiments.open_experiment(index, kind, *pair)) if pair else None
         def ready(url: str) -> None:
             """Called once the port is bound (a port in use was an error, and nothing printed):
             the address it is bound to, the real port with --port 0."""
             err(f"serving {index.count} images ({index.model}) at {url}; Ctrl-C stops")
+            if experiment is not None:
+                a, b = experiment.names
+                how, report = ("interleaving", "--interleaving") if kind == "interleave" else \
+                    ("split A/B test of", "--clicks")
+                err(f"{how} {a} (A) and {b} (B); `vsearch evaluate {report}` reports it")
             if open_browser:
                 import threading  # only --open needs them
                 import webbrowser
@@ -113,7 +141,7 @@ def serve(
                 opener.daemon = True
                 opener.start()
 
-        web.serve(index, host, port, ready=ready)
+        web.serve(index, host, port, ready=ready, experiment=experiment)
 
 
 class JudgmentsAction(str, Enum):

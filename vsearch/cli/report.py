@@ -481,14 +481,33 @@ def render_clicks(rep: Any, fmt: EvalFormat | Format, *, quiet: bool = False, ou
                                "k": rep.depth}
     if rep.depth:
         summary.update({f"ctr@{rep.depth}": rep.ctr, f"ipw@{rep.depth}": rep.ipw})
+    from vsearch.cli.interleave import dwell_fields, dwell_text  # the same dwell columns as --interleaving
+
+    arms = [{"arm": a.arm or "all lists", "lists": a.lists, "clicked_lists": a.clicked_lists, "clicks": a.clicks,
+             "ctr": round(a.ctr, 4), "ctr_low": round(a.ci[0], 4), "ctr_high": round(a.ci[1], 4),
+             **dwell_fields("dwell", a.dwell)} for a in rep.arms]
     if fmt is Format.json:
         render.mapping({**summary, "by_rank": [{**r, "propensity": r["propensity"] if r["propensity"] != "n/a"
-                                                else None} for r in rows]}, fmt, out=out)
+                                                else None} for r in rows],
+                        "arms": arms, "split_p_value": rep.split_p}, fmt, out=out)
     else:
         if rows:
             render.records(rows, fmt, title="clicks by rank", out=out)
         if fmt is Format.table or not rows:
             render.mapping(summary, fmt, out=out)
+        if fmt is Format.table and arms:  # csv has one table: the ranks (json has everything)
+            render.records([{"arm": a["arm"], "lists": a["lists"], "clicked lists": a["clicked_lists"],
+                             "clicks": a["clicks"], "ctr [95% CI]": f"{a['ctr']:.3f} [{a['ctr_low']:.3f}, "
+                                                                   f"{a['ctr_high']:.3f}]",
+                             "dwell ms: median / mean (n)": dwell_text(arm.dwell)}
+                            for a, arm in zip(arms, rep.arms)],
+                           fmt, title="click-through and time on results, per split arm", out=out)
+    if rep.split_p is not None and not quiet:
+        first, second = [a for a in rep.arms if a.arm is not None][:2]
+        verdict = (f"{first.arm if first.ctr > second.ctr else second.arm} has the higher click-through"
+                   if rep.split_p < 0.05 else "no clear difference in click-through yet")
+        err.write(f"split A/B {first.arm} vs {second.arm}: {verdict} (two-proportion test p = {rep.split_p:.3g}, "
+                  f"{first.lists} and {second.lists} lists)\n")
     if rep.depth == 0:
         err.write("note: no propensity could be estimated yet: it needs lists with a swapped pair and clicks "
                   "(the logger swaps a pair on a fraction of queries); ctr and ipw are n/a until then\n")

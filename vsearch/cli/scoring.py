@@ -171,7 +171,12 @@ def evaluate(
                                "and one --index-dir")
         from vsearch.cli import interleave  # the report's renderer: only this report pays for it
 
-        interleave.render_report(api.interleaving_reports(index_dirs[0] if index_dirs else None), fmt, quiet=quiet)
+        where = index_dirs[0] if index_dirs else None
+        interleave.render_report(api.interleaving_reports(where), fmt, quiet=quiet)
+        split = [a.arm for a in api.click_report(where).arms if a.arm is not None]
+        if split and not quiet:  # a split A/B test is in the click log, not the interleaving log
+            err(f"note: the click log also holds a split A/B test ({', '.join(split)}): "
+                "`vsearch evaluate --clicks` reports each arm's click-through and time on results")
         return
     if clicks:
         if sum(x is not None for x in (pairs, groups, augment)) or judged or len(index_dirs or []) > 1:

@@ -41,6 +41,7 @@ FLAGS: dict[str, str] = {
     "trash": "--trash", "augment": "--augment", "headline": "--headline", "out": "--out",
     "epochs": "--epochs", "dim": "--dim", "views": "--views", "seed": "--seed",
     "use_judgments": "--use-judgments", "trees": "--trees", "min_overlap": "--min-overlap",
+    "batch_size": "--batch-size",
 }
 
 #: ``name=`` of a parameter in :data:`FLAGS`, where a message names it: at the start or after a
@@ -60,8 +61,9 @@ def _flag(match: re.Match[str]) -> str:
 Row = tuple[str, str] | tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
 WORDING: list[Row] = [
     # Calls that the CLI writes as commands without backticks (as they have always read).
-    ("(`build_index(FOLDER, index_dir=NEW_DIR)`)", "(vsearch build-index FOLDER --index-dir NEW_DIR)"),
-    ("(`build_index(FOLDER)`)", "(vsearch build-index FOLDER)"),
+    (re.compile(r"\(`build_index\((?P<folder>[^`]+?), index_dir=NEW_DIR\)`\)"),
+     r"(vsearch build-index \g<folder> --index-dir NEW_DIR)"),
+    (re.compile(r"\(`build_index\((?P<folder>[^`,]+?)\)`\)"), r"(vsearch build-index \g<folder>)"),
     ("call `build_index` to refresh the index", "run vsearch build-index to refresh the index"),
     ("call `build_index` first", "run vsearch build-index first"),
     ("(build_index with exclude=)", "(build-index --exclude)"),

@@ -185,8 +185,11 @@ def _relative(path: Path, root: Path) -> Path:
 def _check_target(move_to: Path, root: Path, index_dir: Path | None) -> Path:
     """``move_to`` when copies can be moved under it: a folder, or a path whose nearest existing
     folder can take the new folders (:func:`apply` makes them), on a file system that holds files."""
+    too_long = _long_name(move_to)
+    if too_long is not None:
+        raise VsearchError(f"move_to={move_to}: {too_long}; choose a shorter one")
     existing = move_to
-    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+    while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         what = "is a file" if existing.is_file() else "is not a folder" if existing.exists() else "is a broken link"
@@ -207,6 +210,23 @@ def _check_target(move_to: Path, root: Path, index_dir: Path | None) -> Path:
         if real == real_index or real_index in real.parents:
             raise VsearchError(f"move_to={move_to} is inside the index folder {index_dir}; choose another folder")
     return move_to
+
+
+def _long_name(path: Path) -> str | None:
+    """The first name in ``path`` that is longer than its file system takes (``NAME_MAX``, asked
+    of the nearest folder that exists; 255 bytes where it cannot say), in words; else None."""
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:  # lexists: False, never a raise
+        existing = existing.parent
+    try:
+        limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for name in path.parts:
+        size = len(os.fsencode(name))
+        if name != path.anchor and size > limit:
+            return f"the name {name} is {size} bytes, more than the file system takes ({limit})"
+    return None
 
 
 def _file_system_type(folder: Path) -> str | None:
@@ -243,7 +263,14 @@ def _check_moves(actions: list[Action], move_to: Path) -> None:
         if real in a.source.resolve().parents:
             raise VsearchError(f"{a.source} is already under move_to={move_to}; choose another folder, "
                                "or leave that folder out of the index (build_index with exclude=)")
-        if a.target.exists() or a.target.is_symlink():
+        try:
+            os.lstat(a.target)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # the way it should be: nothing there yet
+        except OSError as exc:  # a path too long for the file system, a folder that cannot be searched
+            raise VsearchError(f"cannot move {a.source} to {a.target}: {exc.strerror or exc}; "
+                               "choose another move_to=") from None
+        else:
             raise VsearchError(f"{a.target} already exists; vsearch never overwrites a file (choose another move_to=)")
         if a.target in seen:  # pragma: no cover - sources are distinct paths under one root
             raise VsearchError(f"two copies would be moved to {a.target}")
@@ -298,7 +325,7 @@ def _check_can_move(actions: list[Action]) -> None:
         if action.target is None:
             continue
         folder = action.target.parent
-        while not folder.exists() and folder != folder.parent:
+        while not os.path.lexists(folder) and folder != folder.parent:
             folder = folder.parent
         if folder in tried:
             continue
@@ -331,7 +358,7 @@ def _drop_idle_log(path: Path, first: Action, fact: _Fact) -> None:
     only stand in front of the one before it."""
     with contextlib.suppress(OSError):
         if first.source.is_file() and path_digest(first.source) == fact.digest and not (
-                first.target is not None and (first.target.exists() or first.target.is_symlink())):
+                first.target is not None and os.path.lexists(first.target)):
             path.unlink()
             atomic.fsync_dir(path.parent)
 

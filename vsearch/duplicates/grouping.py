@@ -33,10 +33,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, MutableMapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -49,7 +49,7 @@ from vsearch.vectors.space import SearchSpace
 
 if TYPE_CHECKING:  # verify imports OpenCV and Pillow, provenance Pillow: only grouping pays for them
     from vsearch.imaging.provenance import Provenance
-    from vsearch.imaging.verify import Verifier
+    from vsearch.imaging.verify import Verdict, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,12 @@ class DuplicateGroup:
         return iter(self.members)
 
 
+class _Verifies(Protocol):
+    """What grouping asks of a verifier: :class:`vsearch.imaging.verify.Verifier`, or it remembering."""
+
+    def verify(self, a: Path, b: Path) -> Verdict | _Verdict: ...
+
+
 @dataclass(frozen=True)
 class _File:
     row: int
@@ -160,7 +166,9 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
                 not_duplicates: Collection[frozenset[str]] = (), links: int = MAX_LINKS, mode: str = "auto",
                 progress: Callable[[int, int], None] | None = None,
                 verifier: Verifier | None = None, vectors: np.ndarray | None = None,
-                min_overlap: float = NEAR_MIN_OVERLAP) -> list[DuplicateGroup]:
+                min_overlap: float = NEAR_MIN_OVERLAP, step: Callable[[str, int, int], None] | None = None,
+                found: Callable[[DuplicateGroup], None] | None = None,
+                verdicts: MutableMapping[tuple[object, ...], bool] | None = None) -> list[DuplicateGroup]:
     """Duplicate groups at ``level`` (exact, near or similar), largest first; see the module notes.
 
     ``threshold``: the shortlist cosine (near, default 0.80) or the grouping cosine (similar,
@@ -170,6 +178,14 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     ``progress(done, total)`` follows the rows compared, then the rows grouped. ``verifier``:
     a :class:`vsearch.imaging.verify.Verifier` to use (default: :func:`near_verifier` with
     ``min_overlap``, the share of each image a near copy shares with its keeper).
+    ``step(name, done, total)``: as ``progress``, naming the step (``compare``: rows compared
+    with their neighbours; ``group``: candidate rows grouped, each after its pairs are verified),
+    and called after every row grouped; an exception it raises stops the search. ``found(group)``:
+    each group as soon as it is settled (a later one never takes its members), before the groups
+    are ordered by size; its number is its place in the order found. ``verdicts``: a mapping the
+    caller keeps between calls, in which each pair's verification is remembered (keyed by both
+    files' path, size and mtime), so a later call with another threshold or keep rule verifies
+    only the pairs it has not seen.
     """
     if level not in LEVELS:
         raise VsearchError(f"level= takes one of {', '.join(LEVELS)} (got {level!r})")
@@ -188,49 +204,136 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     files = _files(store)
     marks = {frozenset(p) for p in not_duplicates}
     adjacency: dict[int, set[int]] = {}
+    maybe: dict[int, set[int]] = {}  # pairs that may be a photo and its small copy, not yet looked at
     for same in _by_digest(files).values():
         for i in same:
             adjacency.setdefault(i, set()).update(j for j in same if j != i)
     if level != "exact":
         below: list[tuple[int, int]] | None = [] if small_copies else None
+        def compared(done: int, total: int) -> None:
+            if progress:
+                progress(done, total)
+            if step:
+                step("compare", done, total)
+
         try:
-            for i, j in _shortlist(store, vectors, threshold, links, mode, progress, below):
+            for i, j in _shortlist(store, vectors, threshold, links, mode, compared, below):
                 adjacency.setdefault(i, set()).add(j)
                 adjacency.setdefault(j, set()).add(i)
         except nearest.DamagedVectorError as exc:  # a damaged vectors file: name it, never group by NaN
             raise SearchSpace.of(store).damaged(exc.source if exc.source is not None else vectors, exc.row,
                                                 exc.what) from None
-        for i, j in below or ():  # a small copy's embedding drifts further: see small.py
-            if j not in adjacency.get(i, ()) and small.small_copy_pair(files[i].path, files[j].path):
-                adjacency.setdefault(i, set()).add(j)
-                adjacency.setdefault(j, set()).add(i)
-    candidates = {i: _with_header(files[i]) for i in adjacency}
-    order = keep_rules.order(candidates, keep, adjacency)
+        # A small copy's embedding drifts further (see small.py): each such pair is looked at
+        # (two headers read) with its part of the links, below, so the first groups need not wait.
+        for i, j in below or ():
+            if j not in adjacency.get(i, ()):
+                maybe.setdefault(i, set()).add(j)
+                maybe.setdefault(j, set()).add(i)
     if level == "near" and verifier is None:
         verifier = near_verifier(min_overlap)
+    checker: _Verifies | None = verifier
+    if verifier is not None and verdicts is not None:
+        checker = _Remembering(verifier, verdicts, min_overlap)
+    candidates: dict[int, _File] = {}
     taken: set[int] = set()
     stars: list[list[tuple[int, str, float]]] = []
-    for done, k in enumerate(order, 1):
-        if k in taken:
-            continue
-        taken.add(k)
-        star = _star(k, adjacency[k] - taken, candidates, vectors, level, threshold, marks, verifier)
-        if level == "near" and len(star) > 1:
-            star = _widened(star, adjacency, taken, candidates, vectors, threshold, marks, verifier)
-        if len(star) > 1:
-            taken.update(i for i, _, _ in star)
-            stars.append(star)
-        if progress and (done % 256 == 0 or done == len(order)):
-            progress(done, len(order))
+    parts = sorted(_linked_parts(adjacency, maybe), key=len)  # small parts first: the first groups soonest
+    done, total = 0, sum(map(len, parts))
+    # A star takes only rows linked to its keeper, so rows of different connected parts of the
+    # links never meet: each part is read, ordered and grouped on its own, which gives the
+    # groups of one global order (the keep rule's order is a total sort by each file's own
+    # facts, ending with its path) while the first groups are settled in a fraction of the
+    # time all of them take.
+    for part in parts:
+        for i in part:
+            for j in sorted(maybe.get(i, ())):
+                if i < j and small.small_copy_pair(files[i].path, files[j].path):
+                    adjacency.setdefault(i, set()).add(j)
+                    adjacency.setdefault(j, set()).add(i)
+        linked = [i for i in part if i in adjacency]
+        if len(linked) < len(part):  # rows whose only link was a pair that is no small copy
+            done += len(part) - len(linked)
+            _report(progress, step, done, total)
+        facts = {i: _with_header(files[i]) for i in linked}
+        candidates.update(facts)
+        for k in keep_rules.order(facts, keep, adjacency):
+            done += 1
+            if k not in taken:
+                taken.add(k)
+                star = _star(k, adjacency[k] - taken, candidates, vectors, level, threshold, marks, checker)
+                if level == "near" and len(star) > 1:
+                    star = _widened(star, adjacency, taken, candidates, vectors, threshold, marks, checker)
+                if len(star) > 1:
+                    taken.update(i for i, _, _ in star)
+                    stars.append(star)
+                    if found:
+                        found(_group_of(star, len(stars), candidates))
+            _report(progress, step, done, total)
     stars.sort(key=lambda s: (-len(s), candidates[s[0][0]].rel))
-    groups = []
-    for gid, star in enumerate(stars, 1):
-        loosest = max((lv for _, lv, _ in star[1:]), key=_LEVEL_RANK.__getitem__)
-        groups.append(DuplicateGroup(tuple(
-            _member(candidates[i], gid, len(star), score, n == 0, loosest if n == 0 else lv)
-            for n, (i, lv, score) in enumerate(star)
-        )))
-    return groups
+    return [_group_of(star, gid, candidates) for gid, star in enumerate(stars, 1)]
+
+
+def _report(progress: Callable[[int, int], None] | None, step: Callable[[str, int, int], None] | None,
+            done: int, total: int) -> None:
+    """Rows grouped so far: to ``progress`` every 256 rows and at the end, to ``step`` each time."""
+    if progress and (done % 256 == 0 or done == total):
+        progress(done, total)
+    if step:
+        step("group", done, total)
+
+
+def _linked_parts(*links: dict[int, set[int]]) -> Iterator[list[int]]:
+    """The connected parts of the rows the mappings ``links`` tie together (row -> rows)."""
+    seen: set[int] = set()
+    for start in (i for tied in links for i in tied):
+        if start in seen:
+            continue
+        seen.add(start)
+        part, todo = [], [start]
+        while todo:
+            i = todo.pop()
+            part.append(i)
+            for j in (j for tied in links for j in tied.get(i, ())):
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+        yield sorted(part)
+
+
+def _group_of(star: list[tuple[int, str, float]], gid: int, files: dict[int, _File]) -> DuplicateGroup:
+    """Group ``gid`` of keeper ``star[0]`` and its members; the keeper carries the loosest level."""
+    loosest = max((lv for _, lv, _ in star[1:]), key=_LEVEL_RANK.__getitem__)
+    return DuplicateGroup(tuple(
+        _member(files[i], gid, len(star), score, n == 0, loosest if n == 0 else lv)
+        for n, (i, lv, score) in enumerate(star)
+    ))
+
+
+class _Remembering:
+    """A verifier that remembers each pair's verdict in the caller's ``verdicts``: verifying a pair
+    (about 30 ms) is what a near search spends its time on, and another threshold or keep rule
+    asks again about most of the same pairs. The key holds both files' path, size and mtime, so
+    a file changed since is verified again."""
+
+    def __init__(self, verifier: Verifier, verdicts: MutableMapping[tuple[object, ...], bool],
+                 min_overlap: float) -> None:
+        self.verifier, self.verdicts, self.min_overlap = verifier, verdicts, min_overlap
+
+    def verify(self, a: Path, b: Path) -> _Verdict | Verdict:
+        try:
+            sa, sb = os.stat(a), os.stat(b)
+        except OSError:
+            return self.verifier.verify(a, b)  # gone: the verifier says why
+        key = (self.min_overlap, str(a), sa.st_size, sa.st_mtime_ns, str(b), sb.st_size, sb.st_mtime_ns)
+        same = self.verdicts.get(key)
+        if same is None:
+            same = self.verdicts[key] = self.verifier.verify(a, b).same
+        return _Verdict(same)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    same: bool
 
 
 def near_verifier(min_overlap: float = NEAR_MIN_OVERLAP) -> Verifier:
@@ -244,7 +347,7 @@ def near_verifier(min_overlap: float = NEAR_MIN_OVERLAP) -> Verifier:
 
 
 def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.ndarray, level: str,
-          threshold: float, marks: set[frozenset[str]], verifier: Verifier | None) -> list[tuple[int, str, float]]:
+          threshold: float, marks: set[frozenset[str]], verifier: _Verifies | None) -> list[tuple[int, str, float]]:
     """Keeper ``k`` and the neighbours that pass the level's test against it: (row, level, cosine)."""
     keeper = files[k]
     if not neighbours:
@@ -271,7 +374,7 @@ def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.nda
 
 def _widened(star: list[tuple[int, str, float]], adjacency: dict[int, set[int]], taken: set[int],
              files: dict[int, _File], vectors: np.ndarray, threshold: float, marks: set[frozenset[str]],
-             verifier: Verifier | None) -> list[tuple[int, str, float]]:
+             verifier: _Verifies | None) -> list[tuple[int, str, float]]:
     """``star`` with its members' own neighbours that pass the near test against its keeper too:
     a copy of a copy the shortlist did not tie to the keeper (a small copy's embedding drifts
     further from a large original than from another small copy). Still a star: each one is
@@ -290,7 +393,7 @@ def _marked(marks: set[frozenset[str]], a: str | None, b: str | None) -> bool:
     return bool(marks) and a is not None and b is not None and frozenset((a, b)) in marks
 
 
-def _verified(verifier: Verifier, a: Path, b: Path) -> bool:
+def _verified(verifier: _Verifies, a: Path, b: Path) -> bool:
     try:
         return verifier.verify(a, b).same
     except (ImageDecodeError, OSError) as e:
@@ -359,8 +462,10 @@ def _files(store: Store) -> list[_File]:
     assert meta is not None
     root = Path(meta.root)
     out = []
-    for row, rel in enumerate(store.paths_by_row()):
-        entry = store.entry(rel)
+    paths = store.paths_by_row()
+    entries = store.entries_of_rows(range(len(paths)))  # in batches: one lookup a row took minutes at 100k
+    for row, rel in enumerate(paths):
+        entry = entries.get(row)
         size, mtime_ns, digest = (entry.size, entry.mtime_ns, entry.digest) if entry else (0, 0, None)
         out.append(_File(row, root / rel, rel, size, mtime_ns / 1e9, digest))
     return out

@@ -114,9 +114,9 @@ def marks_problem(index_dir: Path) -> str | None:
     when the marks are read; the others still apply)."""
     path = marks_path(index_dir)
     try:
-        if path.stat().st_size == 0:
+        pairs, damaged = sidelog.scan(path, _pair)  # first: a FIFO or device is refused, and says so
+        if not pairs and not damaged and path.stat().st_size == 0:
             return "empty: the marks it held are lost"
-        _pairs, damaged = sidelog.scan(path, _pair)
     except VsearchError as exc:
         return str(exc)
     except OSError as exc:

@@ -17,6 +17,7 @@ re-ranking caps give (``query --max-per-folder``), so what they cost in recall c
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from collections import Counter
@@ -192,10 +193,15 @@ def _labelled_rows(searcher: Searcher, labels: Sequence[LabelledQuery]) -> dict[
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        root = searcher.store.root
+        if root is not None and all(p.is_relative_to(root) for p in missing):  # a build of the folder adds them
+            remedy = f"index their folder first (`build_index({root})`)"
+        else:  # an index covers one folder: theirs needs an index of its own
+            folder = os.path.commonpath([p.parent for p in missing])
+            remedy = (f"they are outside {root}, the folder this index covers; index their folder first "
+                      f"(`build_index({folder}, index_dir=NEW_DIR)`)")
         raise VsearchError(
-            f"{len(missing)} labelled image(s) are not in the index at {searcher.store.dir}: {shown}{more}; "
-            "index their folder first (`build_index(FOLDER)`)"
-        )
+            f"{len(missing)} labelled image(s) are not in the index at {searcher.store.dir}: {shown}{more}; {remedy}")
     return rows
 
 

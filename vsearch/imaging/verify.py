@@ -127,6 +127,11 @@ class Verdict:
     scene, or another picture). ``overlap``: the share of the smaller-covered image inside the
     shared region. ``agreement``: the share of the overlap's cells whose aligned pixels agree
     (module notes), None when not measured (no fit); ``cells``: how many cells it counted.
+    ``correlation``: how closely they agree, not only whether: the mean correlation of the aligned
+    pixels over the cells with detail in both (-1 to 1), None when not measured. Another frame of a
+    sitting that agrees everywhere a crop shows (nothing moved there) still correlates less than
+    the crop's own original (it was resampled by the camera's move and has its own noise):
+    ``query --verify`` ranks by it after the agreement.
     """
 
     same: bool
@@ -138,6 +143,7 @@ class Verdict:
     overlap: float = 0.0
     agreement: float | None = None
     cells: int = 0
+    correlation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,7 @@ class Verifier:
         """The aligned-pixel agreement of ``b`` with ``a`` under ``transform`` (A's pixels to B's,
         B mirrored when ``mirrored``): (share of the cells that agree, cells counted)."""
         fa, fb = self.features(a), self.features(b, mirrored=mirrored)
-        share, cells, _ = _agreement(self._cv2, fa, fb, np.asarray(transform, dtype=np.float64).reshape(2, 3))
+        share, cells, _, _ = _agreement(self._cv2, fa, fb, np.asarray(transform, dtype=np.float64).reshape(2, 3))
         return share, cells
 
     def _fit(self, fa: _Features, fb: _Features, *, mirrored: bool) -> Verdict:
@@ -289,10 +295,11 @@ class Verifier:
         overlap = _overlap(matrix, fa.size, fb.size)
         if overlap < self.min_overlap:
             return Verdict(False, inliers, len(good), mirrored, transform, "too little overlap", overlap)
-        share, cells, _ = _agreement(cv2, fa, fb, matrix.astype(np.float64))
+        share, cells, _, closeness = _agreement(cv2, fa, fb, matrix.astype(np.float64))
         if self.min_agreement > 0 and cells >= MIN_CELLS and share < self.min_agreement:
-            return Verdict(False, inliers, len(good), mirrored, transform, "pixels differ", overlap, share, cells)
-        return Verdict(True, inliers, len(good), mirrored, transform, "verified", overlap, share, cells)
+            return Verdict(False, inliers, len(good), mirrored, transform, "pixels differ", overlap, share, cells,
+                           closeness)
+        return Verdict(True, inliers, len(good), mirrored, transform, "verified", overlap, share, cells, closeness)
 
     def _by_pixels(self, fa: _Features, fb: _Features, fb_mirrored: _Features, *, flat: bool = False) -> Verdict:
         """Small or flat images: the whole frames aligned by their pixels (ECC), straight or mirrored,
@@ -304,17 +311,19 @@ class Verifier:
         for mirrored, other in ((False, fb), (True, fb_mirrored)):
             (wa, ha), (wb, hb) = fa.size, other.size
             whole = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])  # frame onto frame
-            share, cells, matrix = _agreement(self._cv2, fa, other, whole)
+            share, cells, matrix, closeness = _agreement(self._cv2, fa, other, whole)
             transform = tuple(float(x) for x in matrix.ravel())
             overlap = _overlap(matrix, fa.size, other.size)
             same = cells >= MIN_CELLS and share >= max(self.min_agreement, MIN_AGREEMENT)
             if flat and not same and float((fa.thumb * other.thumb).sum()) >= THUMB_MIN_CORRELATION:
-                return Verdict(True, 0, 0, mirrored, transform, "verified (thumbnails)", overlap, share, cells)
+                return Verdict(True, 0, 0, mirrored, transform, "verified (thumbnails)", overlap, share, cells,
+                               closeness)
             if same and overlap < self.min_overlap:
-                verdict = Verdict(False, 0, 0, mirrored, transform, "too little overlap", overlap, share, cells)
+                verdict = Verdict(False, 0, 0, mirrored, transform, "too little overlap", overlap, share, cells,
+                                  closeness)
             else:
                 verdict = Verdict(same, 0, 0, mirrored, transform, "verified (pixels)" if same else "pixels differ",
-                                  overlap, share, cells)
+                                  overlap, share, cells, closeness)
             if verdict.same:
                 return verdict
             if best is None or (verdict.agreement or 0.0) > (best.agreement or 0.0):
@@ -350,10 +359,12 @@ def _detail(thumb: np.ndarray) -> np.ndarray:
     return rest / norm if norm > 0.5 * THUMB_SIDE else np.zeros_like(rest)
 
 
-def _agreement(cv2: Any, fa: _Features, fb: _Features, matrix: np.ndarray) -> tuple[float, int, np.ndarray]:
+def _agreement(cv2: Any, fa: _Features, fb: _Features,
+               matrix: np.ndarray) -> tuple[float, int, np.ndarray, float | None]:
     """The aligned-pixel agreement of B with A under ``matrix`` (2x3, A's own pixels to B's), as
     the module notes say: (share of the cells that agree, cells counted, the fit refined by ECC,
-    in own pixels as ``matrix``). No overlap, or no detail at all: (0.0, 0, matrix)."""
+    in own pixels as ``matrix``, the mean correlation of the cells with detail in both). No
+    overlap, or no detail at all: (0.0, 0, matrix, None)."""
     pa, pb = fa.pixels, fb.pixels
     # own pixels -> the kept grey copies' pixels, and back
     own_a = np.diag([pa.shape[1] / fa.size[0], pa.shape[0] / fa.size[1], 1.0])
@@ -365,7 +376,7 @@ def _agreement(cv2: Any, fa: _Features, fb: _Features, matrix: np.ndarray) -> tu
     x1, y1 = np.minimum(corners.max(axis=0), (wb, hb))
     scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))  # B's pixels per A's pixel
     if x1 - x0 < 4 or y1 - y0 < 4 or scale <= 0:
-        return 0.0, 0, matrix
+        return 0.0, 0, matrix, None
     # The canvas: the overlap's box in B, no finer than AGREE_SIDE nor than either image there.
     longest = max(x1 - x0, y1 - y0)
     f = min(AGREE_SIDE, longest, longest / scale) / longest
@@ -381,8 +392,8 @@ def _agreement(cv2: Any, fa: _Features, fb: _Features, matrix: np.ndarray) -> tu
         # A's canvas -> B's canvas is the inverse of ECC's warp (which maps B's canvas into A's)
         m = np.linalg.inv(to_canvas) @ np.linalg.inv(_h(refine)) @ to_canvas @ m
     refined = (np.linalg.inv(own_b) @ m @ own_a)[:2]
-    share, cells = _cells(cv2, a, b, valid)
-    return share, cells, refined
+    share, cells, closeness = _cells(cv2, a, b, valid)
+    return share, cells, refined, closeness
 
 
 def _h(matrix: np.ndarray) -> np.ndarray:
@@ -427,16 +438,17 @@ def _ecc(cv2: Any, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> np.ndarra
     return warp
 
 
-def _cells(cv2: Any, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, int]:
-    """(share of the cells that agree, cells counted): see the module notes."""
+def _cells(cv2: Any, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, int, float | None]:
+    """(share of the cells that agree, cells counted, the mean correlation of the counted cells
+    with detail in both, None when there is none): see the module notes."""
     if valid.sum() < AGREE_CELL * AGREE_CELL:
-        return 0.0, 0
+        return 0.0, 0, None
     clipped = (a <= 4) | (a >= 251) | (b <= 4) | (b >= 251)
     planes = []
     for x in (a, b):
         sd = float(x[valid].std())
         if sd < 1e-3:
-            return 0.0, 0
+            return 0.0, 0, None
         planes.append(cv2.GaussianBlur((x - float(x[valid].mean())) * (50.0 / sd), (0, 0), 1.0))
     # The blur reads 2 px around each pixel: a cell must lie that far inside where A landed (the
     # canvas's own edge is no limit: erode's default border leaves it alone).
@@ -444,7 +456,7 @@ def _cells(cv2: Any, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[f
     c = AGREE_CELL
     ny, nx = a.shape[0] // c, a.shape[1] // c
     if ny == 0 or nx == 0:
-        return 0.0, 0
+        return 0.0, 0, None
 
     def per_cell(x: np.ndarray) -> np.ndarray:
         return x[:ny * c, :nx * c].reshape(ny, c, nx, c).swapaxes(1, 2).reshape(ny, nx, c * c)
@@ -462,7 +474,9 @@ def _cells(cv2: Any, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[f
     around = cv2.filter2D(differ.astype(np.float32), -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT)
     differ &= around >= 2  # itself and at least one neighbour
     cells = int(said.sum())
-    return (1.0 - float(differ.sum()) / cells if cells else 0.0), cells
+    detailed = said & (np.minimum(sa, sb) >= AGREE_DETAIL)
+    closeness = float(correlation[detailed].mean()) if detailed.any() else None
+    return (1.0 - float(differ.sum()) / cells if cells else 0.0), cells, closeness
 
 
 def _overlap(matrix: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int]) -> float:

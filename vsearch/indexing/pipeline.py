@@ -47,7 +47,7 @@ from vsearch.imaging import images
 from vsearch.indexing import rayengine
 from vsearch.models.sources import ModelSource
 from vsearch.errors import ImageDecodeError, IndexBusyError, VsearchError
-from vsearch.defaults import DEFAULT_BATCH_SIZE
+from vsearch.defaults import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from vsearch.models.loading import DEFAULT_MODEL, Embedder, ModelId, Preprocess, check_device
 from vsearch.indexing.scan import Candidate, scan, walk
 from vsearch.storage.store import FORMAT_KEY, LOCK_FILE, FileEntry, Store, file_digest
@@ -118,6 +118,8 @@ class IndexOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise VsearchError(f"{name.replace('_', '-')} must be 1 or more (got {value})")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise VsearchError(f"batch_size= takes at most {MAX_BATCH_SIZE} images (got {self.batch_size})")
         for pattern in self.exclude:
             if not pattern.strip("/"):
                 raise VsearchError("exclude= needs a pattern, e.g. '*.png', 'thumbs' or '2019/raw'")

@@ -18,10 +18,11 @@ for whichever ranker placed it there, so position bias cancels out on average.
   A won with a 95% Wilson interval, and the two-sided sign test p-value (ties left out):
   how likely a split at least this uneven is when neither ranker is preferred.
 
-The log: the page (later) calls :func:`log_interleaved` for each list it shows and
-:func:`log_click` for each click; both write the index's ``judgments.sqlite`` in tables of
-their own (``interleaved``, ``interleaved_results``, ``interleaved_clicks``), made on first
-use, apart from the click log of vsearch.learning.clicks: an interleaved list is no ranker's
+The log: the page, while it interleaves two configurations, calls :func:`log_interleaved` for
+each list it shows, :func:`log_click` for each click and :func:`log_dwell` for each time spent
+on a result; they write the index's ``judgments.sqlite`` in tables of their own
+(``interleaved``, ``interleaved_results``, ``interleaved_clicks``, ``interleaved_dwell``), made
+on first use, apart from the click log of vsearch.learning.clicks: an interleaved list is no ranker's
 order, so it must not count as one in the position-bias estimate. Like that log, it keeps the
 newest :data:`MAX_LOGGED_LISTS` lists. :func:`read_log` reads it back and :func:`reports`
 summarises each experiment (pair of configuration names) in it.
@@ -38,11 +39,12 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from vsearch.errors import VsearchError
+from vsearch.learning.clicks import DwellStats, check_dwell, check_rank, dwell_stats
 from vsearch.learning.judgments import check_key, database, db_path
 from vsearch.storage import sidelog
 
 __all__ = ["MAX_LOGGED_LISTS", "TEAMS", "Interleaved", "InterleavedList", "InterleavingReport", "Outcome", "credit",
-           "log_click", "log_interleaved", "read_log", "reports", "sign_test", "summarize", "team_draft",
+           "log_click", "log_dwell", "log_interleaved", "read_log", "reports", "sign_test", "summarize", "team_draft",
            "wilson_interval"]
 
 T = TypeVar("T", bound=Hashable)
@@ -78,6 +80,14 @@ CREATE TABLE IF NOT EXISTS interleaved_clicks (
     list_id INTEGER NOT NULL REFERENCES interleaved(id),
     result TEXT NOT NULL,
     rank INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS interleaved_dwell (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    list_id INTEGER NOT NULL REFERENCES interleaved(id),
+    result TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    ms INTEGER NOT NULL CHECK (ms >= 0)
 )
 """
 
@@ -209,7 +219,8 @@ class InterleavingReport:
     clicked equally; ``unclicked``: lists with no click (they say nothing). ``share``: A's share
     of the decided queries, wins / (wins + losses), with its 95% Wilson interval ``ci``;
     ``p_value``: the two-sided sign test of that split against 1/2. ``clicks_a``, ``clicks_b``:
-    the clicks each team's results got, in all.
+    the clicks each team's results got, in all. ``dwell_a``, ``dwell_b``: the times people
+    spent on each team's results (the page's lightbox), beside the clicks.
     """
 
     a: str
@@ -225,6 +236,8 @@ class InterleavingReport:
     ci: tuple[float, float]
     p_value: float
     alpha: float = 0.05
+    dwell_a: DwellStats = DwellStats(0, None, None)
+    dwell_b: DwellStats = DwellStats(0, None, None)
 
     @property
     def better(self) -> str | None:
@@ -241,8 +254,10 @@ class InterleavingReport:
         return f"no clear difference yet (sign test p = {self.p_value:.3g}, {self.wins + self.losses} decided queries)"
 
 
-def summarize(outcomes: Sequence[Outcome], a: str = "A", b: str = "B", alpha: float = 0.05) -> InterleavingReport:
-    """The experiment's statistics over per-query ``outcomes`` (see :class:`InterleavingReport`)."""
+def summarize(outcomes: Sequence[Outcome], a: str = "A", b: str = "B", alpha: float = 0.05,
+              dwell: Sequence[tuple[str, int]] = ()) -> InterleavingReport:
+    """The experiment's statistics over per-query ``outcomes`` (see :class:`InterleavingReport`);
+    ``dwell``: (team, milliseconds) of each time recorded on a result."""
     winners = [o.winner for o in outcomes]
     wins, losses = winners.count("A"), winners.count("B")
     decided = wins + losses
@@ -250,7 +265,9 @@ def summarize(outcomes: Sequence[Outcome], a: str = "A", b: str = "B", alpha: fl
         a=a, b=b, lists=len(outcomes), wins=wins, losses=losses, ties=winners.count("tie"),
         unclicked=winners.count(None), clicks_a=sum(o.clicks_a for o in outcomes),
         clicks_b=sum(o.clicks_b for o in outcomes), share=wins / decided if decided else math.nan,
-        ci=wilson_interval(wins, decided), p_value=sign_test(wins, losses), alpha=alpha)
+        ci=wilson_interval(wins, decided), p_value=sign_test(wins, losses), alpha=alpha,
+        dwell_a=dwell_stats([ms for team, ms in dwell if team == "A"]),
+        dwell_b=dwell_stats([ms for team, ms in dwell if team == "B"]))
 
 
 # --- the log --------------------------------------------------------------------------------
@@ -259,7 +276,8 @@ def summarize(outcomes: Sequence[Outcome], a: str = "A", b: str = "B", alpha: fl
 @dataclass(frozen=True)
 class InterleavedList:
     """One logged interleaved list, as read back: the configurations compared, the results shown
-    (best first) with their teams, and the ranks clicked (1-based, each once)."""
+    (best first) with their teams, the ranks clicked (1-based, each once), and each time spent
+    on a result as (rank, milliseconds), oldest first."""
 
     list_id: int
     query: str
@@ -268,6 +286,7 @@ class InterleavedList:
     results: tuple[str, ...]
     teams: tuple[str, ...]
     clicked: frozenset[int]
+    dwell: tuple[tuple[int, int], ...] = ()
 
     @property
     def outcome(self) -> Outcome:
@@ -317,8 +336,8 @@ def log_interleaved(index_dir: Path, query: str, shown: Interleaved[str], a: str
         row = db.execute("SELECT id FROM interleaved WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?",
                          (list_id, keep_lists)).fetchone()
         if row is not None:
-            for table, column in (("interleaved_clicks", "list_id"), ("interleaved_results", "list_id"),
-                                  ("interleaved", "id")):
+            for table, column in (("interleaved_dwell", "list_id"), ("interleaved_clicks", "list_id"),
+                                  ("interleaved_results", "list_id"), ("interleaved", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {column} <= ?", (int(row[0]),))  # noqa: S608 - names from this tuple
     return list_id
 
@@ -340,6 +359,28 @@ def log_click(index_dir: Path, list_id: int, result: str) -> int:
     return int(row[0])
 
 
+def log_dwell(index_dir: Path, list_id: int, query: str, result: str, rank: int, ms: int) -> None:
+    """Log that ``result``, shown at ``rank`` in interleaved list ``list_id`` of ``query``, was
+    looked at for ``ms`` milliseconds. Refused unless the list was logged for ``query`` and
+    showed ``result`` at ``rank``. One transaction."""
+    if isinstance(list_id, bool) or not isinstance(list_id, int):
+        raise VsearchError(f"list_id must be a whole number (got {list_id!r})")
+    check_key("query", query)
+    check_key("result", result)
+    check_rank(rank)
+    check_dwell(ms)
+    with database(index_dir, write=True) as db:
+        _ensure_schema(db)
+        row = db.execute("SELECT l.query FROM interleaved l JOIN interleaved_results r ON r.list_id = l.id "
+                         "WHERE l.id = ? AND r.rank = ? AND r.result = ?", (list_id, rank, result)).fetchone()
+        if row is None:
+            raise VsearchError(f"interleaved list {list_id} did not show {result} at rank {rank}: no result to time")
+        if row[0] != query:
+            raise VsearchError(f"interleaved list {list_id} was logged for another query than the one given")
+        db.execute("INSERT INTO interleaved_dwell(time, list_id, result, rank, ms) VALUES (?, ?, ?, ?, ?)",
+                   (sidelog.timestamp(), list_id, result, rank, ms))
+
+
 def read_log(index_dir: Path) -> list[InterleavedList]:
     """Every logged interleaved list, oldest first, with its clicks ([] when none was logged)."""
     if not db_path(index_dir).exists():
@@ -356,8 +397,13 @@ def read_log(index_dir: Path) -> list[InterleavedList]:
         clicked: dict[int, set[int]] = {}
         for list_id, rank in db.execute("SELECT list_id, rank FROM interleaved_clicks"):
             clicked.setdefault(int(list_id), set()).add(int(rank))
+        dwell: dict[int, list[tuple[int, int]]] = {}
+        if "interleaved_dwell" in tables:  # a log written before dwell was recorded has none
+            for list_id, rank, ms in db.execute("SELECT list_id, rank, ms FROM interleaved_dwell ORDER BY id"):
+                dwell.setdefault(int(list_id), []).append((int(rank), int(ms)))
     return [InterleavedList(int(i), q, a, b, tuple(r for r, _ in shown.get(int(i), [])),
-                            tuple(t for _, t in shown.get(int(i), [])), frozenset(clicked.get(int(i), ())))
+                            tuple(t for _, t in shown.get(int(i), [])), frozenset(clicked.get(int(i), ())),
+                            tuple(dwell.get(int(i), ())))
             for i, q, a, b in lists]
 
 
@@ -365,6 +411,9 @@ def reports(lists: Sequence[InterleavedList], alpha: float = 0.05) -> list[Inter
     """One report per experiment (pair of configuration names) in the log, in the order each
     first appears."""
     experiments: dict[tuple[str, str], list[Outcome]] = {}
+    dwell: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for item in lists:
         experiments.setdefault((item.a, item.b), []).append(item.outcome)
-    return [summarize(outcomes, a, b, alpha) for (a, b), outcomes in experiments.items()]
+        dwell.setdefault((item.a, item.b), []).extend(
+            (item.teams[rank - 1], ms) for rank, ms in item.dwell if 1 <= rank <= len(item.teams))
+    return [summarize(outcomes, a, b, alpha, dwell[(a, b)]) for (a, b), outcomes in experiments.items()]

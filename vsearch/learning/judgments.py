@@ -1,7 +1,12 @@
 """Relevance judgments: a person's verdict on one result of one query, kept in the index folder.
 
     judgments.sqlite   table ``judgments``: one row per verdict (this module); tables
-                       ``queries``, ``impressions`` and ``clicks``: the click log (vsearch.learning.clicks)
+                       ``queries``, ``impressions``, ``clicks`` and ``dwell``: the click log
+                       (vsearch.learning.clicks); ``interleaved*``: the interleaving log
+                       (vsearch.learning.interleaving, made on first use)
+
+``kv.schema_version`` says which schema a file has (:data:`SCHEMA_VERSION`); an older file is
+migrated in place the first time this version opens it (:func:`_migrate`), a newer one is refused.
 
 Images are keyed by content digest (the manifest's BLAKE2b), so a verdict survives renames,
 moves and rebuilds, like the not-duplicate marks. A query key is a digest too: an indexed
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsearch.storage import sidelog
+from vsearch.storage.regular import regular_problem
 from vsearch.errors import IndexWriteError, VsearchError
 from vsearch.storage.store import KEPT_LOGS
 
@@ -42,7 +48,9 @@ __all__ = ["DB_FILE", "JSONL_FILE", "SOURCES", "Judgment", "Verdict", "database"
 JSONL_FILE, _EVENTS_FILE, DB_FILE = KEPT_LOGS[:3]  # named in store, whose --rebuild keeps them
 #: Where a verdict came from.
 SOURCES: tuple[str, ...] = ("cli", "page", "augment")
-SCHEMA_VERSION = 1
+#: 1: verdicts and the click log; 2: adds ``queries.arm`` (the split A/B arm that served a list)
+#: and the ``dwell`` table (time spent on a result). A version-1 file is migrated on first open.
+SCHEMA_VERSION = 2
 #: How long a call waits for another process's transaction on the same file.
 BUSY_TIMEOUT_S = 10.0
 
@@ -66,7 +74,8 @@ CREATE TABLE IF NOT EXISTS queries (
     time TEXT NOT NULL,
     query TEXT NOT NULL,
     shown INTEGER NOT NULL,
-    swapped INTEGER
+    swapped INTEGER,
+    arm TEXT
 );
 CREATE TABLE IF NOT EXISTS impressions (
     query_id INTEGER NOT NULL REFERENCES queries(id),
@@ -83,7 +92,23 @@ CREATE TABLE IF NOT EXISTS clicks (
     result TEXT NOT NULL,
     rank INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dwell (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    query_id INTEGER NOT NULL REFERENCES queries(id),
+    result TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    ms INTEGER NOT NULL CHECK (ms >= 0)
+);
 """
+
+#: What takes a file of each older version to the next one (each in the migrating transaction).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE queries ADD COLUMN arm TEXT",
+        "CREATE TABLE IF NOT EXISTS dwell (id INTEGER PRIMARY KEY, time TEXT NOT NULL, "
+        "query_id INTEGER NOT NULL REFERENCES queries(id), result TEXT NOT NULL, rank INTEGER NOT NULL, "
+        "ms INTEGER NOT NULL CHECK (ms >= 0))"),
+}
 
 
 @dataclass(frozen=True)
@@ -193,6 +218,10 @@ def database(index_dir: Path, *, write: bool = False) -> Iterator[sqlite3.Connec
     path = db_path(index_dir)
     if not index_dir.is_dir():
         raise VsearchError(f"no index at {index_dir}")
+    kind = _not_regular(path)
+    if kind is not None:  # SQLite would wait on a FIFO, or open a device
+        raise VsearchError(f"{path} is not a regular file ({kind}); it was left as it is: move it away to start a "
+                           "new one, or restore it from a backup")
     if _empty(path):  # SQLite would take it for a new database, and its loss would go unsaid
         raise VsearchError(f"{path} is damaged: it is empty (0 bytes), so whatever it held is lost; it was left as "
                            "it is: move it away to start a new one, or restore it from a backup")
@@ -218,14 +247,15 @@ def problem(index_dir: Path) -> str | None:
     page, then the tables this module reads."""
     path = db_path(index_dir)
     try:
-        if path.stat().st_size == 0:
-            return "empty: the verdicts and clicks it held are lost"
+        st = path.stat()
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"cannot read it ({exc.strerror or exc})"
-    if not path.is_file():
-        return "a folder or special file, not a database"
+    if regular_problem(st) is not None:
+        return f"{regular_problem(st)}, not a database"
+    if st.st_size == 0:
+        return "empty: the verdicts and clicks it held are lost"
     try:
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.DatabaseError as exc:
@@ -247,6 +277,14 @@ def problem(index_dir: Path) -> str | None:
     return None
 
 
+def _not_regular(path: Path) -> str | None:
+    """What stands at ``path`` when it is there and not a regular file (``a FIFO``...), else None."""
+    try:
+        return regular_problem(path.stat())
+    except OSError:
+        return None
+
+
 def _empty(path: Path) -> bool:
     """Whether ``path`` is a file of 0 bytes. vsearch creates the database with its schema in
     one transaction, so an empty file is one cut short (a failed copy, a truncation, a crash in
@@ -266,6 +304,8 @@ def _prepare(db: sqlite3.Connection, index_dir: Path) -> None:
         if row is None or not str(row[0]).isdigit() or int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {row[0] if row else '?'} is not one this vsearch reads")
         db.execute("PRAGMA synchronous=FULL")
+        if int(row[0]) < SCHEMA_VERSION:
+            _migrate(db)
         return
     if tables:
         raise sqlite3.DatabaseError("it holds tables that are not vsearch's judgments")
@@ -288,6 +328,26 @@ def _prepare(db: sqlite3.Connection, index_dir: Path) -> None:
         raise
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring an older file up to :data:`SCHEMA_VERSION`, one version at a time, in one
+    transaction: what it held stays, new columns are empty (NULL). The version is read again
+    under the write lock, so two processes opening the same old file migrate it once."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("SELECT value FROM kv WHERE key = 'schema_version'").fetchone()[0])
+        while version < SCHEMA_VERSION:
+            for statement in _MIGRATIONS[version]:
+                db.execute(statement)
+            version += 1
+        db.execute("UPDATE kv SET value = ? WHERE key = 'schema_version'", (str(version),))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    log.info("migrated %s to schema version %d", DB_FILE, SCHEMA_VERSION)
+
+
 def _import_jsonl(db: sqlite3.Connection, path: Path) -> int:
     """Copy the page's old ``judgments.jsonl`` verdicts in (source ``page``); the file stays."""
     def parse(record: object) -> tuple:
@@ -297,10 +357,7 @@ def _import_jsonl(db: sqlite3.Connection, path: Path) -> int:
         return (str(record["time"]), check_key("query", record["query"]), check_key("result", record["result"]),
                 int(relevant), int(relevant), None, "page", record.get("result_path"), None)
 
-    try:
-        rows = sidelog.read(path, parse)
-    except VsearchError:
-        raise sqlite3.DatabaseError(f"cannot read {path} to import it") from None
+    rows = sidelog.read(path, parse)  # one that cannot be read is its own error, naming it (not the database)
     db.executemany(_INSERT, rows)
     if rows:
         log.warning("imported %d judgment(s) from %s into %s (the old file is kept)", len(rows), path, DB_FILE)

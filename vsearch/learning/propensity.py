@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vsearch.learning.clicks import ArmStats, arm_stats, two_proportion_p
+
 __all__ = ["MIN_PROPENSITY", "ClickReport", "RankStats", "click_arrays", "click_report", "estimate_propensities",
            "ipw_precision", "raw_ctr"]
 
@@ -122,6 +124,9 @@ class ClickReport:
 
     ``depth``: K, the ranks that have a propensity estimate (metrics are over the top K).
     ``ctr``: raw CTR@K; ``ipw``: the position-debiased estimate (module docstring).
+    ``arms``: click-through and dwell per split A/B arm (one group, arm None, for the lists
+    logged outside a split); ``split_p``: the two-proportion test of the two split arms'
+    click-through rates when the log holds exactly two, else None.
     """
 
     by_rank: list[RankStats]
@@ -131,6 +136,8 @@ class ClickReport:
     depth: int
     ctr: float
     ipw: float
+    arms: tuple[ArmStats, ...] = ()
+    split_p: float | None = None
 
 
 def click_report(logs: Sequence, depth: int) -> ClickReport:
@@ -144,5 +151,8 @@ def click_report(logs: Sequence, depth: int) -> ClickReport:
         by_rank.append(RankStats(r, impressions, clicks, clicks / impressions if impressions else 0.0,
                                  int((swapped == r).sum()), props[r - 1]))
     k = sum(p is not None for p in props) if len(logs) else 0
+    arms = tuple(arm_stats(logs))
+    split = [a for a in arms if a.arm is not None]
     return ClickReport(by_rank, len(logs), int((swapped > 0).sum()), int(sum(len(q.clicked) for q in logs)), k,
-                       raw_ctr(clicked, k) if k else 0.0, ipw_precision(clicked, props) if k else 0.0)
+                       raw_ctr(clicked, k) if k else 0.0, ipw_precision(clicked, props) if k else 0.0, arms,
+                       two_proportion_p(split[0], split[1]) if len(split) == 2 else None)

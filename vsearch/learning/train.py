@@ -378,7 +378,8 @@ def train(index_dir: Path, options: TrainOptions = TrainOptions(), *, device: st
     """
     with Store.open(Path(index_dir), write=True, derived=SearchFiles()) as store:
         if store.meta is None or store.meta.count == 0:
-            raise VsearchError(f"index at {store.dir} holds no vectors yet; call `build_index(FOLDER)` first")
+            raise VsearchError(f"index at {store.dir} holds no vectors yet; "
+                               f"call `build_index({store.root or 'FOLDER'})` first")
         meta = store.meta
         dim_in = meta.space_dim  # the head works on the search space (after the vectors= transform)
         options.check(dim_in)

@@ -120,7 +120,7 @@ def model_for_index(store: Any, device: str = "auto", threads: int | None = None
         raise VsearchError(
             f"the model {model_id.name} loaded here differs from the one that built the index "
             f"at {store.dir} ({model_id.differences(embedder.id)}); rebuild the index "
-            "(`build_index(FOLDER, index_dir=NEW_DIR)`)"
+            f"(`build_index({meta.root}, index_dir=NEW_DIR)`)"
         )
     return embedder
 

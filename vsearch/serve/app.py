@@ -50,8 +50,10 @@ from vsearch.serve.common import error as _error
 from vsearch.serve.common import read_json as _json
 from vsearch.serve.common import whole_number as _int
 from vsearch.serve.common import CSRF_COOKIE, guarded, number, quoted, state_of
+from vsearch.serve import experiment as experiments
 from vsearch.serve.dupes import DUPLICATE_ROUTES
 from vsearch.serve.page import DUPLICATES_PAGE, SEARCH_PAGE
+from vsearch.serve.searching import SEARCH_ROUTES, session_of, uploads_of
 from vsearch.serve.state import LockedIndex, PageState
 from vsearch.serve.thumbs import ThumbCache
 
@@ -108,17 +110,20 @@ def check_host(host: str, allow_remote: bool) -> str | None:
 def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS, thumb_cache_bytes: int | None = None,
                allowed_hosts: Sequence[str] = LOOPBACK_NAMES,
-               swap_fraction: float = 0.0) -> Starlette:
+               swap_fraction: float = 0.0, experiment: experiments.Experiment | None = None) -> Starlette:
     """The web app over an open :class:`vsearch.api.Index` (which the caller closes).
 
     ``allowed_hosts``: the Host header names it answers (``["*"]``: any, for --allow-remote).
     ``swap_fraction``: share of searches shown with one adjacent pair swapped (the click log's
     position-bias measure); :func:`serve` (the page people use) passes the page's, 0.1.
+    ``experiment``: an interleaving or split A/B of two configurations
+    (:func:`vsearch.serve.experiment.open_experiment`), which searches and clicks then go through.
     """
     routes = [
         Route("/", search_page),
         Route("/duplicates", duplicates_page),
         *DUPLICATE_ROUTES,
+        *SEARCH_ROUTES,
         Route("/api/info", guarded(info)),
         Route("/api/search", guarded(search), methods=["POST"]),
         Route("/api/judgment", guarded(judgment), methods=["POST"]),
@@ -128,6 +133,7 @@ def create_app(index: Any, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     ]
     app = Starlette(routes=routes, middleware=[Middleware(_HostCheck, allowed=allowed_hosts)],
                     exception_handlers={HTTPException: _http_error})
+    app.state.experiment = experiment
     app.state.page = PageState(
         LockedIndex(index, swap_fraction),
         ThumbCache(index.index_dir, **({"cap_bytes": thumb_cache_bytes} if thumb_cache_bytes else {})),
@@ -164,14 +170,15 @@ async def info(request: Request) -> Response:
     page = state_of(request)
     index = page.api.index
     return JSONResponse({"model": index.model, "count": index.count, "text_search": index.text_search,
-                         "root": str(index.root), "max_upload_bytes": page.max_upload_bytes})
+                         "root": str(index.root), "max_upload_bytes": page.max_upload_bytes,
+                         **experiments.info(page, experiments.experiment_of(request))})
 
 
 async def search(request: Request) -> Response:
     """A search, which logs what it shows (so it is a POST): by ``row=`` (an indexed image), by
     ``text=`` (CLIP indexes), or by the image sent as the body (an upload); options in the query."""
     page = state_of(request)
-    api = page.api
+    api = experiments.searcher(request, page)  # page.api, or it answering through the server's experiment
     params = request.query_params
     options = _options(params)
     if "row" in params:
@@ -181,13 +188,20 @@ async def search(request: Request) -> Response:
         except LookupError:
             return _error(404, f"no image at row {row}")
         hits = await run_in_threadpool(lambda: api.query(queries=path, **options))
-        return _hits(api, hits, f"{digest}")
+        return await run_in_threadpool(_hits, api, hits, digest)
+    if "upload" in params:  # /?upload=DIGEST: an upload this session searched by before (Back, Reload)
+        session, digest = session_of(request), params["upload"]
+        kept = uploads_of(request).get(session, digest) if session else None
+        if kept is None:
+            return _error(404, "that upload is no longer kept: drop the photo again")
+        hits = await run_in_threadpool(lambda: _query_bytes(api, kept, options))
+        return await run_in_threadpool(_hits, api, hits, digest)
     if "text" in params:
         text = " ".join(params["text"].split())  # one line: the click log keys it as text:WORDS
         if not text or len(text) > MAX_TEXT:
             return _error(400, f"text= must hold 1 to {MAX_TEXT} characters")
         hits = await run_in_threadpool(lambda: api.query(text=text, **options))
-        return _hits(api, hits, "text:" + text)
+        return await run_in_threadpool(_hits, api, hits, "text:" + text)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > page.max_upload_bytes:
         return _too_large(page.max_upload_bytes)
@@ -205,7 +219,10 @@ async def search(request: Request) -> Response:
     if pixels > page.max_upload_pixels:
         return _error(413, f"the upload has {pixels:,} pixels; the limit is {page.max_upload_pixels:,}")
     hits = await run_in_threadpool(lambda: _query_bytes(api, bytes(data), options))
-    return _hits(api, hits, library.bytes_digest(bytes(data)))
+    digest = library.bytes_digest(bytes(data))
+    if (session := session_of(request)) is not None:  # kept, so that /?upload=DIGEST searches by it again
+        uploads_of(request).keep(session, digest, bytes(data))
+    return await run_in_threadpool(_hits, api, hits, digest)
 
 
 async def thumb(request: Request) -> Response:
@@ -280,11 +297,14 @@ async def event(request: Request) -> Response:
     page = state_of(request)
     api, index = page.api, page.api.index
     body = await _json(request)
+    handled = await experiments.event(request, page, body)  # time on a result; a click on an interleaved list
+    if handled is not None:
+        return handled
     kind, query = str(body.get("kind", "")), body.get("query", "")
     if not isinstance(query, str):
         raise VsearchError(f"query must be the query key the search answered with (got {quoted(query)})")
     if kind != "click":  # impressions are logged as the search answers (_hits)
-        raise VsearchError(f"kind must be click (got {quoted(kind)})")
+        raise VsearchError(f"kind must be click or dwell (got {quoted(kind)})")
     shown = body.get("results")
     if not isinstance(shown, list) or not shown or len(shown) > MAX_K:
         return _error(400, f"results must be a list of 1 to {MAX_K} {{row, rank}} objects")
@@ -398,37 +418,38 @@ def _query_bytes(api: LockedIndex, data: bytes, options: dict[str, Any]) -> list
 
 
 def _hits(api: LockedIndex, hits: list[Any], query_key: str) -> JSONResponse:
-    """The results as the page shows them, logged as impressions (library.log_impressions): on a
+    """(Run in the thread pool: it reads the manifest and writes the click log.) The results as
+    the page shows them, logged as impressions (library.log_impressions): on a
     share of searches one adjacent pair is swapped, to measure position bias.
 
     A click log that cannot be written (``judgments.sqlite`` damaged, busy, on a full disk) does
     not stop the search: the answer's ``logging`` says why nothing was logged (else it is None).
+    An experiment's hits (:class:`vsearch.serve.experiment.Ranked`) log a split's arm with the
+    list, or an interleaved list in the interleaving log (as merged: no swap), whose id clicks name.
     """
     root = Path(api.index.root)
     results, query_id, logging = [], None, None
-    digests = [_digest_of_hit(api, h) for h in hits]
+    digests = api.digests_of_rows([h.row for h in hits])
     if hits and None not in digests:
+        interleaved = getattr(hits, "interleaved", None)
         try:
-            shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]  # no None: checked above
-                                           swap_fraction=api.swap_fraction)
+            if interleaved is not None:
+                query_id = library.log_interleaved(api.index.index_dir, query_key,
+                                                   library.Interleaved(tuple(digests), interleaved.teams),  # type: ignore[arg-type]  # no None: checked above
+                                                   interleaved.a, interleaved.b)
+            else:
+                shown = library.log_impressions(api.index.index_dir, query_key, digests,  # type: ignore[arg-type]  # no None: checked above
+                                               swap_fraction=api.swap_fraction, arm=getattr(hits, "arm", None))
+                hits, digests = [hits[i] for i in shown.order], [digests[i] for i in shown.order]
+                query_id = shown.query_id
         except VsearchError as exc:
             logging = f"this search was not logged, and clicks on it will not be: {exc}"
-        else:
-            hits, digests = [hits[i] for i in shown.order], [digests[i] for i in shown.order]
-            query_id = shown.query_id
     for rank, (h, digest) in enumerate(zip(hits, digests), start=1):
         results.append({"rank": rank, "score": round(float(h.score), 4), "row": h.row, "digest": digest,
                         "path": h.path.relative_to(root).as_posix() if h.path.is_relative_to(root) else h.path.name,
                         "thumb": f"/thumb/{h.row}/{digest}" if digest else None,
                         "image": f"/image/{h.row}/{digest}" if digest else None})
     return JSONResponse({"query": query_key, "query_id": query_id, "logging": logging, "results": results})
-
-
-def _digest_of_hit(api: LockedIndex, hit: Any) -> str | None:
-    try:
-        return api.row_file(hit.row)[1]
-    except LookupError:
-        return None
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -471,8 +492,9 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           swap_fraction: float = library.DEFAULT_SWAP_FRACTION, *,
-          ready: Callable[[str], None] | None = None) -> None:
+          ready: Callable[[str], None] | None = None, experiment: experiments.Experiment | None = None) -> None:
     """Serve the app over ``index`` with uvicorn until interrupted (the caller checked ``host``).
+    ``experiment``: see :func:`create_app`.
 
     Binds first (:func:`listen`: a port in use is a :class:`VsearchError`, and nothing was
     served), then calls ``ready`` with the address it is bound to (:func:`url_of`; with
@@ -483,10 +505,11 @@ def serve(index: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     sock = listen(host, port)
     try:
         hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"]  # remote: check_host warned
-        app = create_app(index, allowed_hosts=hosts, swap_fraction=swap_fraction)
+        app = create_app(index, allowed_hosts=hosts, swap_fraction=swap_fraction, experiment=experiment)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         if ready is not None:
             ready(url_of(sock))
         server.run(sockets=[sock])
+        app.state.page.searches.close()  # the duplicates page's search, if one runs, ends before the index closes
     finally:
         sock.close()

@@ -13,7 +13,7 @@ from typing import Any
 from vsearch import api as library
 from vsearch.errors import VsearchError
 from vsearch.imaging.reading import read_image_bytes
-from vsearch.serve.groups import FoundGroups
+from vsearch.serve.groups import FoundGroups, SearchSlot
 from vsearch.serve.thumbs import ThumbCache
 
 #: Sessions (CSRF tokens) kept; the oldest is forgotten past this, so page loads cannot grow memory.
@@ -43,6 +43,20 @@ class LockedIndex:
         if not path.is_relative_to(root) or not path.is_file():
             raise LookupError(row)  # gone since indexing, or a symlink out of the root
         return path, entry.digest
+
+    def digests_of_rows(self, rows: list[int]) -> list[str | None]:
+        """The content digest of each row's file, None where :meth:`row_file` would refuse the row
+        (no such row, no digest, gone, or out of the root); one manifest lookup for them all."""
+        with self.lock:
+            entries = self.index.entries_of_rows([r for r in rows if 0 <= r < self.index.count])
+            root = Path(self.index.root).resolve()
+        out: list[str | None] = []
+        for row in rows:
+            entry = entries.get(row)
+            path = (root / entry.path).resolve() if entry is not None and entry.digest is not None else None
+            ok = path is not None and path.is_relative_to(root) and path.is_file()
+            out.append(entry.digest if ok and entry is not None else None)
+        return out
 
     def file_with(self, row: int, digest: str) -> Path:
         """The file of ``row`` when it holds the content ``digest`` now; LookupError otherwise.
@@ -98,6 +112,10 @@ class PageState:
     max_upload_pixels: int
     tokens: dict[str, None] = field(default_factory=dict)  # insertion-ordered: the oldest session goes first
     found: FoundGroups = field(default_factory=FoundGroups)
+    searches: SearchSlot = field(init=False)  # the duplicates page's search in the background
+
+    def __post_init__(self) -> None:
+        self.searches = SearchSlot(self.found)  # its finished groups are the ones actions find
 
     def session_token(self, token: str | None) -> str:
         """``token`` when it is a session's, else a new session's (the oldest forgotten past :data:`MAX_SESSIONS`)."""

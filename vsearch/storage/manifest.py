@@ -26,6 +26,8 @@ from typing import Self
 
 from vsearch.version import __version__
 from vsearch.errors import IndexCorruptError, IndexWriteError
+from vsearch.storage.meta import known_root
+from vsearch.storage.regular import regular_problem
 
 SCHEMA_VERSION = 1
 #: A pending vector whose source is the current generation's vectors file, not a chunk.
@@ -139,7 +141,13 @@ class ManifestReader:
     @classmethod
     def open(cls, path: Path, *, write: bool) -> Self:
         """Connect (a writer creates the schema); refuse a damaged or too new manifest."""
-        remedy = "`build_index(FOLDER, rebuild=True)` rebuilds it"
+        def remedy() -> str:  # read only when needed: it looks for the folder in meta.json, then here
+            return f"`build_index({known_root(path.parent)}, rebuild=True)` rebuilds it"
+
+        with contextlib.suppress(FileNotFoundError):  # a writer creates a missing one
+            kind = regular_problem(path.stat())
+            if kind is not None:  # SQLite would wait on a FIFO, or open a device
+                raise IndexCorruptError(f"cannot read manifest {path}: not a regular file ({kind}); {remedy()}")
         try:
             with sql_errors(path):
                 if write:
@@ -153,19 +161,19 @@ class ManifestReader:
                     db = _open_read_only(path)
                 row = db.execute("SELECT value FROM kv WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"cannot read manifest {path}: {exc}; {remedy}") from None
+            raise IndexCorruptError(f"cannot read manifest {path}: {exc}; {remedy()}") from None
         if row is None or not str(row[0]).isdigit() or int(row[0]) > SCHEMA_VERSION:
             db.close()
             raise IndexCorruptError(
                 f"manifest {path} has schema version {row[0] if row else '?'}, which this vsearch "
-                f"({__version__}) does not read; upgrade vsearch, or `build_index(FOLDER, rebuild=True)`"
+                f"({__version__}) does not read; upgrade vsearch, or `build_index({known_root(path.parent)}, rebuild=True)`"
             )
         manifest = cls(path, db, write)
         try:
             manifest.generation  # noqa: B018 - a damaged kv table shows here, not at first use
         except (sqlite3.DatabaseError, ValueError) as exc:
             db.close()
-            raise IndexCorruptError(f"cannot read manifest {path}: {exc}; {remedy}") from None
+            raise IndexCorruptError(f"cannot read manifest {path}: {exc}; {remedy()}") from None
         return manifest
 
     def close(self) -> None:
@@ -242,6 +250,22 @@ class ManifestReader:
         row = self.db.execute(f"SELECT {COLUMNS} FROM {table} WHERE {cond} AND digest = ? AND row IS NOT NULL LIMIT 1",
                               (*args, digest)).fetchone()
         return FileEntry(*row) if row else None
+
+    def entries_of_rows(self, rows: Sequence[int], generation: int | None = None) -> dict[int, FileEntry]:
+        """The entry of each of ``rows`` (committed rows) that has one, in batches: one query per
+        900 rows where :meth:`rows` then :meth:`entry` would take two per row."""
+        table, cond, args = self._source(generation)
+        found: dict[int, FileEntry] = {}
+        wanted = sorted({int(r) for r in rows})
+        for start in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
+            part = wanted[start:start + 900]
+            marks = ",".join("?" * len(part))
+            for values in self.db.execute(f"SELECT {COLUMNS} FROM {table} WHERE {cond} AND row IN ({marks})",
+                                          (*args, *part)):
+                entry = FileEntry(*values)
+                assert entry.row is not None  # selected by row
+                found[entry.row] = entry
+        return found
 
     def entries(self) -> Iterator[FileEntry]:
         """Every live entry of the working state, skipped ones included, in path order."""

@@ -9,8 +9,10 @@ generation names, absent in an index committed before they were recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 from vsearch.version import __version__
 from vsearch.storage import formats, vectorfiles
 from vsearch.storage.checksums import FileSum
+from vsearch.storage.regular import read_regular, regular_problem
 from vsearch.errors import IndexCorruptError, VsearchError
 from vsearch.identity import ModelId
 
@@ -26,7 +29,7 @@ META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.sqlite"
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_FILE", "META_FILE", "AdapterInfo", "AnnInfo", "DbaInfo", "FormatInfo",
-           "IndexMeta", "IvfpqInfo", "read_meta", "rebuild_hint"]
+           "IndexMeta", "IvfpqInfo", "known_root", "read_meta", "rebuild_hint"]
 
 
 def rebuild_hint(folder: object = "FOLDER") -> str:
@@ -255,19 +258,41 @@ def read_meta(index_dir: Path) -> IndexMeta:
     """Read and check ``meta.json``."""
     path = index_dir / META_FILE
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path))  # a FIFO or device in its place: refused, never waited on
     except (OSError, ValueError) as exc:
-        raise IndexCorruptError(f"cannot read {path}: {exc}; {rebuild_hint()}") from None
+        raise IndexCorruptError(f"cannot read {path}: {exc}; {rebuild_hint(known_root(index_dir))}") from None
     if not isinstance(data, dict) or data.get("format") != "vsearch-index":
-        raise IndexCorruptError(f"{path} is not a vsearch index; {rebuild_hint()}")
+        raise IndexCorruptError(f"{path} is not a vsearch index; {rebuild_hint(known_root(index_dir))}")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexCorruptError(
             f"index at {index_dir} has format version {version}; this vsearch ({__version__}) reads "
-            f"version {FORMAT_VERSION}. Rebuild it with `build_index(FOLDER, rebuild=True)`")
+            f"version {FORMAT_VERSION}. Rebuild it with `build_index({known_root(index_dir)}, rebuild=True)`")
     try:
         return IndexMeta.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: "generation": 1e999
-        root = data.get("root")  # the folder, when that much of meta.json is readable
-        raise IndexCorruptError(f"{path} is incomplete or damaged ({exc!r}); "
-                                f"{rebuild_hint(root if isinstance(root, str) and root else 'FOLDER')}") from None
+        raise IndexCorruptError(f"{path} is incomplete or damaged ({exc!r}); {rebuild_hint(known_root(index_dir))}") from None
+
+
+def _root_in(data: dict[str, Any]) -> str:
+    """The image folder a (damaged) ``meta.json`` still names, or ``FOLDER`` when it names none."""
+    root = data.get("root")
+    return root if isinstance(root, str) and root else "FOLDER"
+
+
+def known_root(index_dir: Path) -> str:
+    """The image folder of the index at ``index_dir`` as far as it can still be read, for a
+    remedy when one of its files is damaged: ``meta.json``'s root, else the manifest's, else
+    ``FOLDER``. Never raises, never waits on a FIFO."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(read_regular(index_dir / META_FILE))
+        if isinstance(data, dict) and _root_in(data) != "FOLDER":
+            return _root_in(data)
+    path = index_dir / MANIFEST_FILE
+    with contextlib.suppress(OSError, sqlite3.Error):
+        if regular_problem(path.stat()) is None:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                row = db.execute("SELECT value FROM kv WHERE key = 'root'").fetchone()
+                if row is not None and isinstance(row[0], str) and row[0]:
+                    return str(row[0])
+    return "FOLDER"

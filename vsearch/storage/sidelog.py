@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from vsearch import atomic
 from vsearch.errors import VsearchError
+from vsearch.storage.regular import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,12 @@ def read(path: Path, parse: Callable[[Any], T]) -> list[T]:
 
 
 def scan(path: Path, parse: Callable[[Any], T]) -> tuple[list[T], list[int]]:
-    """:func:`read` without the warnings: (the records, the numbers of the damaged lines)."""
+    """:func:`read` without the warnings: (the records, the numbers of the damaged lines).
+
+    Only a regular file is read (``storage.regular``): a FIFO, device or folder in its place, or
+    a file past ``MAX_SIDE_BYTES``, is a :class:`VsearchError` naming it and the repair."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO, device or folder in its place: refused, never waited on
     except FileNotFoundError:
         return [], []
     except OSError as exc:

@@ -25,6 +25,7 @@ from vsearch.storage.meta import (
     rebuild_hint,
 )
 from vsearch.storage.manifest import FileEntry, GenerationGone, Manifest
+from vsearch.storage.regular import require_regular
 
 
 __all__ = ["COMMIT_WAIT_S", "FORMAT_KEY", "KEPT_LOGS", "LOCK_FILE", "MARKS_FILE", "TRANSFORM_KEY", "UNDO_DIR", "Snapshot",
@@ -137,6 +138,11 @@ class Snapshot:
         with self._reading():
             return dict(self.manifest.rows(self._view(), rows))
 
+    def entries_of_rows(self, rows: Sequence[int]) -> dict[int, FileEntry]:
+        """The manifest entry of each of ``rows`` that has one (committed rows), in batches."""
+        with self._reading():
+            return self.manifest.entries_of_rows(rows, self._view())
+
     def paths_by_row(self) -> list[str]:
         """Relative path of each committed row, in row order (invariant: row i <-> vectors[i])."""
         paths: list[str | None] = [None] * (self.meta.count if self.meta else 0)
@@ -214,7 +220,9 @@ class Snapshot:
             return np.zeros((0, self.model_id.dim if self.model_id else 0), dtype=np.float32)
         if self.meta is not None and generation == self.meta.generation:
             return self.vectors()  # a generation that only moved files maps an older file
-        return np.load(self.dir / vectorfiles.vectors_name(generation), mmap_mode="r")
+        path = self.dir / vectorfiles.vectors_name(generation)
+        require_regular(path)  # np.load would wait on a FIFO forever
+        return np.load(path, mmap_mode="r")
 
     def ann_path(self) -> Path | None:
         """Path of the Annoy index of the committed generation, if built. Any

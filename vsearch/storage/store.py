@@ -30,6 +30,7 @@ from vsearch.storage.meta import (
     FormatInfo,
     IndexMeta,
     IvfpqInfo,
+    known_root,
     read_meta,
     rebuild_hint,
 )
@@ -108,7 +109,8 @@ class Store(Snapshot):
         if not (index_dir / META_FILE).exists():
             if (index_dir / MANIFEST_FILE).exists():
                 raise IndexMissingError(
-                    f"index at {index_dir} was never completed; call `build_index(FOLDER)` to finish it")
+                    f"index at {index_dir} was never completed; call `build_index({known_root(index_dir)})` to "
+                    "finish it")
             raise IndexMissingError(
                 f"no index at {index_dir}; build one with `build_index(FOLDER)`"
                 " (or point index_dir= / VSEARCH_INDEX_DIR at an existing one)")

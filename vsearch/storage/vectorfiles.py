@@ -17,6 +17,7 @@ import numpy as np
 
 from vsearch import atomic
 from vsearch.errors import IndexCorruptError
+from vsearch.storage.regular import require_regular
 
 CHUNK_DIR = "chunks"
 _GENERATION = re.compile(r"^(?:vectors|index)\.(\d{6,})\.")
@@ -86,6 +87,7 @@ def load(path: Path, shape: tuple[int, int] | None, remedy: str, dtype: Any = np
     """Memory-map a ``.npy`` of ``dtype`` (float32 unless said) read-only; refuse one that cannot
     be read or has another shape or dtype."""
     try:
+        require_regular(path)  # np.load would wait on a FIFO forever
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError, EOFError) as exc:  # EOFError: an emptied file ("No data left in file")
         raise IndexCorruptError(f"cannot read {path}: {exc}; {remedy}") from None
@@ -132,6 +134,7 @@ def rows_problem(array: np.ndarray) -> str | None:
 def chunk_problem(path: Path, rows: int, dim: int) -> str | None:
     """Why a chunk cannot give ``rows`` vectors of ``dim`` (missing, truncated, damaged), or None."""
     try:
+        require_regular(path)
         array = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         return "missing"

@@ -32,6 +32,7 @@ from vsearch.storage import vectorfiles
 from vsearch.storage.formats import ALLOWED, DEFAULT_FORMAT, FP32, VectorFormat, parse_format
 from vsearch.storage.meta import FormatInfo
 from vsearch.storage.store import TRANSFORM_KEY, Store
+from vsearch.storage.regular import require_regular
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Pca:
         is missing, damaged, of inconsistent shapes or not finite."""
         path = Path(path)
         try:
+            require_regular(path)  # np.load would wait on a FIFO forever
             with np.load(path, allow_pickle=False) as data:
                 mean = np.asarray(data["mean"], dtype=np.float32)
                 components = np.asarray(data["components"], dtype=np.float32)

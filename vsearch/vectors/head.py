@@ -37,6 +37,7 @@ from vsearch.storage import vectorfiles
 from vsearch.vectors.compress import normalise_rows
 from vsearch.errors import IndexCorruptError
 from vsearch.storage.meta import IndexMeta, rebuild_hint
+from vsearch.storage.regular import NotRegularError, require_regular
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,12 @@ class Head:
         """Read a head and check it against what ``meta.json`` recorded; IndexCorruptError with
         the remedy (train again) when it is missing, damaged or another head."""
         try:
+            require_regular(path)  # np.load would wait on a FIFO forever
             with np.load(path, allow_pickle=False) as data:
                 matrix = np.array(data["W"], dtype=np.float32)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # BadZipFile: a truncated file
-            raise IndexCorruptError(f"the trained head {path} cannot be read ({type(exc).__name__}); {RETRAIN}") from None
+            why = f": {exc}" if isinstance(exc, NotRegularError) else f" ({type(exc).__name__})"  # a FIFO: says so
+            raise IndexCorruptError(f"the trained head {path} cannot be read{why}; {RETRAIN}") from None
         if matrix.shape != (dim_in, dim_out):
             raise IndexCorruptError(f"the trained head {path} is damaged (shape {matrix.shape}, expected "
                                     f"{(dim_in, dim_out)}); {RETRAIN}")
@@ -127,6 +130,7 @@ def load_projected(index_dir: Path, head: Head, vectors: np.ndarray, vectors_fil
     path = Path(index_dir) / vectorfiles.projected_name(vectors_file, head.sha256)
     if path.exists():
         try:
+            require_regular(path)
             cached = np.load(path, mmap_mode="r")
             if cached.shape == (len(vectors), head.dim_out) and cached.dtype == np.float32:
                 return cached

@@ -29,6 +29,7 @@ import numpy as np
 
 from vsearch import atomic
 from vsearch.errors import IndexCorruptError, VsearchError
+from vsearch.storage.regular import read_regular
 
 #: Bytes of PQ code per vector (sub-quantisers of 8 bits): 64 B holds 1M vectors in 64 MB.
 CODE_BYTES = 64
@@ -180,9 +181,9 @@ def read_checked(path: Path, *, size: int | None, sha256: str | None, root: obje
     """The file's bytes, refused (one line, with the rebuild hint naming ``root``, the indexed
     folder) when missing, or when its size or SHA-256 is not what ``meta.json`` recorded."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, limit=None)  # a FIFO or device in its place: refused, never waited on
     except OSError as exc:
-        raise _damaged(path, exc.strerror or type(exc).__name__, root) from None
+        raise _damaged(path, exc.strerror or str(exc) or type(exc).__name__, root) from None
     if size is not None and len(data) != size:
         raise _damaged(path, f"damaged: {len(data)} bytes, {size} recorded when built", root)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
