@@ -191,3 +191,35 @@ def test_defaults_with_the_real_model(tmp_path):
     # astronaut-original.png was saved from astronaut.jpg (its pixels sit on that JPEG's grid, at
     # its quality): the JPEG it came from is kept, never the small lossy copy.
     assert "astronaut.jpg" in keepers and "astronaut-small.jpg" not in keepers
+
+
+def test_near_groups_on_several_threads_are_the_groups_of_one(tmp_path, fake_model, monkeypatch):
+    """Connected parts of the candidates are grouped on several threads, each with its own
+    verifier (OpenCV state is per thread); the groups, their order and numbers are those of one
+    thread (a verifier given by the caller is used alone)."""
+    import threading
+
+    from vsearch.duplicates import grouping
+    from vsearch.imaging import verify
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "coins.jpg", "camera.jpg"):
+        src = SAMPLE_IMAGES / name
+        shutil.copy(src, lib / name)
+        edited_copy(lib / name, lib / f"{src.stem}-edit.jpg")
+        ImageOps.mirror(Image.open(src).convert("RGB")).save(lib / f"{src.stem}-mirror.jpg", quality=80)
+    build(lib, tmp_path / "idx")
+    threads: set[str] = set()
+    real = verify.Verifier.verify
+    monkeypatch.setattr(verify.Verifier, "verify",
+                        lambda self, a, b: threads.add(threading.current_thread().name) or real(self, a, b))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    with vsearch.open_index(tmp_path / "idx") as idx:
+        store, _ = idx._open()
+        many = grouping.find_groups(store, level="near")
+        used = set(threads)
+        threads.clear()
+        one = grouping.find_groups(store, level="near", verifier=grouping.near_verifier())
+    assert len(used) > 1 and len(threads) == 1
+    assert many == one and len(many) >= 4

@@ -33,7 +33,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable, Collection, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -68,6 +70,9 @@ SHORTLIST_THRESHOLD = 0.80
 NEAR_MIN_OVERLAP = 0.5
 #: Neighbours looked at per image.
 MAX_LINKS = 16
+#: Threads that verify pairs at the near level (at most one per core): each pair is about 30 ms
+#: of OpenCV and Pillow work that runs outside the GIL.
+MAX_WORKERS = 8
 LEVELS = ("exact", "near", "similar")
 KEEP_RULES = keep_rules.KEEP_RULES
 #: The level of a member that is its keeper's own file under another path (a hard link, or a
@@ -180,7 +185,9 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     ``min_overlap``, the share of each image a near copy shares with its keeper).
     ``step(name, done, total)``: as ``progress``, naming the step (``compare``: rows compared
     with their neighbours; ``group``: candidate rows grouped, each after its pairs are verified),
-    and called after every row grouped; an exception it raises stops the search. ``found(group)``:
+    and called after each connected part of the candidates is grouped; an exception it raises
+    stops the search (at the near level, parts are verified on up to one thread per core,
+    :data:`MAX_WORKERS`, unless a ``verifier`` is given). ``found(group)``:
     each group as soon as it is settled (a later one never takes its members), before the groups
     are ordered by size; its number is its place in the order found. ``verdicts``: a mapping the
     caller keeps between calls, in which each pair's verification is remembered (keyed by both
@@ -229,35 +236,31 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
             if j not in adjacency.get(i, ()):
                 maybe.setdefault(i, set()).add(j)
                 maybe.setdefault(j, set()).add(i)
-    if level == "near" and verifier is None:
-        verifier = near_verifier(min_overlap)
-    checker: _Verifies | None = verifier
-    if verifier is not None and verdicts is not None:
-        checker = _Remembering(verifier, verdicts, min_overlap)
+    checkers = _Checkers(level, verifier, min_overlap, verdicts)
     candidates: dict[int, _File] = {}
     taken: set[int] = set()
     stars: list[list[tuple[int, str, float]]] = []
     parts = sorted(_linked_parts(adjacency, maybe), key=len)  # small parts first: the first groups soonest
     done, total = 0, sum(map(len, parts))
     # A star takes only rows linked to its keeper, so rows of different connected parts of the
-    # links never meet: each part is read, ordered and grouped on its own, which gives the
-    # groups of one global order (the keep rule's order is a total sort by each file's own
-    # facts, ending with its path) while the first groups are settled in a fraction of the
-    # time all of them take.
-    for part in parts:
+    # links never meet: each part is read, ordered and grouped on its own (which gives the
+    # groups of one global order: the keep rule's order is a total sort by each file's own
+    # facts, ending with its path), so the first groups are settled in a fraction of the time
+    # all of them take, and parts are grouped on several threads at once (verifying a pair is
+    # OpenCV and Pillow work that runs outside the GIL). The groups come back in part order.
+
+    def group_part(part: list[int]) -> list[list[tuple[int, str, float]]]:
         for i in part:
             for j in sorted(maybe.get(i, ())):
                 if i < j and small.small_copy_pair(files[i].path, files[j].path):
                     adjacency.setdefault(i, set()).add(j)
                     adjacency.setdefault(j, set()).add(i)
         linked = [i for i in part if i in adjacency]
-        if len(linked) < len(part):  # rows whose only link was a pair that is no small copy
-            done += len(part) - len(linked)
-            _report(progress, step, done, total)
         facts = {i: _with_header(files[i]) for i in linked}
-        candidates.update(facts)
+        candidates.update(facts)  # disjoint rows for each part: safe from several threads
+        checker = checkers.for_this_thread()
+        out = []
         for k in keep_rules.order(facts, keep, adjacency):
-            done += 1
             if k not in taken:
                 taken.add(k)
                 star = _star(k, adjacency[k] - taken, candidates, vectors, level, threshold, marks, checker)
@@ -265,18 +268,29 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
                     star = _widened(star, adjacency, taken, candidates, vectors, threshold, marks, checker)
                 if len(star) > 1:
                     taken.update(i for i, _, _ in star)
+                    out.append(star)
+        return out
+
+    with ThreadPoolExecutor(max_workers=checkers.workers) as pool:
+        try:
+            for part, part_stars in zip(parts, pool.map(group_part, parts)):
+                for star in part_stars:
                     stars.append(star)
                     if found:
                         found(_group_of(star, len(stars), candidates))
-            _report(progress, step, done, total)
+                done += len(part)
+                _report(progress, step, done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # a step that stops the search: no more parts
+            raise
     stars.sort(key=lambda s: (-len(s), candidates[s[0][0]].rel))
     return [_group_of(star, gid, candidates) for gid, star in enumerate(stars, 1)]
 
 
 def _report(progress: Callable[[int, int], None] | None, step: Callable[[str, int, int], None] | None,
             done: int, total: int) -> None:
-    """Rows grouped so far: to ``progress`` every 256 rows and at the end, to ``step`` each time."""
-    if progress and (done % 256 == 0 or done == total):
+    """Rows grouped so far (called after each part): to ``progress`` and ``step``."""
+    if progress:
         progress(done, total)
     if step:
         step("group", done, total)
@@ -307,6 +321,27 @@ def _group_of(star: list[tuple[int, str, float]], gid: int, files: dict[int, _Fi
         _member(files[i], gid, len(star), score, n == 0, loosest if n == 0 else lv)
         for n, (i, lv, score) in enumerate(star)
     ))
+
+
+class _Checkers:
+    """The verifier of each grouping thread: a verifier keeps OpenCV state and a keypoint cache
+    that one thread at a time may use, so each thread makes its own (:func:`near_verifier`). A
+    verifier the caller gave is used as it is, on one thread."""
+
+    def __init__(self, level: str, given: Verifier | None, min_overlap: float,
+                 verdicts: MutableMapping[tuple[object, ...], bool] | None) -> None:
+        self.level, self.given, self.min_overlap, self.verdicts = level, given, min_overlap, verdicts
+        self.local = threading.local()
+        near = level == "near"
+        self.workers = min(os.cpu_count() or 1, MAX_WORKERS) if near and given is None else 1
+
+    def for_this_thread(self) -> _Verifies | None:
+        checker: _Verifies | None = getattr(self.local, "checker", None)
+        if checker is None and self.level == "near":
+            verifier = self.given if self.given is not None else near_verifier(self.min_overlap)
+            checker = verifier if self.verdicts is None else _Remembering(verifier, self.verdicts, self.min_overlap)
+            self.local.checker = checker
+        return checker
 
 
 class _Remembering:
