@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/bench_duplicates_100k.py [--work /tmp/vsearch-100k] [--photos 10000]
         [--tiny ../shared/datasets/tiny-imagenet-val] [--levels exact,near,similar]
+        [--mode auto|exact|approximate]
 
 The set and its index stay in ``--work`` and are reused by a later run (delete the folder to
 start again). Progress goes to stderr, the markdown table to stdout.
@@ -109,14 +110,14 @@ def build(folder: Path, index_dir: Path) -> str:
     return f"built in {time.perf_counter() - t0:.0f} s ({count:,} images)"
 
 
-def group_one(index_dir: Path, level: str, out: Path) -> None:
+def group_one(index_dir: Path, level: str, out: Path, mode: str = "auto") -> None:
     """In a process of its own: group at ``level``, write the groups and the time as JSON."""
     import vsearch
 
     t0 = time.perf_counter()
     with vsearch.open_index(index_dir) as index:
         opened = time.perf_counter() - t0
-        groups = index.duplicates(level=level)
+        groups = index.duplicates(level=level, mode=mode)
         secs = time.perf_counter() - t0
     members = [[Path(m.path).name for m in g.members] for g in groups]
     out.write_text(json.dumps({"secs": secs, "open_secs": opened, "groups": members}))
@@ -148,23 +149,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--photos", type=int, default=10_000)
     ap.add_argument("--tiny", type=Path, default=REPO.parent / "shared" / "datasets" / "tiny-imagenet-val")
     ap.add_argument("--levels", default=",".join(LEVELS))
-    ap.add_argument("--group-one", nargs=3, metavar=("INDEX", "LEVEL", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default="auto", choices=("auto", "exact", "approximate"),
+                    help="the neighbour search of the shortlist (Index.duplicates' mode=)")
+    ap.add_argument("--group-one", nargs=4, metavar=("INDEX", "LEVEL", "OUT", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.group_one:
-        index_dir, level, out = args.group_one
-        group_one(Path(index_dir), level, Path(out))
+        index_dir, level, out, mode = args.group_one
+        group_one(Path(index_dir), level, Path(out), mode)
         return
     folder, index_dir = args.work / "photos", args.work / "index"
     files = make_set(args.tiny, folder, args.photos)
     built = build(folder, index_dir)
     log(f"index: {built}")
-    lines = ["| level | files | groups | pairs claimed | pair precision | pair recall | group s (wall) "
+    lines = [f"neighbour search: {args.mode}", "", "| level | files | groups | pairs claimed | pair precision | pair recall | group s (wall) "
              "| peak memory, MiB |", "|---|---|---|---|---|---|---|---|"]
     for level in args.levels.split(","):
-        out = args.work / f"groups-{level}.json"
+        out = args.work / f"groups-{level}-{args.mode}.json"
         log(f"group: level {level}...")
         t0 = time.perf_counter()
-        child = subprocess.Popen([sys.executable, __file__, "--group-one", str(index_dir), level, str(out)],
+        child = subprocess.Popen([sys.executable, __file__, "--group-one", str(index_dir), level, str(out), args.mode],
                                  env={**os.environ, "PYTHONPATH": str(REPO)})
         # wait4 gives this child's own peak resident memory (ru_maxrss, KiB on Linux).
         _, status, usage = os.wait4(child.pid, 0)
