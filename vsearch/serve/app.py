@@ -49,7 +49,7 @@ from vsearch.imaging.reading import read_image_bytes
 from vsearch.serve.common import error as _error
 from vsearch.serve.common import read_json as _json
 from vsearch.serve.common import whole_number as _int
-from vsearch.serve.common import CSRF_COOKIE, guarded, number, quoted, state_of
+from vsearch.serve.common import CSRF_COOKIE, guarded, media_type, number, quoted, state_of
 from vsearch.serve import experiment as experiments
 from vsearch.serve.dupes import DUPLICATE_ROUTES
 from vsearch.serve.page import DUPLICATES_PAGE, SEARCH_PAGE
@@ -243,7 +243,7 @@ async def image(request: Request) -> Response:
         data = await run_in_threadpool(_image_bytes, page.api, row, digest)
     except (LookupError, VsearchError):
         return _error(404, f"no image at row {row} with that content")
-    return Response(data, media_type=_media_type(data), headers={**FILE_HEADERS, "ETag": f'"{digest}"'})
+    return Response(data, media_type=media_type(data), headers={**FILE_HEADERS, "ETag": f'"{digest}"'})
 
 
 def _image_bytes(api: LockedIndex, row: int, digest: str) -> bytes:
@@ -253,16 +253,6 @@ def _image_bytes(api: LockedIndex, row: int, digest: str) -> bytes:
     if library.bytes_digest(data) != digest:
         raise LookupError(digest)
     return data
-
-
-def _media_type(data: bytes) -> str:
-    """The type to send a photo as, from its header (Pillow's format name), else a plain download."""
-    try:
-        kind = str(library.read_header(data).format or "").lower()
-    except Exception:  # noqa: BLE001 - any failure to parse a header: send it as bytes
-        kind = ""
-    return f"image/{kind}" if kind in ("jpeg", "png", "gif", "webp", "bmp", "tiff", "avif", "heif") \
-        else "application/octet-stream"
 
 
 def _named_file(api: LockedIndex, row: int, digest: str) -> Path:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from vsearch import api as library
 from vsearch.errors import VsearchError
 from vsearch.serve.state import PageState
 
@@ -159,3 +160,13 @@ def refuse_post(request: Request, tokens: dict[str, None]) -> Response | None:
     if not header or cookie not in tokens or not secrets.compare_digest(header, cookie or ""):
         return error(403, "missing or wrong CSRF token: reload the page")
     return None
+
+
+def media_type(data: bytes) -> str:
+    """The type to send a photo as, from its header (Pillow's format name), else a plain download."""
+    try:
+        kind = str(library.read_header(data).format or "").lower()
+    except Exception:  # noqa: BLE001 - any failure to parse a header: send it as bytes
+        kind = ""
+    return f"image/{kind}" if kind in ("jpeg", "png", "gif", "webp", "bmp", "tiff", "avif", "heif") \
+        else "application/octet-stream"

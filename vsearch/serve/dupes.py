@@ -71,15 +71,21 @@ def _undo_now(page: PageState) -> Any:
         return page.api.index.undo()
 
 
+def _fresh(body: dict[str, Any]) -> bool:
+    """``fresh`` of a body: look again even when the groups are remembered."""
+    fresh = body.get("fresh", False)
+    if not isinstance(fresh, bool):
+        raise VsearchError(f"fresh must be true or false (got {quoted(fresh)})")
+    return fresh
+
+
 async def groups(request: Request) -> Response:
     """The groups for ``{level, keep, threshold, fresh}`` (a POST: finding near duplicates takes
     seconds, and ``fresh`` looks again even when they are remembered)."""
     page = state_of(request)
     body = await read_json(request)
     query = _group_query(body)
-    fresh = body.get("fresh", False)
-    if not isinstance(fresh, bool):
-        raise VsearchError(f"fresh must be true or false (got {quoted(fresh)})")
+    fresh = _fresh(body)
     groups = await run_in_threadpool(_groups_now, page, query, fresh)
     root = Path(page.api.index.root)
     return JSONResponse({"level": query.level, "keep": query.keep, "threshold": query.threshold,
@@ -142,9 +148,7 @@ async def start_search(request: Request) -> Response:
     page = state_of(request)
     body = await read_json(request)
     query = _group_query(body)
-    fresh = body.get("fresh", False)
-    if not isinstance(fresh, bool):
-        raise VsearchError(f"fresh must be true or false (got {quoted(fresh)})")
+    fresh = _fresh(body)
     _check_query(query)
     search = page.searches.start(query, page.api.index.state(), _opener(page), fresh=fresh)
     return JSONResponse(_search_json(page, search, 1, PER_PAGE))

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from vsearch import api as library
 from vsearch import atomic
 from vsearch.errors import VsearchError
-from vsearch.serve.common import CSRF_COOKIE, error, guarded, quoted, state_of, whole_number
+from vsearch.serve.common import CSRF_COOKIE, error, guarded, media_type, quoted, state_of, whole_number
 from vsearch.serve.state import LockedIndex, PageState
 
 __all__ = ["SEARCH_ROUTES", "UploadStore", "read_upload", "static_text", "uploads_of"]
@@ -165,7 +165,7 @@ async def kept_upload(request: Request) -> Response:
     data = uploads_of(request).get(session, digest) if session and DIGEST.fullmatch(digest) else None
     if data is None:
         return error(404, "no such upload in this session")
-    return Response(data, media_type=_media_type(data),
+    return Response(data, media_type=media_type(data),
                     headers={**FILE_HEADERS, "Cache-Control": "private, max-age=86400"})
 
 
@@ -266,15 +266,6 @@ def _check(api: LockedIndex, data: bytes, level: str) -> Any:
         result = dataclasses.replace(result, reason=result.reason.replace(str(name), "the upload")
                                      .replace(str(folder), "the upload"))
     return result
-
-
-def _media_type(data: bytes) -> str:
-    try:
-        kind = str(library.read_header(data).format or "").lower()
-    except Exception:  # noqa: BLE001 - any failure to parse a header: send it as bytes
-        kind = ""
-    return f"image/{kind}" if kind in ("jpeg", "png", "gif", "webp", "bmp", "tiff", "avif", "heif") \
-        else "application/octet-stream"
 
 
 SEARCH_ROUTES = [
