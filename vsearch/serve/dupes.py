@@ -71,6 +71,14 @@ def _undo_now(page: PageState) -> Any:
         return page.api.index.undo()
 
 
+def _move_to(body: dict[str, Any]) -> Path | None:
+    """The folder of ``{action: "move", move_to}``, or None for ``{action: "trash"}``."""
+    how = body.get("action")
+    if how not in ("trash", "move"):
+        raise VsearchError(f"action must be trash or move (got {quoted(how)})")
+    return _folder(body.get("move_to")) if how == "move" else None
+
+
 def _fresh(body: dict[str, Any]) -> bool:
     """``fresh`` of a body: look again even when the groups are remembered."""
     fresh = body.get("fresh", False)
@@ -95,10 +103,7 @@ async def groups(request: Request) -> Response:
 async def act(request: Request) -> Response:
     page = state_of(request)
     body = await read_json(request)
-    how = body.get("action")
-    if how not in ("trash", "move"):
-        raise VsearchError(f"action must be trash or move (got {quoted(how)})")
-    move_to = _folder(body.get("move_to")) if how == "move" else None
+    move_to = _move_to(body)
     members = _members(body.get("members"))
     keeper = whole_number(body.get("keeper"), "keeper")
     try:
@@ -107,7 +112,7 @@ async def act(request: Request) -> Response:
         return _stale()
     count = done.moved + done.trashed
     files = f"{count} file{'s' if count != 1 else ''}"
-    where = "sent to the trash" if how == "trash" else f"moved to {move_to}"
+    where = "sent to the trash" if move_to is None else f"moved to {move_to}"
     return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
                          "message": f"{files} {where}; Undo puts {'them' if count != 1 else 'it'} back"})
 
@@ -228,10 +233,7 @@ async def apply_selected(request: Request) -> Response:
     keeper a person picked, else the suggested one). One undo log: Undo puts all of it back."""
     page = state_of(request)
     body = await read_json(request)
-    how = body.get("action")
-    if how not in ("trash", "move"):
-        raise VsearchError(f"action must be trash or move (got {quoted(how)})")
-    move_to = _folder(body.get("move_to")) if how == "move" else None
+    move_to = _move_to(body)
     wanted = body.get("groups")
     numbers: set[int] | None
     if wanted == "all":
@@ -255,7 +257,7 @@ async def apply_selected(request: Request) -> Response:
         return _stale()
     count = done.moved + done.trashed
     files = f"{count} file{'s' if count != 1 else ''}"
-    where = "sent to the trash" if how == "trash" else f"moved to {move_to}"
+    where = "sent to the trash" if move_to is None else f"moved to {move_to}"
     return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
                          "message": f"{files} {where}, in one undo log; Undo puts "
                                     f"{'them' if count != 1 else 'it'} back"})
