@@ -22,6 +22,16 @@ MAX_SESSIONS = 1000
 __all__ = ["MAX_SESSIONS", "LockedIndex", "PageState"]
 
 
+def _inside(root: Path, entry: Any) -> Path | None:
+    """The resolved path of a manifest ``entry`` that has a digest, when it is a file inside
+    ``root`` now; None when there is no entry, it was never read, it is gone since indexing, or
+    it is a symlink out of the root."""
+    if entry is None or entry.digest is None:
+        return None
+    path = (root / entry.path).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
 class LockedIndex:
     """The one open index and what the app asks of it, serialised by a lock (an Index is not thread-safe)."""
 
@@ -33,15 +43,11 @@ class LockedIndex:
     def row_file(self, row: int) -> tuple[Path, str]:
         """The file of ``row`` (resolved, inside the root) and its content digest; LookupError if none."""
         with self.lock:
-            if not 0 <= row < self.index.count:
-                raise LookupError(row)
-            entry = self.index.entry_of_row(row)
-            if entry is None or entry.digest is None:
-                raise LookupError(row)
+            entry = self.index.entry_of_row(row) if 0 <= row < self.index.count else None
             root = Path(self.index.root).resolve()
-        path = (root / entry.path).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            raise LookupError(row)  # gone since indexing, or a symlink out of the root
+        path = _inside(root, entry)
+        if path is None or entry is None or entry.digest is None:
+            raise LookupError(row)
         return path, entry.digest
 
     def digests_of_rows(self, rows: list[int]) -> list[str | None]:
@@ -53,9 +59,7 @@ class LockedIndex:
         out: list[str | None] = []
         for row in rows:
             entry = entries.get(row)
-            path = (root / entry.path).resolve() if entry is not None and entry.digest is not None else None
-            ok = path is not None and path.is_relative_to(root) and path.is_file()
-            out.append(entry.digest if ok and entry is not None else None)
+            out.append(entry.digest if entry is not None and _inside(root, entry) is not None else None)
         return out
 
     def file_with(self, row: int, digest: str) -> Path:
