@@ -406,9 +406,7 @@ class Index:
     def entry_of_row(self, row: int) -> FileEntry | None:
         """The manifest entry (relative path, size, mtime, content digest) of vector ``row`` in
         the current generation, or None when no file has that row."""
-        store, _ = self._open()
-        rel = store.paths_of_rows([row]).get(row)
-        return store.entry(rel) if rel is not None else None
+        return self.entries_of_rows([row]).get(row)
 
     def entries_of_rows(self, rows: Sequence[int]) -> dict[int, FileEntry]:
         """:meth:`entry_of_row` for many rows at once (a page of results): row -> entry, for the
