@@ -131,7 +131,9 @@ def test_lightbox_by_keyboard_alone_then_find_similar(site, page):
     # Esc closes it and gives the focus back to the result last shown.
     page.keyboard.press("Escape")
     expect(box).to_be_hidden()
-    assert page.evaluate("document.activeElement.closest('[data-testid=result]')?.querySelector('.name').textContent") == second
+    # (waited for, not read at once: on a loaded machine the focus lands a moment after the close)
+    page.wait_for_function("name => document.activeElement.closest('[data-testid=result]')"
+                           "?.querySelector('.name').textContent === name", arg=second, timeout=WAIT_MS)
     # The open was logged as a click; the close sent how long each result was looked at.
     page.wait_for_load_state("networkidle")
     kinds = [e.get("kind") for e in sent]
