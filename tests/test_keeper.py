@@ -235,3 +235,12 @@ def test_the_traces_of_an_earlier_compression(tmp_path):
     assert not saved.found and saved.embedded is not None and abs(saved.embedded - 90) <= 2  # chelsea.jpg is q90
     assert prior_compression(tmp_path / "flat.png").embedded is None
     assert prior_compression(tmp_path / "missing.jpg") == PriorCompression(None, None)
+
+
+def test_a_photo_too_small_for_a_histogram_is_not_measured(tmp_path):
+    """Under 256 blocks (128 x 128) the histograms say nothing: no decode, no DCTs, nothing found."""
+    Image.open(SAMPLE_IMAGES / "chelsea.jpg").convert("RGB").resize((120, 120)).save(tmp_path / "small.jpg", quality=75)
+    Image.open(tmp_path / "small.jpg").save(tmp_path / "again.jpg", quality=95)
+    assert prior_compression(tmp_path / "again.jpg") == PriorCompression(None, None)
+    Image.open(SAMPLE_IMAGES / "chelsea.jpg").convert("RGB").resize((128, 128)).save(tmp_path / "enough.jpg", quality=75)
+    assert prior_compression(tmp_path / "enough.jpg").double is not None

@@ -21,6 +21,7 @@ from vsearch.vectors import nearest
 from vsearch.models import loading as models
 from vsearch.retrieval import rerank
 from vsearch.vectors import dba
+from vsearch.duplicates import grouping
 from vsearch.duplicates.grouping import find_groups
 from vsearch.cli.wording import cli_words
 from vsearch.errors import VsearchError
@@ -421,9 +422,12 @@ def test_duplicates_exact_and_annoy_agree_and_chain(tmp_path, fake_model, monkey
     with Store.open(index_dir) as store:
         exact = find_groups(store, 0.98, level="similar", mode="exact")
         approx = find_groups(store, 0.98, level="similar", mode="approximate")
+        monkeypatch.setattr(grouping, "CLUSTERED_FROM", 0)  # auto: the clustered search, at any size
+        clustered = find_groups(store, 0.98, level="similar")
     names = [sorted(m.path.name for m in g) for g in exact]
     assert names == [["a0.jpg", "a0_v0.jpg", "a0_v1.jpg", "a0_v2.jpg"]]
     assert [sorted(m.path.name for m in g) for g in approx] == names
+    assert [sorted(m.path.name for m in g) for g in clustered] == names
     assert exact[0].keeper.keeper and exact[0].keeper.size == 4
     # With FOLDER, the index is brought up to date first: a new copy joins the group.
     src.save(folder / "a0_v3.jpg", quality=75)

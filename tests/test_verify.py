@@ -144,3 +144,63 @@ def test_query_verify_puts_the_original_of_a_crop_first(tmp_path, fake_model):
             idx.query(tmp_path / "crop.jpg", verify=-1)
     fails(cli("query", tmp_path / "crop.jpg", lib / "brick.jpg", "--index-dir", tmp_path / "idx", "--verify", "5"),
           "exactly one query image")
+
+
+# --- pixels first (the duplicates' near level): the same answers, fewer keypoints ----------------
+
+
+def _pairs_of_every_kind(tmp_path: Path) -> dict[str, tuple[Path, Path, bool]]:
+    """(a, b, whether b is a copy of a) for each kind the near level meets."""
+    from test_bursts import burst_of  # the burst frame the bursts tests use
+
+    cat = SAMPLE_IMAGES / "chelsea.jpg"
+    ImageOps.mirror(Image.open(cat)).save(tmp_path / "mirror.jpg", quality=90)
+    Image.open(cat).save(tmp_path / "q40.jpg", quality=40)
+    Image.open(cat).convert("RGB").resize((200, 150)).save(tmp_path / "small.jpg", quality=60)
+    ImageEnhance.Brightness(Image.open(cat)).enhance(1.25).save(tmp_path / "bright.jpg", quality=85)
+    return {
+        "edited": (cat, edited_copy(cat, tmp_path / "edit.jpg"), True),
+        "mirrored": (cat, tmp_path / "mirror.jpg", True),
+        "recompressed": (cat, tmp_path / "q40.jpg", True),
+        "small": (cat, tmp_path / "small.jpg", True),
+        "brightened": (cat, tmp_path / "bright.jpg", True),
+        "burst": (cat, burst_of(cat, tmp_path / "burst.jpg"), False),
+        "tile": (SAMPLE_IMAGES / "hubble_deep_field.jpg", SAMPLE_IMAGES / "hubble_deep_field_tile_nw.jpg", False),
+        "lookalike": (SAMPLE_IMAGES / "hubble_deep_field_tile_ne.jpg", SAMPLE_IMAGES / "hubble_deep_field_tile_nw.jpg",
+                      False),
+        "other": (cat, SAMPLE_IMAGES / "coffee.jpg", False),
+    }
+
+
+def test_pixels_first_gives_the_keypoint_fits_answers(tmp_path):
+    from vsearch.imaging.verify import MIN_AGREEMENT
+
+    first = Verifier(min_overlap=0.5, min_agreement=MIN_AGREEMENT, pixels_first=True)
+    fit = Verifier(min_overlap=0.5, min_agreement=MIN_AGREEMENT)
+    for kind, (a, b, copy) in _pairs_of_every_kind(tmp_path).items():
+        assert first.verify(a, b).same is copy, kind
+        assert fit.verify(a, b).same is copy, kind
+
+
+def test_pixels_first_skips_the_keypoints_of_a_copy_the_frames_show(tmp_path):
+    from vsearch.imaging.verify import FIRST_LOOK_AGREEMENT, MIN_AGREEMENT
+
+    pairs = _pairs_of_every_kind(tmp_path)
+    first = Verifier(min_overlap=0.5, min_agreement=MIN_AGREEMENT, pixels_first=True)
+    a, b, _ = pairs["recompressed"]
+    verdict = first.verify(a, b)
+    assert verdict.same and verdict.reason == "verified (pixels)" and verdict.agreement >= FIRST_LOOK_AGREEMENT
+    assert first._cache == {} and len(first._looks) == 2  # no keypoints computed for either image
+    a, b, _ = pairs["burst"]  # agrees too little for a first look; the keypoint fit says why
+    verdict = first.verify(a, b)
+    assert verdict.reason == "pixels differ" and verdict.inliers >= 50
+    assert {key for key, _ in first._cache} == {str(a), str(b)}
+
+
+def test_a_mirrored_look_is_the_straight_one_flipped():
+    verifier = Verifier()
+    straight = verifier.look(SAMPLE_IMAGES / "chelsea.jpg")
+    flipped = verifier.look(SAMPLE_IMAGES / "chelsea.jpg", mirrored=True)
+    assert (flipped.pixels == straight.pixels[:, ::-1]).all() and (flipped.thumb == straight.thumb[:, ::-1]).all()
+    features = verifier.features(SAMPLE_IMAGES / "chelsea.jpg", mirrored=True)
+    assert (features.pixels == flipped.pixels).all() and len(features.points) > 100

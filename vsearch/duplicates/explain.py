@@ -100,6 +100,11 @@ def explain_pair(searcher: Searcher, a: Path, b: Path, *, near_threshold: float 
     cosine = float(searcher.image_vector(a).vector @ searcher.image_vector(b).vector)
     try:
         v = verifier.verify(a, b)
+        if v.same and v.reason == "verified (pixels)":
+            # The frames agreed by their pixels before any keypoint was asked (pixels_first): when
+            # the keypoints verify the pair too, theirs is the fuller account (matches, transform).
+            fit = verify.Verifier(min_overlap=min_overlap, min_agreement=verify.MIN_AGREEMENT).verify(a, b)
+            v = fit if fit.same else v
     except VsearchError as exc:
         raise VsearchError(f"cannot compare {a} and {b}: {exc}") from None
     scale = rotation = None
@@ -142,7 +147,7 @@ def _checks(v: Verdict, verify: ModuleType, cosine: float, same_bytes: bool, nea
         PairCheck("cosine (near shortlist)", f"{cosine:.3f}", f">= {near_at:.2f}", cosine >= near_at),
     ]
     if by_pixels:
-        checks.append(PairCheck("keypoints", "too few to fit: aligned by pixels", f">= {verify.MIN_KEYPOINTS} per image",
+        checks.append(PairCheck("keypoints", "no keypoint fit: aligned by pixels", f">= {verify.MIN_KEYPOINTS} per image",
                             None))
     else:
         checks.append(PairCheck("keypoints matched", f"{v.inliers} fit the transform ({v.matches} matched)",

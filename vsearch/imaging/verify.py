@@ -108,6 +108,12 @@ MIN_AGREEMENT = 0.9
 #: Below this many pixels on the long side (either image), a pair that ORB cannot fit is
 #: aligned by its pixels instead: a small, recompressed copy has too few keypoints to fit.
 SMALL_SIDE = 256
+#: The agreement at which the first look of a ``pixels_first`` verifier (the whole frames aligned
+#: by their pixels, before any keypoint) accepts a pair; below it the keypoint fit decides, at
+#: :data:`MIN_AGREEMENT`. Stricter than that: a burst frame aligned frame onto frame agrees at
+#: 0.90-0.95 a little more often than under its keypoint fit (28 -> 31 burst pairs claimed at 0.9
+#: in benchmarks/bench_duplicates.py --bursts 100), while an edited copy agrees at 0.99 or more.
+FIRST_LOOK_AGREEMENT = 0.95
 #: Features of this many images (each orientation) are kept per verifier.
 CACHE_IMAGES = 2048
 
@@ -147,12 +153,18 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class _Features:
-    points: np.ndarray  # (n, 2) float32, in the image's own pixels
-    descriptors: np.ndarray | None  # (n, 32) uint8
+class _Look:
+    """What the pixel tests compare: no keypoints."""
+
     size: tuple[int, int]  # (width, height) of the image's own pixels
     thumb: np.ndarray  # (THUMB_SIDE, THUMB_SIDE) float32: detail only, unit norm (zeros when none)
     pixels: np.ndarray  # uint8 grey, long side at most PIXELS_SIDE: what the agreement compares
+
+
+@dataclass(frozen=True)
+class _Features(_Look):
+    points: np.ndarray  # (n, 2) float32, in the image's own pixels
+    descriptors: np.ndarray | None  # (n, 32) uint8
 
 
 def _cv2() -> Any:
@@ -164,6 +176,10 @@ def _cv2() -> Any:
     return cv2
 
 
+def _flipped(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x[:, ::-1])
+
+
 class Verifier:
     """Verifies pairs, keeping each image's keypoints for later pairs in the same run.
 
@@ -171,10 +187,15 @@ class Verifier:
     ``min_agreement`` (0-1): the aligned-pixel agreement a fit must also reach (0: measured,
     not asked; :data:`MIN_AGREEMENT` tells the same picture from another moment of the scene).
     ``max_pixels``: images larger than this are refused (images.load_image).
+    ``pixels_first``: try the whole frames aligned by their pixels before any keypoint (a copy
+    that is not cropped or turned much agrees there at once, for a quarter of a keypoint
+    fit's time); the keypoint fit decides what that does not accept. Only a yes/no changes
+    nothing for it: a pair the pixels accept passes the same agreement test the fit asks for.
     """
 
     def __init__(self, *, min_overlap: float = 0.0, min_inliers: int = MIN_INLIERS, min_agreement: float = 0.0,
-                 max_pixels: int = images.DEFAULT_MAX_PIXELS, cache: int = CACHE_IMAGES) -> None:
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS, cache: int = CACHE_IMAGES,
+                 pixels_first: bool = False) -> None:
         if not 0.0 <= min_overlap <= 1.0:  # also refuses nan
             raise VsearchError(f"min_overlap= takes a share between 0 and 1 (got {min_overlap})")
         if not 0.0 <= min_agreement <= 1.0:
@@ -183,7 +204,12 @@ class Verifier:
         self.min_agreement = min_agreement
         self.min_inliers = min_inliers
         self.max_pixels = max_pixels
+        self.pixels_first = pixels_first
         self._cache: OrderedDict[tuple[str, bool], _Features] = OrderedDict()
+        self._looks: OrderedDict[tuple[str, bool], _Look] = OrderedDict()
+        # The working-scale grey of the last few images looked at, so keypoints asked for right
+        # after a look do not decode the file again (a few: 512 x 384 bytes each).
+        self._working: OrderedDict[str, np.ndarray] = OrderedDict()
         self._limit = cache
         self._cv2 = _cv2()
         self._orb = self._cv2.ORB_create(nfeatures=FEATURES)
@@ -191,8 +217,41 @@ class Verifier:
 
     # --- features ---------------------------------------------------------------------------
 
+    def look(self, path: Path, mirrored: bool = False) -> _Look:
+        """What the pixel tests compare of ``path`` (flipped left-right when ``mirrored``), cached;
+        the mirrored look is the straight one flipped.
+
+        Raises :class:`~vsearch.imaging.images.ImageDecodeError` when the file cannot be decoded.
+        """
+        key = (str(path), mirrored)
+        found: _Look | None = self._cache.get(key) or self._looks.get(key)
+        if found is not None:
+            (self._cache if key in self._cache else self._looks).move_to_end(key)
+            return found
+        if mirrored:
+            straight = self.look(path)
+            found = _Look(straight.size, _flipped(straight.thumb), _flipped(straight.pixels))
+        else:
+            grey, size = self._grey(path)
+            pixels = grey
+            h, w = grey.shape
+            if max(w, h) > PIXELS_SIDE:
+                f = PIXELS_SIDE / max(w, h)
+                pixels = self._cv2.resize(grey, (max(1, round(w * f)), max(1, round(h * f))),
+                                          interpolation=self._cv2.INTER_AREA)
+            working = self._working_scale(grey)
+            thumb = self._cv2.resize(working, (THUMB_SIDE, THUMB_SIDE), interpolation=self._cv2.INTER_AREA)
+            found = _Look(size, _detail(thumb.astype(np.float32)), np.ascontiguousarray(pixels))
+            self._working[str(path)] = working
+            if len(self._working) > 8:
+                self._working.popitem(last=False)
+        self._looks[key] = found
+        if len(self._looks) > self._limit:
+            self._looks.popitem(last=False)
+        return found
+
     def features(self, path: Path, mirrored: bool = False) -> _Features:
-        """Keypoints of ``path`` (flipped left-right when ``mirrored``), cached.
+        """Keypoints of ``path`` (flipped left-right when ``mirrored``) with its look, cached.
 
         Raises :class:`~vsearch.imaging.images.ImageDecodeError` when the file cannot be decoded.
         """
@@ -201,40 +260,40 @@ class Verifier:
         if found is not None:
             self._cache.move_to_end(key)
             return found
-        grey, size = self._grey(path)
+        look = self.look(path, mirrored)
+        working = self._working.get(str(path))
+        if working is None:  # looked at a while ago: decode again
+            working = self._working_scale(self._grey(path)[0])
         if mirrored:
-            grey = np.ascontiguousarray(grey[:, ::-1])
-        found = self._extract(grey, size)
+            working = _flipped(working)
+        keypoints, descriptors = self._orb.detectAndCompute(working, None)
+        # Keypoints back in the image's own pixels (the decoded image may be a draft-mode
+        # reduction of the file: ``size`` is the decoded size, and both images of a pair are
+        # compared by the share of their area, which does not depend on that).
+        size = look.size
+        to_own = np.array([size[0] / working.shape[1], size[1] / working.shape[0]], dtype=np.float32)
+        points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2) * to_own
+        found = _Features(size, look.thumb, look.pixels, points, descriptors)
+        self._looks.pop(key, None)  # kept once, with the keypoints
         self._cache[key] = found
         if len(self._cache) > self._limit:
             self._cache.popitem(last=False)
         return found
 
     def _grey(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        # A mirrored request after a straight one decodes again; mirrored checks are the rarer.
         img = images.load_image(Path(path), min_side=WORK_SIDE // 2, max_pixels=self.max_pixels)
         return np.asarray(img.convert("L")), img.size
 
-    def _extract(self, grey: np.ndarray, size: tuple[int, int]) -> _Features:
+    def _working_scale(self, grey: np.ndarray) -> np.ndarray:
+        """``grey`` at the keypoints' working scale: long side WORK_SIDE at most, MIN_WORK_SIDE at least."""
         cv2 = self._cv2
         h, w = grey.shape
         longest = max(w, h)
-        pixels = grey
-        if longest > PIXELS_SIDE:
-            f = PIXELS_SIDE / longest
-            pixels = cv2.resize(grey, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         scale = WORK_SIDE / longest if longest > WORK_SIDE else max(1.0, MIN_WORK_SIDE / longest)
-        if scale != 1.0:
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-            grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
-        keypoints, descriptors = self._orb.detectAndCompute(grey, None)
-        # Keypoints back in the image's own pixels (the decoded image may be a draft-mode
-        # reduction of the file: ``size`` is the decoded size, and both images of a pair are
-        # compared by the share of their area, which does not depend on that).
-        to_own = np.array([size[0] / grey.shape[1], size[1] / grey.shape[0]], dtype=np.float32)
-        points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2) * to_own
-        thumb = cv2.resize(grey, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
-        return _Features(points, descriptors, size, _detail(thumb), np.ascontiguousarray(pixels))
+        if scale == 1.0:
+            return grey
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        return cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
 
     # --- pairs ------------------------------------------------------------------------------
 
@@ -243,9 +302,15 @@ class Verifier:
 
         Raises :class:`~vsearch.imaging.images.ImageDecodeError` when either file cannot be decoded.
         """
+        if self.pixels_first:
+            la, lb = self.look(a), self.look(b)
+            if la.thumb.any() and lb.thumb.any():
+                first = self._by_pixels(la, [(False, lb)], at=FIRST_LOOK_AGREEMENT)
+                if first.same:
+                    return first
         fa, fb = self.features(a), self.features(b)
         if min(len(fa.points), len(fb.points)) < MIN_KEYPOINTS:
-            return self._by_pixels(fa, fb, self.features(b, mirrored=True), flat=True)
+            return self._by_pixels(fa, [(False, fb), (True, self.look(b, mirrored=True))], flat=True)
         straight = self._fit(fa, fb, mirrored=False)
         if _confirmed(straight):
             return straight
@@ -255,7 +320,7 @@ class Verifier:
             return flipped
         if min(max(fa.size), max(fb.size)) < SMALL_SIDE:
             # A small copy saved at a low quality keeps too few keypoints for a fit: its pixels decide.
-            by_pixels = self._by_pixels(fa, fb, self.features(b, mirrored=True))
+            by_pixels = self._by_pixels(fa, [(False, fb), (True, self.look(b, mirrored=True))])
             if by_pixels.same:
                 return by_pixels
         return max(straight, flipped, key=lambda v: (v.same, v.agreement or 0.0, v.inliers))
@@ -263,7 +328,7 @@ class Verifier:
     def agreement(self, a: Path, b: Path, transform: tuple[float, ...], *, mirrored: bool = False) -> tuple[float, int]:
         """The aligned-pixel agreement of ``b`` with ``a`` under ``transform`` (A's pixels to B's,
         B mirrored when ``mirrored``): (share of the cells that agree, cells counted)."""
-        fa, fb = self.features(a), self.features(b, mirrored=mirrored)
+        fa, fb = self.look(a), self.look(b, mirrored=mirrored)
         share, cells, _, _ = _agreement(self._cv2, fa, fb, np.asarray(transform, dtype=np.float64).reshape(2, 3))
         return share, cells
 
@@ -301,20 +366,23 @@ class Verifier:
                            closeness)
         return Verdict(True, inliers, len(good), mirrored, transform, "verified", overlap, share, cells, closeness)
 
-    def _by_pixels(self, fa: _Features, fb: _Features, fb_mirrored: _Features, *, flat: bool = False) -> Verdict:
-        """Small or flat images: the whole frames aligned by their pixels (ECC), straight or mirrored,
-        and judged by the agreement alone (there are no keypoints to count); ``flat`` (too few
-        keypoints), also by their thumbnails."""
-        if not fa.thumb.any() or not fb.thumb.any():
+    def _by_pixels(self, fa: _Look, tries: list[tuple[bool, _Look]], *, flat: bool = False,
+                   at: float = MIN_AGREEMENT) -> Verdict:
+        """The whole frames aligned by their pixels (ECC), B as each of ``tries`` gives it
+        (mirrored or not, B's look), and judged by the agreement alone (there are no keypoints
+        to count), at ``at`` or the verifier's own ``min_agreement`` if higher: small or flat
+        images, or a first look (``pixels_first``); ``flat`` (too few keypoints), also by their
+        thumbnails."""
+        if not fa.thumb.any() or not tries[0][1].thumb.any():
             return Verdict(False, 0, 0, False, None, "too few keypoints")
         best: Verdict | None = None
-        for mirrored, other in ((False, fb), (True, fb_mirrored)):
+        for mirrored, other in tries:
             (wa, ha), (wb, hb) = fa.size, other.size
             whole = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])  # frame onto frame
             share, cells, matrix, closeness = _agreement(self._cv2, fa, other, whole)
             transform = tuple(float(x) for x in matrix.ravel())
             overlap = _overlap(matrix, fa.size, other.size)
-            same = cells >= MIN_CELLS and share >= max(self.min_agreement, MIN_AGREEMENT)
+            same = cells >= MIN_CELLS and share >= max(self.min_agreement, at)
             if flat and not same and float((fa.thumb * other.thumb).sum()) >= THUMB_MIN_CORRELATION:
                 return Verdict(True, 0, 0, mirrored, transform, "verified (thumbnails)", overlap, share, cells,
                                closeness)
@@ -359,7 +427,7 @@ def _detail(thumb: np.ndarray) -> np.ndarray:
     return rest / norm if norm > 0.5 * THUMB_SIDE else np.zeros_like(rest)
 
 
-def _agreement(cv2: Any, fa: _Features, fb: _Features,
+def _agreement(cv2: Any, fa: _Look, fb: _Look,
                matrix: np.ndarray) -> tuple[float, int, np.ndarray, float | None]:
     """The aligned-pixel agreement of B with A under ``matrix`` (2x3, A's own pixels to B's), as
     the module notes say: (share of the cells that agree, cells counted, the fit refined by ECC,
