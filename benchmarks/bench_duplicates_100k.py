@@ -36,6 +36,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -120,7 +121,9 @@ def group_one(index_dir: Path, level: str, out: Path, mode: str = "auto") -> Non
         groups = index.duplicates(level=level, mode=mode)
         secs = time.perf_counter() - t0
     members = [[Path(m.path).name for m in g.members] for g in groups]
-    out.write_text(json.dumps({"secs": secs, "open_secs": opened, "groups": members}))
+    # the worker processes near grouping forks (their largest peak: each has its own)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out.write_text(json.dumps({"secs": secs, "open_secs": opened, "groups": members, "workers_mib": workers}))
 
 
 def picture_of(name: str) -> str:
@@ -143,6 +146,20 @@ def pair_scores(groups: list[list[str]], photos: int) -> tuple[int, float, float
     return claimed, (right / claimed if claimed else 1.0), right / truth
 
 
+def recall_by_kind(groups: list[list[str]], photos: int) -> dict[str, float]:
+    """For each kind of copy, the share of the photos whose copy of that kind shares a group with
+    the photo itself."""
+    group_of = {name: n for n, g in enumerate(groups) for name in g}
+    found = dict.fromkeys(KINDS, 0)
+    for g in groups:
+        for name in g:
+            picture = picture_of(name)
+            kind = Path(name).stem[len(picture) + 1:]
+            if kind and group_of.get(f"{picture}.jpg") == group_of[name]:
+                found[kind] += 1
+    return {kind: n / photos for kind, n in found.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/vsearch-100k"))
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"index: {built}")
     lines = [f"neighbour search: {args.mode}", "", "| level | files | groups | pairs claimed | pair precision | pair recall | group s (wall) "
              "| peak memory, MiB |", "|---|---|---|---|---|---|---|---|"]
+    kinds: list[str] = []
     for level in args.levels.split(","):
         out = args.work / f"groups-{level}-{args.mode}.json"
         log(f"group: level {level}...")
@@ -179,10 +197,16 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads(out.read_text())
         claimed, precision, recall = pair_scores(result["groups"], args.photos)
         memory = f"{usage.ru_maxrss / 1024:,.0f}"
+        if result.get("workers_mib"):
+            memory += f" (+ {result['workers_mib']:,.0f} per worker process)"
         lines.append(f"| {level} | {files:,} | {len(result['groups']):,} | {claimed:,} | {precision:.3f} | "
                      f"{recall:.3f} | {result['secs']:.0f} ({wall:.0f} with start-up) | {memory} |")
         log(lines[-1])
+        kinds.append(f"| {level} | " + " | ".join(f"{r:.3f}" for r in recall_by_kind(result["groups"], args.photos).values())
+                     + " |")
     print("\n".join(lines))
+    print("\nEach copy in its photo's group, by kind:\n")
+    print("\n".join([f"| level | {' | '.join(KINDS)} |", "|---" * (len(KINDS) + 1) + "|", *kinds]))
     print(f"\nIndex: {built}. Load average at the end: {os.getloadavg()[0]:.1f}.")
 
 

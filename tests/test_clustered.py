@@ -87,3 +87,21 @@ def test_progress_counts_the_lists():
     seen = []
     clustered.close_neighbours(_copies(n_pictures=30), 2, 0.5, lists=6, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(i, 6) for i in range(1, 7)]
+
+
+def test_rows_that_find_nothing_close_look_further():
+    vectors = _copies(n_pictures=200, seed=7)
+    narrow = clustered.close_neighbours(vectors, 3, 0.5, lists=20, probes=1)
+    truth = _exact(vectors, 3, 0.5)
+    missed = sum(len(t - set(r.tolist())) for t, r in zip(truth, narrow[0]))
+    assert missed > 0  # one list each misses pairs across lists
+    # every row below 2.0 (all of them) probes all 20 lists: the exact answer
+    rows, scores = clustered.close_neighbours(vectors, 3, 0.5, lists=20, probes=1, widen_below=2.0, wider_probes=20)
+    exact_rows, exact_scores = nearest.neighbour_graph(vectors, 3)
+    np.testing.assert_allclose(np.where(exact_scores >= 0.5, exact_scores, -np.inf), scores, atol=1e-5)
+    np.testing.assert_array_equal(np.where(exact_scores >= 0.5, exact_rows, -1), rows)
+    # only the rows that found nothing at 0.95 look further: rows that did keep their first answer
+    some = clustered.close_neighbours(vectors, 3, 0.5, lists=20, probes=1, widen_below=0.95, wider_probes=20)
+    sure = narrow[1][:, 0] >= 0.95
+    np.testing.assert_array_equal(some[0][sure], narrow[0][sure])
+    np.testing.assert_array_equal(some[0][~sure], rows[~sure])

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,39 @@ def test_near_groups_on_several_threads_are_the_groups_of_one(tmp_path, fake_mod
         one = grouping.find_groups(store, level="near", verifier=grouping.near_verifier())
     assert len(used) > 1 and len(threads) == 1
     assert many == one and len(many) >= 4
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="worker processes are forked on Linux only")
+def test_near_groups_in_worker_processes_are_the_groups_of_one_thread(tmp_path, fake_model, monkeypatch):
+    """From PROCESSES_FROM candidate rows, parts are grouped in forked worker processes (small
+    images verify mostly in Python, where threads wait on each other); the groups, their order,
+    numbers, members' facts and the groups reported as found are those of one thread, marks included."""
+    from vsearch.duplicates import grouping
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "coins.jpg", "camera.jpg"):
+        src = SAMPLE_IMAGES / name
+        shutil.copy(src, lib / name)
+        edited_copy(lib / name, lib / f"{src.stem}-edit.jpg")
+        ImageOps.mirror(Image.open(src).convert("RGB")).save(lib / f"{src.stem}-mirror.jpg", quality=80)
+    build(lib, tmp_path / "idx")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    processes: list[str] = []
+    real_pool = grouping.ProcessPoolExecutor
+    monkeypatch.setattr(grouping, "ProcessPoolExecutor", lambda **kw: processes.append("pool") or real_pool(**kw))
+    with vsearch.open_index(tmp_path / "idx") as idx:
+        store, _ = idx._open()
+        digests = {m.path.name: m.digest for g in grouping.find_groups(store, level="near", verifier=grouping.near_verifier())
+                   for m in g}
+        apart_mark = [frozenset((digests["coffee.jpg"], digests["coffee-edit.jpg"]))]
+        one_found: list = []
+        one = grouping.find_groups(store, level="near", verifier=grouping.near_verifier(), not_duplicates=apart_mark,
+                                   found=one_found.append)
+        assert processes == []
+        monkeypatch.setattr(grouping, "PROCESSES_FROM", 0)
+        many_found: list = []
+        many = grouping.find_groups(store, level="near", not_duplicates=apart_mark, found=many_found.append)
+    assert processes == ["pool"]
+    assert many == one and len(many) >= 5 and many_found == one_found
+    assert not any({"coffee.jpg", "coffee-edit.jpg"} <= {m.path.name for m in g} for g in many)  # the mark held

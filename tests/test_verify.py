@@ -190,7 +190,7 @@ def test_pixels_first_skips_the_keypoints_of_a_copy_the_frames_show(tmp_path):
     a, b, _ = pairs["recompressed"]
     verdict = first.verify(a, b)
     assert verdict.same and verdict.reason == "verified (pixels)" and verdict.agreement >= FIRST_LOOK_AGREEMENT
-    assert first._cache == {} and len(first._looks) == 2  # no keypoints computed for either image
+    assert first._cache == {} and len(first._looks) == 3  # looks (b mirrored too), no keypoints for either image
     a, b, _ = pairs["burst"]  # agrees too little for a first look; the keypoint fit says why
     verdict = first.verify(a, b)
     assert verdict.reason == "pixels differ" and verdict.inliers >= 50

@@ -35,9 +35,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -77,9 +79,12 @@ MAX_LINKS = 16
 #: 100,000 rows in 25 s, where the full matmul took about 8 minutes); up to it, the full matmul
 #: (about 20 s at 20,000 x 1280 on 2 cores) misses nothing.
 CLUSTERED_FROM = 20_000
-#: Threads that verify pairs at the near level (at most one per core): each pair is about 30 ms
-#: of OpenCV and Pillow work that runs outside the GIL.
+#: Threads, or worker processes, that verify pairs at the near level (at most one per core).
 MAX_WORKERS = 8
+#: From this many candidate rows, the near level groups its parts in worker processes (Linux:
+#: forked), below it (and elsewhere) on threads (one per core: a pair of large photos
+#: is mostly OpenCV and Pillow work outside the GIL; a pair of small ones mostly Python).
+PROCESSES_FROM = 5_000
 LEVELS = ("exact", "near", "similar")
 KEEP_RULES = keep_rules.KEEP_RULES
 #: The level of a member that is its keeper's own file under another path (a hard link, or a
@@ -244,9 +249,7 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
             if j not in adjacency.get(i, ()):
                 maybe.setdefault(i, set()).add(j)
                 maybe.setdefault(j, set()).add(i)
-    checkers = _Checkers(level, verifier, min_overlap, verdicts)
     candidates: dict[int, _File] = {}
-    taken: set[int] = set()
     stars: list[list[tuple[int, str, float]]] = []
     parts = sorted(_linked_parts(adjacency, maybe), key=len)  # small parts first: the first groups soonest
     done, total = 0, sum(map(len, parts))
@@ -254,34 +257,34 @@ def find_groups(store: Store, threshold: float | None = None, *, level: str = "n
     # links never meet: each part is read, ordered and grouped on its own (which gives the
     # groups of one global order: the keep rule's order is a total sort by each file's own
     # facts, ending with its path), so the first groups are settled in a fraction of the time
-    # all of them take, and parts are grouped on several threads at once (verifying a pair is
-    # OpenCV and Pillow work that runs outside the GIL). The groups come back in part order.
+    # all of them take, and parts are grouped several at once. The groups come back in part order.
+    apart = (level == "near" and verifier is None and verdicts is None and total >= PROCESSES_FROM
+             and (os.cpu_count() or 1) > 1 and sys.platform == "linux")
+    if apart:
+        # Verifying small images is mostly Python (the GIL): threads went slower than one
+        # (10,000 tiny-imagenet rows: 18.3 s on one thread, 24.6 s on two). Worker processes
+        # each group whole parts, sent with what they need. Forked, not spawned: a spawned
+        # worker imports the caller's main module again, which breaks a script that calls this
+        # at its top level; nothing here has started a thread of its own yet.
+        marks_of = _marks_by_digest(marks)
+        jobs = (_PartJob(_part_of(part, files, adjacency, maybe, vectors), level, threshold, keep,
+                         _marks_among(marks_of, {files[i].digest for i in part}), min_overlap) for part in parts)
+        pool: Executor = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, MAX_WORKERS),
+                                             mp_context=multiprocessing.get_context("fork"))
+        results: Iterator[tuple[list[_Star], dict[int, _File]]] = pool.map(_group_part_apart, jobs, chunksize=32)
+    else:
+        checkers = _Checkers(level, verifier, min_overlap, verdicts)
 
-    def group_part(part: list[int]) -> list[list[tuple[int, str, float]]]:
-        for i in part:
-            for j in sorted(maybe.get(i, ())):
-                if i < j and small.small_copy_pair(files[i].path, files[j].path):
-                    adjacency.setdefault(i, set()).add(j)
-                    adjacency.setdefault(j, set()).add(i)
-        linked = [i for i in part if i in adjacency]
-        facts = {i: _with_header(files[i]) for i in linked}
-        candidates.update(facts)  # disjoint rows for each part: safe from several threads
-        checker = checkers.for_this_thread()
-        out = []
-        for k in keep_rules.order(facts, keep, adjacency):
-            if k not in taken:
-                taken.add(k)
-                star = _star(k, adjacency[k] - taken, candidates, vectors, level, threshold, marks, checker)
-                if level == "near" and len(star) > 1:
-                    star = _widened(star, adjacency, taken, candidates, vectors, threshold, marks, checker)
-                if len(star) > 1:
-                    taken.update(i for i, _, _ in star)
-                    out.append(star)
-        return out
+        def group_part(part: list[int]) -> tuple[list[_Star], dict[int, _File]]:
+            whole = _Part(part, {i: files[i] for i in part}, adjacency, maybe, vectors)
+            return _group_one_part(whole, level, threshold, keep, marks, checkers.for_this_thread())
 
-    with ThreadPoolExecutor(max_workers=checkers.workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=checkers.workers)
+        results = pool.map(group_part, parts)
+    with pool:
         try:
-            for part, part_stars in zip(parts, pool.map(group_part, parts)):
+            for part, (part_stars, facts) in zip(parts, results):
+                candidates.update(facts)
                 for star in part_stars:
                     stars.append(star)
                     if found:
@@ -302,6 +305,105 @@ def _report(progress: Callable[[int, int], None] | None, step: Callable[[str, in
         progress(done, total)
     if step:
         step("group", done, total)
+
+
+_Star = list[tuple[int, str, float]]
+
+
+class _Rows:
+    """Some rows of the vectors, indexed by their row numbers (what a part sends another process)."""
+
+    def __init__(self, rows: list[int], vectors: np.ndarray) -> None:
+        self.place = {r: n for n, r in enumerate(rows)}
+        self.data = np.asarray(vectors[rows], dtype=np.float32)
+
+    def __getitem__(self, rows: int | list[int]) -> np.ndarray:
+        if isinstance(rows, list):
+            return self.data[[self.place[r] for r in rows]]
+        return self.data[self.place[rows]]
+
+
+@dataclass
+class _Part:
+    """One connected part of the candidates and what grouping it reads: its rows' files, the
+    links (``adjacency``, ``maybe``: row -> rows; a part adds the small-copy links it finds), and
+    the vectors."""
+
+    rows: list[int]
+    files: dict[int, _File]
+    adjacency: dict[int, set[int]]
+    maybe: dict[int, set[int]]
+    vectors: np.ndarray | _Rows
+
+
+@dataclass
+class _PartJob:
+    """A part to group in a worker process, with the level's settings and the marks among its files."""
+
+    part: _Part
+    level: str
+    threshold: float
+    keep: str
+    marks: set[frozenset[str]]
+    min_overlap: float
+
+
+def _part_of(rows: list[int], files: list[_File], adjacency: dict[int, set[int]], maybe: dict[int, set[int]],
+             vectors: np.ndarray) -> _Part:
+    """The part of ``rows`` with only its own links and vectors (to send to another process)."""
+    return _Part(rows, {i: files[i] for i in rows}, {i: set(adjacency[i]) for i in rows if i in adjacency},
+                 {i: maybe[i] for i in rows if i in maybe}, _Rows(rows, vectors))
+
+
+def _marks_by_digest(marks: set[frozenset[str]]) -> dict[str, list[frozenset[str]]]:
+    by: dict[str, list[frozenset[str]]] = {}
+    for mark in marks:
+        for digest in mark:
+            by.setdefault(digest, []).append(mark)
+    return by
+
+
+def _marks_among(by: dict[str, list[frozenset[str]]], digests: set[str | None]) -> set[frozenset[str]]:
+    """The marks both of whose files are among ``digests``."""
+    return {m for d in digests if d is not None for m in by.get(d, ()) if m <= digests}
+
+
+#: The verifier of a worker process (:func:`_group_part_apart`), made at its first part.
+_WORKER_VERIFIERS: dict[float, Verifier] = {}
+
+
+def _group_part_apart(job: _PartJob) -> tuple[list[_Star], dict[int, _File]]:
+    """:func:`_group_one_part` in a worker process (it owns its verifier)."""
+    verifier = _WORKER_VERIFIERS.get(job.min_overlap)
+    if verifier is None:
+        verifier = _WORKER_VERIFIERS[job.min_overlap] = near_verifier(job.min_overlap)
+    return _group_one_part(job.part, job.level, job.threshold, job.keep, job.marks, verifier)
+
+
+def _group_one_part(part: _Part, level: str, threshold: float, keep: str, marks: set[frozenset[str]],
+                    checker: _Verifies | None) -> tuple[list[_Star], dict[int, _File]]:
+    """The stars of one part, and the files read for them (size, mtime and header as on disk now)."""
+    adjacency, files = part.adjacency, part.files
+    for i in part.rows:
+        for j in sorted(part.maybe.get(i, ())):
+            if i < j and small.small_copy_pair(files[i].path, files[j].path):
+                adjacency.setdefault(i, set()).add(j)
+                adjacency.setdefault(j, set()).add(i)
+    linked = [i for i in part.rows if i in adjacency]
+    facts = {i: _with_header(files[i]) for i in linked}
+    vectors = part.vectors
+    taken: set[int] = set()
+    out = []
+    for k in keep_rules.order(facts, keep, adjacency):
+        if k not in taken:
+            taken.add(k)
+            star = _star(k, adjacency[k] - taken, facts, vectors, level, threshold, marks, checker)
+            if level == "near" and len(star) > 1:
+                star = _widened(star, adjacency, taken, facts, vectors, threshold, marks, checker)
+            if len(star) > 1:
+                taken.update(i for i, _, _ in star)
+                out.append(star)
+    return out, facts
 
 
 def _linked_parts(*links: dict[int, set[int]]) -> Iterator[list[int]]:
@@ -389,7 +491,7 @@ def near_verifier(min_overlap: float = NEAR_MIN_OVERLAP) -> Verifier:
     return Verifier(min_overlap=min_overlap, min_agreement=MIN_AGREEMENT, pixels_first=True)
 
 
-def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.ndarray, level: str,
+def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.ndarray | _Rows, level: str,
           threshold: float, marks: set[frozenset[str]], verifier: _Verifies | None) -> list[tuple[int, str, float]]:
     """Keeper ``k`` and the neighbours that pass the level's test against it: (row, level, cosine)."""
     keeper = files[k]
@@ -416,7 +518,7 @@ def _star(k: int, neighbours: set[int], files: dict[int, _File], vectors: np.nda
 
 
 def _widened(star: list[tuple[int, str, float]], adjacency: dict[int, set[int]], taken: set[int],
-             files: dict[int, _File], vectors: np.ndarray, threshold: float, marks: set[frozenset[str]],
+             files: dict[int, _File], vectors: np.ndarray | _Rows, threshold: float, marks: set[frozenset[str]],
              verifier: _Verifies | None) -> list[tuple[int, str, float]]:
     """``star`` with its members' own neighbours that pass the near test against its keeper too:
     a copy of a copy the shortlist did not tie to the keeper (a small copy's embedding drifts
@@ -467,7 +569,9 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
         # every row at once, through clusters (clustered.py): minutes less than a full matmul at 100k
         floor = threshold if nearest_below is None else min(threshold, small.SMALL_SHORTLIST)
         lists_done = (lambda done, total: progress(count * done // total, count)) if progress else None
-        table = clustered.close_neighbours(vectors, links, floor, progress=lists_done)
+        # a row with nothing at the shortlist looks further when small copies are looked for
+        table = clustered.close_neighbours(vectors, links, floor, progress=lists_done,
+                                           widen_below=None if nearest_below is None else threshold)
     step = 8192
     for start in range(0, count, step):
         stop = min(start + step, count)

@@ -305,7 +305,12 @@ class Verifier:
         if self.pixels_first:
             la, lb = self.look(a), self.look(b)
             if la.thumb.any() and lb.thumb.any():
-                first = self._by_pixels(la, [(False, lb)], at=FIRST_LOOK_AGREEMENT)
+                # frame onto frame as they are (a copy neither cropped nor turned agrees at once,
+                # mirrored or not), then refined by ECC (a crop or a turn a little off the frame)
+                first = self._by_pixels(la, [(False, lb), (True, self.look(b, mirrored=True))],
+                                        at=FIRST_LOOK_AGREEMENT, refine=False)
+                if not first.same:
+                    first = self._by_pixels(la, [(False, lb)], at=FIRST_LOOK_AGREEMENT)
                 if first.same:
                     return first
         fa, fb = self.features(a), self.features(b)
@@ -367,19 +372,19 @@ class Verifier:
         return Verdict(True, inliers, len(good), mirrored, transform, "verified", overlap, share, cells, closeness)
 
     def _by_pixels(self, fa: _Look, tries: list[tuple[bool, _Look]], *, flat: bool = False,
-                   at: float = MIN_AGREEMENT) -> Verdict:
-        """The whole frames aligned by their pixels (ECC), B as each of ``tries`` gives it
-        (mirrored or not, B's look), and judged by the agreement alone (there are no keypoints
-        to count), at ``at`` or the verifier's own ``min_agreement`` if higher: small or flat
-        images, or a first look (``pixels_first``); ``flat`` (too few keypoints), also by their
-        thumbnails."""
+                   at: float = MIN_AGREEMENT, refine: bool = True) -> Verdict:
+        """The whole frames aligned by their pixels (refined by ECC unless ``refine`` is False),
+        B as each of ``tries`` gives it (mirrored or not, B's look), and judged by the agreement
+        alone (there are no keypoints to count), at ``at`` or the verifier's own
+        ``min_agreement`` if higher: small or flat images, or a first look (``pixels_first``);
+        ``flat`` (too few keypoints), also by their thumbnails."""
         if not fa.thumb.any() or not tries[0][1].thumb.any():
             return Verdict(False, 0, 0, False, None, "too few keypoints")
         best: Verdict | None = None
         for mirrored, other in tries:
             (wa, ha), (wb, hb) = fa.size, other.size
             whole = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])  # frame onto frame
-            share, cells, matrix, closeness = _agreement(self._cv2, fa, other, whole)
+            share, cells, matrix, closeness = _agreement(self._cv2, fa, other, whole, refine=refine)
             transform = tuple(float(x) for x in matrix.ravel())
             overlap = _overlap(matrix, fa.size, other.size)
             same = cells >= MIN_CELLS and share >= max(self.min_agreement, at)
@@ -427,12 +432,12 @@ def _detail(thumb: np.ndarray) -> np.ndarray:
     return rest / norm if norm > 0.5 * THUMB_SIDE else np.zeros_like(rest)
 
 
-def _agreement(cv2: Any, fa: _Look, fb: _Look,
-               matrix: np.ndarray) -> tuple[float, int, np.ndarray, float | None]:
+def _agreement(cv2: Any, fa: _Look, fb: _Look, matrix: np.ndarray,
+               refine: bool = True) -> tuple[float, int, np.ndarray, float | None]:
     """The aligned-pixel agreement of B with A under ``matrix`` (2x3, A's own pixels to B's), as
-    the module notes say: (share of the cells that agree, cells counted, the fit refined by ECC,
-    in own pixels as ``matrix``, the mean correlation of the cells with detail in both). No
-    overlap, or no detail at all: (0.0, 0, matrix, None)."""
+    the module notes say: (share of the cells that agree, cells counted, the fit refined by ECC
+    (``refine``; else as given), in own pixels as ``matrix``, the mean correlation of the cells
+    with detail in both). No overlap, or no detail at all: (0.0, 0, matrix, None)."""
     pa, pb = fa.pixels, fb.pixels
     # own pixels -> the kept grey copies' pixels, and back
     own_a = np.diag([pa.shape[1] / fa.size[0], pa.shape[0] / fa.size[1], 1.0])
@@ -452,13 +457,13 @@ def _agreement(cv2: Any, fa: _Look, fb: _Look,
     to_canvas = np.array([[f, 0.0, -x0 * f], [0.0, f, -y0 * f], [0.0, 0.0, 1.0]])
     a, valid = _warp(cv2, pa, to_canvas @ m, size)
     b, _ = _warp(cv2, pb, to_canvas, size)
-    refine = _ecc(cv2, a, b, valid)
-    if refine is not None:
+    refined_warp = _ecc(cv2, a, b, valid) if refine else None
+    if refined_warp is not None:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        a = cv2.warpAffine(a, refine, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        valid = cv2.warpAffine(valid.astype(np.float32), refine, size, flags=flags) > 0.5
+        a = cv2.warpAffine(a, refined_warp, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.warpAffine(valid.astype(np.float32), refined_warp, size, flags=flags) > 0.5
         # A's canvas -> B's canvas is the inverse of ECC's warp (which maps B's canvas into A's)
-        m = np.linalg.inv(to_canvas) @ np.linalg.inv(_h(refine)) @ to_canvas @ m
+        m = np.linalg.inv(to_canvas) @ np.linalg.inv(_h(refined_warp)) @ to_canvas @ m
     refined = (np.linalg.inv(own_b) @ m @ own_a)[:2]
     share, cells, closeness = _cells(cv2, a, b, valid)
     return share, cells, refined, closeness
@@ -526,14 +531,18 @@ def _cells(cv2: Any, a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[f
     if ny == 0 or nx == 0:
         return 0.0, 0, None
 
-    def per_cell(x: np.ndarray) -> np.ndarray:
-        return x[:ny * c, :nx * c].reshape(ny, c, nx, c).swapaxes(1, 2).reshape(ny, nx, c * c)
+    def cell_means(x: np.ndarray) -> np.ndarray:
+        # INTER_AREA at a whole factor is each cell's exact mean, in OpenCV (outside the GIL:
+        # grouping verifies on several threads)
+        return cv2.resize(np.ascontiguousarray(x[:ny * c, :nx * c], dtype=np.float64), (nx, ny),
+                          interpolation=cv2.INTER_AREA).reshape(ny, nx)
 
-    pa, pb = per_cell(planes[0]), per_cell(planes[1])
-    sa, sb = pa.std(axis=2), pb.std(axis=2)
-    ma, mb = pa.mean(axis=2), pb.mean(axis=2)
-    correlation = ((pa - ma[..., None]) * (pb - mb[..., None])).mean(axis=2) / np.maximum(sa * sb, 1e-6)
-    said = (per_cell(inside).all(axis=2) & (per_cell(clipped).mean(axis=2) <= AGREE_CLIPPED)
+    pa, pb = planes
+    ma, mb = cell_means(pa), cell_means(pb)
+    sa = np.sqrt(np.maximum(cell_means(pa * pa) - ma * ma, 0.0))
+    sb = np.sqrt(np.maximum(cell_means(pb * pb) - mb * mb, 0.0))
+    correlation = (cell_means(pa * pb) - ma * mb) / np.maximum(sa * sb, 1e-6)
+    said = ((cell_means(inside) > 1.0 - 1e-9) & (cell_means(clipped) <= AGREE_CLIPPED)
             & (np.maximum(sa, sb) >= AGREE_DETAIL))
     both = (sa >= AGREE_DETAIL / 3) & (sb >= AGREE_DETAIL / 3)
     differ = said & ~(both & (correlation >= AGREE_CORRELATION))

@@ -30,6 +30,8 @@ from vsearch.vectors import nearest
 
 #: Lists probed per row (module notes).
 PROBES = 12
+#: Lists probed in all by a row that found nothing at ``widen_below`` (``close_neighbours``).
+WIDER_PROBES = 48
 #: Lists: this times the square root of the rows.
 LISTS_PER_ROOT = 1.6
 #: k-means runs on this many rows per list (a sample), for this many rounds.
@@ -40,14 +42,18 @@ _BLOCK = 16384
 
 
 def close_neighbours(vectors: np.ndarray, k: int, floor: float, *, lists: int | None = None,
-                     probes: int = PROBES, seed: int = 0,
+                     probes: int = PROBES, seed: int = 0, widen_below: float | None = None,
+                     wider_probes: int = WIDER_PROBES,
                      progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's up to ``k`` nearest other rows whose cosine is at least ``floor``, through the
     lists it probes (module notes): (rows (N, k) int64, scores (N, k) float32), best first,
     ``-1`` and ``-inf`` where a row has fewer. A row's own entry is left out.
 
-    ``vectors``: unit rows (checked: :class:`~vsearch.vectors.nearest.DamagedVectorError` names
-    the first that is not). ``progress(done, total)`` follows the lists searched.
+    ``widen_below``: a row whose best found scores below this probes ``wider_probes`` lists in
+    all (a second pass for those rows only: a small copy's embedding drifts far from its
+    original's, into lists further away). ``vectors``: unit rows (checked:
+    :class:`~vsearch.vectors.nearest.DamagedVectorError` names the first that is not).
+    ``progress(done, total)`` follows the lists searched.
     """
     count = len(vectors)
     out_rows = np.full((count, max(k, 0)), -1, dtype=np.int64)
@@ -68,20 +74,44 @@ def close_neighbours(vectors: np.ndarray, k: int, floor: float, *, lists: int | 
     member_bounds = np.searchsorted(own[members_order], np.arange(lists + 1))
     place = np.empty(count, dtype=np.int64)  # each row's position in its own list
     place[members_order] = np.arange(count) - member_bounds[own[members_order]]
-    asker = np.repeat(np.arange(count), probes)
+    lists_of = (members_order, member_bounds, own, place)
+    wider = max(probes, min(wider_probes, lists))
+    passes = 2 if widen_below is not None and wider > probes else 1
+    found = _search(data, lists_of, np.arange(count), probed, k, floor,
+                    (lambda done, total: progress(done, passes * total)) if progress else None)
+    _fill(out_rows, out_scores, *found, k)
+    if passes == 2:
+        assert widen_below is not None
+        unsure = np.flatnonzero(~(out_scores[:, 0] >= widen_below))
+        further = _probes(data[unsure], centroids, wider)[:, probes:] if len(unsure) else np.zeros((0, 0), np.int64)
+        more = _search(data, lists_of, unsure, further, k, floor,
+                       (lambda done, total: progress(total + done, 2 * total)) if progress else None)
+        q, r, s = (np.concatenate(pair) for pair in zip(found, more))
+        _fill(out_rows, out_scores, q, r, s, k)
+    return out_rows, out_scores
+
+
+def _search(data: np.ndarray, lists_of: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], askers: np.ndarray,
+            probed: np.ndarray, k: int, floor: float,
+            progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, neighbour, cosine) of each of ``askers``' up to ``k`` best rows at or above
+    ``floor`` in each list it probes (``probed``: a row of list numbers per asker)."""
+    members_order, member_bounds, own, place = lists_of
+    lists = len(member_bounds) - 1
+    asker = np.repeat(askers, probed.shape[1])
     asked = probed.ravel()
     askers_order = np.argsort(asked, kind="stable")
     asker_bounds = np.searchsorted(asked[askers_order], np.arange(lists + 1))
-    found_q: list[np.ndarray] = []
-    found_r: list[np.ndarray] = []
-    found_s: list[np.ndarray] = []
+    found_q: list[np.ndarray] = [np.zeros(0, np.int64)]
+    found_r: list[np.ndarray] = [np.zeros(0, np.int64)]
+    found_s: list[np.ndarray] = [np.zeros(0, np.float32)]
     for c in range(lists):
         members = members_order[member_bounds[c]:member_bounds[c + 1]]
-        askers = asker[askers_order[asker_bounds[c]:asker_bounds[c + 1]]]
-        if len(members) and len(askers):
-            scores = data[askers] @ data[members].T
-            home = np.flatnonzero(own[askers] == c)  # askers in this list: never their own neighbour
-            scores[home, place[askers[home]]] = -np.inf
+        rows = asker[askers_order[asker_bounds[c]:asker_bounds[c + 1]]]
+        if len(members) and len(rows):
+            scores = data[rows] @ data[members].T
+            home = np.flatnonzero(own[rows] == c)  # rows in this list: never their own neighbour
+            scores[home, place[rows[home]]] = -np.inf
             kk = min(k, len(members))
             if kk < len(members):
                 top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
@@ -89,22 +119,27 @@ def close_neighbours(vectors: np.ndarray, k: int, floor: float, *, lists: int | 
             else:
                 top, top_scores = np.broadcast_to(np.arange(len(members)), scores.shape), scores
             qi, ci = np.nonzero(top_scores >= floor)
-            found_q.append(askers[qi])
+            found_q.append(rows[qi])
             found_r.append(members[top[qi, ci]])
             found_s.append(top_scores[qi, ci])
         if progress:
             progress(c + 1, lists)
-    if not found_q:
-        return out_rows, out_scores
-    q, r, s = np.concatenate(found_q), np.concatenate(found_r), np.concatenate(found_s)
+    return np.concatenate(found_q), np.concatenate(found_r), np.concatenate(found_s)
+
+
+def _fill(out_rows: np.ndarray, out_scores: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray, k: int) -> None:
+    """Each row's best ``k`` of the (row, neighbour, cosine) found, into the tables (a pair
+    found twice counts once)."""
     order = np.lexsort((r, -s, q))  # by row, best first (ties by row number: the same every run)
     q, r, s = q[order], r[order], s[order]
+    again = np.zeros(len(q), dtype=bool)
+    again[1:] = (q[1:] == q[:-1]) & (r[1:] == r[:-1])
+    q, r, s = q[~again], r[~again], s[~again]
     first = np.searchsorted(q, q)  # where each row's candidates start
     rank = np.arange(len(q)) - first
     keep = rank < k
     out_rows[q[keep], rank[keep]] = r[keep]
     out_scores[q[keep], rank[keep]] = s[keep]
-    return out_rows, out_scores
 
 
 def _kmeans(data: np.ndarray, lists: int, rng: np.random.Generator) -> np.ndarray:
