@@ -244,3 +244,47 @@ def test_a_photo_too_small_for_a_histogram_is_not_measured(tmp_path):
     assert prior_compression(tmp_path / "again.jpg") == PriorCompression(None, None)
     Image.open(SAMPLE_IMAGES / "chelsea.jpg").convert("RGB").resize((128, 128)).save(tmp_path / "enough.jpg", quality=75)
     assert prior_compression(tmp_path / "enough.jpg").double is not None
+
+
+def test_a_copy_made_by_saving_a_file_again_is_reproduced_from_it(tmp_path):
+    """provenance.reproduces: saving the original again (as it is, or mirrored) at the copy's own
+    tables gives the copy's pixels exactly; never the other way round, nor for an edit."""
+    original = tmp_path / "original.jpg"
+    shutil.copyfile(SAMPLE_IMAGES / "chelsea.jpg", original)  # 451 x 300, q90: the mirror shifts the grid
+    img = Image.open(original).convert("RGB")
+    made = {"mirrored-same-quality": (ImageOps.mirror(img), 90), "mirrored-finer": (ImageOps.mirror(img), 95),
+            "resave-higher": (img, 97), "resave-lower": (img, 60),
+            "brightened": (ImageEnhance.Brightness(img).enhance(1.2), 90)}
+    for name, (picture, quality) in made.items():
+        picture.save(tmp_path / f"{name}.jpg", quality=quality)
+    for name in made:
+        copy = tmp_path / f"{name}.jpg"
+        assert provenance.reproduces(original, copy) is (name != "brightened"), name
+        assert not provenance.reproduces(copy, original), name
+    img.resize((400, 266)).save(tmp_path / "resized.jpg", quality=90)
+    img.save(tmp_path / "lossless.png")
+    assert not provenance.reproduces(original, tmp_path / "resized.jpg")  # another size: nothing to say
+    assert not provenance.reproduces(original, tmp_path / "lossless.png")  # no JPEG tables to save at
+    assert not provenance.reproduces(original, tmp_path / "missing.jpg")
+    img.resize((120, 80)).save(tmp_path / "small.jpg", quality=90)
+    Image.open(tmp_path / "small.jpg").save(tmp_path / "small-again.jpg", quality=97)
+    assert not provenance.reproduces(tmp_path / "small.jpg", tmp_path / "small-again.jpg")  # under 256 blocks
+
+
+def test_a_mirror_saved_at_the_originals_quality_loses_to_it_whatever_the_times_and_paths(tmp_path):
+    """What the pixels' traces cannot tell (a mirror at the original's own quality on its own
+    grid: every coefficient stays on its lattice) the reproduction does: the mirror is what
+    saving the original mirrored gives, not the other way round. The mirror is older and sorts
+    first by path, so nothing after that step could pick the original."""
+    root = tmp_path / "lib"
+    (root / "z").mkdir(parents=True)
+    original = root / "z" / "photo.jpg"
+    img = Image.open(SAMPLE_IMAGES / "chelsea.jpg").convert("RGB").crop((0, 0, 448, 296))  # on the 8 px grid
+    img.save(original, quality=85)
+    mirrored = root / "a-photo.jpg"
+    ImageOps.mirror(Image.open(original).convert("RGB")).save(mirrored, quality=85)
+    os.utime(mirrored, (1_500_000_000, 1_500_000_000))
+    os.utime(original, (1_600_000_000, 1_600_000_000))
+    assert not prior_compression(mirrored).found  # no trace in its pixels
+    assert kept([mirrored, original], root) == original
+    assert kept([original, mirrored], root) == original

@@ -11,20 +11,26 @@ real photos: ``benchmarks/bench_keeper.py``, docs/benchmarks.md):
    "export for web", messengers and most scripts strip it);
 4. the earliest EXIF ``DateTimeOriginal``;
 5. more pixels (a resized or cropped copy has fewer);
-6. no trace of an earlier JPEG compression in its pixels before one with such a trace (a
+6. a file whose pixels are not exactly what saving another file of the group again gives
+   (as it is or mirrored, at its own JPEG tables: :func:`vsearch.imaging.provenance.reproduces`)
+   before one whose pixels are: that one was made from the other (re-saved at another quality,
+   or mirrored, by a tool on the same JPEG library: Pillow, ImageMagick, GIMP; another
+   encoder's copy is not reproduced, and this step says nothing of it);
+7. no trace of an earlier JPEG compression in its pixels before one with such a trace (a
    re-save, an edit saved again, a mirrored copy:
-   :func:`vsearch.imaging.provenance.prior_compression`). Decoding costs, so it is measured only
-   for files that tie, on every step above, with another file they may be grouped with;
-7. the higher JPEG quality (from the quantisation tables): a re-save at a lower quality is
+   :func:`vsearch.imaging.provenance.prior_compression`). Decoding costs, so steps 6 and 7 are
+   measured only for files that tie, on every step above, with another file they may be
+   grouped with, and of at least 128 x 128 pixels;
+8. the higher JPEG quality (from the quantisation tables): a re-save at a lower quality is
    coarser. A lossless file counts above any JPEG, unless its pixels sit on a JPEG's grid (a
    JPEG saved as PNG): then it counts as that JPEG's quality (read from the grid, less 3 for
    the error of the estimate), and after a JPEG of the same quality (the file it was saved from);
-8. a name that does not look like a copy's (``x (1).jpg``, ``x copy.jpg``, ``x - Copy.jpg``,
+9. a name that does not look like a copy's (``x (1).jpg``, ``x copy.jpg``, ``x - Copy.jpg``,
    ``Copy of x.jpg``, ``x-copy.jpg``);
-9. the earliest modification time (a derivative is made after its original, when the files
+10. the earliest modification time (a derivative is made after its original, when the files
    kept their times);
-10. the larger file;
-11. the path, alphabetically.
+11. the larger file;
+12. the path, alphabetically.
 
 The other rules put one thing first and then follow the default order: ``pixels`` (the rule
 before this one: most pixels, then the largest file, then the oldest, then the path),
@@ -122,22 +128,31 @@ def copy_like_name(path: Path | str) -> bool:
 
 
 def order(files: Mapping[int, KeepFacts], rule: str, neighbours: Mapping[int, Collection[int]],
-          prior: Callable[[Path], PriorCompression] | None = None) -> list[int]:
+          prior: Callable[[Path], PriorCompression] | None = None,
+          reproduced: Callable[[Path, Path], bool] | None = None) -> list[int]:
     """The keys of ``files``, the one to keep first under ``rule``.
 
     ``neighbours[i]``: the files ``i`` may share a group with; the evidence that needs the
     pixels decoded (step 6) is measured only for a file that ties, on every step before it,
     with a neighbour of other content. ``prior(path)``: the traces of an earlier JPEG
-    compression in the pixels (default :func:`vsearch.imaging.provenance.prior_compression`).
+    compression in the pixels (default :func:`vsearch.imaging.provenance.prior_compression`);
+    ``reproduced(source, copy)``: whether saving ``source`` again gives ``copy``'s pixels
+    exactly (default :func:`vsearch.imaging.provenance.reproduces`).
     """
     check_rule(rule)
     if prior is None:
         from vsearch.imaging.provenance import prior_compression  # numpy DCTs: only a tie pays for it
 
         prior = prior_compression
+    if reproduced is None:
+        from vsearch.imaging.provenance import reproduces
+
+        reproduced = reproduces
 
     heads = {i: _head(f, rule) for i, f in files.items()}
     measured: dict[int, PriorCompression] = {}
+    made_from_another: set[int] = set()
+    compared: set[frozenset[int]] = set()
     if rule != "pixels":
         for i, f in files.items():
             for j in neighbours.get(i, ()):
@@ -146,7 +161,13 @@ def order(files: Mapping[int, KeepFacts], rule: str, neighbours: Mapping[int, Co
                     for k in (i, j):
                         if k not in measured:
                             measured[k] = prior(files[k].path)
-    return sorted(files, key=lambda i: (heads[i], *_tail(files[i], rule, measured.get(i))))
+                    if frozenset((i, j)) not in compared:  # each pair once, both ways: only one way is evidence
+                        compared.add(frozenset((i, j)))
+                        j_from_i, i_from_j = reproduced(f.path, other.path), reproduced(other.path, f.path)
+                        if j_from_i != i_from_j:
+                            made_from_another.add(j if j_from_i else i)
+    return sorted(files, key=lambda i: (heads[i], i in made_from_another,
+                                        *_tail(files[i], rule, measured.get(i))))
 
 
 def _head(f: KeepFacts, rule: str) -> tuple[Any, ...]:
@@ -165,7 +186,7 @@ def _head(f: KeepFacts, rule: str) -> tuple[Any, ...]:
 
 
 def _tail(f: KeepFacts, rule: str, measured: PriorCompression | None) -> tuple[Any, ...]:
-    """The pixel evidence and the steps after it (6-11 of the default order)."""
+    """The traces of an earlier compression and the steps after it (7-12 of the default order)."""
     if rule == "pixels":
         return ()
     e = f.evidence

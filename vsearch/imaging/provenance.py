@@ -238,13 +238,14 @@ def prior_compression(path: Path) -> PriorCompression:
 def _prior_cached(path: str, size: int, mtime_ns: int) -> PriorCompression:
     del size, mtime_ns  # part of the cache key only
     try:
-        luma, table, fmt = _luma(Path(path))
+        read = _luma(Path(path))
     except Exception as e:  # noqa: BLE001 - an undecodable file carries no evidence either way
         log.debug("no pixels for %s: %s", path, " ".join(str(e).split()) or type(e).__name__)
         return PriorCompression(None, None)
-    h, w = luma.shape
-    if (h // 8) * (w // 8) < MIN_BLOCKS:
+    if read is None:
         return PriorCompression(None, None)  # too few blocks for a histogram
+    luma, table, fmt = read
+    h, w = luma.shape
     double = _double_quantisation(_blocks(luma, 0, 0), table) if table is not None else None
     offsets = {(0, w % 8), (h % 8, 0), (h % 8, w % 8)} - {(0, 0)}  # where a mirror or a flip puts the old grid
     control = next(o for o in ((3, 5), (5, 3), (2, 6), (6, 2), (1, 7)) if o not in offsets)
@@ -258,14 +259,17 @@ def _prior_cached(path: str, size: int, mtime_ns: int) -> PriorCompression:
     return PriorCompression(double, grid, embedded)
 
 
-def _luma(path: Path) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+def _luma(path: Path) -> tuple[np.ndarray, np.ndarray | None, str | None] | None:
     """The luma plane of the central window (as the file stores it, no rotation; float64,
-    level-shifted by 128), the luminance quantisation table (8x8) of a JPEG, and the format."""
+    level-shifted by 128), the luminance quantisation table (8x8) of a JPEG, and the format;
+    None, read from the header alone, for an image of fewer than :data:`MIN_BLOCKS` blocks."""
     data = read_image_bytes(path)
     if path.suffix.lower() in HEIF_SUFFIXES:
         register_heif()
     with open_image(io.BytesIO(data)) as im:
         fmt = im.format
+        if (im.width // 8) * (im.height // 8) < MIN_BLOCKS:
+            return None
         if im.width * im.height > 100_000_000:
             raise ValueError(f"{im.width}x{im.height} is too large to measure")
         table = None
@@ -363,3 +367,68 @@ def _embedded_quality(coefficients: np.ndarray) -> int | None:
     scale = float(np.median(scales))
     quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
     return int(min(100, max(1, round(quality))))
+
+
+#: Side of the window (pixels, on the 16 px grid of a JPEG's colour blocks) that
+#: :func:`reproduces` saves again and compares, less :data:`_MARGIN` on every side (where the
+#: decoder's colour upsampling reads past the window).
+REPRODUCE_WINDOW = 512
+_MARGIN = 16
+
+
+def reproduces(source: Path, copy: Path) -> bool:
+    """Whether ``copy`` holds exactly the pixels that saving ``source`` again gives, as it is or
+    mirrored left to right, with ``copy``'s own JPEG tables and colour subsampling: the mark of a
+    copy made from that file (re-saved at another quality, or mirrored) by a tool on the same
+    JPEG library as this one (libjpeg's default DCT: Pillow, ImageMagick and GIMP save so). A
+    copy made by another encoder (a camera's, Photoshop's) is not reproduced: no evidence
+    either way, never a false one, since an exact match of every pixel does not happen by
+    chance. Both must be the same size, ``copy`` a JPEG, each of at least :data:`MIN_BLOCKS`
+    blocks; a central window of :data:`REPRODUCE_WINDOW` pixels a side is compared. A file that
+    cannot be decoded gives False. Cached per process, by both files' path, size and mtime."""
+    try:
+        sa, sb = os.stat(source), os.stat(copy)
+    except OSError:
+        return False
+    return _reproduces_cached(os.fspath(source), sa.st_size, sa.st_mtime_ns, os.fspath(copy), sb.st_size,
+                              sb.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reproduces_cached(source: str, source_size: int, source_mtime: int, copy: str, copy_size: int,
+                       copy_mtime: int) -> bool:
+    del source_size, source_mtime, copy_size, copy_mtime  # part of the cache key only
+    from PIL import JpegImagePlugin
+
+    try:
+        with open_image(io.BytesIO(read_image_bytes(Path(copy)))) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L") or (im.width // 8) * (im.height // 8) < MIN_BLOCKS:
+                return False  # (read from the header: nothing decoded)
+            tables = dict(getattr(im, "quantization", None) or {})
+            sampling = JpegImagePlugin.get_sampling(im)
+            target = np.asarray(im.convert(im.mode))
+        with open_image(io.BytesIO(read_image_bytes(Path(source)))) as im:
+            if im.width * im.height > 100_000_000:
+                return False
+            pixels = np.asarray(im.convert(target.ndim == 3 and "RGB" or "L"))
+    except Exception as e:  # noqa: BLE001 - an undecodable file carries no evidence either way
+        log.debug("no pixels for %s or %s: %s", source, copy, " ".join(str(e).split()) or type(e).__name__)
+        return False
+    if pixels.shape != target.shape or not tables or (target.shape[0] // 8) * (target.shape[1] // 8) < MIN_BLOCKS:
+        return False
+    h, w = target.shape[:2]
+    side = REPRODUCE_WINDOW
+    top, left = max(0, (h - side) // 2) // 16 * 16, max(0, (w - side) // 2) // 16 * 16
+    window = (slice(top, top + side), slice(left, left + side))
+    inner = (slice(_MARGIN if top else 0, -_MARGIN), slice(_MARGIN if left else 0, -_MARGIN))
+    want = target[window][inner]
+    options: dict[str, object] = {"qtables": tables}
+    if sampling >= 0:
+        options["subsampling"] = sampling
+    for turned in (pixels, pixels[:, ::-1]):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(turned[window])).save(buf, "JPEG", **options)
+        again = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(target.ndim == 3 and "RGB" or "L"))
+        if again[inner].shape == want.shape and np.array_equal(again[inner], want):
+            return True
+    return False
