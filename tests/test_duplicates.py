@@ -194,6 +194,18 @@ def test_defaults_with_the_real_model(tmp_path):
     assert "astronaut.jpg" in keepers and "astronaut-small.jpg" not in keepers
 
 
+def _six_photos_with_copies(tmp_path: Path) -> None:
+    """Six sample photos, each with an edited and a mirrored copy, indexed at tmp_path / "idx"."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "coins.jpg", "camera.jpg"):
+        src = SAMPLE_IMAGES / name
+        shutil.copy(src, lib / name)
+        edited_copy(lib / name, lib / f"{src.stem}-edit.jpg")
+        ImageOps.mirror(Image.open(src).convert("RGB")).save(lib / f"{src.stem}-mirror.jpg", quality=80)
+    build(lib, tmp_path / "idx")
+
+
 def test_near_groups_on_several_threads_are_the_groups_of_one(tmp_path, fake_model, monkeypatch):
     """Connected parts of the candidates are grouped on several threads, each with its own
     verifier (OpenCV state is per thread); the groups, their order and numbers are those of one
@@ -203,14 +215,7 @@ def test_near_groups_on_several_threads_are_the_groups_of_one(tmp_path, fake_mod
     from vsearch.duplicates import grouping
     from vsearch.imaging import verify
 
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "coins.jpg", "camera.jpg"):
-        src = SAMPLE_IMAGES / name
-        shutil.copy(src, lib / name)
-        edited_copy(lib / name, lib / f"{src.stem}-edit.jpg")
-        ImageOps.mirror(Image.open(src).convert("RGB")).save(lib / f"{src.stem}-mirror.jpg", quality=80)
-    build(lib, tmp_path / "idx")
+    _six_photos_with_copies(tmp_path)
     threads: set[str] = set()
     real = verify.Verifier.verify
     monkeypatch.setattr(verify.Verifier, "verify",
@@ -233,14 +238,7 @@ def test_near_groups_in_worker_processes_are_the_groups_of_one_thread(tmp_path, 
     numbers, members' facts and the groups reported as found are those of one thread, marks included."""
     from vsearch.duplicates import grouping
 
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg", "coins.jpg", "camera.jpg"):
-        src = SAMPLE_IMAGES / name
-        shutil.copy(src, lib / name)
-        edited_copy(lib / name, lib / f"{src.stem}-edit.jpg")
-        ImageOps.mirror(Image.open(src).convert("RGB")).save(lib / f"{src.stem}-mirror.jpg", quality=80)
-    build(lib, tmp_path / "idx")
+    _six_photos_with_copies(tmp_path)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     processes: list[str] = []
     real_pool = grouping.ProcessPoolExecutor

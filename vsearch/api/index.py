@@ -277,7 +277,9 @@ class Index:
         ``shortest-path`` (each first, then the default order). A hard link or symbolic link
         to the keeper is listed at level ``same-file``, never as a copy to act on.
         ``not_duplicates``: pairs of content digests never grouped together.
-        ``mode``: ``auto``, ``exact`` or ``approximate``. ``progress(done, total)`` follows
+        ``mode``: ``auto`` (every pair compared up to 20,000 images, a clustered search
+        above: exact scores, a pair missed now and then), ``exact`` (every pair) or
+        ``approximate`` (the Annoy index). ``progress(done, total)`` follows
         the rows compared, then the rows grouped. ``min_overlap`` (near): the share of each
         image a copy must have in common with its keeper (default 0.5; lower finds heavier
         crops). A near copy is also the same picture, not another moment of the scene: its

@@ -82,7 +82,7 @@ def duplicates(
                             "(default 0.80); similar: cosine at which two images are grouped (default 0.92).")] = None,
     fmt: OutputFormat = Format.table,
     null: Null = False,
-    exact: Annotated[bool, typer.Option("--exact", help="Exact neighbours even above the Annoy size limit.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Compare every pair, even above 20,000 images (where a clustered search is used).")] = False,
     move_to: Annotated[str | None, typer.Option(  # a str: "" must be an error, not the current folder
         "--move-to", metavar="DIR", show_default=False,
         help="Move every copy that is not kept under DIR (made when missing), keeping its path relative to the "

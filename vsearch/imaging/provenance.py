@@ -372,7 +372,7 @@ def _embedded_quality(coefficients: np.ndarray) -> int | None:
 #: Side of the window (pixels, on the 16 px grid of a JPEG's colour blocks) that
 #: :func:`reproduces` saves again and compares, less :data:`_MARGIN` on every side (where the
 #: decoder's colour upsampling reads past the window).
-REPRODUCE_WINDOW = 512
+REPRODUCE_WINDOW = 256
 _MARGIN = 16
 
 
@@ -397,38 +397,64 @@ def reproduces(source: Path, copy: Path) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _reproduces_cached(source: str, source_size: int, source_mtime: int, copy: str, copy_size: int,
                        copy_mtime: int) -> bool:
-    del source_size, source_mtime, copy_size, copy_mtime  # part of the cache key only
-    from PIL import JpegImagePlugin
-
-    try:
-        with open_image(io.BytesIO(read_image_bytes(Path(copy)))) as im:
-            if im.format != "JPEG" or im.mode not in ("RGB", "L") or (im.width // 8) * (im.height // 8) < MIN_BLOCKS:
-                return False  # (read from the header: nothing decoded)
-            tables = dict(getattr(im, "quantization", None) or {})
-            sampling = JpegImagePlugin.get_sampling(im)
-            target = np.asarray(im.convert(im.mode))
-        with open_image(io.BytesIO(read_image_bytes(Path(source)))) as im:
-            if im.width * im.height > 100_000_000:
-                return False
-            pixels = np.asarray(im.convert(target.ndim == 3 and "RGB" or "L"))
-    except Exception as e:  # noqa: BLE001 - an undecodable file carries no evidence either way
-        log.debug("no pixels for %s or %s: %s", source, copy, " ".join(str(e).split()) or type(e).__name__)
+    made = _windows(copy, copy_size, copy_mtime)
+    if made is None or made.format != "JPEG" or not made.tables:
         return False
-    if pixels.shape != target.shape or not tables or (target.shape[0] // 8) * (target.shape[1] // 8) < MIN_BLOCKS:
+    given = _windows(source, source_size, source_mtime)
+    if given is None or given.shape != made.shape or given.straight.ndim != made.straight.ndim:
         return False
-    h, w = target.shape[:2]
-    side = REPRODUCE_WINDOW
-    top, left = max(0, (h - side) // 2) // 16 * 16, max(0, (w - side) // 2) // 16 * 16
-    window = (slice(top, top + side), slice(left, left + side))
-    inner = (slice(_MARGIN if top else 0, -_MARGIN), slice(_MARGIN if left else 0, -_MARGIN))
-    want = target[window][inner]
-    options: dict[str, object] = {"qtables": tables}
-    if sampling >= 0:
-        options["subsampling"] = sampling
-    for turned in (pixels, pixels[:, ::-1]):
+    inner = made.inner
+    want = made.straight[inner]
+    options: dict[str, object] = {"qtables": made.tables}
+    if made.sampling >= 0:
+        options["subsampling"] = made.sampling
+    for turned in (given.straight, given.mirrored):
         buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(turned[window])).save(buf, "JPEG", **options)
-        again = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(target.ndim == 3 and "RGB" or "L"))
+        Image.fromarray(turned).save(buf, "JPEG", **options)
+        again = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(made.mode))
         if again[inner].shape == want.shape and np.array_equal(again[inner], want):
             return True
     return False
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """What :func:`reproduces` reads of one file, decoded once: the central window (on the 16 px
+    grid) of its pixels as they are and mirrored, the part of it compared, and its JPEG tables."""
+
+    format: str | None
+    mode: str
+    shape: tuple[int, ...]
+    straight: np.ndarray
+    mirrored: np.ndarray
+    inner: tuple[slice, slice]
+    tables: dict[int, object]
+    sampling: int
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(path: str, size: int, mtime_ns: int) -> _Windows | None:
+    """The windows of ``path`` (None: undecodable, or under MIN_BLOCKS blocks, read from the header)."""
+    del size, mtime_ns  # part of the cache key only
+    from PIL import JpegImagePlugin
+
+    try:
+        with open_image(io.BytesIO(read_image_bytes(Path(path)))) as im:
+            if (im.width // 8) * (im.height // 8) < MIN_BLOCKS or im.width * im.height > 100_000_000:
+                return None  # (read from the header: nothing decoded)
+            fmt = im.format
+            tables = dict(getattr(im, "quantization", None) or {}) if fmt == "JPEG" else {}
+            sampling = JpegImagePlugin.get_sampling(im) if fmt == "JPEG" else -1
+            mode = "L" if im.mode in ("L", "1") else "RGB"
+            pixels = np.asarray(im.convert(mode))
+    except Exception as e:  # noqa: BLE001 - an undecodable file carries no evidence either way
+        log.debug("no pixels for %s: %s", path, " ".join(str(e).split()) or type(e).__name__)
+        return None
+    h, w = pixels.shape[:2]
+    side = REPRODUCE_WINDOW
+    top, left = max(0, (h - side) // 2) // 16 * 16, max(0, (w - side) // 2) // 16 * 16
+    rows, cols = slice(top, top + side), slice(left, left + side)
+    straight = np.ascontiguousarray(pixels[rows, cols])
+    mirrored = np.ascontiguousarray(pixels[:, ::-1][rows, cols])
+    inner = (slice(_MARGIN if top else 0, -_MARGIN), slice(_MARGIN if left else 0, -_MARGIN))
+    return _Windows(fmt, mode, pixels.shape, straight, mirrored, inner, tables, sampling)
