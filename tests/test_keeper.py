@@ -288,3 +288,35 @@ def test_a_mirror_saved_at_the_originals_quality_loses_to_it_whatever_the_times_
     assert not prior_compression(mirrored).found  # no trace in its pixels
     assert kept([mirrored, original], root) == original
     assert kept([original, mirrored], root) == original
+
+
+def test_a_brightened_copy_is_known_by_the_highlights_it_burnt_out(tmp_path):
+    """provenance.brightened_from: a copy brightened from the original (mirrored or not) is
+    brighter by one gain with white where the original still has detail; the other way round,
+    and for a darkened copy (which cannot hold detail its original lost), it says nothing."""
+    original = tmp_path / "original.jpg"
+    shutil.copyfile(SAMPLE_IMAGES / "coffee.jpg", original)  # a white cup and saucer: highlights to burn out
+    img = Image.open(original).convert("RGB")
+    ImageEnhance.Brightness(img).enhance(1.25).save(tmp_path / "bright.jpg", quality=90)
+    ImageOps.mirror(ImageEnhance.Brightness(img).enhance(1.2)).save(tmp_path / "bright-mirrored.jpg", quality=75)
+    ImageEnhance.Brightness(img).enhance(0.8).save(tmp_path / "dark.jpg", quality=90)
+    for name in ("bright.jpg", "bright-mirrored.jpg"):
+        assert provenance.brightened_from(original, tmp_path / name), name
+        assert not provenance.brightened_from(tmp_path / name, original), name
+        assert provenance.made_from(original, tmp_path / name) and not provenance.made_from(tmp_path / name, original)
+    assert not provenance.brightened_from(original, tmp_path / "dark.jpg")
+    assert not provenance.brightened_from(tmp_path / "dark.jpg", original)  # the original is not "brightened"
+    assert not provenance.brightened_from(original, SAMPLE_IMAGES / "coffee_cup.jpg")  # other pixels
+
+
+def test_a_brightened_copy_at_the_originals_quality_loses_to_it_whatever_the_times_and_paths(tmp_path):
+    root = tmp_path / "lib"
+    (root / "z").mkdir(parents=True)
+    original = root / "z" / "photo.jpg"
+    Image.open(SAMPLE_IMAGES / "coffee.jpg").convert("RGB").save(original, quality=85)
+    brighter = root / "a-photo.jpg"
+    ImageEnhance.Brightness(Image.open(original).convert("RGB")).enhance(1.2).save(brighter, quality=85)
+    os.utime(brighter, (1_500_000_000, 1_500_000_000))
+    os.utime(original, (1_600_000_000, 1_600_000_000))
+    assert kept([brighter, original], root) == original
+    assert kept([original, brighter], root) == original

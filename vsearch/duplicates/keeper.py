@@ -11,11 +11,13 @@ real photos: ``benchmarks/bench_keeper.py``, docs/benchmarks.md):
    "export for web", messengers and most scripts strip it);
 4. the earliest EXIF ``DateTimeOriginal``;
 5. more pixels (a resized or cropped copy has fewer);
-6. a file whose pixels are not exactly what saving another file of the group again gives
-   (as it is or mirrored, at its own JPEG tables: :func:`vsearch.imaging.provenance.reproduces`)
-   before one whose pixels are: that one was made from the other (re-saved at another quality,
-   or mirrored, by a tool on the same JPEG library: Pillow, ImageMagick, GIMP; another
-   encoder's copy is not reproduced, and this step says nothing of it);
+6. a file no other file of the group was made from, by its pixels, before one that was
+   (:func:`vsearch.imaging.provenance.made_from`): a copy whose pixels are exactly what saving
+   the other file again gives, as it is or mirrored, at the copy's own JPEG tables (re-saved
+   or mirrored by a tool on the same JPEG library: Pillow, ImageMagick, GIMP; another
+   encoder's copy is not reproduced, and this says nothing of it), or a copy brighter by one
+   steady gain whose highlights are burnt out where the other still holds detail (a darkened
+   copy could not hold it). Only evidence one way counts;
 7. no trace of an earlier JPEG compression in its pixels before one with such a trace (a
    re-save, an edit saved again, a mirrored copy:
    :func:`vsearch.imaging.provenance.prior_compression`). Decoding costs, so steps 6 and 7 are
@@ -129,25 +131,25 @@ def copy_like_name(path: Path | str) -> bool:
 
 def order(files: Mapping[int, KeepFacts], rule: str, neighbours: Mapping[int, Collection[int]],
           prior: Callable[[Path], PriorCompression] | None = None,
-          reproduced: Callable[[Path, Path], bool] | None = None) -> list[int]:
+          made_from: Callable[[Path, Path], bool] | None = None) -> list[int]:
     """The keys of ``files``, the one to keep first under ``rule``.
 
     ``neighbours[i]``: the files ``i`` may share a group with; the evidence that needs the
     pixels decoded (step 6) is measured only for a file that ties, on every step before it,
     with a neighbour of other content. ``prior(path)``: the traces of an earlier JPEG
     compression in the pixels (default :func:`vsearch.imaging.provenance.prior_compression`);
-    ``reproduced(source, copy)``: whether saving ``source`` again gives ``copy``'s pixels
-    exactly (default :func:`vsearch.imaging.provenance.reproduces`).
+    ``made_from(source, copy)``: whether ``copy``'s pixels show it was made from ``source``
+    (default :func:`vsearch.imaging.provenance.made_from`).
     """
     check_rule(rule)
     if prior is None:
         from vsearch.imaging.provenance import prior_compression  # numpy DCTs: only a tie pays for it
 
         prior = prior_compression
-    if reproduced is None:
-        from vsearch.imaging.provenance import reproduces
+    if made_from is None:
+        from vsearch.imaging import provenance
 
-        reproduced = reproduces
+        made_from = provenance.made_from
 
     heads = {i: _head(f, rule) for i, f in files.items()}
     measured: dict[int, PriorCompression] = {}
@@ -163,7 +165,7 @@ def order(files: Mapping[int, KeepFacts], rule: str, neighbours: Mapping[int, Co
                             measured[k] = prior(files[k].path)
                     if frozenset((i, j)) not in compared:  # each pair once, both ways: only one way is evidence
                         compared.add(frozenset((i, j)))
-                        j_from_i, i_from_j = reproduced(f.path, other.path), reproduced(other.path, f.path)
+                        j_from_i, i_from_j = made_from(f.path, other.path), made_from(other.path, f.path)
                         if j_from_i != i_from_j:
                             made_from_another.add(j if j_from_i else i)
     return sorted(files, key=lambda i: (heads[i], i in made_from_another,
