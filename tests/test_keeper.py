@@ -320,3 +320,15 @@ def test_a_brightened_copy_at_the_originals_quality_loses_to_it_whatever_the_tim
     os.utime(original, (1_600_000_000, 1_600_000_000))
     assert kept([brighter, original], root) == original
     assert kept([original, brighter], root) == original
+
+
+def test_a_grey_photo_mirrored_and_saved_in_colour_is_reproduced_from_it(tmp_path):
+    """A grey original (camera.jpg) whose copy an editor saved in colour: the original's grey in
+    every channel, saved again, gives the copy (a regression: each file was read in its own mode,
+    and the pair was never compared)."""
+    original = tmp_path / "camera.jpg"
+    shutil.copyfile(SAMPLE_IMAGES / "camera.jpg", original)
+    assert Image.open(original).mode == "L"
+    ImageOps.mirror(Image.open(original).convert("RGB")).save(tmp_path / "mirrored.jpg", quality=95)
+    assert provenance.reproduces(original, tmp_path / "mirrored.jpg")
+    assert not provenance.reproduces(tmp_path / "mirrored.jpg", original)

@@ -401,14 +401,14 @@ def _reproduces_cached(source: str, source_size: int, source_mtime: int, copy: s
     if made is None or made.format != "JPEG" or not made.tables:
         return False
     given = _windows(source, source_size, source_mtime)
-    if given is None or given.shape != made.shape or given.straight.ndim != made.straight.ndim:
+    if given is None or given.shape[:2] != made.shape[:2]:
         return False
     inner = made.inner
     want = made.straight[inner]
     options: dict[str, object] = {"qtables": made.tables}
     if made.sampling >= 0:
         options["subsampling"] = made.sampling
-    for turned in (given.straight, given.mirrored):
+    for turned in given.turns(made.mode):
         buf = io.BytesIO()
         Image.fromarray(turned).save(buf, "JPEG", **options)
         again = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(made.mode))
@@ -430,6 +430,14 @@ class _Windows:
     inner: tuple[slice, slice]
     tables: dict[int, object]
     sampling: int
+
+    def turns(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """The window as it is and mirrored, in ``mode`` (a grey photo saved again in colour is
+        its grey in every channel, as Pillow converts it)."""
+        if mode == self.mode:
+            return self.straight, self.mirrored
+        return (np.asarray(Image.fromarray(self.straight).convert(mode)),
+                np.asarray(Image.fromarray(self.mirrored).convert(mode)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -490,13 +498,13 @@ def _brightened_cached(source: str, source_size: int, source_mtime: int, copy: s
                        copy_mtime: int) -> bool:
     made = _windows(copy, copy_size, copy_mtime)
     given = _windows(source, source_size, source_mtime)
-    if made is None or given is None or given.shape != made.shape or given.straight.ndim != made.straight.ndim:
+    if made is None or given is None or given.shape[:2] != made.shape[:2]:
         return False
     b = made.straight[made.inner].astype(np.float32)
     burnt = b >= _BURNT
     if burnt.sum() < max(200, 0.002 * b.size):
         return False
-    for turned in (given.straight, given.mirrored):
+    for turned in given.turns(made.mode):
         a = turned[made.inner].astype(np.float32)
         mid = (a > 24) & (a < 200) & (b > 5) & (b < 250)
         if mid.sum() < 1000:
