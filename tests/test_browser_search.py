@@ -116,7 +116,8 @@ def test_lightbox_by_keyboard_alone_then_find_similar(site, page):
     expect(box.locator("#lb-img")).to_have_attribute("src", re.compile(r"^/image/\d+/[0-9a-f]+$"))
     expect(box.locator(".facts")).to_contain_text("Pixels")
     expect(box.locator(".facts")).to_contain_text(re.compile(r"\d+ × \d+"), timeout=WAIT_MS)
-    assert page.evaluate("document.activeElement.closest('[data-testid=lightbox]') !== null")
+    # (waited for, as below: on a loaded machine the focus lands a moment after the dialog shows)
+    page.wait_for_function("document.activeElement.closest('[data-testid=lightbox]') !== null", timeout=WAIT_MS)
     # Arrow keys move between the results; the focus never leaves the dialog.
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
@@ -127,7 +128,7 @@ def test_lightbox_by_keyboard_alone_then_find_similar(site, page):
     expect(box.locator("#lb-title")).to_have_text(second)
     for key in ["Tab"] * 7 + ["Shift+Tab"] * 7:
         page.keyboard.press(key)
-        assert page.evaluate("document.activeElement.closest('[data-testid=lightbox]') !== null"), key
+        page.wait_for_function("document.activeElement.closest('[data-testid=lightbox]') !== null", timeout=WAIT_MS)
     # Esc closes it and gives the focus back to the result last shown.
     page.keyboard.press("Escape")
     expect(box).to_be_hidden()
