@@ -44,6 +44,7 @@ import functools
 import io
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,12 +387,16 @@ def reproduces(source: Path, copy: Path) -> bool:
     chance. Both must be the same size, ``copy`` a JPEG, each of at least :data:`MIN_BLOCKS`
     blocks; a central window of :data:`REPRODUCE_WINDOW` pixels a side is compared. A file that
     cannot be decoded gives False. Cached per process, by both files' path, size and mtime."""
+    return _on_pair(_reproduces_cached, source, copy)
+
+
+def _on_pair(measure: Callable[..., bool], source: Path, copy: Path) -> bool:
+    """``measure`` of both files, keyed by each one's path, size and mtime (a file gone: False)."""
     try:
         sa, sb = os.stat(source), os.stat(copy)
     except OSError:
         return False
-    return _reproduces_cached(os.fspath(source), sa.st_size, sa.st_mtime_ns, os.fspath(copy), sb.st_size,
-                              sb.st_mtime_ns)
+    return measure(os.fspath(source), sa.st_size, sa.st_mtime_ns, os.fspath(copy), sb.st_size, sb.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -485,12 +490,7 @@ def brightened_from(source: Path, copy: Path) -> bool:
     would be one flat grey), so the brighter file was made from the other, not the other way
     round. Compared over the central window :func:`reproduces` reads; no highlight there, or
     another size, says nothing (False). Cached per process, by both files' path, size and mtime."""
-    try:
-        sa, sb = os.stat(source), os.stat(copy)
-    except OSError:
-        return False
-    return _brightened_cached(os.fspath(source), sa.st_size, sa.st_mtime_ns, os.fspath(copy), sb.st_size,
-                              sb.st_mtime_ns)
+    return _on_pair(_brightened_cached, source, copy)
 
 
 @functools.lru_cache(maxsize=4096)
