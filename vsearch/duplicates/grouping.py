@@ -33,12 +33,12 @@ always takes the matmul, ``mode="approximate"`` the index's Annoy index.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import stat
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, MutableMapping
-import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -565,7 +565,7 @@ def _shortlist(store: Store, vectors: np.ndarray, threshold: float, links: int, 
             )
         annoy = SearchSpace.of(store).approximate()
     table = None
-    if annoy is None and mode == "auto" and count > CLUSTERED_FROM:
+    if mode == "auto" and count > CLUSTERED_FROM:
         # every row at once, through clusters (clustered.py): minutes less than a full matmul at 100k
         floor = threshold if nearest_below is None else min(threshold, small.SMALL_SHORTLIST)
         lists_done = (lambda done, total: progress(count * done // total, count)) if progress else None

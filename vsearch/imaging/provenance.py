@@ -424,8 +424,9 @@ def _reproduces_cached(source: str, source_size: int, source_mtime: int, copy: s
 
 @dataclass(frozen=True)
 class _Windows:
-    """What :func:`reproduces` reads of one file, decoded once: the central window (on the 16 px
-    grid) of its pixels as they are and mirrored, the part of it compared, and its JPEG tables."""
+    """What :func:`reproduces` and :func:`brightened_from` read of one file, decoded once: the
+    central window (on the 16 px grid) of its pixels as they are and mirrored, the part of it
+    compared, and its JPEG tables."""
 
     format: str | None
     mode: str

@@ -189,8 +189,9 @@ class Verifier:
     ``max_pixels``: images larger than this are refused (images.load_image).
     ``pixels_first``: try the whole frames aligned by their pixels before any keypoint (a copy
     that is not cropped or turned much agrees there at once, for a quarter of a keypoint
-    fit's time); the keypoint fit decides what that does not accept. Only a yes/no changes
-    nothing for it: a pair the pixels accept passes the same agreement test the fit asks for.
+    fit's time); the keypoint fit decides what that does not accept. The answers stay the
+    fit's: a pair the first look accepts agrees at :data:`FIRST_LOOK_AGREEMENT`, stricter than
+    the fit's own test; only its account differs (no inliers, ``verified (pixels)``).
     """
 
     def __init__(self, *, min_overlap: float = 0.0, min_inliers: int = MIN_INLIERS, min_agreement: float = 0.0,

@@ -229,14 +229,8 @@ def database(index_dir: Path, *, write: bool = False) -> Iterator[sqlite3.Connec
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             _prepare(db, index_dir)
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
+            with _transaction(db, write=write):
                 yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         finally:
             db.close()
 
@@ -311,8 +305,7 @@ def _prepare(db: sqlite3.Connection, index_dir: Path) -> None:
         raise sqlite3.DatabaseError("it holds tables that are not vsearch's judgments")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         if db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'kv'").fetchone()[0] == 0:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -321,6 +314,16 @@ def _prepare(db: sqlite3.Connection, index_dir: Path) -> None:
             imported = _import_jsonl(db, index_dir / JSONL_FILE)
             if imported:
                 db.execute("INSERT INTO kv(key, value) VALUES ('imported_jsonl', ?)", (str(imported),))
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
+    """One transaction on ``db`` (autocommit mode): committed when the block ends, rolled back
+    when it raises. ``write`` takes the write lock at the start (``BEGIN IMMEDIATE``), so what
+    the block reads is still true when it writes."""
+    db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -332,19 +335,13 @@ def _migrate(db: sqlite3.Connection) -> None:
     """Bring an older file up to :data:`SCHEMA_VERSION`, one version at a time, in one
     transaction: what it held stays, new columns are empty (NULL). The version is read again
     under the write lock, so two processes opening the same old file migrate it once."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         version = int(db.execute("SELECT value FROM kv WHERE key = 'schema_version'").fetchone()[0])
         while version < SCHEMA_VERSION:
             for statement in _MIGRATIONS[version]:
                 db.execute(statement)
             version += 1
         db.execute("UPDATE kv SET value = ? WHERE key = 'schema_version'", (str(version),))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     log.info("migrated %s to schema version %d", DB_FILE, SCHEMA_VERSION)
 
 

@@ -110,11 +110,7 @@ async def act(request: Request) -> Response:
         done = await run_in_threadpool(_act_now, page, _group_query(body), members, keeper, move_to)
     except StaleGroup:
         return _stale()
-    count = done.moved + done.trashed
-    files = f"{count} file{'s' if count != 1 else ''}"
-    where = "sent to the trash" if move_to is None else f"moved to {move_to}"
-    return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
-                         "message": f"{files} {where}; Undo puts {'them' if count != 1 else 'it'} back"})
+    return _acted(done, move_to)
 
 
 async def not_duplicate(request: Request) -> Response:
@@ -255,12 +251,7 @@ async def apply_selected(request: Request) -> Response:
         done = await run_in_threadpool(_apply_now, page, search, numbers, keepers, move_to)
     except StaleGroup:
         return _stale()
-    count = done.moved + done.trashed
-    files = f"{count} file{'s' if count != 1 else ''}"
-    where = "sent to the trash" if move_to is None else f"moved to {move_to}"
-    return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
-                         "message": f"{files} {where}, in one undo log; Undo puts "
-                                    f"{'them' if count != 1 else 'it'} back"})
+    return _acted(done, move_to, ", in one undo log")
 
 
 def _explain_now(page: PageState, a: Member, b: Member, level: str, threshold: float | None) -> dict[str, Any]:
@@ -330,6 +321,16 @@ def _file_of(api: Any, member: Member) -> Path:
     if digest != member.digest:
         raise StaleGroup("stale row")
     return path
+
+
+def _acted(done: Any, move_to: Path | None, how: str = "") -> JSONResponse:
+    """The answer to an action carried out (``done``: its undo log's counts and path): the
+    counts, the log, and one sentence saying what was done (``how``: said after where)."""
+    count = done.moved + done.trashed
+    files = f"{count} file{'s' if count != 1 else ''}"
+    where = "sent to the trash" if move_to is None else f"moved to {move_to}"
+    return JSONResponse({"moved": done.moved, "trashed": done.trashed, "log": str(done.path),
+                         "message": f"{files} {where}{how}; Undo puts {'them' if count != 1 else 'it'} back"})
 
 
 def _stale() -> Response:
