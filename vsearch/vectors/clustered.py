@@ -60,9 +60,9 @@ def close_neighbours(vectors: np.ndarray, k: int, floor: float, *, lists: int | 
     out_scores = np.full((count, max(k, 0)), -np.inf, dtype=np.float32)
     if count < 2 or k <= 0:
         return out_rows, out_scores
-    data = np.empty((count, vectors.shape[1]), dtype=np.float32)
     for start in range(0, count, _BLOCK):  # one checked pass: a damaged row is named, never grouped by NaN
-        data[start:start + _BLOCK] = nearest.stored_rows(vectors, start, min(start + _BLOCK, count))
+        nearest.stored_rows(vectors, start, min(start + _BLOCK, count))
+    data = np.asarray(vectors, dtype=np.float32)  # float32 vectors (or their memory map) as they are: no copy
     if lists is None:
         lists = max(1, round(LISTS_PER_ROOT * math.sqrt(count)))
     lists = min(lists, count)
